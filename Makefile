@@ -1,0 +1,42 @@
+# LHCIE exchange. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast soak bench lint lock rabbitmq clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with the project and its pinned dependencies (.venv/bin/lhcie)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	@touch $@
+
+run: install ## the whole exchange on http://127.0.0.1:8080 with embedded adapters and demo data
+	$(BIN)/lhcie run
+
+rabbitmq: ## make sure RabbitMQ runs on 127.0.0.1:5672 (installs Debian's package if missing)
+	@scripts/ensure-rabbitmq.sh
+
+test: install rabbitmq ## the whole test suite (real RabbitMQ; starts what else it needs)
+	$(BIN)/python -m pytest
+
+test-fast: install ## unit and contract tests on the embedded adapters only
+	$(BIN)/python -m pytest tests/unit tests/contract -m "not rabbitmq"
+
+lint: install ## static checks
+	$(BIN)/python -m compileall -q lhcie services shared tests
+
+lock: ## re-pin requirements.lock from a fresh resolve of pyproject.toml
+	rm -rf /tmp/lhcie-lock && $(PYTHON) -m venv /tmp/lhcie-lock
+	/tmp/lhcie-lock/bin/pip install --quiet '.[test]'
+	/tmp/lhcie-lock/bin/pip freeze --exclude lhcie > requirements.lock
+
+clean: ## remove the virtual environment and local data
+	rm -rf $(VENV) .lhcie

@@ -1,0 +1,38 @@
+"""Intake's message handlers: storage's verdicts and the sharing policy."""
+
+from __future__ import annotations
+
+import logging
+
+from services.intake.domain import Intake
+from shared.bus import Handler
+from shared.events import DocumentRejected, DocumentStored, Event, RoutingKey
+
+log = logging.getLogger(__name__)
+
+
+def handler(intake: Intake) -> Handler:
+    async def handle(event: Event) -> None:
+        ctx = intake.ctx
+        if event.type is RoutingKey.DOCUMENT_STORED:
+            stored = event.payload()
+            assert isinstance(stored, DocumentStored)
+            await ctx.once(
+                event,
+                lambda s: intake.registry.mark_stored(
+                    stored.document.document_id, object_key=stored.object_key, stored_at=stored.stored_at, session=s
+                ),
+            )
+        elif event.type is RoutingKey.DOCUMENT_REJECTED:
+            rejected = event.payload()
+            assert isinstance(rejected, DocumentRejected)
+            await ctx.once(
+                event,
+                lambda s: intake.registry.mark_rejected(
+                    rejected.document.document_id, code=rejected.reason_code, reason=rejected.reason, session=s
+                ),
+            )
+        elif intake.policy.handles(event):
+            await intake.policy.apply(event)
+
+    return handle

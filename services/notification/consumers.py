@@ -1,0 +1,17 @@
+"""Notification's message handlers: stored documents become alerts; the sharing policy is followed."""
+
+from __future__ import annotations
+
+from services.notification.domain import Notification
+from shared.bus import Handler
+from shared.events import Event, RoutingKey
+
+
+def handler(notification: Notification) -> Handler:
+    async def handle(event: Event) -> None:
+        if event.type is RoutingKey.DOCUMENT_STORED:
+            await notification.on_stored(event)
+        elif notification.policy.handles(event):
+            await notification.policy.apply(event)
+
+    return handle

@@ -1,0 +1,18 @@
+"""The bus port and its two adapters; ``open_bus`` picks one from the settings."""
+
+from __future__ import annotations
+
+from shared.bus.base import Bus, BusUnavailable, Consumer, Handler, QueueSpec, Reject, Retry
+from shared.config import BusKind, Settings
+
+__all__ = ["Bus", "BusUnavailable", "Consumer", "Handler", "QueueSpec", "Reject", "Retry", "open_bus"]
+
+
+def open_bus(settings: Settings, *, name: str = "lhcie") -> Bus:
+    if settings.bus is BusKind.AMQP:
+        from shared.bus.amqp import AmqpBus
+
+        return AmqpBus(settings.amqp_url.get_secret_value(), connection_name=name)
+    from shared.bus.memory import MemoryBus
+
+    return MemoryBus()

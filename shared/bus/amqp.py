@@ -1,0 +1,196 @@
+"""The RabbitMQ bus (aio-pika): durable topic exchange, quorum queues, confirms, manual acks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, DeliveryError
+
+from shared.bus.base import Bus, BusUnavailable, Consumer, Handler, Outcome, QueueSpec, deliver
+from shared.events import CONTENT_TYPE, DEAD_LETTER_EXCHANGE, EXCHANGE, Event
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT = 10.0
+
+
+def queue_arguments(spec: QueueSpec) -> dict[str, object]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": spec.delivery_limit,
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+        "x-dead-letter-routing-key": spec.name,
+        # At-least-once dead-lettering: a poison message is never dropped on its way to <queue>.dead.
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+class AmqpBus(Bus):
+    def __init__(self, url: str, *, connection_name: str = "lhcie") -> None:
+        self._url = url
+        self._name = connection_name
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._publish_lock = asyncio.Lock()
+        self._consumers: set[_AmqpConsumer] = set()
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": self._name}, timeout=10
+        )
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await self._declare_exchanges(self._publish_channel)
+
+    async def close(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    @staticmethod
+    async def _declare_exchanges(channel: AbstractChannel) -> AbstractExchange:
+        await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+        return await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    async def _declare_queue(self, channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+        exchange = await self._declare_exchanges(channel)
+        dead = await channel.declare_queue(
+            spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=spec.name)
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=queue_arguments(spec))
+        for binding in spec.bindings:
+            await queue.bind(exchange, routing_key=binding)
+        return queue
+
+    async def declare(self, queues: Sequence[QueueSpec]) -> None:
+        assert self._connection is not None, "start() first"
+        async with self._connection.channel() as channel:
+            for spec in queues:
+                await self._declare_queue(channel, spec)
+
+    async def publish(self, event: Event) -> None:
+        assert self._exchange is not None, "start() first"
+        message = aio_pika.Message(
+            event.to_bytes(),
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.id,
+            type=event.type,
+            timestamp=event.time,
+            app_id=event.source,
+            headers={
+                k: v
+                for k, v in (("traceparent", event.traceparent), ("tracestate", event.tracestate))
+                if v
+            },
+        )
+        try:
+            # mandatory: an event no queue is bound for is an error, not a silent loss
+            await self._exchange.publish(
+                message, routing_key=event.type, mandatory=True, timeout=PUBLISH_TIMEOUT
+            )
+        except (DeliveryError, AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
+            raise BusUnavailable(f"publish of {event.type} not confirmed: {type(exc).__name__}") from exc
+
+    async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int = 16) -> Consumer:
+        assert self._connection is not None, "start() first"
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        amqp_queue = await self._declare_queue(channel, queue)
+        consumer = _AmqpConsumer(self, channel, amqp_queue, queue, handler)
+        await consumer.begin()
+        self._consumers.add(consumer)
+        return consumer
+
+    async def get(self, queue_name: str) -> bytes | None:
+        assert self._connection is not None, "start() first"
+        async with self._connection.channel() as channel:
+            queue = await channel.get_queue(queue_name, ensure=True)
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                return None
+            await message.ack()
+            return message.body
+
+    async def is_healthy(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+
+class _AmqpConsumer(Consumer):
+    def __init__(
+        self,
+        bus: AmqpBus,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
+        spec: QueueSpec,
+        handler: Handler,
+    ) -> None:
+        self._bus = bus
+        self._channel = channel
+        self._queue = queue
+        self._spec = spec
+        self._handler = handler
+        self._tag: str | None = None
+        self._stopping = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def begin(self) -> None:
+        self._tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            outcome = await deliver(self._handler, message.body, self._spec.name, self._stopping)
+            if outcome == Outcome.ACK:
+                await message.ack()
+            elif outcome == Outcome.DEAD_LETTER:
+                await message.reject(requeue=False)
+            else:
+                await message.nack(requeue=True)
+        except AMQPError:
+            # The channel died under us: the broker requeues the message itself.
+            log.warning("bus.settle_failed queue=%s", self._spec.name, extra={"code": "BUS006"})
+        finally:
+            self._in_flight.discard(task)
+
+    async def _cancel(self) -> None:
+        self._stopping.set()
+        if self._tag is not None and not self._channel.is_closed:
+            try:
+                await self._queue.cancel(self._tag)
+            except AMQPError:
+                pass
+            self._tag = None
+        self._bus._consumers.discard(self)
+
+    async def stop(self) -> None:
+        await self._cancel()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if not self._channel.is_closed:
+            await self._channel.close()
+
+    async def abort(self) -> None:
+        self._stopping.set()
+        for task in list(self._in_flight):
+            task.cancel()
+        self._bus._consumers.discard(self)
+        # Closing the channel with messages unacknowledged makes the broker redeliver them.
+        if not self._channel.is_closed:
+            await self._channel.close()

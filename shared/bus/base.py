@@ -1,0 +1,169 @@
+"""The bus port: publish events, consume a queue, declare the topology.
+
+Both adapters (RabbitMQ and in-process) give the same guarantees, checked by one contract suite:
+topic routing, at-least-once delivery, ack only after the handler returns, redelivery of anything a
+dead consumer had not acknowledged, and dead-lettering to ``<queue>.dead`` after the delivery limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from shared import telemetry
+from shared.events import Event
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One durable queue, its bindings on ``lhcie.events`` and its poison-message policy."""
+
+    name: str
+    bindings: tuple[str, ...]
+    delivery_limit: int = 5
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.name}.dead"
+
+
+class Retry(Exception):
+    """A dependency is unavailable: try the same message again later, without counting it as poison."""
+
+    def __init__(self, reason: str, *, after: float | None = None) -> None:
+        super().__init__(reason)
+        self.after = after
+
+
+class Reject(Exception):
+    """The message can never succeed (it breaks the contract): dead-letter it now."""
+
+
+class BusUnavailable(Exception):
+    """The broker could not confirm a publish."""
+
+
+class Consumer(ABC):
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop taking messages, let in-flight handlers finish and ack, then detach."""
+
+    @abstractmethod
+    async def abort(self) -> None:
+        """Detach at once, as a crashed process would: unacknowledged messages go back to the queue."""
+
+
+class Bus(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def declare(self, queues: Sequence[QueueSpec]) -> None:
+        """Create the exchanges and the queues (idempotent)."""
+
+    @abstractmethod
+    async def publish(self, event: Event) -> None:
+        """Return only once the broker has the message durably (publisher confirm)."""
+
+    @abstractmethod
+    async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int = 16) -> Consumer: ...
+
+    @abstractmethod
+    async def get(self, queue_name: str) -> bytes | None:
+        """Take one message off a queue (operations: reading a dead-letter queue), or None if empty."""
+
+    @abstractmethod
+    async def is_healthy(self) -> bool: ...
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is exactly one word, ``#`` is zero or more words."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        head, rest = p[0], p[1:]
+        if head == "#":
+            return any(match(rest, k[i:]) for i in range(len(k) + 1))
+        if not k:
+            return False
+        return (head == "*" or head == k[0]) and match(rest, k[1:])
+
+    return match(pattern.split("."), routing_key.split("."))
+
+
+RETRY_BACKOFF_START = 0.2
+RETRY_BACKOFF_MAX = 15.0
+
+
+def next_backoff(previous: float | None, hint: float | None) -> float:
+    if hint is not None:
+        return hint
+    if previous is None:
+        return RETRY_BACKOFF_START
+    return min(previous * 2, RETRY_BACKOFF_MAX)
+
+
+class Outcome:
+    ACK = "ack"
+    REQUEUE = "requeue"
+    DEAD_LETTER = "dead-letter"
+
+
+async def deliver(handler: Handler, body: bytes, queue: str, stopping: asyncio.Event) -> str:
+    """Run one message through a handler and say what to do with it; shared by both adapters.
+
+    ``Retry`` is retried here with backoff for as long as the consumer runs (a dependency outage is not
+    the message's fault); any other exception requeues it and counts towards the delivery limit.
+    """
+    try:
+        event = Event.from_bytes(body)
+    except ValueError:
+        log.warning("bus.malformed queue=%s", queue, extra={"code": "BUS001"})
+        return Outcome.DEAD_LETTER
+    delay: float | None = None
+    while True:
+        with telemetry.span_from_headers(
+            f"{queue} process",
+            event.traceparent,
+            event.tracestate,
+            attributes={"messaging.destination": queue, "messaging.message.id": event.id},
+        ):
+            try:
+                await handler(event)
+                return Outcome.ACK
+            except Retry as exc:
+                delay = next_backoff(delay, exc.after)
+                log.warning(
+                    "bus.retry queue=%s type=%s reason=%s in=%.1fs",
+                    queue, event.type, exc, delay, extra={"code": "BUS002"},
+                )
+            except ValidationError as exc:
+                log.error("bus.contract_violation queue=%s type=%s errors=%d", queue, event.type,
+                          exc.error_count(), extra={"code": "BUS005"})
+                return Outcome.DEAD_LETTER
+            except Reject as exc:
+                log.error("bus.reject queue=%s type=%s reason=%s", queue, event.type, exc,
+                          extra={"code": "BUS003"})
+                return Outcome.DEAD_LETTER
+            except Exception:
+                log.exception("bus.handler_failed queue=%s type=%s", queue, event.type,
+                              extra={"code": "BUS004"})
+                return Outcome.REQUEUE
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+            return Outcome.REQUEUE  # shutting down: hand the message back for another consumer
+        except TimeoutError:
+            continue

@@ -1,0 +1,148 @@
+"""The in-process bus: RabbitMQ's routing, ack and dead-letter semantics inside one event loop.
+
+It is the bus of the one-command local run. Messages live in memory, so a process crash loses what was
+queued but not yet handled; the transactional outbox of each service (``shared/outbox.py``) republishes
+anything whose publish was not confirmed, and the real broker is the answer for durability across
+restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shared.bus.base import Bus, Consumer, Handler, Outcome, QueueSpec, deliver, topic_matches
+from shared.events import Event
+
+
+@dataclass
+class _Message:
+    body: bytes
+    delivery_count: int = 0
+
+
+@dataclass
+class _Queue:
+    spec: QueueSpec | None
+    ready: deque[_Message] = field(default_factory=deque)
+    available: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def put(self, message: _Message, *, front: bool = False) -> None:
+        async with self.available:
+            (self.ready.appendleft if front else self.ready.append)(message)
+            self.available.notify()
+
+
+class MemoryBus(Bus):
+    def __init__(self) -> None:
+        self._queues: dict[str, _Queue] = {}
+        self._consumers: set[_MemoryConsumer] = set()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.stop()
+
+    async def declare(self, queues: Sequence[QueueSpec]) -> None:
+        for spec in queues:
+            if spec.name not in self._queues:
+                self._queues[spec.name] = _Queue(spec)
+            if spec.dead_letter_queue not in self._queues:
+                self._queues[spec.dead_letter_queue] = _Queue(None)
+
+    async def publish(self, event: Event) -> None:
+        body = event.to_bytes()
+        for queue in self._queues.values():
+            if queue.spec and any(topic_matches(b, event.type) for b in queue.spec.bindings):
+                await queue.put(_Message(body))
+
+    async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int = 16) -> Consumer:
+        await self.declare([queue])
+        consumer = _MemoryConsumer(self, queue, handler, prefetch)
+        self._consumers.add(consumer)
+        consumer.begin()
+        return consumer
+
+    async def get(self, queue_name: str) -> bytes | None:
+        queue = self._queues.get(queue_name)
+        if queue is None or not queue.ready:
+            return None
+        return queue.ready.popleft().body
+
+    async def is_healthy(self) -> bool:
+        return True
+
+    async def _settle(self, spec: QueueSpec, message: _Message, outcome: str) -> None:
+        if outcome == Outcome.ACK:
+            return
+        message.delivery_count += 1
+        if outcome == Outcome.DEAD_LETTER or message.delivery_count >= spec.delivery_limit:
+            await self._queues[spec.dead_letter_queue].put(_Message(message.body))
+        else:
+            await self._queues[spec.name].put(message, front=True)
+
+
+class _MemoryConsumer(Consumer):
+    def __init__(self, bus: MemoryBus, spec: QueueSpec, handler: Handler, prefetch: int) -> None:
+        self._bus = bus
+        self._spec = spec
+        self._handler = handler
+        self._slots = asyncio.Semaphore(prefetch)
+        self._stopping = asyncio.Event()
+        self._in_flight: dict[asyncio.Task[None], _Message] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def begin(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name=f"consume {self._spec.name}")
+
+    async def _run(self) -> None:
+        queue = self._bus._queues[self._spec.name]
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            async with queue.available:
+                while not queue.ready and not self._stopping.is_set():
+                    await queue.available.wait()
+                if self._stopping.is_set():
+                    self._slots.release()
+                    return
+                message = queue.ready.popleft()
+            task = asyncio.create_task(self._handle(message))
+            self._in_flight[task] = message
+
+    async def _handle(self, message: _Message) -> None:
+        try:
+            outcome = await deliver(self._handler, message.body, self._spec.name, self._stopping)
+            await self._bus._settle(self._spec, message, outcome)
+        finally:
+            self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._slots.release()
+
+    async def _halt_loop(self) -> None:
+        self._stopping.set()
+        queue = self._bus._queues[self._spec.name]
+        async with queue.available:
+            queue.available.notify_all()
+        if self._loop_task:
+            await self._loop_task
+        self._bus._consumers.discard(self)
+
+    async def stop(self) -> None:
+        await self._halt_loop()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def abort(self) -> None:
+        self._stopping.set()
+        unacked = list(self._in_flight.items())
+        for task, _ in unacked:
+            task.cancel()
+        await asyncio.gather(*(t for t, _ in unacked), return_exceptions=True)
+        # A dead consumer's unacknowledged messages go back to the queue, counted as a delivery,
+        # exactly as RabbitMQ returns them when a channel closes.
+        for _, message in unacked:
+            await self._bus._settle(self._spec, message, Outcome.REQUEUE)
+        await self._halt_loop()

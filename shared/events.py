@@ -1,0 +1,287 @@
+"""The message contract: every routing key, its payload model and the CloudEvents envelope.
+
+This module is the only place an event's shape is defined. Documents travel by reference (bucket key,
+SHA-256, size, media type); bytes never cross the bus.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXCHANGE = "lhcie.events"
+DEAD_LETTER_EXCHANGE = "lhcie.dead"
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+
+class RoutingKey(StrEnum):
+    DOCUMENT_RECEIVED = "document.received"
+    DOCUMENT_STORED = "document.stored"
+    DOCUMENT_REJECTED = "document.rejected"
+    DOCUMENT_RETRIEVED = "document.retrieved"
+    ALERT_RAISED = "alert.raised"
+    ALERT_ACKNOWLEDGED = "alert.acknowledged"
+    ALERT_ESCALATED = "alert.escalated"
+    WEBHOOK_DELIVERED = "webhook.delivered"
+    WEBHOOK_FAILED = "webhook.failed"
+    ACCESS_DENIED = "access.denied"
+    # policy.<kind>.<change>: the full current state of one policy object travels in each event
+    # (event-carried state transfer), so any service can rebuild its view from the stream alone.
+    POLICY_ORGANISATION_UPDATED = "policy.organisation.updated"
+    POLICY_CARETEAM_UPDATED = "policy.careteam.updated"
+    POLICY_AGREEMENT_PROPOSED = "policy.agreement.proposed"
+    POLICY_AGREEMENT_ACCEPTED = "policy.agreement.accepted"
+    POLICY_AGREEMENT_REJECTED = "policy.agreement.rejected"
+    POLICY_AGREEMENT_REVOKED = "policy.agreement.revoked"
+    POLICY_AGREEMENT_EXPIRED = "policy.agreement.expired"
+    # Re-announcements of unchanged state at agreements' start-up; consumers upsert by version.
+    POLICY_ORGANISATION_SYNCED = "policy.organisation.synced"
+    POLICY_CARETEAM_SYNCED = "policy.careteam.synced"
+    POLICY_AGREEMENT_SYNCED = "policy.agreement.synced"
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    routing_keys: ClassVar[tuple[RoutingKey, ...]] = ()
+
+
+class Actor(Payload):
+    """Who caused an event: taken from the verified token, never from the request body."""
+
+    org: str
+    role: str
+    subject: str
+    mdt: str | None = None
+    address: str | None = None
+
+
+class DocumentFacts(Payload):
+    """What every service may know about a document without reading it."""
+
+    document_id: str
+    patient_nhs_number: str
+    custodian: str
+    type_system: str | None = None
+    type_code: str | None = None
+    type_display: str | None = None
+    related: tuple[str, ...] = ()
+    content_type: str
+    size: int = Field(ge=0)
+    sha256: str
+
+
+class DocumentReceived(Payload):
+    routing_keys = (RoutingKey.DOCUMENT_RECEIVED,)
+    submission_id: str
+    document: DocumentFacts
+    staging_key: str
+    actor: Actor
+
+
+class DocumentStored(Payload):
+    routing_keys = (RoutingKey.DOCUMENT_STORED,)
+    submission_id: str
+    document: DocumentFacts
+    object_key: str
+    stored_at: datetime
+
+
+class DocumentRejected(Payload):
+    routing_keys = (RoutingKey.DOCUMENT_REJECTED,)
+    submission_id: str
+    document: DocumentFacts
+    reason_code: str
+    reason: str
+
+
+class DocumentRetrieved(Payload):
+    routing_keys = (RoutingKey.DOCUMENT_RETRIEVED,)
+    document: DocumentFacts
+    actor: Actor
+
+
+class AccessDenied(Payload):
+    routing_keys = (RoutingKey.ACCESS_DENIED,)
+    actor: Actor
+    resource: str
+    action: str
+    reason_code: str
+    reason: str
+    patient_nhs_number: str | None = None
+
+
+class AlertRaised(Payload):
+    routing_keys = (RoutingKey.ALERT_RAISED,)
+    alert_id: str
+    recipient: str
+    priority: str
+    document: DocumentFacts
+
+
+class AlertAcknowledged(Payload):
+    routing_keys = (RoutingKey.ALERT_ACKNOWLEDGED,)
+    alert_id: str
+    recipient: str
+    document_id: str
+    patient_nhs_number: str
+    actor: Actor
+
+
+class AlertEscalated(Payload):
+    routing_keys = (RoutingKey.ALERT_ESCALATED,)
+    alert_id: str
+    recipient: str
+    escalated_to: str
+    reason: str
+    document_id: str
+    patient_nhs_number: str
+
+
+class WebhookDelivered(Payload):
+    routing_keys = (RoutingKey.WEBHOOK_DELIVERED,)
+    subscription_id: str
+    event_number: int
+    endpoint_host: str
+    attempts: int
+
+
+class WebhookFailed(Payload):
+    routing_keys = (RoutingKey.WEBHOOK_FAILED,)
+    subscription_id: str
+    event_number: int
+    endpoint_host: str
+    attempts: int
+    reason: str
+
+
+class OrganisationState(Payload):
+    routing_keys = (RoutingKey.POLICY_ORGANISATION_UPDATED, RoutingKey.POLICY_ORGANISATION_SYNCED)
+    ods_code: str
+    name: str
+    kind: str
+    active: bool = True
+    version: int = Field(ge=1)
+
+
+class CareTeamState(Payload):
+    routing_keys = (RoutingKey.POLICY_CARETEAM_UPDATED, RoutingKey.POLICY_CARETEAM_SYNCED)
+    careteam_id: str
+    name: str
+    organisation: str
+    tumour_site: str | None = None
+    coordinators: tuple[str, ...] = ()
+    active: bool = True
+    version: int = Field(ge=1)
+
+
+class AgreementStatus(StrEnum):
+    PROPOSED = "proposed"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class AgreementState(Payload):
+    routing_keys = (
+        RoutingKey.POLICY_AGREEMENT_PROPOSED,
+        RoutingKey.POLICY_AGREEMENT_ACCEPTED,
+        RoutingKey.POLICY_AGREEMENT_REJECTED,
+        RoutingKey.POLICY_AGREEMENT_REVOKED,
+        RoutingKey.POLICY_AGREEMENT_EXPIRED,
+        RoutingKey.POLICY_AGREEMENT_SYNCED,
+    )
+    agreement_id: str
+    title: str
+    parties: tuple[str, ...]
+    purposes: tuple[str, ...]
+    status: AgreementStatus
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    actor: Actor | None = None
+    version: int = Field(ge=1)
+
+
+PAYLOADS: dict[RoutingKey, type[Payload]] = {
+    key: model
+    for model in (
+        DocumentReceived,
+        DocumentStored,
+        DocumentRejected,
+        DocumentRetrieved,
+        AccessDenied,
+        AlertRaised,
+        AlertAcknowledged,
+        AlertEscalated,
+        WebhookDelivered,
+        WebhookFailed,
+        OrganisationState,
+        CareTeamState,
+        AgreementState,
+    )
+    for key in model.routing_keys
+}
+assert set(PAYLOADS) == set(RoutingKey), "every routing key needs exactly one payload model"
+
+
+class Event(BaseModel):
+    """A CloudEvents 1.0 envelope (structured mode) with the W3C trace context extension."""
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: str = SPEC_VERSION
+    id: str
+    source: str
+    type: RoutingKey
+    time: datetime
+    subject: str | None = None
+    datacontenttype: str = CONTENT_TYPE
+    traceparent: str | None = None
+    tracestate: str | None = None
+    # Correlates every record of one request across services (the HTTP X-Request-Id).
+    correlationid: str | None = None
+    data: dict[str, Any]
+
+    @classmethod
+    def new(
+        cls,
+        key: RoutingKey,
+        payload: Payload,
+        *,
+        source: str,
+        subject: str | None = None,
+        correlation_id: str | None = None,
+        event_id: str | None = None,
+    ) -> Event:
+        if key not in payload.routing_keys:
+            raise ValueError(f"{type(payload).__name__} is not the payload of {key}")
+        from shared import telemetry  # late: keeps the contract importable without OpenTelemetry set up
+
+        traceparent, tracestate = telemetry.current_trace_headers()
+        return cls(
+            id=event_id or str(uuid.uuid4()),
+            source=source,
+            type=key,
+            time=datetime.now(UTC),
+            subject=subject,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            correlationid=correlation_id,
+            data=payload.model_dump(mode="json"),
+        )
+
+    def payload(self) -> Payload:
+        """The typed payload; raises ``pydantic.ValidationError`` when the data breaks the contract."""
+        return PAYLOADS[self.type].model_validate(self.data)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Event:
+        return cls.model_validate_json(body)

@@ -1,0 +1,1 @@
+"""FHIR helpers shared by the services: errors as OperationOutcome, bundles, identifiers."""

@@ -1,0 +1,12 @@
+"""Typed application keys shared by every service app."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.auth import Caller
+from shared.service import Runtime
+
+RUNTIME = web.AppKey("runtime", Runtime)
+REQUEST_ID = web.RequestKey("request_id", str)
+CALLER = web.RequestKey("caller", Caller)

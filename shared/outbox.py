@@ -1,0 +1,91 @@
+"""The transactional outbox: an event is written in the same transaction as the state it announces.
+
+A relay task publishes pending events in order, with publisher confirms, and deletes each once the bus
+has confirmed it. A crash between commit and publish loses nothing (the row is still there at restart);
+at worst an event is published twice, which consumers drop by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from shared.bus import Bus, BusUnavailable
+from shared.bus.base import next_backoff
+from shared.events import Event
+from shared.store import ASCENDING, DocumentStore, Index, Session
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class Outbox:
+    def __init__(self, store: DocumentStore, bus: Bus) -> None:
+        self._rows = store.collection("outbox", [Index(("seq",))])
+        self._bus = bus
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def add(self, event: Event, *, session: Session) -> None:
+        await self._rows.insert(
+            {"_id": event.id, "seq": time.time_ns(), "event": event.model_dump(mode="json")},
+            session=session,
+        )
+
+    def notify(self) -> None:
+        """Call after the transaction that added events commits, so they go out at once."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._relay(), name="outbox relay")
+        self.notify()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            # One last pass so a clean shutdown leaves nothing pending.
+            await self.flush(timeout=5)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def flush(self, timeout: float = 10) -> None:
+        """Wait until everything committed so far has been published (tests, shutdown)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await self._rows.count() and asyncio.get_running_loop().time() < deadline:
+            self.notify()
+            await asyncio.sleep(0.02)
+
+    async def pending(self) -> int:
+        return await self._rows.count()
+
+    async def _relay(self) -> None:
+        delay: float | None = None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self._publish_batch():
+                    pass
+                delay = None
+            except BusUnavailable as exc:
+                delay = next_backoff(delay, None)
+                log.warning("outbox.publish_failed retry_in=%.1fs reason=%s", delay, exc,
+                            extra={"code": "OUT001"})
+                await asyncio.sleep(delay)
+                self._wake.set()
+            except Exception:
+                delay = next_backoff(delay, None)
+                log.exception("outbox.relay_error", extra={"code": "OUT002"})
+                await asyncio.sleep(delay)
+                self._wake.set()
+
+    async def _publish_batch(self) -> bool:
+        rows = await self._rows.find(sort=[("seq", ASCENDING)], limit=BATCH)
+        for row in rows:
+            await self._bus.publish(Event.model_validate(row["event"]))
+            await self._rows.delete({"_id": row["_id"]})
+        return len(rows) == BATCH

@@ -1,0 +1,72 @@
+"""How a service plugs into a process: its name, its routes and lifecycle, its CapabilityStatement part.
+
+``lhcie serve <name>`` builds an app with one service; ``lhcie run`` builds one app with all five, so the
+URL space is the same in both (ARCHITECTURE.md, Public HTTP API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from shared.auth import EmbeddedIssuer, TokenVerifier
+from shared.bus import Bus
+from shared.config import Settings
+from shared.objects import ObjectStore
+
+
+@dataclass
+class Ports:
+    """The process-wide adapters; each service opens its own document store (it owns its data)."""
+
+    bus: Bus
+    objects: ObjectStore
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    # Adds the service's routes and its cleanup context (store, outbox, consumers) to the app.
+    install: Callable[[web.Application], None]
+    # CapabilityStatement.rest[0].resource entries this service serves.
+    capability: tuple[dict[str, Any], ...] = ()
+
+
+HealthCheck = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class Health:
+    checks: dict[str, HealthCheck] = field(default_factory=dict)
+
+    def add(self, name: str, check: HealthCheck) -> None:
+        self.checks[name] = check
+
+    async def failing(self) -> list[str]:
+        failed = []
+        for name, check in self.checks.items():
+            try:
+                ok = await check()
+            except Exception:
+                ok = False
+            if not ok:
+                failed.append(name)
+        return failed
+
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+@dataclass
+class Runtime:
+    """What a running process holds: settings, ports, token verification and health checks."""
+
+    settings: Settings
+    ports: Ports
+    verifier: TokenVerifier | None = None
+    issuer: EmbeddedIssuer | None = None
+    health: Health = field(default_factory=Health)
+    services: tuple[str, ...] = ()

@@ -1,0 +1,286 @@
+"""The document store on SQLite (stdlib ``sqlite3``): the embedded run's database, one file per service.
+
+Each collection is a table of JSON documents; indexes are expression indexes on ``json_extract``. One
+writer connection serialises writes (SQLite has a single writer anyway) and a second connection reads
+without waiting for it (WAL mode). ``synchronous=FULL``: a committed write survives a power cut, which
+is what lets a consumer ack a message after its write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shared.store.base import (
+    Collection,
+    Document,
+    DocumentStore,
+    DuplicateKey,
+    Filter,
+    Index,
+    Session,
+    check_limit,
+)
+
+T = TypeVar("T")
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+_COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def _field(path: str) -> str:
+    if path == "_id":
+        return "id"
+    if not _PATH.match(path):
+        raise ValueError(f"invalid field path {path!r}")
+    return f"json_extract(doc, '$.{path}')"
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        raise ValueError("filters compare scalar values only")
+    return value
+
+
+def compile_filter(where: Filter | None) -> tuple[str, list[Any]]:
+    """Translate the port's MongoDB-style filter into a SQL condition and its parameters."""
+    if not where:
+        return "1", []
+    clauses: list[str] = []
+    params: list[Any] = []
+    for path, cond in where.items():
+        if path == "$or":
+            parts = [compile_filter(sub) for sub in cond]
+            clauses.append("(" + " OR ".join(f"({sql})" for sql, _ in parts) + ")")
+            for _, sub_params in parts:
+                params.extend(sub_params)
+            continue
+        column = _field(path)
+        ops = cond if isinstance(cond, dict) else {"$eq": cond}
+        for op, value in ops.items():
+            if op == "$eq" and value is None:
+                clauses.append(f"{column} IS NULL")
+            elif op == "$eq":
+                if path == "_id":
+                    clauses.append("id = ?")
+                    params.append(_scalar(value))
+                else:
+                    # MongoDB semantics: equality also matches an element of an array field.
+                    clauses.append(
+                        f"({column} = ? OR (json_type(doc, '$.{path}') = 'array' AND EXISTS "
+                        f"(SELECT 1 FROM json_each(doc, '$.{path}') AS e WHERE e.value = ?)))"
+                    )
+                    params.extend([_scalar(value), _scalar(value)])
+            elif op == "$ne":
+                clauses.append(f"({column} IS NULL OR {column} != ?)" if value is not None else f"{column} IS NOT NULL")
+                if value is not None:
+                    params.append(_scalar(value))
+            elif op in _COMPARE:
+                clauses.append(f"{column} {_COMPARE[op]} ?")
+                params.append(_scalar(value))
+            elif op == "$in":
+                values = [_scalar(v) for v in value]
+                if not values:
+                    clauses.append("0")
+                else:
+                    clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                    params.extend(values)
+            elif op == "$exists":
+                target = "id" if path == "_id" else f"json_type(doc, '$.{path}')"
+                clauses.append(f"{target} IS {'NOT ' if value else ''}NULL")
+            else:
+                raise ValueError(f"unsupported operator {op}")
+    return " AND ".join(clauses), params
+
+
+class _SqliteSession(Session):
+    pass
+
+
+class SqliteStore(DocumentStore):
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._collections: dict[str, SqliteCollection] = {}
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{path.stem}")
+        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-r-{path.stem}")
+        self._write_lock = asyncio.Lock()
+        self._active: _SqliteSession | None = None
+
+    def collection(self, name: str, indexes: Sequence[Index] = ()) -> Collection:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"invalid collection name {name!r}")
+        existing = self._collections.get(name)
+        if existing is None:
+            existing = self._collections[name] = SqliteCollection(self, name, tuple(indexes))
+        elif indexes:
+            existing.indexes = tuple({*existing.indexes, *indexes})
+        return existing
+
+    async def start(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._on_writer(self._connect)
+        self._reader = await self._on_reader(self._connect)
+        for coll in self._collections.values():
+            await self._on_writer(coll.create_sql_objects, self._writer)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            if self._writer is not None:
+                await self._on_writer(self._writer.close)
+            if self._reader is not None:
+                await self._on_reader(self._reader.close)
+            self._writer = self._reader = None
+        self._write_thread.shutdown(wait=True)
+        self._read_thread.shutdown(wait=True)
+
+    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
+
+    async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._read_thread, fn, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Session]:
+        async with self._write_lock:
+            assert self._writer is not None, "start() first"
+            await self._on_writer(self._writer.execute, "BEGIN IMMEDIATE")
+            session = self._active = _SqliteSession()
+            try:
+                yield session
+            except BaseException:
+                await self._on_writer(self._writer.execute, "ROLLBACK")
+                raise
+            else:
+                await self._on_writer(self._writer.execute, "COMMIT")
+            finally:
+                self._active = None
+
+    async def write(self, session: Session | None, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer: inside ``session`` if given, else as its own transaction."""
+        assert self._writer is not None, "start() first"
+        if session is not None:
+            if session is not self._active:
+                raise RuntimeError("session is not the active transaction")
+            return await self._on_writer(_translate, fn, self._writer)
+        async with self._write_lock:
+            return await self._on_writer(_translate, fn, self._writer)
+
+    async def read(self, session: Session | None, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if session is not None:
+            return await self.write(session, fn)
+        assert self._reader is not None, "start() first"
+        return await self._on_reader(_translate, fn, self._reader)
+
+    async def is_healthy(self) -> bool:
+        try:
+            await self.read(None, lambda c: c.execute("SELECT 1").fetchone())
+            return True
+        except Exception:
+            return False
+
+
+def _translate(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    try:
+        return fn(conn)
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE" in str(exc):
+            raise DuplicateKey(str(exc).split(":")[-1].strip()) from None
+        raise
+
+
+class SqliteCollection(Collection):
+    def __init__(self, store: SqliteStore, name: str, indexes: tuple[Index, ...]) -> None:
+        self.name = name
+        self.indexes = indexes
+        self._store = store
+        self._table = f"c_{name}"
+
+    def create_sql_objects(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+        for index in self.indexes:
+            columns = ", ".join(_field(f) for f in index.fields)
+            unique = "UNIQUE " if index.unique else ""
+            conn.execute(
+                f"CREATE {unique}INDEX IF NOT EXISTS {self._table}_{index.name} ON {self._table} ({columns})"
+            )
+
+    async def insert(self, doc: Document, *, session: Session | None = None) -> None:
+        key, body = str(doc["_id"]), json.dumps(doc, separators=(",", ":"), default=str)
+        await self._store.write(
+            session, lambda c: c.execute(f"INSERT INTO {self._table} (id, doc) VALUES (?, ?)", (key, body))
+        )
+
+    async def get(self, key: str, *, session: Session | None = None) -> Document | None:
+        row = await self._store.read(
+            session, lambda c: c.execute(f"SELECT doc FROM {self._table} WHERE id = ?", (key,)).fetchone()
+        )
+        return json.loads(row[0]) if row else None
+
+    async def replace(self, doc: Document, *, session: Session | None = None, upsert: bool = False) -> bool:
+        key, body = str(doc["_id"]), json.dumps(doc, separators=(",", ":"), default=str)
+        if upsert:
+            sql = (
+                f"INSERT INTO {self._table} (id, doc) VALUES (?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET doc = excluded.doc"
+            )
+            params: tuple[str, ...] = (key, body)
+        else:
+            sql, params = f"UPDATE {self._table} SET doc = ? WHERE id = ?", (body, key)
+        count = await self._store.write(session, lambda c: c.execute(sql, params).rowcount)
+        return count > 0
+
+    async def update(self, where: Filter, changes: Document, *, session: Session | None = None) -> int:
+        if not changes:
+            return 0
+        condition, params = compile_filter(where)
+        setter = "doc"
+        set_params: list[Any] = []
+        for path in changes:
+            if path == "_id" or not _PATH.match(path):
+                raise ValueError(f"cannot set field {path!r}")
+            setter = f"json_set({setter}, '$.{path}', json(?))"
+            set_params.append(json.dumps(changes[path], default=str))
+        sql = f"UPDATE {self._table} SET doc = {setter} WHERE {condition}"
+        return await self._store.write(session, lambda c: c.execute(sql, [*set_params, *params]).rowcount)
+
+    async def delete(self, where: Filter, *, session: Session | None = None) -> int:
+        condition, params = compile_filter(where)
+        sql = f"DELETE FROM {self._table} WHERE {condition}"
+        return await self._store.write(session, lambda c: c.execute(sql, params).rowcount)
+
+    async def find(
+        self,
+        where: Filter | None = None,
+        *,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int = 100,
+        skip: int = 0,
+        session: Session | None = None,
+    ) -> list[Document]:
+        check_limit(limit)
+        condition, params = compile_filter(where)
+        order = ", ".join(f"{_field(p)} {'DESC' if d < 0 else 'ASC'}" for p, d in sort) or "id"
+        sql = f"SELECT doc FROM {self._table} WHERE {condition} ORDER BY {order}, id LIMIT ? OFFSET ?"
+        rows = await self._store.read(session, lambda c: c.execute(sql, [*params, limit, skip]).fetchall())
+        return [json.loads(r[0]) for r in rows]
+
+    async def count(self, where: Filter | None = None) -> int:
+        condition, params = compile_filter(where)
+        sql = f"SELECT COUNT(*) FROM {self._table} WHERE {condition}"
+        row = await self._store.read(None, lambda c: c.execute(sql, params).fetchone())
+        return int(row[0])
