@@ -39,10 +39,15 @@ class RoutingKey(StrEnum):
     POLICY_AGREEMENT_REJECTED = "policy.agreement.rejected"
     POLICY_AGREEMENT_REVOKED = "policy.agreement.revoked"
     POLICY_AGREEMENT_EXPIRED = "policy.agreement.expired"
+    # A patient's carer grants and sharing preferences (policy.consent.*), full state each time.
+    POLICY_CONSENT_CARER_GRANTED = "policy.consent.carer_granted"
+    POLICY_CONSENT_CARER_REVOKED = "policy.consent.carer_revoked"
+    POLICY_CONSENT_PREFERENCES_UPDATED = "policy.consent.preferences_updated"
     # Re-announcements of unchanged state at agreements' start-up; consumers upsert by version.
     POLICY_ORGANISATION_SYNCED = "policy.organisation.synced"
     POLICY_CARETEAM_SYNCED = "policy.careteam.synced"
     POLICY_AGREEMENT_SYNCED = "policy.agreement.synced"
+    POLICY_CONSENT_SYNCED = "policy.consent.synced"
 
 
 class Payload(BaseModel):
@@ -207,6 +212,38 @@ class AgreementState(Payload):
     version: int = Field(ge=1)
 
 
+class CarerGrantState(Payload):
+    """A patient's grant to a carer (FHIR RelatedPerson + Consent); ``active`` false once revoked."""
+
+    routing_keys = (RoutingKey.POLICY_CONSENT_CARER_GRANTED, RoutingKey.POLICY_CONSENT_CARER_REVOKED)
+    grant_id: str
+    patient_nhs_number: str
+    carer_subject: str  # the carer's token subject (``sub``)
+    carer_name: str
+    relationship: str | None = None
+    active: bool = True
+    valid_to: datetime | None = None
+    version: int = Field(ge=1)
+
+
+class PatientPreferencesState(Payload):
+    """What a patient has opted out of sharing: document categories and named organisations."""
+
+    routing_keys = (RoutingKey.POLICY_CONSENT_PREFERENCES_UPDATED,)
+    patient_nhs_number: str
+    opted_out_categories: tuple[str, ...] = ()
+    opted_out_organisations: tuple[str, ...] = ()
+    version: int = Field(ge=1)
+
+
+class ConsentSynced(Payload):
+    """Start-up re-announcement of one consent object's unchanged state (exactly one of the two)."""
+
+    routing_keys = (RoutingKey.POLICY_CONSENT_SYNCED,)
+    carer_grant: CarerGrantState | None = None
+    preferences: PatientPreferencesState | None = None
+
+
 PAYLOADS: dict[RoutingKey, type[Payload]] = {
     key: model
     for model in (
@@ -223,6 +260,9 @@ PAYLOADS: dict[RoutingKey, type[Payload]] = {
         OrganisationState,
         CareTeamState,
         AgreementState,
+        CarerGrantState,
+        PatientPreferencesState,
+        ConsentSynced,
     )
     for key in model.routing_keys
 }

@@ -15,11 +15,14 @@ from shared.auth import Caller
 from shared.events import (
     AgreementState,
     AgreementStatus,
+    CarerGrantState,
     CareTeamState,
+    ConsentSynced,
     DocumentFacts,
     Event,
     OrganisationState,
     Payload,
+    PatientPreferencesState,
 )
 from shared.store import DocumentStore, Index, Session
 
@@ -45,6 +48,8 @@ _KINDS: dict[type[Payload], tuple[str, str]] = {
     OrganisationState: ("policy_organisations", "ods_code"),
     CareTeamState: ("policy_careteams", "careteam_id"),
     AgreementState: ("policy_agreements", "agreement_id"),
+    CarerGrantState: ("policy_carer_grants", "grant_id"),
+    PatientPreferencesState: ("policy_preferences", "patient_nhs_number"),
 }
 
 
@@ -53,10 +58,14 @@ class PolicyView:
         self._organisations = store.collection("policy_organisations")
         self._careteams = store.collection("policy_careteams", [Index(("organisation",))])
         self._agreements = store.collection("policy_agreements", [Index(("parties",))])
+        self._carer_grants = store.collection("policy_carer_grants", [Index(("patient_nhs_number",))])
+        self._preferences = store.collection("policy_preferences")
         self._by_kind = {
             OrganisationState: self._organisations,
             CareTeamState: self._careteams,
             AgreementState: self._agreements,
+            CarerGrantState: self._carer_grants,
+            PatientPreferencesState: self._preferences,
         }
 
     @staticmethod
@@ -66,6 +75,8 @@ class PolicyView:
     async def apply(self, event: Event, *, session: Session | None = None) -> bool:
         """Keep the newest state of the object the event describes; returns whether it changed."""
         payload = event.payload()
+        if isinstance(payload, ConsentSynced):
+            payload = payload.carer_grant or payload.preferences
         collection = self._by_kind.get(type(payload))
         if collection is None:
             return False
@@ -89,6 +100,21 @@ class PolicyView:
         docs = await self._agreements.find({"parties": a}, limit=1000)
         found = [AgreementState.model_validate(_strip(d)) for d in docs]
         return [ag for ag in found if b in ag.parties]
+
+    async def acts_for_patient(self, who: Caller, nhs_number: str) -> Decision:
+        """May ``who`` act for the patient with ``nhs_number``: the patient, or a carer they authorised."""
+        if who.role == "patient":
+            if who.patient == nhs_number:
+                return Decision.permit("patient", "the patient themself")
+            return Decision.deny("not-the-patient", "a patient may only see their own records")
+        if who.role == "carer":
+            now = datetime.now(UTC)
+            for doc in await self._carer_grants.find({"patient_nhs_number": nhs_number}, limit=1000):
+                grant = CarerGrantState.model_validate(_strip(doc))
+                if grant.carer_subject == who.subject and grant.active and (grant.valid_to is None or now < grant.valid_to):
+                    return Decision.permit("carer-grant", f"carer grant {grant.grant_id} is active")
+            return Decision.deny("no-carer-grant", "no active carer grant from this patient")
+        return Decision.deny("not-patient-facing", "only the patient or their authorised carer")
 
     async def decide(
         self, who: Caller, document: DocumentFacts, *, purpose: str = DIRECT_CARE
