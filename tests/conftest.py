@@ -66,26 +66,42 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def vhost_factory() -> Iterator[Callable[[], str]]:
-    """Fresh RabbitMQ virtual hosts on the real broker, deleted afterwards: tests never share queues."""
-    made: list[str] = []
+class VirtualHosts:
+    """Private RabbitMQ virtual hosts on the real broker, deleted afterwards: tests never share queues."""
 
-    def make() -> str:
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def __call__(self) -> str:
         name = f"lhcie-test-{uuid.uuid4().hex[:12]}"
         rabbitmqctl("add_vhost", name)
         rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        made.append(name)
+        self.made.append(name)
         return f"amqp://guest:guest@{RABBITMQ_HOST}/{name}"
 
-    yield make
-    for name in made:
-        try:
-            rabbitmqctl("delete_vhost", name)
-        except subprocess.SubprocessError:
-            pass
+    def delete_all(self) -> None:
+        for name in self.made:
+            try:
+                rabbitmqctl("delete_vhost", name)
+            except subprocess.SubprocessError:
+                pass
+
+
+@pytest.fixture
+def vhost_factory() -> Iterator[Callable[[], str]]:
+    vhosts = VirtualHosts()
+    yield vhosts
+    vhosts.delete_all()
 
 
 @pytest.fixture
 def amqp_url(vhost_factory: Callable[[], str]) -> str:
     return vhost_factory()
+
+
+@pytest.fixture(scope="session")
+def session_amqp_url() -> Iterator[str]:
+    """One private vhost for a whole run, for tests whose queue names are unique anyway."""
+    vhosts = VirtualHosts()
+    yield vhosts()
+    vhosts.delete_all()
