@@ -1,0 +1,56 @@
+"""The README's quickstart commands, run exactly as written against a fresh ``lhcie run``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def quickstart_block() -> str:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- quickstart-commands[^>]*-->\s*```sh\n(.*?)```", readme, re.S)
+    assert match, "README.md has no quickstart-commands block"
+    return match.group(1)
+
+
+def test_readme_quickstart_as_written(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "LHCIE_HTTP_PORT": str(port), "LHCIE_DATA_DIR": str(tmp_path / "data")}
+    env.pop("LHCIE_BUS", None)
+    server = subprocess.Popen([str(Path(sys.executable).parent / "lhcie"), "run"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "lhcie run did not start"
+                time.sleep(0.2)
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", quickstart_block()], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        doc_id = re.search(r"^202 document ([0-9a-f-]{36})$", out, re.M)
+        assert doc_id, out
+        assert "1 alert(s) for CareTeam/rj1-lung" in out
+        assert f"(DocumentReference/{doc_id.group(1)})" in out
+        assert f'"url":"/fhir/Binary/{doc_id.group(1)}"' in out
+        assert re.search(r"^audit chain intact: \d+ record\(s\) checked\.$", out, re.M), out
+    finally:
+        server.terminate()
+        banner, _ = server.communicate(timeout=30)
+    assert f"LHCIE exchange running on http://127.0.0.1:{port}" in banner.decode()
