@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,29 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_bucket: str = "lhcie-documents"
     s3_region: str = "eu-west-2"
+    # MinIO and most self-hosted S3 servers want path-style URLs (http://host/bucket/key).
+    s3_path_style: bool = False
+    # Server-side encryption requested on every write: SSE-S3 ("AES256") or SSE-KMS ("aws:kms").
+    s3_sse: Literal["AES256", "aws:kms"] = "AES256"
+    s3_kms_key_id: str | None = None
+    # Short timeouts and few retries: an unreachable store must surface as 503 / a bus retry quickly.
+    s3_connect_timeout: float = Field(2.0, gt=0)
+    s3_read_timeout: float = Field(10.0, gt=0)
+    s3_max_attempts: int = Field(3, ge=1)
+    # Objects larger than one part go up as a multipart upload (S3's minimum part is 5 MiB).
+    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Object-lock retention of stored documents (when the bucket has object lock): the mode, a default
+    # period, and periods per document type code (LOINC), e.g. LHCIE_RETENTION_DAYS_BY_TYPE='{"11526-1": 10957}'.
+    retention_mode: Literal["GOVERNANCE", "COMPLIANCE", "off"] = "GOVERNANCE"
+    retention_default_days: int = Field(2922, ge=1)
+    retention_days_by_type: dict[str, int] = Field(default_factory=dict)
+    # Staged uploads never claimed by storage are expired by the bucket's lifecycle rule after this.
+    staging_expiry_days: int = Field(7, ge=1)
+    # GET /fhir/Binary/{id} answers with a redirect to a presigned URL valid this long, when enabled.
+    binary_redirect: bool = False
+    presign_ttl_seconds: int = Field(60, ge=1, le=3600)
+    # Optional content scanner, "module:factory" (factory(settings) -> ContentScanner); none by default.
+    content_scanner: str | None = None
 
     doc_store: DocStoreKind = DocStoreKind.SQLITE
     mongodb_url: SecretStr | None = None
@@ -52,8 +76,21 @@ class Settings(BaseSettings):
     jwt_issuer: str = "lhcie-embedded"
     jwt_audience: str = "lhcie"
 
+    # Private key (PEM, Ed25519) that signs the audit chain's checkpoints; every audit replica needs the
+    # same one. Unset: a key created on first use under <data_dir>/audit/ (the embedded run).
+    audit_signing_key_file: Path | None = None
+    # A signed checkpoint of the audit chain's head every this many records.
+    audit_checkpoint_interval: int = Field(100, ge=1, le=1000)
+
     # Load the demo organisations, MDTs and ISAs into an empty agreements store (``lhcie run`` does).
     demo: bool = False
+
+    # Intake: the accepted document types (YAML; default: services/intake/document_types.yaml), the
+    # largest streamed (multipart) document, and the submission rate per organisation and process.
+    intake_document_types: Path | None = None
+    max_document_bytes: int = Field(5 * 1024**3, ge=1024)
+    rate_limit_per_minute: int = Field(1200, ge=1)
+    rate_limit_burst: int = Field(200, ge=1)
 
     # Largest request body intake accepts inline (base64 JSON); larger documents use the streamed form.
     max_inline_bytes: int = Field(10 * 1024 * 1024, ge=1024)

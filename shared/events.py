@@ -24,6 +24,8 @@ class RoutingKey(StrEnum):
     DOCUMENT_STORED = "document.stored"
     DOCUMENT_REJECTED = "document.rejected"
     DOCUMENT_RETRIEVED = "document.retrieved"
+    DOCUMENT_SUPERSEDED = "document.superseded"
+    DOCUMENT_WITHDRAWN = "document.withdrawn"
     ALERT_RAISED = "alert.raised"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
     ALERT_ESCALATED = "alert.escalated"
@@ -39,6 +41,9 @@ class RoutingKey(StrEnum):
     POLICY_AGREEMENT_REJECTED = "policy.agreement.rejected"
     POLICY_AGREEMENT_REVOKED = "policy.agreement.revoked"
     POLICY_AGREEMENT_EXPIRED = "policy.agreement.expired"
+    # A step that does not change the lifecycle status: one party signs, a party joins or leaves a
+    # template ISA, the signed PDF is attached.
+    POLICY_AGREEMENT_UPDATED = "policy.agreement.updated"
     # A patient's carer grants and sharing preferences (policy.consent.*), full state each time.
     POLICY_CONSENT_CARER_GRANTED = "policy.consent.carer_granted"
     POLICY_CONSENT_CARER_REVOKED = "policy.consent.carer_revoked"
@@ -107,6 +112,16 @@ class DocumentRejected(Payload):
 class DocumentRetrieved(Payload):
     routing_keys = (RoutingKey.DOCUMENT_RETRIEVED,)
     document: DocumentFacts
+    actor: Actor
+
+
+class DocumentStatusChanged(Payload):
+    """A stored document was superseded by a replacement, or marked entered-in-error by its custodian."""
+
+    routing_keys = (RoutingKey.DOCUMENT_SUPERSEDED, RoutingKey.DOCUMENT_WITHDRAWN)
+    document: DocumentFacts
+    status: str  # the FHIR DocumentReference.status it now has
+    replaced_by: str | None = None
     actor: Actor
 
 
@@ -200,6 +215,7 @@ class AgreementState(Payload):
         RoutingKey.POLICY_AGREEMENT_REVOKED,
         RoutingKey.POLICY_AGREEMENT_EXPIRED,
         RoutingKey.POLICY_AGREEMENT_SYNCED,
+        RoutingKey.POLICY_AGREEMENT_UPDATED,
     )
     agreement_id: str
     title: str
@@ -210,6 +226,18 @@ class AgreementState(Payload):
     valid_to: datetime | None = None
     actor: Actor | None = None
     version: int = Field(ge=1)
+    # Document categories covered (shared.policy.category_of); empty covers every category.
+    categories: tuple[str, ...] = ()
+    proposed_by: str | None = None
+    # Parties that have signed; an ISA permits sharing only between two of them. Empty (older state)
+    # means every party signed.
+    accepted_by: tuple[str, ...] = ()
+    # A template ISA (a standard agreement): in force from publication, organisations join by signing.
+    template: bool = False
+    document_sha256: str | None = None
+    # Duplicate rationalisation: the agreements a merged ISA replaces, and the one that replaced this.
+    supersedes: tuple[str, ...] = ()
+    replaced_by: str | None = None
 
 
 class CarerGrantState(Payload):
@@ -251,6 +279,7 @@ PAYLOADS: dict[RoutingKey, type[Payload]] = {
         DocumentStored,
         DocumentRejected,
         DocumentRetrieved,
+        DocumentStatusChanged,
         AccessDenied,
         AlertRaised,
         AlertAcknowledged,

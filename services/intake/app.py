@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.intake import consumers, routes
+from services.intake import catalogue, consumers, routes
 from services.intake.domain import Intake
+from services.intake.limits import RateLimiter
 from shared import topology
 from shared.config import Settings
 from shared.http import build_app
@@ -14,11 +15,18 @@ from shared.lifecycle import mount
 from shared.service import Ports, ServiceSpec
 
 NAME = "intake"
+SEARCH_PARAMS = ("patient.identifier", "status", "type", "category", "date", "period", "creation", "identifier",
+                 "author", "custodian", "related", "setting", "facility", "format", "_count")
 
 
 def install(app: web.Application) -> None:
-    objects = app[RUNTIME].ports.objects
-    mount(app, name=NAME, key=routes.INTAKE, build=lambda ctx: Intake(ctx, objects),
+    runtime = app[RUNTIME]
+    settings = runtime.settings
+    document_types = catalogue.load(settings.intake_document_types)  # a bad file stops the start-up
+    app[routes.LIMITER] = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    mount(app, name=NAME, key=routes.INTAKE,
+          build=lambda ctx: Intake(ctx, runtime.ports.objects, document_types,
+                                   max_document_bytes=settings.max_document_bytes),
           add_routes=routes.add_routes, queue=topology.INTAKE, handler=consumers.handler)
 
 
@@ -28,12 +36,12 @@ SPEC = ServiceSpec(
     capability=(
         {
             "type": "DocumentReference",
-            "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
-            "searchParam": [
-                {"name": "patient.identifier", "type": "token"},
-                {"name": "_count", "type": "number"},
-            ],
+            "profile": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Comprehensive.DocumentReference",
+            "interaction": [{"code": "create"}, {"code": "read"}, {"code": "patch"}, {"code": "search-type"}],
+            "searchParam": [{"name": p, "type": "token"} for p in SEARCH_PARAMS],
         },
+        {"type": "Bundle", "interaction": [{"code": "create"}],
+         "documentation": "POST /fhir with a transaction Bundle: IHE MHD ITI-65 Provide Document Bundle"},
     ),
 )
 

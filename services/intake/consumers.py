@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from services.intake.domain import Intake
 from shared.bus import Handler
 from shared.events import DocumentRejected, DocumentStored, Event, RoutingKey
-
-log = logging.getLogger(__name__)
+from shared.store import Session
 
 
 def handler(intake: Intake) -> Handler:
@@ -17,12 +14,14 @@ def handler(intake: Intake) -> Handler:
         if event.type is RoutingKey.DOCUMENT_STORED:
             stored = event.payload()
             assert isinstance(stored, DocumentStored)
-            await ctx.once(
-                event,
-                lambda s: intake.registry.mark_stored(
-                    stored.document.document_id, object_key=stored.object_key, stored_at=stored.stored_at, session=s
-                ),
-            )
+
+            async def mark(session: Session) -> None:
+                document_id = stored.document.document_id
+                if await intake.registry.mark_stored(document_id, object_key=stored.object_key,
+                                                     stored_at=stored.stored_at, session=session):
+                    await intake.on_stored(document_id, session)
+
+            await ctx.once(event, mark)
         elif event.type is RoutingKey.DOCUMENT_REJECTED:
             rejected = event.payload()
             assert isinstance(rejected, DocumentRejected)

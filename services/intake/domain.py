@@ -1,22 +1,52 @@
-"""Intake's use cases: accept a submission, read a document's metadata, search a patient's documents."""
+"""Intake's use cases: accept submissions (one document or a bundle), read, search, replace, withdraw.
+
+Every submission follows the same path whatever its form: the metadata is checked, the bytes are streamed
+to the staging area while their SHA-256 (and SHA-1, for a declared R4 hash) are computed, the content is
+checked against what was declared, and then the registry rows and their ``document.received`` events are
+written in one transaction. Anything that fails before that commit deletes what it staged.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.intake.registry import RECEIVED, REJECTED, STORED, Registry, facts_of, to_fhir
-from services.intake.validation import Submission
+from services.intake.catalogue import Catalogue
+from services.intake.registry import (
+    CURRENT,
+    ENTERED_IN_ERROR,
+    RECEIVED,
+    REJECTED,
+    STORED,
+    SUPERSEDED,
+    Registry,
+    facts_of,
+    to_fhir,
+)
+from services.intake.validation import Metadata, content_issues
+from shared import media
 from shared.auth import Caller
-from shared.events import AccessDenied, Actor, DocumentFacts, DocumentReceived, Event, RoutingKey
+from shared.events import (
+    AccessDenied,
+    Actor,
+    DocumentFacts,
+    DocumentReceived,
+    DocumentStatusChanged,
+    Event,
+    RoutingKey,
+)
 from shared.fhir.errors import Code, FhirError, Issue, informational
 from shared.lifecycle import ServiceContext
-from shared.objects import ObjectStore, ObjectStoreUnavailable, one_chunk
+from shared.objects import ObjectStore, ObjectStoreUnavailable
 from shared.policy import PolicyView
+from shared.store import Document, DuplicateKey, Filter, Session
 
 log = logging.getLogger(__name__)
+PARSE_LIMIT = 16 * 1024 * 1024  # media checks parse JSON/XML/text content up to this size
 
 
 def actor_of(who: Caller, address: str | None = None) -> Actor:
@@ -32,59 +62,241 @@ class Outcome:
     retry_after: int | None = None
 
 
+@dataclass(frozen=True)
+class Staged:
+    meta: Metadata
+    document_id: str
+    submission_id: str
+    staging_key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One document of an accepted submission; ``created`` is False for an idempotent repeat."""
+
+    document: Document
+    created: bool
+
+
+class ContentTap:
+    """Passes a document's bytes through while taking its SHA-1, its first bytes and (if small) all of it."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], limit: int) -> None:
+        self._chunks = chunks
+        self._limit = limit
+        self.sha1 = hashlib.sha1(usedforsecurity=False)
+        self.head = bytearray()
+        self.whole: bytearray | None = bytearray()
+        self.size = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            self.sha1.update(chunk)
+            self.size += len(chunk)
+            if len(self.head) < 1024:
+                self.head.extend(chunk[: 1024 - len(self.head)])
+            if self.whole is not None:
+                if self.size <= PARSE_LIMIT:
+                    self.whole.extend(chunk)
+                else:
+                    self.whole = None
+            if self.size > self._limit:
+                raise FhirError.of(Code.TOO_LARGE, f"The document exceeds {self._limit} bytes.")
+            yield chunk
+
+
 class Intake:
-    def __init__(self, ctx: ServiceContext, objects: ObjectStore) -> None:
+    def __init__(self, ctx: ServiceContext, objects: ObjectStore, catalogue: Catalogue, *, max_document_bytes: int) -> None:
         self.ctx = ctx
         self.objects = objects
+        self.catalogue = catalogue
+        self.max_document_bytes = max_document_bytes
         self.registry = Registry(ctx.store)
         self.policy = PolicyView(ctx.store)
 
-    async def submit(self, submission: Submission, who: Caller, *, request_id: str, address: str | None) -> dict[str, Any]:
+    # -- submission -------------------------------------------------------------------------------
+
+    async def stage(self, meta: Metadata, chunks: AsyncIterable[bytes]) -> Staged:
+        """Stream the document to the staging area and check it; nothing stays behind if it fails."""
         document_id, submission_id = str(uuid.uuid4()), str(uuid.uuid4())
         staging_key = f"staging/{submission_id}"
+        tap = ContentTap(chunks, self.max_document_bytes)
         try:
-            staged = await self.objects.put(
-                staging_key, one_chunk(submission.content), content_type=submission.content_type
-            )
+            info = await self.objects.put(staging_key, tap, content_type=meta.content_type)
         except ObjectStoreUnavailable:
             raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}) from None
-        facts = DocumentFacts(
-            document_id=document_id,
-            patient_nhs_number=submission.patient_nhs_number,
-            custodian=submission.custodian,
-            type_system=submission.type_system,
-            type_code=submission.type_code,
-            type_display=submission.type_display,
-            related=submission.related,
-            content_type=submission.content_type,
-            size=staged.size,
-            sha256=staged.sha256,
-        )
+        except BaseException:
+            await self._forget(staging_key)
+            raise
+        problem = None
+        try:
+            media.check(meta.content_type, bytes(tap.head), bytes(tap.whole) if tap.whole is not None else None)
+        except media.MediaMismatch as exc:
+            problem = str(exc)
+        issues = content_issues(meta, size=info.size, sha1=tap.sha1.digest(), media_problem=problem)
+        if issues:
+            await self._forget(staging_key)
+            raise FhirError(issues)
+        return Staged(meta, document_id, submission_id, staging_key, info.size, info.sha256)
+
+    async def discard(self, staged: Sequence[Staged]) -> None:
+        for item in staged:
+            await self._forget(item.staging_key)
+
+    async def _forget(self, key: str) -> None:
+        try:
+            await self.objects.delete(key)
+        except ObjectStoreUnavailable:
+            log.warning("intake.staging_not_deleted", extra={"code": "INT003"})  # expired by lifecycle rule
+
+    async def check_references(self, metas: Sequence[tuple[str, Metadata]], who: Caller) -> None:
+        """Known organisations, and replaceable targets; one issue per problem (422 or 409)."""
+        issues: list[Issue] = []
+        organisation = await self.policy.organisation(who.org)
+        if organisation is None or not organisation.active:
+            issues.append(Issue(Code.BUSINESS_RULE, f"{who.org} is not a registered organisation of the exchange.",
+                                "DocumentReference.custodian"))
+        for prefix, meta in metas:
+            for target in meta.replaces:
+                old = await self.registry.get(target)
+                if old is None or old["custodian"] != who.org:
+                    issues.append(Issue(Code.BUSINESS_RULE, "relatesTo.target is not a document of this custodian.",
+                                        f"{prefix}.relatesTo"))
+                elif old["status"] != STORED or old.get("fhir_status") != CURRENT:
+                    issues.append(Issue(Code.CONFLICT, "Only a stored, current document can be replaced.",
+                                        f"{prefix}.relatesTo"))
+        if issues:
+            raise FhirError(issues, status=max(i.code.status for i in issues))
+
+    async def accept(
+        self,
+        staged: Sequence[Staged],
+        who: Caller,
+        *,
+        request_id: str,
+        address: str | None,
+        idempotency_key: str | None = None,
+        bundle_id: str | None = None,
+    ) -> list[Accepted]:
+        """Record every staged document and its event in one transaction: all or none.
+
+        A repeat of an earlier submission (same master identifier or Idempotency-Key, same bytes) returns
+        the original; the same identifier with different bytes is a conflict (409).
+        """
+        repeats = [await self._earlier(s, who, idempotency_key) for s in staged]
+        if all(r is not None for r in repeats):
+            await self.discard(staged)
+            return [Accepted(r, created=False) for r in repeats if r is not None]
+        if any(r is not None for r in repeats):
+            await self.discard(staged)
+            raise FhirError.of(Code.CONFLICT, "Some documents of this bundle were submitted before and some not.")
         actor = actor_of(who, address)
-        event = Event.new(
-            RoutingKey.DOCUMENT_RECEIVED,
-            DocumentReceived(submission_id=submission_id, document=facts, staging_key=staging_key, actor=actor),
-            source=self.ctx.source,
-            subject=document_id,
-            correlation_id=request_id,
-        )
         try:
             async with self.ctx.store.transaction() as session:
-                doc = await self.registry.record(
-                    facts=facts,
-                    submission_id=submission_id,
-                    resource=submission.resource,
-                    staging_key=staging_key,
-                    actor=actor,
-                    session=session,
-                )
-                await self.ctx.publish(event, session=session)
+                docs = [await self._record(s, i, actor, request_id, idempotency_key, bundle_id, session)
+                        for i, s in enumerate(staged)]
+        except DuplicateKey:
+            # A concurrent duplicate won the race: answer as if it had come first.
+            repeats = [await self._earlier(s, who, idempotency_key) for s in staged]
+            await self.discard(staged)
+            if all(r is not None for r in repeats):
+                return [Accepted(r, created=False) for r in repeats if r is not None]
+            raise FhirError.of(Code.CONFLICT, "A concurrent submission used the same identifiers.") from None
         except BaseException:
-            await self.objects.delete(staging_key)  # nothing of a failed submission stays behind
+            await self.discard(staged)
             raise
         self.ctx.outbox.notify()
-        log.info("intake.accepted document=%s", document_id, extra={"code": "INT001"})
-        return to_fhir(doc)
+        log.info("intake.accepted documents=%d", len(docs), extra={"code": "INT001"})
+        return [Accepted(d, created=True) for d in docs]
+
+    async def _earlier(self, staged: Staged, who: Caller, idempotency_key: str | None) -> Document | None:
+        keys: list[Filter] = []
+        if staged.meta.master_identifier:
+            keys.append({"master_key": f"{who.org}|{staged.meta.master_identifier}"})
+        if idempotency_key:
+            keys.append({"idempotency_key": f"{who.org}|{idempotency_key}"})
+        for where in keys:
+            earlier = await self.registry.find_one(where)
+            if earlier is not None:
+                if earlier["facts"]["sha256"] != staged.sha256 or earlier.get("status") == REJECTED:
+                    raise FhirError.of(Code.CONFLICT, "This identifier was already used for a different document.",
+                                       "DocumentReference.masterIdentifier" if "master_key" in where else None)
+                return earlier
+        return None
+
+    async def _record(self, s: Staged, index: int, actor: Actor, request_id: str, idempotency_key: str | None,
+                      bundle_id: str | None, session: Session) -> Document:
+        meta = s.meta
+        facts = DocumentFacts(
+            document_id=s.document_id,
+            patient_nhs_number=meta.patient_nhs_number,
+            custodian=meta.custodian,
+            type_system=meta.document_type.system,
+            type_code=meta.document_type.code,
+            type_display=meta.type_display,
+            related=meta.related,
+            content_type=meta.content_type,
+            size=s.size,
+            sha256=s.sha256,
+        )
+        doc = await self.registry.record(
+            facts=facts, submission_id=s.submission_id, resource=meta.resource, staging_key=s.staging_key,
+            actor=actor, search={**meta.search, "category_code": meta.document_type.category},
+            replaces=meta.replaces,
+            master_key=f"{meta.custodian}|{meta.master_identifier}" if meta.master_identifier else None,
+            idempotency_key=f"{actor.org}|{idempotency_key}" if idempotency_key and index == 0 else None,
+            bundle_id=bundle_id, bundle_index=index if bundle_id else None, session=session,
+        )
+        await self.ctx.publish(Event.new(
+            RoutingKey.DOCUMENT_RECEIVED,
+            DocumentReceived(submission_id=s.submission_id, document=facts, staging_key=s.staging_key, actor=actor),
+            source=self.ctx.source, subject=s.document_id, correlation_id=request_id,
+        ), session=session)
+        return doc
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def on_stored(self, document_id: str, session: Session) -> None:
+        """A replacement became available: the documents it replaces are now superseded."""
+        doc = await self.registry.get(document_id, session)
+        if doc is None:
+            return
+        actor = Actor.model_validate(doc["submitted_by"])
+        for target in doc.get("replaces", []):
+            old = await self.registry.get(target, session)
+            if old and await self.registry.set_fhir_status(target, SUPERSEDED, replaced_by=document_id, session=session):
+                await self._status_event(RoutingKey.DOCUMENT_SUPERSEDED, old, SUPERSEDED, actor, session,
+                                         replaced_by=document_id)
+
+    async def withdraw(self, document_id: str, who: Caller, *, request_id: str) -> dict[str, Any]:
+        """The custodian marks its document entered-in-error."""
+        doc = await self.registry.get(document_id)
+        if doc is None or doc["status"] != STORED or doc["custodian"] != who.org:
+            raise FhirError.of(Code.NOT_FOUND) if doc is None or doc["custodian"] != who.org else FhirError.of(
+                Code.CONFLICT, "Only a stored document can be withdrawn.")
+        if doc.get("fhir_status") == ENTERED_IN_ERROR:
+            return to_fhir(doc)
+        async with self.ctx.store.transaction() as session:
+            if await self.registry.set_fhir_status(document_id, ENTERED_IN_ERROR, session=session):
+                await self._status_event(RoutingKey.DOCUMENT_WITHDRAWN, doc, ENTERED_IN_ERROR, actor_of(who), session,
+                                         correlation_id=request_id)
+            else:
+                raise FhirError.of(Code.CONFLICT, "A superseded document cannot be withdrawn; withdraw its replacement.")
+        self.ctx.outbox.notify()
+        updated = await self.registry.get(document_id)
+        assert updated is not None
+        return to_fhir(updated)
+
+    async def _status_event(self, key: RoutingKey, doc: Document, status: str, actor: Actor, session: Session, *,
+                            replaced_by: str | None = None, correlation_id: str | None = None) -> None:
+        await self.ctx.publish(Event.new(
+            key, DocumentStatusChanged(document=facts_of(doc), status=status, replaced_by=replaced_by, actor=actor),
+            source=self.ctx.source, subject=doc["_id"], correlation_id=correlation_id,
+        ), session=session)
+
+    # -- reading ----------------------------------------------------------------------------------
 
     async def read(self, document_id: str, who: Caller, *, request_id: str) -> Outcome:
         doc = await self.registry.get(document_id)
@@ -102,27 +314,30 @@ class Intake:
         if doc["status"] == RECEIVED:
             return Outcome(202, informational("The document was accepted and is being stored."), retry_after=1)
         assert doc["status"] == REJECTED
-        rejection = doc["rejection"]
-        raise FhirError([Issue(Code.PROCESSING, f"The document was rejected: {rejection['reason']}",
+        raise FhirError([Issue(Code.PROCESSING, f"The document was rejected: {doc['rejection']['reason']}",
                                "DocumentReference")])
 
-    async def search_by_patient(self, nhs_number: str, who: Caller, *, count: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
-        # Fetch one extra to know whether a next page exists; filter to what the caller may see.
-        docs = await self.registry.stored_for_patient(nhs_number, limit=count + 1, skip=offset)
+    async def search(self, where: Filter, who: Caller, *, count: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+        # One extra row tells whether a next page exists; rows the caller may not see are left out.
+        docs = await self.registry.search(where, limit=count + 1, skip=offset)
         visible = []
         for doc in docs[:count]:
             if (await self.policy.decide(who, facts_of(doc))).allowed:
                 visible.append(to_fhir(doc))
         return visible, len(docs) > count
 
+    async def bundle_state(self, bundle_id: str, who: Caller) -> list[Document]:
+        docs = await self.registry.in_bundle(bundle_id)
+        if not docs or docs[0]["submitted_by"]["org"] != who.org:
+            raise FhirError.of(Code.NOT_FOUND)
+        return docs
+
     async def deny(self, who: Caller, resource: str, rule: str, reason: str, *, patient: str | None, request_id: str) -> None:
         event = Event.new(
             RoutingKey.ACCESS_DENIED,
             AccessDenied(actor=actor_of(who), resource=resource, action="read", reason_code=rule, reason=reason,
                          patient_nhs_number=patient),
-            source=self.ctx.source,
-            subject=resource,
-            correlation_id=request_id,
+            source=self.ctx.source, subject=resource, correlation_id=request_id,
         )
         async with self.ctx.store.transaction() as session:
             await self.ctx.publish(event, session=session)

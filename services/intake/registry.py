@@ -1,7 +1,9 @@
 """The document registry: DocumentReference metadata and each submission's state.
 
-A document moves ``received`` -> ``stored`` (storage filed it) or ``received`` -> ``rejected`` (storage
-refused it, with the reason). Only stored documents are returned to readers.
+Two states live side by side. ``status`` is the pipeline: ``received`` -> ``stored`` (storage filed it) or
+``rejected`` (storage refused it, with the reason). ``fhir_status`` is the document's own
+DocumentReference.status: ``current`` -> ``superseded`` (replaced) or ``entered-in-error`` (withdrawn).
+Only stored documents are returned to readers.
 """
 
 from __future__ import annotations
@@ -10,16 +12,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.events import Actor, DocumentFacts
-from shared.store import DESCENDING, Document, DocumentStore, Index, Session
+from shared.store import DESCENDING, Document, DocumentStore, Filter, Index, Session
 
 RECEIVED, STORED, REJECTED = "received", "stored", "rejected"
+CURRENT, SUPERSEDED, ENTERED_IN_ERROR = "current", "superseded", "entered-in-error"
 
 
 class Registry:
     def __init__(self, store: DocumentStore) -> None:
         self._documents = store.collection(
             "documents",
-            [Index(("patient",)), Index(("custodian",)), Index(("status",)), Index(("submission_id",), unique=True)],
+            [
+                Index(("patient", "status", "received_at")),
+                Index(("custodian",)),
+                Index(("submission_id",)),
+                Index(("bundle_id",)),
+                # Idempotency: one document per custodian master identifier and per Idempotency-Key.
+                Index(("master_key",), unique=True),
+                Index(("idempotency_key",), unique=True),
+            ],
         )
 
     async def record(
@@ -30,12 +41,19 @@ class Registry:
         resource: dict[str, Any],
         staging_key: str,
         actor: Actor,
+        search: dict[str, Any],
+        replaces: tuple[str, ...],
+        master_key: str | None,
+        idempotency_key: str | None,
+        bundle_id: str | None,
+        bundle_index: int | None,
         session: Session,
     ) -> Document:
-        doc = {
+        doc: Document = {
             "_id": facts.document_id,
             "submission_id": submission_id,
             "status": RECEIVED,
+            "fhir_status": CURRENT,
             "patient": facts.patient_nhs_number,
             "custodian": facts.custodian,
             "facts": facts.model_dump(mode="json"),
@@ -43,7 +61,13 @@ class Registry:
             "staging_key": staging_key,
             "submitted_by": actor.model_dump(mode="json"),
             "received_at": datetime.now(UTC).isoformat(),
+            "search": search,
+            "replaces": list(replaces),
         }
+        for key, value in (("master_key", master_key), ("idempotency_key", idempotency_key),
+                           ("bundle_id", bundle_id), ("bundle_index", bundle_index)):
+            if value is not None:
+                doc[key] = value
         await self._documents.insert(doc, session=session)
         return doc
 
@@ -63,15 +87,27 @@ class Registry:
         )
         return changed > 0
 
-    async def get(self, document_id: str) -> Document | None:
-        return await self._documents.get(document_id)
+    async def set_fhir_status(
+        self, document_id: str, status: str, *, session: Session, replaced_by: str | None = None
+    ) -> bool:
+        changes: dict[str, Any] = {"fhir_status": status, "status_changed_at": datetime.now(UTC).isoformat()}
+        if replaced_by:
+            changes["replaced_by"] = replaced_by
+        changed = await self._documents.update({"_id": document_id, "fhir_status": CURRENT}, changes, session=session)
+        return changed > 0
 
-    async def stored_for_patient(self, nhs_number: str, *, limit: int, skip: int) -> list[Document]:
+    async def get(self, document_id: str, session: Session | None = None) -> Document | None:
+        return await self._documents.get(document_id, session=session)
+
+    async def find_one(self, where: Filter) -> Document | None:
+        return await self._documents.find_one(where)
+
+    async def in_bundle(self, bundle_id: str) -> list[Document]:
+        return await self._documents.find({"bundle_id": bundle_id}, sort=[("bundle_index", 1)], limit=1000)
+
+    async def search(self, where: Filter, *, limit: int, skip: int) -> list[Document]:
         return await self._documents.find(
-            {"patient": nhs_number, "status": STORED},
-            sort=[("received_at", DESCENDING)],
-            limit=limit,
-            skip=skip,
+            {**where, "status": STORED}, sort=[("received_at", DESCENDING)], limit=limit, skip=skip
         )
 
 
@@ -83,7 +119,8 @@ def to_fhir(doc: Document) -> dict[str, Any]:
     """The registry entry as the DocumentReference a reader sees."""
     resource = dict(doc["resource"])
     resource["id"] = doc["_id"]
-    resource["meta"] = {"lastUpdated": doc.get("stored_at") or doc["received_at"]}
+    resource["status"] = doc.get("fhir_status", CURRENT)
+    resource["meta"] = {"lastUpdated": doc.get("status_changed_at") or doc.get("stored_at") or doc["received_at"]}
     facts = doc["facts"]
     content = [dict(c) for c in resource.get("content") or [{}]]
     attachment = dict(content[0].get("attachment") or {})

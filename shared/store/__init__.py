@@ -10,9 +10,11 @@ from shared.store.base import (
     Document,
     DocumentStore,
     DuplicateKey,
+    Filter,
     Index,
     Session,
     StoreUnavailable,
+    WriteConflict,
 )
 
 __all__ = [
@@ -22,9 +24,11 @@ __all__ = [
     "Document",
     "DocumentStore",
     "DuplicateKey",
+    "Filter",
     "Index",
     "Session",
     "StoreUnavailable",
+    "WriteConflict",
     "open_store",
 ]
 

@@ -39,6 +39,14 @@ class StoreUnavailable(Exception):
     """The database could not be reached in time; the caller may answer 503 or retry."""
 
 
+class WriteConflict(StoreUnavailable):
+    """A transaction lost a race with a concurrent one and was rolled back; run it again as a whole.
+
+    Only a caller can re-run a transaction's body, so the store raises this rather than retrying. It is a
+    ``StoreUnavailable`` so that an edge which does not retry still answers 503 with Retry-After.
+    """
+
+
 class Session:
     """A transaction in progress; pass it to every operation that belongs to it."""
 

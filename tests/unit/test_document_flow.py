@@ -119,19 +119,15 @@ async def test_document_for_another_trusts_mdt_alerts_only_with_an_isa(stack: Te
     assert await eventually(alerted_documents) == {f"DocumentReference/{shared_id}"}
 
 
-async def test_content_not_matching_its_declared_type_is_rejected_with_the_reason(stack: TestClient, tokens: Any) -> None:
-    doc_id = await post_document(stack, tokens, document_reference(content=b"not a pdf at all"))
-
-    async def rejected() -> dict[str, Any] | None:
-        response = await stack.get(f"/fhir/DocumentReference/{doc_id}", headers=tokens.headers())
-        return await response.json() if response.status == 422 else None
-
-    outcome = await eventually(rejected)
-    assert outcome["issue"][0]["diagnostics"] == (
-        "The document was rejected: declared application/pdf but the content is not a PDF"
-    )
-    response = await stack.get(f"/fhir/Binary/{doc_id}", headers=tokens.headers())
-    assert response.status == 404
+async def test_content_not_matching_its_declared_type_is_refused_at_once(stack: TestClient, tokens: Any,
+                                                                         settings: Any) -> None:
+    response = await stack.post("/fhir/DocumentReference", json=document_reference(content=b"not a pdf at all"),
+                                headers={**FHIR, **tokens.headers()})
+    assert response.status == 422
+    assert (await response.json())["issue"][0]["diagnostics"] == (
+        "Declared application/pdf but the content is not a PDF.")
+    staged = settings.data_dir / "objects" / "staging"
+    assert not staged.exists() or not any(p.is_file() for p in staged.rglob("*"))
 
 
 async def test_a_pending_document_answers_202_to_its_sender_only(stack: TestClient, tokens: Any) -> None:

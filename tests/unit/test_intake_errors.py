@@ -116,7 +116,7 @@ async def test_wrong_media_type(stack: TestClient, tokens: Any) -> None:
     status, body = await post(stack, json.dumps(document_reference()),
                               {"Content-Type": "text/plain", **tokens.headers()})
     assert (status, body) == (415, outcome("UNSUPPORTED_MEDIA_TYPE", "not-supported",
-                                           "Send application/fhir+json; got text/plain."))
+                                           "Send application/fhir+json or application/fhir+xml (or a multipart document); got text/plain."))
 
 
 async def test_no_token(stack: TestClient) -> None:
