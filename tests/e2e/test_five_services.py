@@ -98,4 +98,5 @@ async def test_document_travels_through_five_processes_in_one_trace(services: Se
 async def test_sigterm_drains_and_exits_cleanly(services: ServiceProcesses) -> None:
     services.start()
     for name in ("intake", "storage", "notification", "audit", "agreements"):
-        assert services.stop(name) == 0
+        code = services.stop(name, timeout=90)
+        assert code == 0, services.log(name)[-3000:]
