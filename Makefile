@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast soak bench lint lock rabbitmq clean
+.PHONY: help install run test test-fast soak bench lint lock rabbitmq chromium clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ run: install ## the whole exchange on http://127.0.0.1:8080 with embedded adapte
 rabbitmq: ## make sure RabbitMQ runs on 127.0.0.1:5672 (installs Debian's package if missing)
 	@scripts/ensure-rabbitmq.sh
 
-test: install rabbitmq ## the whole test suite (real RabbitMQ; starts what else it needs)
+chromium: ## make sure Debian's Chromium is installed for the browser tests
+	@scripts/ensure-chromium.sh
+
+test: install rabbitmq chromium ## the whole test suite (real RabbitMQ; starts what else it needs)
 	$(BIN)/python -m pytest
 
 test-fast: install ## unit and contract tests on the embedded adapters only
