@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast soak bench lint lock rabbitmq chromium clean
+.PHONY: help install run test test-fast soak bench lint lock rabbitmq chromium images clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: install rabbitmq chromium ## the whole test suite (real RabbitMQ; starts w
 test-fast: install ## unit and contract tests on the embedded adapters only
 	$(BIN)/python -m pytest tests/unit tests/contract -m "not rabbitmq"
 
+soak: install rabbitmq ## long fault runs: RabbitMQ restarted mid-stream across five service processes
+	$(BIN)/python -m pytest -m soak tests/soak
+
 lint: install ## static checks
 	$(BIN)/python -m compileall -q lhcie services shared tests
 
@@ -40,6 +43,9 @@ lock: ## re-pin requirements.lock from a fresh resolve of pyproject.toml
 	rm -rf /tmp/lhcie-lock && $(PYTHON) -m venv /tmp/lhcie-lock
 	/tmp/lhcie-lock/bin/pip install --quiet '.[test]'
 	/tmp/lhcie-lock/bin/pip freeze --exclude lhcie > requirements.lock
+
+images: ## build the six container images (needs a Docker engine)
+	scripts/build-images.sh
 
 clean: ## remove the virtual environment and local data
 	rm -rf $(VENV) .lhcie

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from lhcie.bench.command import add_bench_parser, cmd_bench
 from lhcie.services import SPECS
 from shared.auth import ROLES, EmbeddedIssuer
 from shared.config import Settings, load_settings
@@ -58,6 +59,9 @@ LHCIE exchange running on {url} (all five services, embedded adapters, data in {
     .venv/bin/lhcie audit verify
   A token for your own requests (curl -H "Authorization: Bearer $TOKEN" {url}/fhir/...):
     TOKEN=$(.venv/bin/lhcie token --org RJ1 --role system)
+  Open the Data Controller Console as Royal Free's DCC, or the demo patient's page (links that sign you in):
+    .venv/bin/lhcie token --org RAL --role dcc-admin --console
+    .venv/bin/lhcie token --org NHSLOGIN --role patient --patient 9000000009 --console
 
 Stop with Ctrl-C.
 """
@@ -74,7 +78,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = load_settings()
-    print(_issuer(settings).mint(org=args.org, role=args.role, mdt=args.mdt, patient=args.patient, ttl=args.ttl))
+    minted = _issuer(settings).mint(org=args.org, role=args.role, mdt=args.mdt, patient=args.patient, ttl=args.ttl)
+    if getattr(args, "console", False):
+        # A link to the agreements console that signs in with this token (kept in the URL fragment).
+        page = "patient" if args.role in ("patient", "carer") else "dcc"
+        print(f"{_base_url(settings, None)}/{page}/#token={minted}")
+        return 0
+    print(minted)
     return 0
 
 
@@ -135,29 +145,28 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if args.url:
         settings = load_settings()
         token = _issuer(settings).mint(org=args.org, role="dcc-admin")
-        status, body = _request("GET", f"{args.url.rstrip('/')}/fhir/AuditEvent/$verify", token)
+        since = f"?since={args.since_checkpoint}" if getattr(args, "since_checkpoint", None) else ""
+        status, body = _request("GET", f"{args.url.rstrip('/')}/fhir/AuditEvent/$verify{since}", token)
         params = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in body.get("parameter", [])}
     else:
-        params = asyncio.run(_verify_store())
+        params = asyncio.run(_verify_store(getattr(args, "since_checkpoint", None)))
     intact = params.get("intact") is True
     detail = f" first broken record: {params['firstBroken']} ({params.get('problem')})" if not intact else ""
-    print(f"audit chain {'intact' if intact else 'BROKEN'}: {params.get('count', 0)} record(s) checked.{detail}")
+    signed = f" {params.get('checkpoints', 0)} signed checkpoint(s) matched; {params.get('unsigned', 0)} newer record(s) not yet signed." if intact else ""
+    print(f"audit chain {'intact' if intact else 'BROKEN'}: {params.get('count', 0)} record(s) checked.{detail}{signed}")
     return 0 if intact else 1
 
 
-async def _verify_store() -> dict[str, Any]:
-    from services.audit.chain import AuditChain
-    from shared.store import open_store
+async def _verify_store(since: str | None = None) -> dict[str, Any]:
+    from services.audit.tools import verify_store
 
-    store = open_store(load_settings(), "audit")
-    chain = AuditChain(store)
-    await store.start()
-    try:
-        result = await chain.verify()
-    finally:
-        await store.close()
-    return {"intact": result.intact, "count": result.count, "firstBroken": result.first_broken,
-            "problem": result.problem}
+    return await verify_store(load_settings(), since)
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from services.audit.tools import run_export
+
+    return run_export(args)
 
 
 def cmd_bus_init(args: argparse.Namespace) -> int:
@@ -178,6 +187,49 @@ def cmd_bus_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_init(args: argparse.Namespace) -> int:
+    from lhcie.runner import serve_defaults
+    from shared.store import StoreUnavailable
+    from shared.store.init import init_stores
+
+    settings = serve_defaults()
+    names = args.service or list(SPECS)
+    unknown = sorted(set(names) - set(SPECS))
+    if unknown:
+        print(f"unknown service(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    try:
+        done = asyncio.run(init_stores(settings, [SPECS[n] for n in names]))
+    except StoreUnavailable:
+        print("the document store is unavailable; nothing was created", file=sys.stderr)
+        return 2
+    print(f"{settings.doc_store.value}: collections and indexes ready for {', '.join(done)}")
+    return 0
+
+
+def cmd_storage_init(args: argparse.Namespace) -> int:
+    from lhcie.runner import serve_defaults
+    from services.storage.bucket import prepare, report
+
+    text, status = report(asyncio.run(prepare(serve_defaults(), apply=not args.check)))
+    print(text)
+    return status
+
+
+def cmd_storage_verify(args: argparse.Namespace) -> int:
+    from lhcie.runner import serve_defaults
+    from services.storage.integrity import render, verify
+    from shared.objects import ObjectStoreUnavailable
+
+    try:
+        text, status = render(asyncio.run(verify(serve_defaults())))
+    except ObjectStoreUnavailable:
+        print("the object store is unavailable; nothing was checked", file=sys.stderr)
+        return 2
+    print(text)
+    return status
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="lhcie", description="London Health & Care Information Exchange")
     sub = root.add_subparsers(dest="command", required=True)
@@ -193,6 +245,8 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--mdt", help="CareTeam id, for MDT staff")
     token.add_argument("--patient", help="NHS number, for the patient role")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--console", action="store_true",
+                       help="print a link to the DCC console (/dcc/) or patient page (/patient/) signed in with it")
 
     post = sub.add_parser("post", help="post a document as a hospital system")
     post.add_argument("file")
@@ -218,10 +272,31 @@ def parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="check the hash chain; exit 0 only when intact")
     verify.add_argument("--url", help="ask a running audit service instead of reading its store")
     verify.add_argument("--org", default="RJ1")
+    verify.add_argument("--since-checkpoint", metavar="SEQ",
+                        help="start at this checkpoint (its record number, or 'latest') instead of record 1")
+    export = audit_sub.add_parser("export", help="write the records of a date range as NDJSON (for archiving)")
+    export.add_argument("--start", required=True, help="first day (or dateTime), e.g. 2026-11-01")
+    export.add_argument("--end", required=True, help="last day, inclusive, e.g. 2026-11-30")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.add_argument("--url", help="ask a running audit service (as a DCC administrator) instead of its store")
+    export.add_argument("--org", default="RJ1")
 
     bus = sub.add_parser("bus", help="message bus tools")
     bus_sub = bus.add_subparsers(dest="bus_command", required=True)
     bus_sub.add_parser("init", help="declare the exchanges, queues and dead-letter queues")
+
+    store = sub.add_parser("store", help="document store tools")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    store_init = store_sub.add_parser("init", help="create every service's collections and indexes (idempotent)")
+    store_init.add_argument("service", nargs="*", help=f"only these services (default all: {', '.join(SPECS)})")
+
+    storage = sub.add_parser("storage", help="document bucket tools")
+    storage_sub = storage.add_subparsers(dest="storage_command", required=True)
+    storage_init = storage_sub.add_parser("init", help="create or check the bucket: versioning, encryption, "
+                                                       "object lock, staging lifecycle; report what is unsupported")
+    storage_init.add_argument("--check", action="store_true", help="only check; change nothing")
+    storage_sub.add_parser("verify", help="re-read every filed object and check its SHA-256; exit 0 only if intact")
+    add_bench_parser(sub)
     return root
 
 
@@ -232,7 +307,12 @@ HANDLERS = {
     "post": cmd_post,
     "alerts": cmd_alerts,
     ("audit", "verify"): cmd_audit_verify,
+    ("audit", "export"): cmd_audit_export,
     ("bus", "init"): cmd_bus_init,
+    ("store", "init"): cmd_store_init,
+    ("storage", "init"): cmd_storage_init,
+    ("storage", "verify"): cmd_storage_verify,
+    "bench": cmd_bench,
 }
 
 
@@ -243,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         key = ("audit", args.audit_command)
     elif key == "bus":
         key = ("bus", args.bus_command)
+    elif key == "store":
+        key = ("store", args.store_command)
+    elif key == "storage":
+        key = ("storage", args.storage_command)
     return HANDLERS[key](args)
 
 

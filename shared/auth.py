@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 ALGORITHMS = ["ES256", "RS256"]
-ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "patient", "carer")
+ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "patient", "carer", "auditor")
 
 # SMART v2 scopes each role receives from the embedded issuer (``lhcie token``).
 DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
@@ -55,6 +55,8 @@ DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
     ),
     "patient": ("patient/DocumentReference.rs", "patient/Consent.cruds", "patient/AuditEvent.rs"),
     "carer": ("patient/DocumentReference.rs", "patient/AuditEvent.rs"),
+    # An organisation's information-governance auditor: searches the audit records that involve it.
+    "auditor": ("user/AuditEvent.rs", "user/Organization.rs"),
 }
 
 

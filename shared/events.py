@@ -26,6 +26,7 @@ class RoutingKey(StrEnum):
     DOCUMENT_RETRIEVED = "document.retrieved"
     DOCUMENT_SUPERSEDED = "document.superseded"
     DOCUMENT_WITHDRAWN = "document.withdrawn"
+    DOCUMENT_SEARCHED = "document.searched"
     ALERT_RAISED = "alert.raised"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
     ALERT_ESCALATED = "alert.escalated"
@@ -123,6 +124,16 @@ class DocumentStatusChanged(Payload):
     status: str  # the FHIR DocumentReference.status it now has
     replaced_by: str | None = None
     actor: Actor
+
+
+class DocumentSearched(Payload):
+    """An ITI-67 search, for the audit trail: who asked, about whom, what, and how many matches they saw."""
+
+    routing_keys = (RoutingKey.DOCUMENT_SEARCHED,)
+    actor: Actor
+    patient_nhs_number: str
+    query: str  # the search's query string, as BALP records a query entity
+    results: int = Field(ge=0)
 
 
 class AccessDenied(Payload):
@@ -280,6 +291,7 @@ PAYLOADS: dict[RoutingKey, type[Payload]] = {
         DocumentRejected,
         DocumentRetrieved,
         DocumentStatusChanged,
+        DocumentSearched,
         AccessDenied,
         AlertRaised,
         AlertAcknowledged,

@@ -28,7 +28,11 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = {FHIR_JSON, "application/json"}
-PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-known/jwks.json"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-known/jwks.json",
+                # The console page holds no data; the SSE stream checks its own signed query token.
+                "/console/", "/alerts/stream"}
+# The agreements console's HTML shells: they carry no data; their script calls the API with a token.
+PUBLIC_PATHS |= {"/dcc/", "/patient/"}
 
 REQUESTS = Counter("lhcie_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("lhcie_http_request_seconds", "HTTP request duration", ["route", "method"])

@@ -74,6 +74,8 @@ class ServiceContext:
 
 
 D = TypeVar("D")
+# Every context mounted into an app, so tools (``lhcie store init``) can reach the stores without serving.
+CONTEXTS = web.AppKey("service_contexts", list[ServiceContext])
 
 
 def mount(
@@ -92,6 +94,7 @@ def mount(
     Nothing here does I/O; the store opens and the consumer starts in the cleanup context.
     """
     ctx = ServiceContext(name, app[RUNTIME])
+    app.setdefault(CONTEXTS, []).append(ctx)
     domain = build(ctx)
     app[key] = domain
 

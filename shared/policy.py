@@ -24,9 +24,50 @@ from shared.events import (
     Payload,
     PatientPreferencesState,
 )
+from shared.fhir.identifiers import LOINC
 from shared.store import DocumentStore, Index, Session
 
 DIRECT_CARE = "direct-care"
+CANCER_CARE = "cancer-care"
+# Direct care and the sub-purposes an ISA may be limited to; an ISA for direct care covers them all.
+PURPOSES = (DIRECT_CARE, CANCER_CARE, "end-of-life-care", "transfer-of-care")
+
+# Document categories a patient opts out of and an ISA covers, by document type. A type not listed
+# here is "other": it is still governed (an ISA limited to named categories does not cover it).
+CATEGORY_BY_TYPE: dict[tuple[str, str], str] = {
+    (LOINC, "11526-1"): "pathology",
+    (LOINC, "60568-3"): "pathology",
+    (LOINC, "18748-4"): "imaging",
+    (LOINC, "57133-1"): "referral",
+    (LOINC, "18842-5"): "discharge-summary",
+    (LOINC, "11488-4"): "clinic-letter",
+    (LOINC, "18776-5"): "care-plan",
+}
+OTHER_CATEGORY = "other"
+CATEGORIES = (*sorted(set(CATEGORY_BY_TYPE.values())), OTHER_CATEGORY)
+
+
+def category_of(document: DocumentFacts) -> str:
+    return CATEGORY_BY_TYPE.get((document.type_system or "", document.type_code or ""), OTHER_CATEGORY)
+
+
+def purpose_for(who: Caller) -> str:
+    """The purpose a request serves when the caller names none: MDT members work on cancer care."""
+    return CANCER_CARE if who.mdt else DIRECT_CARE
+
+
+def covers(agreement: AgreementState, a: str, b: str, purpose: str, category: str, now: datetime) -> bool:
+    """Does this ISA, as it stands at ``now``, permit sharing between ``a`` and ``b`` for the purpose?"""
+    signed = agreement.accepted_by or agreement.parties
+    return (
+        agreement.status is AgreementStatus.ACCEPTED
+        and a in signed
+        and b in signed
+        and (agreement.valid_from is None or agreement.valid_from <= now)
+        and (agreement.valid_to is None or now < agreement.valid_to)
+        and (purpose in agreement.purposes or DIRECT_CARE in agreement.purposes)
+        and (not agreement.categories or category in agreement.categories)
+    )
 
 
 @dataclass(frozen=True)
@@ -101,6 +142,10 @@ class PolicyView:
         found = [AgreementState.model_validate(_strip(d)) for d in docs]
         return [ag for ag in found if b in ag.parties]
 
+    async def preferences(self, nhs_number: str) -> PatientPreferencesState | None:
+        doc = await self._preferences.get(nhs_number)
+        return PatientPreferencesState.model_validate(_strip(doc)) if doc else None
+
     async def acts_for_patient(self, who: Caller, nhs_number: str) -> Decision:
         """May ``who`` act for the patient with ``nhs_number``: the patient, or a carer they authorised."""
         if who.role == "patient":
@@ -117,9 +162,14 @@ class PolicyView:
         return Decision.deny("not-patient-facing", "only the patient or their authorised carer")
 
     async def decide(
-        self, who: Caller, document: DocumentFacts, *, purpose: str = DIRECT_CARE
+        self, who: Caller, document: DocumentFacts, *, purpose: str | None = None
     ) -> Decision:
-        """May ``who`` see ``document`` for ``purpose``? Custodian, then an accepted, in-date ISA."""
+        """May ``who`` see ``document`` for ``purpose``? Custodian; else an accepted, in-date ISA
+        covering the purpose and the document's category, and no opt-out by the patient.
+
+        Reasons name the rule and the organisations, never the patient or what they opted out of.
+        """
+        purpose = purpose or purpose_for(who)
         if who.role in ("patient", "carer"):
             return Decision.deny("patient-access", "patients see their records through the patient view")
         requester = await self.organisation(who.org)
@@ -128,18 +178,34 @@ class PolicyView:
         if who.org == document.custodian:
             return Decision.permit("custodian", f"{who.org} is the custodian")
         now = datetime.now(UTC)
-        for agreement in await self.agreements_between(who.org, document.custodian):
-            if (
-                agreement.status is AgreementStatus.ACCEPTED
-                and (agreement.valid_from is None or agreement.valid_from <= now)
-                and (agreement.valid_to is None or now < agreement.valid_to)
-                and (purpose in agreement.purposes or DIRECT_CARE in agreement.purposes)
-            ):
-                return Decision.permit("isa", f"ISA {agreement.agreement_id} is accepted")
-        return Decision.deny(
-            "no-isa",
-            f"no accepted ISA between {who.org} and {document.custodian} for purpose {purpose}",
-        )
+        category = category_of(document)
+        agreements = await self.agreements_between(who.org, document.custodian)
+        permit = next((ag for ag in agreements if covers(ag, who.org, document.custodian, purpose, category, now)), None)
+        if permit is None:
+            # Name the category only when it is what an otherwise valid ISA lacks.
+            other_category = any(
+                covers(ag.model_copy(update={"categories": ()}), who.org, document.custodian, purpose, category, now)
+                for ag in agreements
+            )
+            return Decision.deny(
+                "no-isa",
+                f"no accepted ISA between {who.org} and {document.custodian} for purpose {purpose}"
+                + (f" covering {category} documents" if other_category else ""),
+            )
+        # The custodian is exempt (it made the record); the exceptions are written down in docs/agreements.md.
+        preferences = await self.preferences(document.patient_nhs_number)
+        if preferences is not None:
+            if who.org in preferences.opted_out_organisations:
+                return Decision.deny(
+                    "patient-opt-out-organisation",
+                    f"a patient sharing preference (organisation opt-out) withholds this document from {who.org}",
+                )
+            if category in preferences.opted_out_categories:
+                return Decision.deny(
+                    "patient-opt-out-category",
+                    f"a patient sharing preference (category opt-out) withholds this document from {who.org}",
+                )
+        return Decision.permit("isa", f"ISA {permit.agreement_id} is accepted")
 
 
 def _strip(doc: dict) -> dict:

@@ -14,8 +14,13 @@ INTAKE = QueueSpec(
     "intake.documents",
     (RoutingKey.DOCUMENT_STORED, RoutingKey.DOCUMENT_REJECTED, "policy.#"),
 )
-STORAGE = QueueSpec("storage.documents", (RoutingKey.DOCUMENT_RECEIVED, "policy.#"))
-NOTIFICATION = QueueSpec("notification.documents", (RoutingKey.DOCUMENT_STORED, "policy.#"))
+# Storage and notification also hear of superseded and withdrawn documents: storage answers 410 for their
+# content, notification tells subscribers.
+LIFECYCLE = (RoutingKey.DOCUMENT_SUPERSEDED, RoutingKey.DOCUMENT_WITHDRAWN)
+STORAGE = QueueSpec("storage.documents", (RoutingKey.DOCUMENT_RECEIVED, *LIFECYCLE, "policy.#"))
+NOTIFICATION = QueueSpec("notification.documents", (RoutingKey.DOCUMENT_STORED, *LIFECYCLE, "policy.#"))
 AUDIT = QueueSpec("audit.events", ("#",))
+# Agreements does not own documents; it keeps who holds records about each patient from these.
+AGREEMENTS = QueueSpec("agreements.documents", (RoutingKey.DOCUMENT_STORED,))
 
-ALL_QUEUES: tuple[QueueSpec, ...] = (INTAKE, STORAGE, NOTIFICATION, AUDIT)
+ALL_QUEUES: tuple[QueueSpec, ...] = (INTAKE, STORAGE, NOTIFICATION, AUDIT, AGREEMENTS)

@@ -1,4 +1,5 @@
-"""The embedded run's demo data: London trusts (real ODS codes), one cancer MDT each, accepted ISAs.
+"""The embedded run's demo data: London trusts (real ODS codes), one cancer MDT each, accepted ISAs,
+and one patient (the test NHS number) who has authorised a carer.
 
 The Royal Free (RAL) has no ISA with anyone, so the demo can show a refusal.
 """
@@ -7,8 +8,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.agreements.registry import Registry
-from shared.events import AgreementState, AgreementStatus, CareTeamState, OrganisationState, RoutingKey
+from services.agreements.domain import Service
+from shared.events import (
+    AgreementState,
+    AgreementStatus,
+    CarerGrantState,
+    CareTeamState,
+    OrganisationState,
+    RoutingKey,
+)
 
 ORGANISATIONS = (
     ("RJ1", "Guy's and St Thomas' NHS Foundation Trust"),
@@ -28,16 +36,24 @@ AGREEMENTS = (
     ("isa-rrv-rpy", "RM Partners cancer network ISA (UCLH)", ("RRV", "RPY")),
 )
 PURPOSES = ("direct-care", "cancer-care", "transfer-of-care", "end-of-life-care")
+# Patients and carers sign in through the patient-facing login, not an organisation; their tokens
+# carry this pseudo-organisation (``lhcie token --org NHSLOGIN --role patient --patient 9000000009``).
+PATIENT_LOGIN_ORG = "NHSLOGIN"
+DEMO_PATIENT = "9000000009"
+DEMO_CARER_SUBJECT = f"carer@{PATIENT_LOGIN_ORG}"  # what ``lhcie token --org NHSLOGIN --role carer`` carries
 
 
-async def seed(registry: Registry) -> bool:
+async def seed(service: Service) -> bool:
     """Load the demo data into an empty registry; returns whether it did."""
+    registry = service.registry
     if not await registry.is_empty():
         return False
     for ods, name in ORGANISATIONS:
         await registry.save(
             OrganisationState(ods_code=ods, name=name, kind="acute-trust", version=1),
             RoutingKey.POLICY_ORGANISATION_UPDATED,
+            details={"contacts": [{"purpose": {"text": "Data controller"},
+                                   "telecom": [{"system": "email", "value": f"dcc@{ods.lower()}.nhs.example"}]}]},
         )
     for careteam_id, name, org, site in MDTS:
         await registry.save(
@@ -49,7 +65,13 @@ async def seed(registry: Registry) -> bool:
         await registry.save(
             AgreementState(agreement_id=agreement_id, title=title, parties=parties, purposes=PURPOSES,
                            status=AgreementStatus.ACCEPTED, valid_from=datetime(2026, 1, 1, tzinfo=UTC),
-                           valid_to=datetime(2029, 12, 31, tzinfo=UTC), version=1),
+                           valid_to=datetime(2029, 12, 31, tzinfo=UTC), proposed_by=parties[0],
+                           accepted_by=parties, version=1),
             RoutingKey.POLICY_AGREEMENT_ACCEPTED,
         )
+    await registry.save(
+        CarerGrantState(grant_id="grant-demo", patient_nhs_number=DEMO_PATIENT, carer_subject=DEMO_CARER_SUBJECT,
+                        carer_name="Sam Carer", relationship="daughter", version=1),
+        RoutingKey.POLICY_CONSENT_CARER_GRANTED,
+    )
     return True

@@ -1,60 +1,349 @@
-"""Agreements' HTTP surface: read organisations, MDTs and ISAs (the DCC console's writes come later)."""
+"""Agreements' HTTP surface: the directory, the ISA lifecycle, and the patient's view and controls.
+
+HTTP only: each handler checks the caller's scopes, parses the body and hands over to the domain.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from services.agreements import resources
-from services.agreements.registry import Registry
-from shared.events import AgreementState, CareTeamState, OrganisationState, Payload
+from services.agreements import console, resources
+from services.agreements.domain import Service
+from services.agreements.isas import MAX_DOCUMENT_BYTES, overlap_json
+from services.agreements.patients import EXCEPTIONS
+from shared.auth import Caller
+from shared.events import AgreementState, AgreementStatus, CareTeamState, OrganisationState, Payload
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError
-from shared.http import caller, fhir_response
+from shared.http import caller, fhir_response, read_json
+from shared.objects import ObjectNotFound
 
-AGREEMENTS = web.AppKey("agreements", Registry)
+AGREEMENTS = web.AppKey("agreements", Service)
+HOLDING_EXTENSION = f"{resources.BASE}/StructureDefinition/record-holding"
+TEAM_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
-_TYPES: dict[str, tuple[type[Payload], Callable[[Any], dict[str, Any]], str | None]] = {
-    # resource type -> (state model, FHIR mapping, field a search by organisation filters on)
-    "Organization": (OrganisationState, resources.organization, None),
-    "CareTeam": (CareTeamState, resources.careteam, "organisation"),
-    "Contract": (AgreementState, resources.contract, "parties"),
+
+def _service(request: web.Request) -> Service:
+    return request.app[AGREEMENTS]
+
+
+async def _contract(service: Service, state: AgreementState) -> dict[str, Any]:
+    return resources.contract(state, await service.registry.details_of(AgreementState, state.agreement_id))
+
+
+async def _organization(service: Service, state: OrganisationState) -> dict[str, Any]:
+    details = await service.registry.details_of(OrganisationState, state.ods_code)
+    return resources.organization(state, details.get("contacts"))
+
+
+_TYPES: dict[str, tuple[type[Payload], str | None]] = {
+    # resource type -> (state model, field a search by organisation filters on)
+    "Organization": (OrganisationState, None),
+    "CareTeam": (CareTeamState, "organisation"),
+    "Contract": (AgreementState, "parties"),
 }
 
 
+async def _to_fhir(service: Service, state: Payload) -> dict[str, Any]:
+    if isinstance(state, AgreementState):
+        return await _contract(service, state)
+    if isinstance(state, OrganisationState):
+        return await _organization(service, state)
+    assert isinstance(state, CareTeamState)
+    return resources.careteam(state)
+
+
 def _search(resource_type: str) -> Callable[[web.Request], Any]:
-    kind, to_fhir, org_field = _TYPES[resource_type]
+    kind, org_field = _TYPES[resource_type]
 
     async def search(request: web.Request) -> web.Response:
         caller(request).require(resource_type, "s")
         count, offset = page_params(request.query)
-        where = {}
+        where: dict[str, Any] = {}
         if org_field and (org := request.query.get("organization") or request.query.get("party")):
             where[org_field] = org.rpartition("|")[2].removeprefix("Organization/")
-        found = await request.app[AGREEMENTS].all(kind, where, limit=count + 1, skip=offset)
+        if kind is AgreementState and (status := request.query.get("status")):
+            by_fhir = {v: k for k, v in resources.CONTRACT_STATUS.items()}
+            wanted = by_fhir.get(status) or next((s for s in AgreementStatus if s.value == status), None)
+            if wanted is None:
+                raise FhirError.of(Code.INVALID_PARAMETER, "status must be a Contract status.", "status")
+            where["status"] = wanted.value
+        found = await _service(request).registry.all(kind, where, limit=count + 1, skip=offset)
         kept = {k: v for k, v in request.query.items() if not k.startswith("_")}
-        return fhir_response(searchset(request.path, kept, [to_fhir(s) for s in found[:count]],
-                                       count=count, offset=offset, has_more=len(found) > count))
+        entries = [await _to_fhir(_service(request), s) for s in found[:count]]
+        return fhir_response(searchset(request.path, kept, entries, count=count, offset=offset,
+                                       has_more=len(found) > count))
 
     return search
 
 
 def _read(resource_type: str) -> Callable[[web.Request], Any]:
-    kind, to_fhir, _ = _TYPES[resource_type]
+    kind, _ = _TYPES[resource_type]
 
     async def read(request: web.Request) -> web.Response:
         caller(request).require(resource_type, "r")
-        state = await request.app[AGREEMENTS].one(kind, request.match_info["id"])
-        if state is None:
-            raise FhirError.of(Code.NOT_FOUND)
-        return fhir_response(to_fhir(state))
+        state = await _service(request).registry.require(kind, request.match_info["id"])
+        return fhir_response(await _to_fhir(_service(request), state))
 
     return read
 
 
+def _collection(resources_: list[dict[str, Any]]) -> dict[str, Any]:
+    """A searchset without paging, for views that are small by nature (one organisation, one patient)."""
+    return searchset("", {}, resources_, count=max(len(resources_), 1), offset=0, has_more=False) | {"link": []}
+
+
+# -- directory ----------------------------------------------------------------------------------------
+
+async def create_organization(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Organization", "c")
+    given = resources.parse_organization(await read_json(request, resource_type="Organization"))
+    state = await _service(request).directory.register(who, given)
+    return fhir_response(await _organization(_service(request), state), status=201,
+                         headers={"Location": f"/fhir/Organization/{state.ods_code}"})
+
+
+async def update_organization(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Organization", "u")
+    given = resources.parse_organization(await read_json(request, resource_type="Organization"))
+    state = await _service(request).directory.update(who, request.match_info["id"], given)
+    return fhir_response(await _organization(_service(request), state))
+
+
+async def create_careteam(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("CareTeam", "c")
+    body = await read_json(request, resource_type="CareTeam")
+    team_id = body.get("id")
+    if not isinstance(team_id, str) or not TEAM_ID.match(team_id):
+        raise FhirError.of(Code.INVALID_RESOURCE, "id must be a short lower-case slug, e.g. rj1-lung.", "CareTeam.id")
+    state = await _service(request).directory.save_team(who, resources.parse_careteam(body, careteam_id=team_id),
+                                                        create=True)
+    return fhir_response(resources.careteam(state), status=201, headers={"Location": f"/fhir/CareTeam/{team_id}"})
+
+
+async def update_careteam(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("CareTeam", "u")
+    body = await read_json(request, resource_type="CareTeam")
+    team = resources.parse_careteam(body, careteam_id=request.match_info["id"])
+    state = await _service(request).directory.save_team(who, team, create=False)
+    return fhir_response(resources.careteam(state))
+
+
+# -- ISAs -----------------------------------------------------------------------------------------------
+
+async def propose(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Contract", "c")
+    draft = resources.parse_contract(await read_json(request, resource_type="Contract"))
+    state = await _service(request).isas.propose(who, draft)
+    return fhir_response(await _contract(_service(request), state), status=201,
+                         headers={"Location": f"/fhir/Contract/{state.agreement_id}"})
+
+
+def _step(action: str) -> Callable[[web.Request], Any]:
+    async def step(request: web.Request) -> web.Response:
+        who = caller(request)
+        who.require("Contract", "u")
+        isas = _service(request).isas
+        state = await getattr(isas, action)(who, request.match_info["id"])
+        return fhir_response(await _contract(_service(request), state))
+
+    return step
+
+
+async def pending(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Contract", "s")
+    found = await _service(request).isas.pending_on(who.org)
+    return fhir_response(_collection([await _contract(_service(request), s) for s in found]))
+
+
+async def templates(request: web.Request) -> web.Response:
+    caller(request).require("Contract", "s")
+    found = await _service(request).isas.templates()
+    return fhir_response(_collection([await _contract(_service(request), s) for s in found]))
+
+
+async def duplicates(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Contract", "s")
+    found = await _service(request).isas.duplicates(request.query.get("party") or who.org)
+    return fhir_response({"resourceType": "Parameters", "parameter": [
+        {"name": "overlap", "part": [
+            *({"name": "agreement", "valueReference": {"reference": f"Contract/{a}", "display": t}}
+              for a, t in zip(o["agreements"], o["titles"], strict=True)),
+            *({"name": "party", "valueString": p} for p in o["parties"]),
+            *({"name": "purpose", "valueCode": p} for p in o["purposes"]),
+        ]} for o in map(overlap_json, found)]})
+
+
+def _parameters(body: dict[str, Any], name: str) -> list[Any]:
+    if body.get("resourceType") != "Parameters":
+        raise FhirError.of(Code.INVALID_RESOURCE, "Expected a Parameters resource.", "resourceType")
+    values = []
+    for p in body.get("parameter") or []:
+        if isinstance(p, dict) and p.get("name") == name:
+            ref = (p.get("valueReference") or {}).get("reference") if isinstance(p.get("valueReference"), dict) else None
+            values.append(ref.removeprefix("Contract/") if isinstance(ref, str) else p.get("valueString"))
+    return [v for v in values if isinstance(v, str) and v]
+
+
+async def retire(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Contract", "u")
+    kept = _parameters(await read_json(request), "replacedBy")
+    if len(kept) != 1:
+        raise FhirError.of(Code.INVALID_RESOURCE, "Name the one agreement that replaces it (replacedBy).",
+                           "Parameters.parameter")
+    state = await _service(request).isas.retire(who, request.match_info["id"], kept[0])
+    return fhir_response(await _contract(_service(request), state))
+
+
+async def merge(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Contract", "c")
+    body = await read_json(request)
+    ids = tuple(_parameters(body, "agreement"))
+    titles = _parameters(body, "title")
+    state = await _service(request).isas.merge(who, ids, titles[0] if titles else "Merged information sharing agreement")
+    return fhir_response(await _contract(_service(request), state), status=201,
+                         headers={"Location": f"/fhir/Contract/{state.agreement_id}"})
+
+
+async def upload_document(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Contract", "u")
+    if request.content_type != "application/pdf":
+        raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, "Send the signed agreement as application/pdf.")
+    if (request.content_length or 0) > MAX_DOCUMENT_BYTES:
+        raise FhirError.of(Code.TOO_LARGE, "The signed agreement exceeds 20 MiB.")
+    content = await request.read()
+    state = await _service(request).isas.attach_document(who, request.match_info["id"], content)
+    return fhir_response(await _contract(_service(request), state))
+
+
+async def download_document(request: web.Request) -> web.StreamResponse:
+    caller(request).require("Contract", "r")
+    service = _service(request)
+    state = await service.registry.require(AgreementState, request.match_info["id"])
+    if not state.document_sha256:
+        raise FhirError.of(Code.NOT_FOUND, "No signed agreement has been attached.")
+    try:
+        data = await service.isas.objects.read_all(service.isas.document_key(state.agreement_id))
+    except ObjectNotFound:
+        raise FhirError.of(Code.NOT_FOUND, "No signed agreement has been attached.") from None
+    return web.Response(body=data, content_type="application/pdf",
+                        headers={"ETag": f'"{state.document_sha256}"', "Cache-Control": "no-store"})
+
+
+# -- the patient's view -----------------------------------------------------------------------------
+
+def _patient_reader(request: web.Request) -> tuple[Caller, str]:
+    """A patient or carer reading about a patient: both hold a DocumentReference search scope."""
+    who = caller(request)
+    who.require("DocumentReference", "s")
+    return who, _service(request).patients.patient_of(who, request.query.get("patient"))
+
+
+async def record_holders(request: web.Request) -> web.Response:
+    who, nhs = _patient_reader(request)
+    holders = await _service(request).patients.record_holders(who, nhs)
+    entries = []
+    for h in holders:
+        org = await _service(request).registry.one(OrganisationState, h["organisation"])
+        resource = resources.organization(org) if org else {
+            "resourceType": "Organization", "id": h["organisation"], "name": h["name"],
+            "identifier": [{"system": resources.ODS_CODE, "value": h["organisation"]}]}
+        resource["extension"] = [{"url": HOLDING_EXTENSION, "extension": [
+            {"url": "documents", "valueInteger": h["documents"]},
+            *({"url": "category", "valueCode": c} for c in h["categories"]),
+            {"url": "firstStored", "valueDateTime": h["first_stored"]},
+            {"url": "lastStored", "valueDateTime": h["last_stored"]},
+        ]}]
+        entries.append(resource)
+    return fhir_response(_collection(entries))
+
+
+async def consents(request: web.Request) -> web.Response:
+    who, nhs = _patient_reader(request)
+    patients = _service(request).patients
+    preferences = await patients.preferences(who, nhs)
+    grants = await patients.carers(who, nhs)
+    return fhir_response(_collection([resources.preferences_consent(preferences, nhs, EXCEPTIONS),
+                                      *(resources.carer_consent(g) for g in grants)]))
+
+
+async def read_preferences(request: web.Request) -> web.Response:
+    who, nhs = _patient_reader(request)
+    preferences = await _service(request).patients.preferences(who, nhs)
+    return fhir_response(resources.preferences_consent(preferences, nhs, EXCEPTIONS))
+
+
+async def set_preferences(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Consent", "u")
+    nhs = _service(request).patients.patient_of(who, request.query.get("patient"))
+    wanted = resources.parse_preferences(await read_json(request, resource_type="Consent"))
+    state = await _service(request).patients.set_preferences(who, nhs, wanted)
+    return fhir_response(resources.preferences_consent(state, nhs, EXCEPTIONS))
+
+
+async def list_carers(request: web.Request) -> web.Response:
+    who, nhs = _patient_reader(request)
+    grants = await _service(request).patients.carers(who, nhs)
+    return fhir_response(_collection([resources.related_person(g) for g in grants]))
+
+
+async def grant_carer(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Consent", "c")
+    nhs = _service(request).patients.patient_of(who, request.query.get("patient"))
+    wanted = resources.parse_related_person(await read_json(request, resource_type="RelatedPerson"))
+    grant = await _service(request).patients.grant(who, nhs, wanted)
+    return fhir_response(resources.related_person(grant), status=201,
+                         headers={"Location": f"/fhir/RelatedPerson/{grant.grant_id}"})
+
+
+async def revoke_carer(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Consent", "u")
+    grant = await _service(request).patients.revoke(who, request.match_info["id"])
+    return fhir_response(resources.related_person(grant))
+
+
 def add_routes(app: web.Application) -> None:
+    r = app.router
+    # Operations first: "/fhir/Contract/$pending" must not be read as a Contract with id "$pending".
+    r.add_get("/fhir/Contract/$pending", pending)
+    r.add_get("/fhir/Contract/$templates", templates)
+    r.add_get("/fhir/Contract/$duplicates", duplicates)
+    r.add_post("/fhir/Contract/$merge", merge)
+    r.add_get("/fhir/Organization/$record-holders", record_holders)
+    r.add_get("/fhir/Consent/preferences", read_preferences)
+    r.add_put("/fhir/Consent/preferences", set_preferences)
     for resource_type in _TYPES:
-        app.router.add_get(f"/fhir/{resource_type}", _search(resource_type))
-        app.router.add_get(f"/fhir/{resource_type}/{{id}}", _read(resource_type))
+        r.add_get(f"/fhir/{resource_type}", _search(resource_type))
+        r.add_get(f"/fhir/{resource_type}/{{id}}", _read(resource_type))
+    r.add_post("/fhir/Organization", create_organization)
+    r.add_put("/fhir/Organization/{id}", update_organization)
+    r.add_post("/fhir/CareTeam", create_careteam)
+    r.add_put("/fhir/CareTeam/{id}", update_careteam)
+    r.add_post("/fhir/Contract", propose)
+    for action in ("accept", "reject", "revoke", "join"):
+        r.add_post(f"/fhir/Contract/{{id}}/${action}", _step(action))
+    r.add_post("/fhir/Contract/{id}/$retire", retire)
+    r.add_put("/fhir/Contract/{id}/$document", upload_document)
+    r.add_get("/fhir/Contract/{id}/$document", download_document)
+    r.add_get("/fhir/Consent", consents)
+    r.add_get("/fhir/RelatedPerson", list_carers)
+    r.add_post("/fhir/RelatedPerson", grant_carer)
+    r.add_post("/fhir/RelatedPerson/{id}/$revoke", revoke_carer)
+    console.add_routes(app)

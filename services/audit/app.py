@@ -27,8 +27,20 @@ SPEC = ServiceSpec(
         {
             "type": "AuditEvent",
             "interaction": [{"code": "search-type"}],
-            "searchParam": [{"name": "entity", "type": "reference"}, {"name": "agent", "type": "token"}],
-            "operation": [{"name": "verify", "definition": "https://lhcie.london/fhir/OperationDefinition/verify"}],
+            "searchParam": [
+                {"name": "patient.identifier", "type": "token"},
+                {"name": "entity", "type": "reference"},
+                {"name": "agent", "type": "token"},
+                {"name": "type", "type": "token"},
+                {"name": "subtype", "type": "token"},
+                {"name": "date", "type": "date"},
+                {"name": "outcome", "type": "token"},
+                {"name": "request-id", "type": "string"},
+            ],
+            "operation": [
+                {"name": name, "definition": f"https://lhcie.london/fhir/OperationDefinition/{name}"}
+                for name in ("verify", "export", "access-report")
+            ],
         },
     ),
 )

@@ -1,9 +1,14 @@
 """The audit log as a hash chain: each record holds its sequence number, the previous record's hash
-and its own hash (SHA-256 over a canonical serialisation). Records are only ever appended.
+and its own hash (SHA-256 over a canonical serialisation of everything stored but the hash itself, so
+the search fields are protected as well as the AuditEvent). Every ``checkpoint_every`` records a
+checkpoint signs the head hash and the hashes of the records since the previous checkpoint: rewriting
+the chain consistently then still breaks a signature, and the signed hashes name the first record that
+changed. Records are only ever appended: the chain holds its collection through an append-only view.
 
 Ordering with several writers: ``seq`` has a unique index, so two appenders racing for the same
 position cannot both win; the loser re-reads the head and tries the next position. In one process an
-asyncio lock keeps appends in turn so that retry is rare.
+asyncio lock keeps appends in turn so that retry is rare. The chain's order is therefore the order in
+which records became durable, one chain for the whole exchange.
 """
 
 from __future__ import annotations
@@ -11,22 +16,48 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from shared.store import ASCENDING, DESCENDING, Document, DocumentStore, DuplicateKey, Index, Session
+from services.audit.signing import CheckpointSigner
+from shared.store import (
+    ASCENDING,
+    DESCENDING,
+    Collection,
+    Document,
+    DocumentStore,
+    DuplicateKey,
+    Index,
+    Session,
+    WriteConflict,
+)
 
 GENESIS = "0" * 64
 VERIFY_PAGE = 1000
+# Stored beside the search fields; everything else in a record is a search field the hash covers too.
+CHAIN_FIELDS = ("_id", "seq", "event_id", "prev_hash", "hash", "resource")
 
 
 def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def record_hash(seq: int, prev_hash: str, resource: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical({"seq": seq, "prev": prev_hash, "resource": resource})).hexdigest()
+def record_hash(seq: int, prev_hash: str, resource: dict[str, Any], **fields: Any) -> str:
+    """SHA-256 over the record's position, its link, its AuditEvent and its other stored fields."""
+    return hashlib.sha256(canonical({**fields, "seq": seq, "prev_hash": prev_hash, "resource": resource})).hexdigest()
+
+
+def hash_of(doc: Document) -> str:
+    fields = {k: v for k, v in doc.items() if k not in ("_id", "seq", "prev_hash", "hash", "resource")}
+    return record_hash(doc.get("seq"), doc.get("prev_hash"), doc.get("resource"), **fields)  # type: ignore[arg-type]
+
+
+def _checkpoint_payload(cp: Document) -> bytes:
+    return canonical({k: cp.get(k) for k in ("seq", "head_hash", "hashes", "key_id", "signed_at")})
 
 
 @dataclass(frozen=True)
@@ -35,17 +66,67 @@ class Verification:
     count: int
     first_broken: int | None = None
     problem: str | None = None
+    since: int | None = None
+    checkpoints: int = 0
+    # Records after the last checkpoint: linked, but not yet covered by a signature.
+    unsigned: int = 0
+
+
+class AppendOnly:
+    """The only operations the audit module has on its records: add one, and read."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._c = collection
+
+    async def insert(self, doc: Document, *, session: Session | None = None) -> None:
+        await self._c.insert(doc, session=session)
+
+    async def get(self, key: str, *, session: Session | None = None) -> Document | None:
+        return await self._c.get(key, session=session)
+
+    async def find(self, where: dict[str, Any] | None = None, **kw: Any) -> list[Document]:
+        return await self._c.find(where, **kw)
+
+    async def find_one(self, where: dict[str, Any], **kw: Any) -> Document | None:
+        return await self._c.find_one(where, **kw)
+
+    async def count(self, where: dict[str, Any] | None = None) -> int:
+        return await self._c.count(where)
+
+
+SignerSource = CheckpointSigner | Callable[[], CheckpointSigner] | None
 
 
 class AuditChain:
-    def __init__(self, store: DocumentStore) -> None:
+    def __init__(
+        self,
+        store: DocumentStore,
+        *,
+        signer: SignerSource = None,
+        checkpoint_every: int = 100,
+        extra_indexes: Sequence[Index] = (),
+    ) -> None:
+        if not 1 <= checkpoint_every <= VERIFY_PAGE:
+            raise ValueError(f"checkpoint_every must be 1..{VERIFY_PAGE}")
         self._store = store
-        self._records = store.collection(
+        self._records = AppendOnly(store.collection(
             "audit_records",
             [Index(("seq",), unique=True), Index(("event_id",), unique=True),
-             Index(("entities",)), Index(("orgs",)), Index(("patient",))],
-        )
+             Index(("entities",)), Index(("orgs",)), Index(("patient",)), *extra_indexes],
+        ))
+        self._checkpoints = AppendOnly(store.collection("audit_checkpoints", [Index(("seq",), unique=True)]))
+        self._signer_source = signer
+        self._signer: CheckpointSigner | None = None
+        self.checkpoint_every = checkpoint_every
         self._lock = asyncio.Lock()
+
+    @property
+    def signer(self) -> CheckpointSigner | None:
+        # Loaded on first use: building the chain does no I/O.
+        if self._signer is None and self._signer_source is not None:
+            source = self._signer_source
+            self._signer = source if isinstance(source, CheckpointSigner) else source()
+        return self._signer
 
     async def head(self, session: Session | None = None) -> Document | None:
         return await self._records.find_one({}, sort=[("seq", DESCENDING)], session=session)
@@ -59,6 +140,7 @@ class AuditChain:
         also: Callable[[Session], Awaitable[None]] | None = None,
     ) -> Document | None:
         """Append one record (``None`` if this event id is already recorded)."""
+        signer = self.signer
         async with self._lock:
             while True:
                 try:
@@ -68,39 +150,172 @@ class AuditChain:
                         head = await self.head(session)
                         seq = (head["seq"] + 1) if head else 1
                         prev = head["hash"] if head else GENESIS
-                        resource = {**resource, "id": str(seq)}
-                        doc = {
+                        # Through JSON once, so the hash is over exactly what a later read returns.
+                        doc = json.loads(json.dumps({
+                            **index,
                             "_id": f"{seq:012d}",
                             "seq": seq,
                             "event_id": event_id,
                             "prev_hash": prev,
-                            "hash": record_hash(seq, prev, resource),
-                            "resource": resource,
-                            **index,
-                        }
+                            "resource": {**resource, "id": str(seq)},
+                        }, default=str))
+                        doc["hash"] = hash_of(doc)
                         await self._records.insert(doc, session=session)
+                        if signer is not None and seq % self.checkpoint_every == 0:
+                            await self._checkpoint(signer, doc, session)
                         if also is not None:
                             await also(session)
                         return doc
-                except DuplicateKey:
+                except (DuplicateKey, WriteConflict):
                     # Another writer took this position (or recorded this event): look again.
                     continue
+
+    async def _checkpoint(self, signer: CheckpointSigner, head: Document, session: Session) -> None:
+        seq = head["seq"]
+        covered = await self._records.find(
+            {"seq": {"$gt": seq - self.checkpoint_every, "$lte": seq}},
+            sort=[("seq", ASCENDING)], limit=self.checkpoint_every, session=session,
+        )
+        cp: Document = {
+            "_id": f"{seq:012d}",
+            "seq": seq,
+            "head_hash": head["hash"],
+            "hashes": [d["hash"] for d in covered],
+            "key_id": signer.key_id,
+            "signed_at": datetime.now(UTC).isoformat(),
+        }
+        cp["signature"] = signer.sign(_checkpoint_payload(cp))
+        await self._checkpoints.insert(cp, session=session)
+
+    async def checkpoints(self, *, limit: int = 100, skip: int = 0) -> list[Document]:
+        return await self._checkpoints.find({}, sort=[("seq", DESCENDING)], limit=limit, skip=skip)
 
     async def search(self, where: dict[str, Any], *, limit: int, skip: int) -> list[Document]:
         return await self._records.find(where, sort=[("seq", ASCENDING)], limit=limit, skip=skip)
 
-    async def verify(self) -> Verification:
-        prev, expected_seq, count = GENESIS, 1, 0
+    async def scan(self, where: dict[str, Any] | None = None, *, page: int = VERIFY_PAGE) -> AsyncIterator[Document]:
+        """Every matching record in chain order, a page at a time (keyset paging on ``seq``)."""
+        after = 0
         while True:
-            page = await self._records.find({"seq": {"$gte": expected_seq}}, sort=[("seq", ASCENDING)], limit=VERIFY_PAGE)
+            docs = await self._records.find({**(where or {}), "seq": {"$gt": after}},
+                                            sort=[("seq", ASCENDING)], limit=page)
+            for doc in docs:
+                yield doc
+            if len(docs) < page:
+                return
+            after = docs[-1]["seq"]
+
+    async def verify(self, *, since: int | None = None) -> Verification:
+        """Check the whole chain, or from a checkpoint on; name the first record that fails."""
+        checker = _Checker(self.signer, self.checkpoint_every, since)
+        prev, expected = GENESIS, 1
+        if since is not None:
+            cp = await self._checkpoints.get(f"{since:012d}")
+            if cp is None:
+                return checker.broken(since, f"there is no checkpoint at record {since}")
+            if (problem := checker.check_signature(cp)) is not None:
+                return checker.broken(since, problem)
+            prev, expected = cp["head_hash"], since + 1
+        while True:
+            page = await self._records.find({"seq": {"$gte": expected}}, sort=[("seq", ASCENDING)], limit=VERIFY_PAGE)
             if not page:
-                return Verification(True, count)
+                break
+            cps = {c["seq"]: c for c in await self._checkpoints.find(
+                {"seq": {"$gte": page[0]["seq"], "$lte": page[-1]["seq"]}}, limit=VERIFY_PAGE)}
             for doc in page:
                 seq = doc.get("seq")
-                if seq != expected_seq:
-                    return Verification(False, count, expected_seq, f"record {expected_seq} is missing")
+                if seq != expected:
+                    return checker.broken(expected, f"record {expected} is missing")
                 if doc.get("prev_hash") != prev:
-                    return Verification(False, count, seq, f"record {seq} does not follow record {seq - 1}")
-                if record_hash(seq, prev, doc.get("resource", {})) != doc.get("hash"):
-                    return Verification(False, count, seq, f"record {seq} was altered")
-                prev, expected_seq, count = doc["hash"], expected_seq + 1, count + 1
+                    return checker.broken(seq, f"record {seq} does not follow record {seq - 1}")
+                if hash_of(doc) != doc.get("hash"):
+                    return checker.broken(seq, f"record {seq} was altered")
+                if (found := checker.at(doc, cps.get(seq))) is not None:
+                    return found
+                prev, expected = doc["hash"], expected + 1
+        last = expected - 1
+        later = await self._checkpoints.find({"seq": {"$gt": last}}, sort=[("seq", ASCENDING)], limit=1)
+        if later:
+            return checker.broken(last + 1, f"record {last + 1} is missing (checkpoint {later[0]['seq']} covers it)")
+        return checker.result(last)
+
+
+class _Checker:
+    """The checkpoint side of a verification: signatures, signed hashes, and the running tally."""
+
+    def __init__(self, signer: CheckpointSigner | None, every: int, since: int | None) -> None:
+        self.signer = signer
+        self.every = every
+        self.since = since
+        self.count = 0
+        self.checkpoints = 0
+        self.last_checkpoint = since or 0
+        self.recent: deque[tuple[int, str]] = deque(maxlen=every)
+
+    def broken(self, seq: int, problem: str) -> Verification:
+        return Verification(False, self.count, seq, problem, self.since, self.checkpoints)
+
+    def check_signature(self, cp: Document) -> str | None:
+        if self.signer is None:
+            return None
+        if cp.get("key_id") != self.signer.key_id or not self.signer.verify(_checkpoint_payload(cp), cp.get("signature", "")):
+            return f"the signature of checkpoint {cp.get('seq')} is not valid"
+        return None
+
+    def at(self, doc: Document, cp: Document | None) -> Verification | None:
+        seq = doc["seq"]
+        self.count += 1
+        self.recent.append((seq, doc["hash"]))
+        if self.signer is None or seq % self.every != 0:
+            return None
+        if cp is None:
+            return self.broken(seq, f"checkpoint {seq} is missing")
+        if (problem := self.check_signature(cp)) is not None:
+            return self.broken(seq, problem)
+        if cp.get("head_hash") != doc["hash"]:
+            # The links are consistent but the signed hashes are not: the chain was rewritten. The signed
+            # list names the first record that differs.
+            signed = cp.get("hashes") or []
+            for (at, actual), expected in zip(self.recent, signed[-len(self.recent):], strict=False):
+                if actual != expected:
+                    return self.broken(at, f"record {at} differs from signed checkpoint {seq} (the chain was rewritten)")
+            return self.broken(seq, f"record {seq} differs from signed checkpoint {seq} (the chain was rewritten)")
+        self.checkpoints += 1
+        self.last_checkpoint = seq
+        return None
+
+    def result(self, last: int) -> Verification:
+        return Verification(True, self.count, None, None, self.since, self.checkpoints,
+                            unsigned=max(0, last - self.last_checkpoint))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    records: int
+    append_seconds: float
+    verify_seconds: float
+
+    @property
+    def appends_per_second(self) -> float:
+        return self.records / self.append_seconds if self.append_seconds else float("inf")
+
+    @property
+    def verified_per_second(self) -> float:
+        return self.records / self.verify_seconds if self.verify_seconds else float("inf")
+
+
+async def bench(chain: AuditChain, records: int, *, resource: dict[str, Any] | None = None) -> BenchResult:
+    """Time ``records`` appends one after another (each its own durable transaction, as the consumer
+    does) and then a ``verify`` of the whole chain. For the benchmark; the chain should start empty."""
+    body = resource or {"resourceType": "AuditEvent", "action": "R", "outcome": "0",
+                        "recorded": datetime.now(UTC).isoformat()}
+    run = f"bench-{time.time_ns()}"
+    started = time.perf_counter()
+    for i in range(records):
+        await chain.append(f"{run}-{i}", body, {"entities": [f"DocumentReference/{i}"], "orgs": ["RJ1"]})
+    appended = time.perf_counter()
+    result = await chain.verify()
+    verified = time.perf_counter()
+    if not result.intact:
+        raise RuntimeError(f"benchmark chain does not verify: {result.problem}")
+    return BenchResult(records, appended - started, verified - appended)

@@ -1,14 +1,24 @@
-"""Audit's message handler: every event on the bus becomes one record in the chain."""
+"""Audit's message handler: every event on the bus becomes its record(s) in the chain, and policy
+events also update audit's own policy view (used to check carers asking for a patient's report)."""
 
 from __future__ import annotations
 
 from services.audit.domain import Audit
-from shared.bus import Handler
+from shared.bus import Handler, Retry
 from shared.events import Event
+from shared.store import StoreUnavailable
 
 
 def handler(audit: Audit) -> Handler:
     async def handle(event: Event) -> None:
-        await audit.record(event)
+        # A payload that breaks the contract raises ValidationError: the bus dead-letters it to
+        # audit.events.dead, where it is kept for an operator rather than recorded half-understood.
+        event.payload()
+        try:
+            # Returns (and so the bus acks) only after the record's transaction has committed.
+            await audit.record(event)
+        except StoreUnavailable as exc:
+            # The store, not the message, is at fault: keep it and try again, without counting it as poison.
+            raise Retry("audit store unavailable", after=1.0) from exc
 
     return handle

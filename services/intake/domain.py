@@ -35,6 +35,7 @@ from shared.events import (
     Actor,
     DocumentFacts,
     DocumentReceived,
+    DocumentSearched,
     DocumentStatusChanged,
     Event,
     RoutingKey,
@@ -317,13 +318,24 @@ class Intake:
         raise FhirError([Issue(Code.PROCESSING, f"The document was rejected: {doc['rejection']['reason']}",
                                "DocumentReference")])
 
-    async def search(self, where: Filter, who: Caller, *, count: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+    async def search(self, where: Filter, who: Caller, *, count: int, offset: int, query: str,
+                     request_id: str, address: str | None) -> tuple[list[dict[str, Any]], bool]:
         # One extra row tells whether a next page exists; rows the caller may not see are left out.
         docs = await self.registry.search(where, limit=count + 1, skip=offset)
         visible = []
         for doc in docs[:count]:
             if (await self.policy.decide(who, facts_of(doc))).allowed:
                 visible.append(to_fhir(doc))
+        # Every search is audited (BALP PatientQuery), whatever it found.
+        event = Event.new(
+            RoutingKey.DOCUMENT_SEARCHED,
+            DocumentSearched(actor=actor_of(who, address), patient_nhs_number=where["patient"], query=query,
+                             results=len(visible)),
+            source=self.ctx.source, subject="DocumentReference", correlation_id=request_id,
+        )
+        async with self.ctx.store.transaction() as session:
+            await self.ctx.publish(event, session=session)
+        self.ctx.outbox.notify()
         return visible, len(docs) > count
 
     async def bundle_state(self, bundle_id: str, who: Caller) -> list[Document]:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -250,7 +251,9 @@ async def search_documents(request: web.Request) -> web.Response:
         params.update({k: str(v) for k, v in (await request.post()).items()})
     where = search_filter(params)
     count, offset = page_params(params)
-    resources, more = await request.app[INTAKE].search(where, who, count=count, offset=offset)
+    query = urlencode(sorted(params.items()))
+    resources, more = await request.app[INTAKE].search(where, who, count=count, offset=offset, query=query,
+                                                       request_id=request_id(request), address=request.remote)
     kept = {k: v for k, v in params.items() if not k.startswith("_")}
     return fhir_response(searchset("/fhir/DocumentReference", kept, resources, count=count, offset=offset,
                                    has_more=more))

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from services.notification import consumers, routes
+from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
+from services.notification.stream_tokens import StreamTokens
 from shared import topology
 from shared.config import Settings
 from shared.http import build_app
@@ -13,11 +20,63 @@ from shared.lifecycle import mount
 from shared.service import Ports, ServiceSpec
 
 NAME = "notification"
+log = logging.getLogger(__name__)
+
+
+async def _tick(notification: Notification) -> None:
+    while True:
+        try:
+            await notification.run_timers()
+        except Exception:
+            log.exception("notification.timer_tick_failed", extra={"code": "NOT021"})
+        await asyncio.sleep(notification.settings.timer_tick_seconds)
+
+
+async def _reconcile(notification: Notification) -> None:
+    """At every start, in the background: alerts the stored documents call for that are missing."""
+    try:
+        await notification.reconcile()
+    except Exception:
+        log.exception("notification.reconcile_failed", extra={"code": "NOT005"})
+
+
+async def _deliver(deliverer: Deliverer, notification: Notification) -> None:
+    while True:
+        try:
+            await deliverer.run_once()
+        except Exception:
+            log.exception("notification.delivery_tick_failed", extra={"code": "NOT030"})
+        await asyncio.sleep(notification.settings.webhook_tick_seconds)
 
 
 def install(app: web.Application) -> None:
-    mount(app, name=NAME, key=routes.NOTIFICATION, build=Notification,
-          add_routes=routes.add_routes, queue=topology.NOTIFICATION, handler=consumers.handler)
+    notification = mount(app, name=NAME, key=routes.NOTIFICATION, build=Notification,
+                          add_routes=routes.add_routes, queue=topology.NOTIFICATION, handler=consumers.handler)
+    tokens = app[routes.STREAM_TOKENS] = StreamTokens(notification.ctx.store)
+    closing = app[routes.CLOSING] = asyncio.Event()
+    deliverer = app[routes.DELIVERER] = Deliverer(notification)
+
+    async def timers(_: web.Application) -> AsyncIterator[None]:
+        # After mount's context (the store is open); torn down before it (the store closes last).
+        await tokens.start()
+        await deliverer.start()
+        tasks = [asyncio.create_task(_reconcile(notification), name="notification reconciliation"),
+                 asyncio.create_task(_tick(notification), name="notification timers"),
+                 asyncio.create_task(_deliver(deliverer, notification), name="notification webhooks")]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await deliverer.close()
+
+    async def end_streams(_: web.Application) -> None:
+        closing.set()
+        notification.changed()
+
+    app.cleanup_ctx.append(timers)
+    app.on_shutdown.append(end_streams)
 
 
 SPEC = ServiceSpec(
@@ -27,9 +86,29 @@ SPEC = ServiceSpec(
         {
             "type": "Communication",
             "interaction": [{"code": "search-type"}],
-            "searchParam": [{"name": "recipient", "type": "reference"}, {"name": "status", "type": "token"}],
+            "searchParam": [{"name": "recipient", "type": "reference"}, {"name": "status", "type": "token"},
+                            {"name": "patient", "type": "reference"}, {"name": "priority", "type": "token"},
+                            {"name": "sent", "type": "date"}],
             "operation": [{"name": "acknowledge",
-                           "definition": "https://lhcie.london/fhir/OperationDefinition/acknowledge"}],
+                           "definition": "https://lhcie.london/fhir/OperationDefinition/acknowledge"},
+                          {"name": "reconcile",
+                           "definition": "https://lhcie.london/fhir/OperationDefinition/reconcile"}],
+        },
+        {
+            "type": "Subscription",
+            "interaction": [{"code": "create"}, {"code": "read"}],
+            "operation": [{"name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"},
+                          {"name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"}],
+        },
+        {
+            "type": "EpisodeOfCare",
+            "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": "team", "type": "reference"}],
+            "operation": [{"name": "record-event",
+                           "definition": "https://lhcie.london/fhir/OperationDefinition/record-event"},
+                          {"name": "transfer", "definition": "https://lhcie.london/fhir/OperationDefinition/transfer"},
+                          {"name": "tracking-list",
+                           "definition": "https://lhcie.london/fhir/OperationDefinition/tracking-list"}],
         },
     ),
 )

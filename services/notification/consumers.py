@@ -12,6 +12,6 @@ def handler(notification: Notification) -> Handler:
         if event.type is RoutingKey.DOCUMENT_STORED:
             await notification.on_stored(event)
         elif notification.policy.handles(event):
-            await notification.policy.apply(event)
+            await notification.on_policy(event)
 
     return handle

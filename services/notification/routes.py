@@ -1,30 +1,83 @@
-"""Notification's HTTP surface: an MDT's alerts (FHIR Communication) and their acknowledgement."""
+"""Notification's HTTP surface: alerts (FHIR Communication), their live stream, the coordinator console,
+and cancer pathways (FHIR EpisodeOfCare) with the patient tracking list."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
 from aiohttp import web
 
-from services.notification.alerts import ACKNOWLEDGED, OPEN
+from services.notification.alerts import ACKNOWLEDGED, CARETEAM_PREFIX, OPEN, AlertQuery
+from services.notification.clock import stamp
+from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
+from services.notification.pathways import ROUTE_URL
+from services.notification.rules import PRIORITIES
+from services.notification.stream_tokens import BadStreamToken, StreamTokens
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError
-from shared.http import caller, fhir_response, request_id
+from shared.fhir.identifiers import NHS_NUMBER, identifier_value, valid_nhs_number
+from shared.http import caller, fhir_response, read_json, request_id
 
 NOTIFICATION = web.AppKey("notification", Notification)
+STREAM_TOKENS = web.AppKey("notification.stream_tokens", StreamTokens)
+CLOSING = web.AppKey("notification.closing", asyncio.Event)
+DELIVERER = web.AppKey("notification.deliverer", Deliverer)
+CONSOLE_DIR = Path(__file__).with_name("console")
+HEARTBEAT_SECONDS = 15.0
+
+
+def _team(request: web.Request, name: str) -> str:
+    value = request.query.get(name, "")
+    if not value.startswith(CARETEAM_PREFIX) or len(value) == len(CARETEAM_PREFIX):
+        raise FhirError.of(Code.INVALID_PARAMETER, f"Search needs {name}=CareTeam/<mdt-id>.", name)
+    return value.removeprefix(CARETEAM_PREFIX)
+
+
+def _date_bounds(values: list[str]) -> tuple[str | None, str | None]:
+    """FHIR date search on ``sent``: ``ge``/``gt`` give the start, ``lt``/``le`` the end (whole days)."""
+    start = end = None
+    for value in values:
+        prefix, rest = (value[:2], value[2:]) if value[:2] in ("ge", "gt", "le", "lt") else ("eq", value)
+        try:
+            when = datetime.fromisoformat(rest)
+        except ValueError:
+            raise FhirError.of(Code.INVALID_PARAMETER, "sent must be a date, e.g. sent=ge2026-11-01.", "sent") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        whole_day = len(rest) == 10
+        if prefix in ("ge", "gt", "eq"):
+            start = stamp(when + (timedelta(days=1) if prefix == "gt" and whole_day else timedelta()))
+        if prefix in ("lt", "le", "eq"):
+            end = stamp(when + (timedelta(days=1) if prefix in ("le", "eq") and whole_day else timedelta()))
+    return start, end
 
 
 async def search_alerts(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
-    recipient = request.query.get("recipient")
-    if not recipient:
-        raise FhirError.of(Code.INVALID_PARAMETER, "Search needs recipient=CareTeam/<mdt-id>.", "recipient")
-    status = request.query.get("status")
+    query = request.query
+    status = query.get("status")
     if status not in (None, OPEN, ACKNOWLEDGED):
         raise FhirError.of(Code.INVALID_PARAMETER, f"status must be {OPEN} or {ACKNOWLEDGED}.", "status")
-    count, offset = page_params(request.query)
-    alerts, more = await request.app[NOTIFICATION].list_for(who, recipient, status=status, count=count, offset=offset)
-    kept = {k: v for k, v in request.query.items() if not k.startswith("_")}
+    priority = query.get("priority")
+    if priority not in (None, *PRIORITIES):
+        raise FhirError.of(Code.INVALID_PARAMETER, f"priority must be one of {', '.join(PRIORITIES)}.", "priority")
+    patient = query.get("patient.identifier") or query.get("patient")
+    if patient:
+        patient = patient.rpartition("|")[2]
+    sent_from, sent_to = _date_bounds(query.getall("sent", []))
+    count, offset = page_params(query)
+    alert_query = AlertQuery(mdt=_team(request, "recipient"), patient=patient, status=status, priority=priority,
+                             sent_from=sent_from, sent_to=sent_to)
+    alerts, more = await request.app[NOTIFICATION].search(who, alert_query, count=count, offset=offset)
+    kept = {k: v for k, v in query.items() if not k.startswith("_")}
     return fhir_response(searchset(request.path, kept, alerts, count=count, offset=offset, has_more=more))
 
 
@@ -35,6 +88,244 @@ async def acknowledge(request: web.Request) -> web.Response:
     return fhir_response(resource)
 
 
+async def reconcile(request: web.Request) -> web.Response:
+    who = caller(request)
+    if who.role != "system":
+        raise FhirError.of(Code.FORBIDDEN, "Only a system caller may run a reconciliation.")
+    raised = await request.app[NOTIFICATION].reconcile()
+    return fhir_response({"resourceType": "Parameters", "parameter": [{"name": "raised", "valueInteger": raised}]})
+
+
+# -- the live stream --
+
+async def stream_token(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Communication", "s")
+    notification = request.app[NOTIFICATION]
+    mdt = _team(request, "team")
+    notification.check_team_access(who, mdt)
+    token, expires = request.app[STREAM_TOKENS].issue(
+        mdt=mdt, subject=who.subject, org=who.org, role=who.role, ttl=notification.settings.stream_token_seconds)
+    # The feed position now: a console that loads its list after this and streams from here misses nothing.
+    return web.json_response({"token": token, "expires": expires, "lastEventId": str(await notification.feed.last())})
+
+
+async def alert_stream(request: web.Request) -> web.StreamResponse:
+    try:
+        grant = request.app[STREAM_TOKENS].verify(request.query.get("token"))
+    except (BadStreamToken, ValueError, KeyError):
+        raise FhirError.of(Code.UNAUTHORIZED, "A valid stream token is required (POST /alerts/stream-token).",
+                           headers={"WWW-Authenticate": 'Bearer realm="lhcie"'}) from None
+    notification = request.app[NOTIFICATION]
+    last = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or ""
+    seq = int(last) if last.isdigit() else await notification.feed.last()
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    await response.write(b"retry: 1000\n\n")
+    closing = request.app[CLOSING]
+    wake = notification.listen()
+    poll = notification.settings.stream_poll_seconds
+    idle = 0.0
+    try:
+        while not closing.is_set():
+            wake.clear()  # before reading: a change landing while we read wakes the next wait at once
+            entries = await notification.feed.after(grant.mdt, seq)
+            for entry in entries:
+                alert = await notification.alerts.get(entry["alert_id"])
+                if alert is not None:
+                    data = json.dumps({"kind": entry["kind"], "alert": await notification.render(alert)},
+                                      separators=(",", ":"))
+                    await response.write(f"id: {entry['seq']}\nevent: alert\ndata: {data}\n\n".encode())
+                    if entry["kind"] == "raised":
+                        await notification.alerts.mark_delivered(entry["alert_id"], stamp(notification.clock.now()))
+                seq = entry["seq"]
+            if entries:
+                idle = 0.0
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=poll)
+            except TimeoutError:
+                idle += poll
+            if idle >= HEARTBEAT_SECONDS:
+                await response.write(b": heartbeat\n\n")
+                idle = 0.0
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        notification.unlisten(wake)
+    return response
+
+
+# -- the console --
+
+async def console_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+
+# -- pathways --
+
+def _parameters(body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("resourceType") != "Parameters":
+        raise FhirError.of(Code.INVALID_RESOURCE, "Expected a Parameters resource.", "resourceType")
+    values: dict[str, Any] = {}
+    for parameter in body.get("parameter") or []:
+        if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
+            value = next((v for k, v in parameter.items() if k.startswith("value")), None)
+            values[parameter["name"]] = value
+    return values
+
+
+def _date_param(values: dict[str, Any], default: date) -> date:
+    raw = values.get("date")
+    if raw is None:
+        return default
+    try:
+        return date.fromisoformat(str(raw))
+    except ValueError:
+        raise FhirError.of(Code.INVALID_RESOURCE, "date must be a FHIR date (YYYY-MM-DD).",
+                           "Parameters.parameter.where(name='date')") from None
+
+
+async def search_pathways(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Communication", "s")
+    found = await request.app[NOTIFICATION].pathways_for(who, _team(request, "team"))
+    return fhir_response(searchset(request.path, dict(request.query), found, count=len(found) or 1, offset=0,
+                                   has_more=False))
+
+
+async def register_pathway(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Communication", "u")
+    body = await read_json(request, resource_type="EpisodeOfCare")
+    patient = identifier_value(body.get("patient"), NHS_NUMBER)
+    if not valid_nhs_number(patient):
+        raise FhirError.of(Code.INVALID_NHS_NUMBER, None, "EpisodeOfCare.patient.identifier")
+    teams = body.get("team") if isinstance(body.get("team"), list) else []
+    reference = teams[0].get("reference") if teams and isinstance(teams[0], dict) else None
+    if not isinstance(reference, str) or not reference.startswith(CARETEAM_PREFIX):
+        raise FhirError.of(Code.INVALID_RESOURCE, "team must name the MDT (CareTeam/<mdt-id>).", "EpisodeOfCare.team")
+    route = next((e.get("valueCode") for e in body.get("extension") or []
+                  if isinstance(e, dict) and e.get("url") == ROUTE_URL), None)
+    period = body.get("period") if isinstance(body.get("period"), dict) else {}
+    notification = request.app[NOTIFICATION]
+    try:
+        on = date.fromisoformat(str(period["start"])[:10]) if period.get("start") else notification.today()
+    except ValueError:
+        raise FhirError.of(Code.INVALID_RESOURCE, "period.start must be a date.", "EpisodeOfCare.period.start") from None
+    created = await notification.register_pathway(who, patient=str(patient), mdt=reference.removeprefix(CARETEAM_PREFIX),
+                                                  route=str(route), on=on)
+    return fhir_response(created, status=201, headers={"Location": f"/fhir/EpisodeOfCare/{created['id']}"})
+
+
+async def read_pathway(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Communication", "s")
+    return fhir_response(await request.app[NOTIFICATION].pathway(who, request.match_info["id"]))
+
+
+async def record_event(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Communication", "u")
+    notification = request.app[NOTIFICATION]
+    values = _parameters(await read_json(request))
+    name = values.get("event")
+    if not isinstance(name, str):
+        raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need event (valueCode).",
+                           "Parameters.parameter.where(name='event')")
+    on = _date_param(values, notification.today())
+    return fhir_response(await notification.record_event(who, request.match_info["id"], name, on))
+
+
+async def transfer(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Communication", "u")
+    notification = request.app[NOTIFICATION]
+    values = _parameters(await read_json(request))
+    team = values.get("team")
+    reference = team.get("reference") if isinstance(team, dict) else None
+    if not isinstance(reference, str) or not reference.startswith(CARETEAM_PREFIX):
+        raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need team (valueReference CareTeam/<mdt-id>).",
+                           "Parameters.parameter.where(name='team')")
+    on = _date_param(values, notification.today())
+    return fhir_response(await notification.transfer(who, request.match_info["id"],
+                                                     reference.removeprefix(CARETEAM_PREFIX), on))
+
+
+CSV_COLUMNS = ("pathway", "patient", "tumour_site", "route", "start", "day", "bucket", "decision_to_treat")
+
+
+async def tracking_list(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Communication", "s")
+    report = await request.app[NOTIFICATION].tracking_list(who, _team(request, "team"))
+    if request.query.get("_format") == "csv" or "text/csv" in request.headers.get("Accept", ""):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(report["rows"])
+        return web.Response(text=out.getvalue(), content_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="ptl.csv"'})
+    return web.json_response(report)
+
+
+# -- FHIR Subscriptions --
+
+async def create_subscription(request: web.Request) -> web.Response:
+    who = caller(request)
+    resource = await read_json(request, resource_type="Subscription")
+    created = await request.app[NOTIFICATION].subscribe(who, resource)
+    return fhir_response(created, status=201, headers={"Location": f"/fhir/Subscription/{created['id']}"})
+
+
+async def read_subscription(request: web.Request) -> web.Response:
+    from services.notification.subscriptions import to_fhir as subscription_to_fhir
+
+    doc = await request.app[NOTIFICATION].subscription(caller(request), request.match_info["id"])
+    return fhir_response(subscription_to_fhir(doc))
+
+
+async def subscription_status(request: web.Request) -> web.Response:
+    status = await request.app[NOTIFICATION].subscription_status(caller(request), request.match_info["id"])
+    return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": 1,
+                          "entry": [{"resource": status, "search": {"mode": "match"}}]})
+
+
+def _number(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise FhirError.of(Code.INVALID_PARAMETER, f"{name} must be a non-negative integer.", name)
+    return int(raw)
+
+
+async def subscription_events(request: web.Request) -> web.Response:
+    content = request.query.get("content")
+    if content not in (None, "empty", "id-only", "full-resource"):
+        raise FhirError.of(Code.INVALID_PARAMETER, "content must be empty, id-only or full-resource.", "content")
+    bundle = await request.app[NOTIFICATION].subscription_events(
+        caller(request), request.match_info["id"], _number(request, "eventsSinceNumber"),
+        _number(request, "eventsUntilNumber"), content)
+    return fhir_response(bundle)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/fhir/Communication", search_alerts)
+    app.router.add_post("/fhir/Communication/$reconcile", reconcile)
     app.router.add_post("/fhir/Communication/{id}/$acknowledge", acknowledge)
+    app.router.add_post("/alerts/stream-token", stream_token)
+    app.router.add_get("/alerts/stream", alert_stream)
+    app.router.add_get("/console/", console_page)
+    app.router.add_static("/console/static", CONSOLE_DIR / "static")
+    app.router.add_get("/fhir/EpisodeOfCare", search_pathways)
+    app.router.add_post("/fhir/EpisodeOfCare", register_pathway)
+    app.router.add_get("/fhir/EpisodeOfCare/$tracking-list", tracking_list)
+    app.router.add_get("/fhir/EpisodeOfCare/{id}", read_pathway)
+    app.router.add_post("/fhir/EpisodeOfCare/{id}/$record-event", record_event)
+    app.router.add_post("/fhir/EpisodeOfCare/{id}/$transfer", transfer)
+    app.router.add_post("/fhir/Subscription", create_subscription)
+    app.router.add_get("/fhir/Subscription/{id}", read_subscription)
+    app.router.add_get("/fhir/Subscription/{id}/$status", subscription_status)
+    app.router.add_get("/fhir/Subscription/{id}/$events", subscription_events)

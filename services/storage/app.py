@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.storage import consumers, routes
 from services.storage.domain import Storage
+from services.storage.scanning import load_scanner
 from shared import topology
 from shared.config import Settings
 from shared.http import build_app
@@ -18,7 +19,7 @@ NAME = "storage"
 
 def install(app: web.Application) -> None:
     objects = app[RUNTIME].ports.objects
-    mount(app, name=NAME, key=routes.STORAGE, build=lambda ctx: Storage(ctx, objects),
+    mount(app, name=NAME, key=routes.STORAGE, build=lambda ctx: Storage(ctx, objects, load_scanner(ctx.runtime.settings)),
           add_routes=routes.add_routes, queue=topology.STORAGE, handler=consumers.handler)
 
 

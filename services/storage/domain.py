@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from services.storage.retention import retention_for
+from services.storage.scanning import ContentScanner, ScannerUnavailable
 from services.storage.verification import ContentRejected, check_digest, check_media_type
 from shared.auth import Caller
 from shared.bus import Retry
@@ -45,9 +48,11 @@ class Retrieval:
 
 
 class Storage:
-    def __init__(self, ctx: ServiceContext, objects: ObjectStore) -> None:
+    def __init__(self, ctx: ServiceContext, objects: ObjectStore, scanner: ContentScanner | None = None) -> None:
         self.ctx = ctx
         self.objects = objects
+        self.scanner = scanner
+        self.settings = ctx.runtime.settings
         self.index = ctx.store.collection("objects", [Index(("facts.patient_nhs_number",))])
         self.policy = PolicyView(ctx.store)
 
@@ -59,18 +64,28 @@ class Storage:
             return  # already filed; its document.stored is in (or through) the outbox
         key = permanent_key(facts)
         try:
-            await self._copy_verified(received, key)
+            try:
+                await self._copy_verified(received, key)
+            except ObjectNotFound:
+                if await self.objects.head(key) is None:
+                    raise ContentRejected("content-missing", "no staged content was found") from None
+                # The staged copy is gone but a filed one exists (an earlier attempt died before
+                # recording it): check that one as if it had just been copied.
+                await self._verify_filed(facts, key)
+            if self.scanner is not None:
+                await self.scanner.scan(facts, lambda: self.objects.get(key))
+            # Locked only once verified, so rejected content is never retained.
+            retention = retention_for(self.settings, facts, datetime.now(UTC))
+            retained = retention is not None and await self.objects.retain(key, until=retention.until,
+                                                                           mode=retention.mode)
         except ContentRejected as rejected:
-            await self.objects.delete(key)
+            await self._discard(key)
             await self._reject(event, received, rejected)
             return
-        except ObjectNotFound:
-            if await self.objects.head(key) is None:
-                await self._reject(event, received, ContentRejected("content-missing", "no staged content was found"))
-                return
-            # A previous attempt filed the bytes and died before recording them: finish its work.
         except ObjectStoreUnavailable as exc:
             raise Retry(f"object store unavailable: {exc}") from exc
+        except ScannerUnavailable as exc:
+            raise Retry(f"content scanner unavailable: {exc}") from exc
         stored = Event.new(
             RoutingKey.DOCUMENT_STORED,
             DocumentStored(
@@ -84,7 +99,9 @@ class Storage:
         async def record(session):  # noqa: ANN001, ANN202
             await self.index.insert(
                 {"_id": facts.document_id, "key": key, "facts": facts.model_dump(mode="json"),
-                 "stored_at": stored.data["stored_at"]},
+                 "stored_at": stored.data["stored_at"],
+                 "retention": {"mode": retention.mode, "until": retention.until.isoformat()}
+                 if retained and retention is not None else None},
                 session=session,
             )
             await self.ctx.publish(stored, session=session)
@@ -109,6 +126,24 @@ class Storage:
         info = await self.objects.put(key, tee(), content_type=facts.content_type)
         check_digest(declared_size=facts.size, declared_sha256=facts.sha256, size=info.size, sha256=info.sha256)
         check_media_type(facts.content_type, bytes(head), bytes(whole) if whole is not None else None)
+
+    async def _verify_filed(self, facts: DocumentFacts, key: str) -> None:
+        digest, size, head = hashlib.sha256(), 0, bytearray()
+        async for chunk in self.objects.get(key):
+            digest.update(chunk)
+            size += len(chunk)
+            if len(head) < 1024:
+                head.extend(chunk[: 1024 - len(head)])
+        check_digest(declared_size=facts.size, declared_sha256=facts.sha256, size=size, sha256=digest.hexdigest())
+        whole = await self.objects.read_all(key) if size <= PARSE_LIMIT else None
+        check_media_type(facts.content_type, bytes(head), whole)
+
+    async def _discard(self, key: str) -> None:
+        try:
+            await self.objects.delete(key)
+        except ObjectStoreUnavailable as exc:
+            # The content must not stay behind under its permanent key: try the whole message again.
+            raise Retry(f"object store unavailable: {exc}") from exc
 
     async def _reject(self, event: Event, received: DocumentReceived, rejected: ContentRejected) -> None:
         reply = Event.new(
@@ -153,6 +188,13 @@ class Storage:
             source=self.ctx.source, subject=document_id, correlation_id=request_id,
         ))
         return Retrieval(facts=facts, key=doc["key"])
+
+    async def presigned_url(self, retrieval: Retrieval) -> str | None:
+        """Where to redirect the caller instead of streaming, when configured and the store can."""
+        if not self.settings.binary_redirect:
+            return None
+        return await self.objects.presign(retrieval.key, ttl=self.settings.presign_ttl_seconds,
+                                          content_type=retrieval.facts.content_type)
 
     async def _emit(self, event: Event) -> None:
         async with self.ctx.store.transaction() as session:

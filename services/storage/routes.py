@@ -1,15 +1,40 @@
-"""Storage's HTTP surface: ITI-68 retrieval of a document's bytes."""
+"""Storage's HTTP surface: ITI-68 retrieval of a document's bytes (whole, a byte range, or a redirect)."""
 
 from __future__ import annotations
 
 import base64
+import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from services.storage.domain import Storage
+from services.storage.ranges import RangeNotSatisfiable, parse_range
+from shared.fhir.errors import Code, FhirError
 from shared.http import caller, fhir_response, request_id
+from shared.objects import ObjectNotFound, ObjectStoreUnavailable
+
+log = logging.getLogger(__name__)
 
 STORAGE = web.AppKey("storage", Storage)
+
+
+def _unavailable() -> FhirError:
+    return FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"})
+
+
+async def _open(storage: Storage, key: str, start: int = 0, end: int | None = None) -> tuple[bytes, AsyncIterator[bytes]]:
+    """The first chunk and the rest: a store failure before any byte is sent is still a clean 503."""
+    stream = storage.objects.get(key, start=start, end=end)
+    try:
+        first = await anext(stream, b"")
+    except ObjectStoreUnavailable:
+        raise _unavailable() from None
+    except ObjectNotFound:
+        # The index says it was filed: a missing object is an integrity failure (`lhcie storage verify`).
+        log.error("storage.object_missing key=%s", key, extra={"code": "STO006"})
+        raise FhirError.of(Code.INTERNAL, "The document's content is missing from storage.") from None
+    return first, stream
 
 
 async def read_binary(request: web.Request) -> web.StreamResponse:
@@ -19,25 +44,55 @@ async def read_binary(request: web.Request) -> web.StreamResponse:
     document_id = request.match_info["id"]
     retrieval = await storage.authorise(document_id, who, request_id=request_id(request), address=request.remote)
     facts = retrieval.facts
+    etag = f'"{facts.sha256}"'
     if "application/fhir+json" in request.headers.get("Accept", ""):
         # A FHIR client asked for the Binary resource rather than the raw bytes.
-        data = await storage.objects.read_all(retrieval.key)
+        first, rest = await _open(storage, retrieval.key)
+        data = first + b"".join([chunk async for chunk in rest])
         return fhir_response({
             "resourceType": "Binary",
             "id": document_id,
             "contentType": facts.content_type,
             "data": base64.b64encode(data).decode(),
         })
-    response = web.StreamResponse(headers={
+    url = await storage.presigned_url(retrieval)
+    if url is not None:
+        # The bytes come straight from the bucket; the access decision and the audit event are done.
+        return web.Response(status=307, headers={"Location": url, "Cache-Control": "no-store"})
+    if_range = request.headers.get("If-Range")
+    try:
+        wanted = parse_range(request.headers.get("Range"), facts.size) if if_range in (None, etag) else None
+    except RangeNotSatisfiable:
+        raise FhirError.of(Code.RANGE_NOT_SATISFIABLE, headers={"Content-Range": f"bytes */{facts.size}"}) from None
+    headers = {
         "Content-Type": facts.content_type,
-        "Content-Length": str(facts.size),
-        "ETag": f'"{facts.sha256}"',
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
         "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff",
-    })
-    await response.prepare(request)
-    async for chunk in storage.objects.get(retrieval.key):
-        await response.write(chunk)
+    }
+    if wanted is None:
+        first, rest = await _open(storage, retrieval.key)
+        response = web.StreamResponse(headers={**headers, "Content-Length": str(facts.size)})
+    else:
+        first, rest = await _open(storage, retrieval.key, wanted.start, wanted.end)
+        response = web.StreamResponse(status=206, headers={
+            **headers, "Content-Length": str(wanted.end - wanted.start),
+            "Content-Range": wanted.content_range(facts.size),
+        })
+    try:
+        await response.prepare(request)
+        await response.write(first)
+        async for chunk in rest:
+            await response.write(chunk)
+    except ObjectStoreUnavailable:
+        # Headers are gone: cut the connection so the client sees a short body, never a wrong one.
+        log.warning("storage.stream_interrupted document=%s", document_id, extra={"code": "STO007"})
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
     await response.write_eof()
     return response
 

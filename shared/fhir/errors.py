@@ -28,6 +28,7 @@ class Code(Enum):
     GONE = (410, "deleted", "The resource is no longer available.")
     TOO_LARGE = (413, "too-large", "The request body is too large.")
     UNSUPPORTED_MEDIA_TYPE = (415, "not-supported", "The Content-Type is not supported.")
+    RANGE_NOT_SATISFIABLE = (416, "value", "The requested byte range is outside the document.")
     INVALID_RESOURCE = (422, "invalid", "The resource is not valid.")
     INVALID_NHS_NUMBER = (422, "value", "The NHS number is not valid.")
     WRONG_ORGANISATION = (422, "business-rule", "The caller may only submit as its own organisation.")

@@ -9,6 +9,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 CHUNK = 1024 * 1024
 
@@ -83,6 +84,14 @@ class ObjectStore(ABC):
 
     @abstractmethod
     async def is_healthy(self) -> bool: ...
+
+    async def retain(self, key: str, *, until: datetime, mode: str) -> bool:
+        """Lock ``key`` against deletion and overwrite until ``until``; False where the store cannot."""
+        return False
+
+    async def presign(self, key: str, *, ttl: int, content_type: str) -> str | None:
+        """A URL serving ``key`` without credentials for ``ttl`` seconds; None where the store has none."""
+        return None
 
     async def read_all(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.get(key)])

@@ -360,3 +360,20 @@ async def test_rate_limit_per_organisation(tmp_path: Any) -> None:
         other = await client.post("/fhir/DocumentReference", json=document_reference(custodian="RRV"),
                                   headers={**FHIR, **tokens.headers("RRV")})
         assert other.status == 202
+
+
+async def test_every_search_is_audited_with_its_query(stack: TestClient, tokens: Any) -> None:
+    await search(stack, tokens, "&type=57133-1", org="RRV")
+    admin = tokens.headers("RJ1", "dcc-admin")
+
+    async def searches() -> list[dict[str, Any]]:
+        response = await stack.get(f"/fhir/AuditEvent?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}"
+                                   "&subtype=document.searched", headers=admin)
+        return [e["resource"] for e in (await response.json())["entry"]]
+
+    [record] = await eventually(searches)
+    assert record["action"] == "E"
+    query = next(e for e in record["entity"] if e.get("role", {}).get("code") == "24")
+    assert base64.b64decode(query["query"]).decode() == (
+        f"patient.identifier={NHS_NUMBER.replace(':', '%3A').replace('/', '%2F')}%7C{TEST_PATIENT}&type=57133-1")
+    assert "system@RRV" in json.dumps(record["agent"])

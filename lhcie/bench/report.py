@@ -1,0 +1,160 @@
+"""A run's results as files: ``<stamp>.json`` (everything), ``<stamp>.md`` (the tables) and
+``<stamp>.png`` (throughput beside its floors and the incumbent; latency percentiles)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n >= 2**20 and n % 2**20 == 0 else f"{n // 1024} KiB"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        f"# LHCIE bench {meta['started']}",
+        "",
+        f"Stack: {meta['stack']}; object store `{meta['object_store']}`; alerts observed by "
+        f"{results.get('alert_method', '-')}; host {meta['cpus']} CPU(s). Command: `{meta['command']}`.",
+        "",
+        "## Targets",
+        "",
+        "| target | status | detail |",
+        "|---|---|---|",
+        *[f"| {t['target']} | **{t['status']}** | {t['detail']} |" for t in results["targets"]],
+        "",
+        "## Throughput (document posted → stored → alerted → audited)",
+        "",
+        "| size | senders | docs | docs/s | MiB/s | e2e p50 ms | e2e p99 ms | S3 PUT+GET ops/s | ×S3 | "
+        "MESH docs/s | ×MESH | MESH e2e p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    s3 = {(b["size"], b["concurrency"]): b for b in results.get("baselines", {}).get("s3", [])}
+    mesh = {(c["size"], c["senders"]): c for c in results.get("mesh", {}).get("cells", [])}
+    for c in results.get("throughput", []):
+        floor = s3.get((c["size"], c["senders"]), {})
+        peer = mesh.get((c["size"], c["senders"]), {})
+        lines.append(
+            f"| {_size(c['size'])} | {c['senders']} | {c['completed']}/{c['documents']} | {c['docs_per_s']} | "
+            f"{c['mib_per_s']} | {_ms(c['end_to_end']['p50_ms'])} | {_ms(c['end_to_end']['p99_ms'])} | "
+            f"{floor.get('ops_per_s', '-')} | {_ratio(c['docs_per_s'], floor.get('ops_per_s'))} | "
+            f"{peer.get('docs_per_s', '-')} | {_ratio(c['docs_per_s'], peer.get('docs_per_s'))} | "
+            f"{_ms(peer.get('end_to_end', {}).get('p50_ms'))} |")
+    lines += ["", "## Alert latency (POST answered → alert at the coordinator)", "",
+              "| load | size | alerts | p50 ms | p95 ms | p99 ms | max ms | missed |", "|---|---|---|---|---|---|---|---|"]
+    for r in results.get("alert_latency", []):
+        lines.append(f"| {r['load']} | {_size(r['size'])} | {r['n']} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
+                     f"{_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | {r['missed']} |")
+    lines += ["", "## Messaging floor (raw aio-pika, persistent, confirms, quorum queue, same broker)", "",
+              "| publishers | messages | msgs/s | p50 ms | p99 ms | exchange docs/s at 10 KiB | events/doc budget |",
+              "|---|---|---|---|---|---|---|"]
+    small = {c["senders"]: c for c in results.get("throughput", []) if c["size"] == 10 * 1024}
+    for b in results.get("baselines", {}).get("amqp", []):
+        ours = small.get(b["publishers"], {}).get("docs_per_s")
+        budget = f"{b['msgs_per_s'] / ours:.1f}" if ours else "-"
+        lines.append(f"| {b['publishers']} | {b['consumed']}/{b['messages']} | {b['msgs_per_s']} | "
+                     f"{_ms(b['latency']['p50_ms'])} | {_ms(b['latency']['p99_ms'])} | {ours or '-'} | {budget} |")
+    memory = results.get("memory", {})
+    lines += ["", "## Memory", "", "| process | RSS MiB | peak MiB |", "|---|---|---|"]
+    for name, m in memory.get("steady_state", {}).items():
+        lines.append(f"| {name} | {m['rss_mib']} | {m['peak_mib']} |")
+    large = memory.get("large_document") or {}
+    if large.get("error"):
+        lines += ["", f"Large document: failed ({large['error']})."]
+    elif large:
+        lines += ["", f"Large document: {large['size'] / 2**20:.0f} MiB (asked for {large['requested_size'] / 2**20:.0f}"
+                      f" MiB) via {large['path']}: intake peak RSS {large['intake_peak_mib']} MiB "
+                      f"(from {large['intake_rss_before_mib']} MiB), done in {large['seconds']} s."]
+    audit = results.get("audit") or {}
+    if audit.get("error"):
+        lines += ["", "## Audit chain", "", f"Failed: {audit['error']}."]
+    elif audit:
+        lines += ["", "## Audit chain", "",
+                  f"{audit['appends_per_s']} appends/s ({audit['appends']} durable appends); `$verify` of "
+                  f"{audit['records']} records (asked for {audit['requested_records']}; the build stops after "
+                  f"{audit['build_budget_s']:.0f} s) took {audit['verify_seconds']} s ({audit['verified_per_s']} "
+                  f"records/s, intact={audit['intact']}). The chain was built on {audit['chain_built_on']} at "
+                  f"{audit['build_appends_per_s']} appends/s on average: {audit['build_first_per_s']}/s over the "
+                  f"first 500 appends, {audit['build_last_per_s']}/s over the last 500."]
+    lines += ["", "## Fan-out", ""]
+    for kind, f in results.get("fanout", {}).items():
+        if f.get("error"):
+            lines.append(f"- {kind}: failed ({f['error']})")
+        elif not f.get("available"):
+            lines.append(f"- {kind}: not available ({f.get('reason')})")
+        else:
+            count = f.get("connections", f.get("subscribers"))
+            lines.append(f"- {kind}: {count} receivers × {f['documents']} alerts, {f['deliveries']}/"
+                         f"{f['expected_deliveries']} delivered, p50 {_ms(f['latency']['p50_ms'])} ms, p99 "
+                         f"{_ms(f['latency']['p99_ms'])} ms; notification RSS "
+                         f"{f.get('notification_rss_open_mib', f.get('notification_rss_before_mib'))} → "
+                         f"{f['notification_rss_after_mib']} MiB")
+    if results.get("mesh", {}).get("error"):
+        lines += ["", f"MESH sandbox: failed ({results['mesh']['error']})."]
+    rec = results.get("reconciliation", {})
+    lines += ["", "## Reconciliation", "",
+              f"{rec.get('documents')} documents posted: {rec.get('stored')} stored, {rec.get('alerted')} alerted, "
+              f"{rec.get('audited')} audited; {rec.get('complete')} complete"
+              + (f"; missing: {', '.join(rec['missing'])}" if rec.get("missing") else "."), ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+    cells = results.get("throughput", [])
+    s3 = {(b["size"], b["concurrency"]): b["ops_per_s"] for b in results.get("baselines", {}).get("s3", [])}
+    mesh = {(c["size"], c["senders"]): c["docs_per_s"] for c in results.get("mesh", {}).get("cells", [])}
+    labels = [f"{_size(c['size'])}\n×{c['senders']}" for c in cells]
+    xs = range(len(cells))
+    width = 0.27
+    left.bar([x - width for x in xs], [c["docs_per_s"] for c in cells], width, label="LHCIE (whole pipeline)")
+    left.bar(list(xs), [s3.get((c["size"], c["senders"]), 0) for c in cells], width, label="raw S3 PUT+GET")
+    left.bar([x + width for x in xs], [mesh.get((c["size"], c["senders"]), 0) for c in cells], width,
+             label="MESH sandbox")
+    left.set_xticks(list(xs), labels)
+    left.set_yscale("log")
+    left.set_ylabel("documents (operations) per second, log scale")
+    left.set_title("Throughput by document size and senders")
+    left.legend()
+
+    series: list[tuple[str, dict[str, Any]]] = [(f"alert, {r['load']}", r) for r in results.get("alert_latency", [])]
+    series += [(f"LHCIE e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"]) for c in cells
+               if c["size"] == 100 * 1024]
+    series += [(f"MESH e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"])
+               for c in results.get("mesh", {}).get("cells", []) if c["size"] == 100 * 1024]
+    series += [(f"raw AMQP ×{b['publishers']}", b["latency"]) for b in results.get("baselines", {}).get("amqp", [])]
+    for i, (name, p) in enumerate(series):
+        values = [p.get(k) or 0 for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
+        right.plot(["p50", "p95", "p99", "max"], values, marker="o", label=name)
+    right.set_yscale("log")
+    right.set_ylabel("milliseconds, log scale")
+    right.set_title("Latency distribution (percentiles)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], out_dir: Path, stamp: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{stamp}.json", "markdown": out_dir / f"{stamp}.md", "plot": out_dir / f"{stamp}.png"}
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    paths["markdown"].write_text(markdown(results))
+    plot(results, paths["plot"])
+    return paths

@@ -1,0 +1,280 @@
+"""Watching documents finish: the audit log's tail (completion), the coordinator's alerts (latency), and
+the final reconciliation of every document the run posted.
+
+A document is complete when its audit trail holds ``document.received``, ``document.stored`` and
+``alert.raised``: audit consumes those events last, so their presence means the document is stored and
+its alert raised. The reconciliation at the end checks all three effects independently of this tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from lhcie.bench.client import MDT, Exchange
+
+DOCUMENT_REF = re.compile(r"DocumentReference/([A-Za-z0-9\-.]{1,64})")
+DONE = frozenset({"document.received", "document.stored", "alert.raised"})
+PAGE = 200
+
+
+def _documents_of(resource: dict[str, Any]) -> list[str]:
+    refs = [e.get("what", {}).get("reference", "") for e in resource.get("entity", [])]
+    return [r.removeprefix("DocumentReference/") for r in refs if r.startswith("DocumentReference/")]
+
+
+def _code_of(resource: dict[str, Any]) -> str:
+    return str(resource.get("subtype", [{}, {}])[-1].get("code", ""))
+
+
+class AuditTail:
+    """Reads the audit log in order (``GET /fhir/AuditEvent`` paged by offset) and notes when each
+    document's trail becomes complete."""
+
+    def __init__(self, exchange: Exchange, *, interval: float = 0.02) -> None:
+        self._exchange = exchange
+        self._interval = interval
+        self._offset = 0
+        self.codes: dict[str, set[str]] = {}
+        self.completed: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._catch_up()  # what was already there is not part of this run
+        self.codes.clear()
+        self.completed.clear()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _catch_up(self) -> int:
+        read = 0
+        while True:
+            status, bundle = await self._exchange.get_json(
+                f"/fhir/AuditEvent?_count={PAGE}&_offset={self._offset}", "admin")
+            if status != 200:
+                raise RuntimeError(f"audit search answered {status}: {bundle}")
+            entries = bundle.get("entry", [])
+            now = time.monotonic()
+            for entry in entries:
+                resource = entry["resource"]
+                code = _code_of(resource)
+                for doc_id in _documents_of(resource):
+                    codes = self.codes.setdefault(doc_id, set())
+                    codes.add(code)
+                    if doc_id not in self.completed and DONE <= codes:
+                        self.completed[doc_id] = now
+            self._offset += len(entries)
+            read += len(entries)
+            if len(entries) < PAGE:
+                return read
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if await self._catch_up():
+                    self._changed.set()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(self._interval)
+
+    async def wait_for(self, doc_ids: list[str], *, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not all(d in self.completed for d in doc_ids):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+        return True
+
+
+class AlertWatcher:
+    """When each alert reached the coordinator: from the SSE stream ``/alerts/stream`` when the
+    notification service serves it, else by polling ``GET /fhir/Communication`` (newest first)."""
+
+    def __init__(self, exchange: Exchange, *, interval: float = 0.01) -> None:
+        self._exchange = exchange
+        self._interval = interval
+        self.seen: dict[str, float] = {}
+        self.method = "polling GET /fhir/Communication"
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        if await self._sse_available():
+            self.method = "SSE /alerts/stream"
+            self._task = asyncio.create_task(self._stream())
+            await asyncio.wait_for(self._ready.wait(), 10)
+        else:
+            await self._poll_once(initial=True)
+            self._task = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def _note(self, reference: str) -> None:
+        doc_id = reference.removeprefix("DocumentReference/")
+        if doc_id not in self.seen:
+            self.seen[doc_id] = time.monotonic()
+            self._changed.set()
+
+    async def _sse_available(self) -> bool:
+        return await stream_url(self._exchange) is not None
+
+    async def _stream(self) -> None:
+        while True:
+            try:
+                # A stream token is short-lived and single-purpose: fetch a fresh one for every connection.
+                url = await stream_url(self._exchange)
+                if url is None:
+                    raise aiohttp.ClientError("no stream token")
+                async with self._exchange.http.get(url, headers={"Accept": "text/event-stream"},
+                                                   timeout=aiohttp.ClientTimeout(total=None)) as r:
+                    if r.status != 200:
+                        raise aiohttp.ClientError(f"stream answered {r.status}")
+                    self._ready.set()
+                    data: list[str] = []
+                    async for raw in r.content:
+                        line = raw.decode().rstrip("\r\n")
+                        if line.startswith("data:"):
+                            data.append(line[5:].lstrip())
+                        elif not line and data:
+                            self._on_event("\n".join(data))
+                            data = []
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.1)
+
+    def _on_event(self, text: str) -> None:
+        # Whatever shape the event has (a Communication, or an envelope naming one), the document it is
+        # about appears as a DocumentReference reference.
+        for doc_id in DOCUMENT_REF.findall(text):
+            self._note(doc_id)
+
+    async def _poll_once(self, *, initial: bool = False) -> None:
+        status, bundle = await self._exchange.get_json(
+            f"/fhir/Communication?recipient=CareTeam/{MDT}&_count={PAGE}", "coordinator")
+        if status != 200:
+            raise RuntimeError(f"alert search answered {status}: {bundle}")
+        for entry in bundle.get("entry", []):
+            for ref in _abouts(entry["resource"]):
+                if initial:
+                    self.seen.setdefault(ref.removeprefix("DocumentReference/"), 0.0)
+                else:
+                    self._note(ref)
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self._poll_once()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(self._interval)
+
+    async def wait_for(self, doc_id: str, *, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        while doc_id not in self.seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+        return self.seen[doc_id]
+
+
+async def stream_url(exchange: Exchange) -> str | None:
+    """The coordinator's SSE URL: ``POST /alerts/stream-token`` with the bearer token, then
+    ``GET /alerts/stream?token=...`` (a browser's EventSource cannot send headers). ``None`` when this
+    build does not serve the stream."""
+    try:
+        async with exchange.http.post(exchange.stack.url(f"/alerts/stream-token?team=CareTeam/{MDT}"),
+                                      headers=exchange.headers("coordinator"),
+                                      timeout=aiohttp.ClientTimeout(total=10)) as r:
+            if r.status != 200:
+                return None
+            grant = await r.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    token = grant.get("token") if isinstance(grant, dict) else None
+    if not token:
+        return None
+    return exchange.stack.url(f"/alerts/stream?{urlencode({'token': token})}")
+
+
+def _abouts(message: Any) -> list[str]:
+    """DocumentReference references in a Communication (or an SSE message wrapping one)."""
+    if not isinstance(message, dict):
+        return []
+    resource = message.get("resource", message) if message.get("resourceType") != "Communication" else message
+    if not isinstance(resource, dict):
+        return []
+    found = [a.get("reference", "") for a in resource.get("about", []) if isinstance(a, dict)]
+    if isinstance(message.get("document"), str):
+        found.append(message["document"])
+    return [r for r in found if r.startswith("DocumentReference/")]
+
+
+async def reconcile(exchange: Exchange, *, concurrency: int = 8) -> dict[str, Any]:
+    """Check every document the run posted, independently of the tail: stored (GET 200), alerted (in
+    the MDT's alert list) and audited (its received, stored and alert.raised records)."""
+    doc_ids = [p.doc_id for p in exchange.posted]
+    alerted: set[str] = set()
+    offset = 0
+    while True:
+        status, bundle = await exchange.get_json(
+            f"/fhir/Communication?recipient=CareTeam/{MDT}&_count={PAGE}&_offset={offset}", "coordinator")
+        entries = bundle.get("entry", []) if status == 200 else []
+        for entry in entries:
+            alerted.update(r.removeprefix("DocumentReference/") for r in _abouts(entry["resource"]))
+        offset += len(entries)
+        if len(entries) < PAGE:
+            break
+    stored: set[str] = set()
+    audited: set[str] = set()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def check(doc_id: str) -> None:
+        async with gate:
+            status, _ = await exchange.get_json(f"/fhir/DocumentReference/{doc_id}")
+            if status == 200:
+                stored.add(doc_id)
+            status, bundle = await exchange.get_json(
+                f"/fhir/AuditEvent?entity=DocumentReference/{doc_id}&_count={PAGE}", "admin")
+            codes = {_code_of(e["resource"]) for e in bundle.get("entry", [])} if status == 200 else set()
+            if DONE <= codes:
+                audited.add(doc_id)
+
+    await asyncio.gather(*(check(d) for d in doc_ids))
+    missing = sorted({d for d in doc_ids if not (d in stored and d in alerted and d in audited)})
+    return {
+        "documents": len(doc_ids),
+        "stored": len(stored),
+        "alerted": len(alerted & set(doc_ids)),
+        "audited": len(audited),
+        "complete": len(doc_ids) - len(missing),
+        "missing": missing[:50],
+    }

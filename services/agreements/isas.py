@@ -1,0 +1,359 @@
+"""The ISA lifecycle: propose, each party accepts or rejects, either revokes, it expires; templates that
+organisations join; what is pending on an organisation; duplicates and their rationalisation.
+
+Every step is one ``Registry.change`` (state + ``policy.agreement.*`` event in one transaction), so
+every step reaches the other services' policy views and the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import combinations
+from typing import Any
+
+from services.agreements.registry import Registry
+from services.agreements.resources import ContractInput
+from shared.auth import Caller
+from shared.events import Actor, AgreementState, AgreementStatus, OrganisationState, RoutingKey
+from shared.fhir.errors import Code, FhirError
+from shared.objects import ObjectStore, ObjectStoreUnavailable
+from shared.policy import DIRECT_CARE
+
+LIVE = (AgreementStatus.PROPOSED, AgreementStatus.ACCEPTED)
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+
+
+def actor_of(who: Caller) -> Actor:
+    return Actor(org=who.org, role=who.role, subject=who.subject)
+
+
+def _conflict(message: str) -> FhirError:
+    return FhirError.of(Code.CONFLICT, message)
+
+
+def _rule(message: str) -> FhirError:
+    return FhirError.of(Code.BUSINESS_RULE, message)
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Two live ISAs that both cover sharing between ``parties`` for ``purposes``."""
+
+    first: AgreementState
+    second: AgreementState
+    parties: tuple[str, ...]
+    purposes: tuple[str, ...]
+
+
+class Agreements:
+    def __init__(self, registry: Registry, objects: ObjectStore) -> None:
+        self.registry = registry
+        self.objects = objects
+
+    # -- proposing ---------------------------------------------------------------------------------
+
+    async def propose(self, who: Caller, draft: ContractInput, *, supersedes: tuple[str, ...] = ()) -> AgreementState:
+        """A DCC proposes an ISA on behalf of its own organisation, which signs it by proposing."""
+        parties = draft.parties if who.org in draft.parties else (who.org, *draft.parties)
+        if draft.template:
+            parties = (who.org,)
+        elif len(parties) < 2:
+            raise _rule("An ISA needs at least two parties (or mark it as a template to join).")
+        for party in parties:
+            org = await self.registry.one(OrganisationState, party)
+            if org is None or not org.active:
+                raise _rule(f"{party} is not a registered active organisation.")
+        if draft.valid_to and draft.valid_to <= datetime.now(UTC):
+            raise _rule("The agreement would already have expired.")
+        state = AgreementState(
+            agreement_id=f"isa-{uuid.uuid4().hex[:12]}",
+            title=draft.title,
+            parties=parties,
+            purposes=draft.purposes,
+            categories=draft.categories,
+            status=AgreementStatus.ACCEPTED if draft.template else AgreementStatus.PROPOSED,
+            valid_from=draft.valid_from,
+            valid_to=draft.valid_to,
+            actor=actor_of(who),
+            proposed_by=who.org,
+            accepted_by=(who.org,),
+            template=draft.template,
+            supersedes=supersedes,
+            version=1,
+        )
+        key = RoutingKey.POLICY_AGREEMENT_ACCEPTED if draft.template else RoutingKey.POLICY_AGREEMENT_PROPOSED
+        saved = await self.registry.save(state, key, details={"signed_at": {who.org: _now()}})
+        assert isinstance(saved, AgreementState)
+        return saved
+
+    # -- each party's answer -----------------------------------------------------------------------
+
+    async def accept(self, who: Caller, agreement_id: str) -> AgreementState:
+        details = await self.registry.details_of(AgreementState, agreement_id)
+
+        async def sign(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
+            ag = self._party_step(current, who)
+            if ag.template:
+                raise _conflict("A template ISA is joined, not accepted: use $join.")
+            if ag.status is not AgreementStatus.PROPOSED:
+                raise _conflict(f"The agreement is {ag.status.value}; only a proposed agreement can be accepted.")
+            if who.org in ag.accepted_by:
+                raise _conflict(f"{who.org} has already accepted this agreement.")
+            signed = (*ag.accepted_by, who.org)
+            complete = set(signed) == set(ag.parties)
+            return ag.model_copy(update={
+                "accepted_by": signed, "actor": actor_of(who),
+                "status": AgreementStatus.ACCEPTED if complete else AgreementStatus.PROPOSED,
+            }), RoutingKey.POLICY_AGREEMENT_ACCEPTED if complete else RoutingKey.POLICY_AGREEMENT_UPDATED
+
+        details.setdefault("signed_at", {})[who.org] = _now()
+        state = await self.registry.change(AgreementState, agreement_id, sign, details=details)
+        if state.status is AgreementStatus.ACCEPTED:
+            for replaced in state.supersedes:
+                await self._retire(replaced, state, actor_of(who))
+        return state
+
+    async def reject(self, who: Caller, agreement_id: str) -> AgreementState:
+        async def refuse(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
+            ag = self._party_step(current, who)
+            if ag.status is not AgreementStatus.PROPOSED or ag.template:
+                raise _conflict(f"The agreement is {ag.status.value}; only a proposed agreement can be rejected.")
+            return ag.model_copy(update={"status": AgreementStatus.REJECTED, "actor": actor_of(who)}), \
+                RoutingKey.POLICY_AGREEMENT_REJECTED
+
+        return await self.registry.change(AgreementState, agreement_id, refuse)
+
+    async def revoke(self, who: Caller, agreement_id: str) -> AgreementState:
+        """Either party ends an ISA; a template's signatory leaves it, and its owner ends it for all."""
+
+        async def end(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
+            ag = self._party_step(current, who)
+            if ag.status not in LIVE:
+                raise _conflict(f"The agreement is already {ag.status.value}.")
+            if ag.template and who.org != ag.proposed_by:
+                return ag.model_copy(update={
+                    "parties": tuple(p for p in ag.parties if p != who.org),
+                    "accepted_by": tuple(p for p in ag.accepted_by if p != who.org),
+                    "actor": actor_of(who),
+                }), RoutingKey.POLICY_AGREEMENT_UPDATED
+            return ag.model_copy(update={"status": AgreementStatus.REVOKED, "actor": actor_of(who)}), \
+                RoutingKey.POLICY_AGREEMENT_REVOKED
+
+        return await self.registry.change(AgreementState, agreement_id, end)
+
+    async def join(self, who: Caller, agreement_id: str) -> AgreementState:
+        """Sign a template ISA: the organisation then shares with every other signatory under it."""
+        org = await self.registry.one(OrganisationState, who.org)
+        if org is None or not org.active:
+            raise _rule(f"{who.org} is not a registered active organisation.")
+        details = await self.registry.details_of(AgreementState, agreement_id)
+
+        async def sign(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
+            if current is None:
+                raise FhirError.of(Code.NOT_FOUND)
+            if not current.template or current.status is not AgreementStatus.ACCEPTED:
+                raise _conflict("Only a template ISA in force can be joined.")
+            if who.org in current.parties:
+                raise _conflict(f"{who.org} has already joined this agreement.")
+            return current.model_copy(update={
+                "parties": (*current.parties, who.org), "accepted_by": (*current.accepted_by, who.org),
+                "actor": actor_of(who),
+            }), RoutingKey.POLICY_AGREEMENT_UPDATED
+
+        details.setdefault("signed_at", {})[who.org] = _now()
+        return await self.registry.change(AgreementState, agreement_id, sign, details=details)
+
+    @staticmethod
+    def _party_step(current: AgreementState | None, who: Caller) -> AgreementState:
+        if current is None:
+            raise FhirError.of(Code.NOT_FOUND)
+        if who.org not in current.parties:
+            raise FhirError.of(Code.FORBIDDEN, f"{who.org} is not a party to this agreement.")
+        return current
+
+    # -- expiry ------------------------------------------------------------------------------------
+
+    async def expire_due(self, now: datetime | None = None) -> list[str]:
+        """Mark every live ISA past its end date expired (the periodic check); returns their ids.
+
+        Access decisions already honour the end date; this makes the lifecycle (and audit) say so.
+        """
+        now = now or datetime.now(UTC)
+        expired = []
+        for status in LIVE:
+            for ag in await self.registry.every(AgreementState, {"status": status.value}):
+                if ag.valid_to is None or ag.valid_to > now:
+                    continue
+
+                async def expire(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
+                    assert current is not None
+                    if current.status not in LIVE:
+                        raise _conflict("already ended")
+                    return current.model_copy(update={"status": AgreementStatus.EXPIRED, "actor": None}), \
+                        RoutingKey.POLICY_AGREEMENT_EXPIRED
+
+                try:
+                    await self.registry.change(AgreementState, ag.agreement_id, expire)
+                except FhirError:
+                    continue  # ended concurrently by a party
+                expired.append(ag.agreement_id)
+        return expired
+
+    # -- the signed agreement (PDF) ----------------------------------------------------------------
+
+    @staticmethod
+    def document_key(agreement_id: str) -> str:
+        return f"agreements/{agreement_id}/signed-agreement.pdf"
+
+    async def attach_document(self, who: Caller, agreement_id: str, content: bytes) -> AgreementState:
+        current = await self.registry.require(AgreementState, agreement_id)
+        self._party_step(current, who)
+        if current.status not in LIVE:
+            raise _conflict(f"The agreement is {current.status.value}; its document can no longer change.")
+        if not content.startswith(b"%PDF-"):
+            raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, "The signed agreement must be a PDF.")
+        if len(content) > MAX_DOCUMENT_BYTES:
+            raise FhirError.of(Code.TOO_LARGE, "The signed agreement exceeds 20 MiB.")
+        try:
+            info = await self.objects.put(self.document_key(agreement_id), _chunks(content),
+                                          content_type="application/pdf")
+        except ObjectStoreUnavailable:
+            raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}) from None
+        details = await self.registry.details_of(AgreementState, agreement_id)
+        details["document_size"] = info.size
+
+        async def attach(state: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
+            assert state is not None
+            return state.model_copy(update={"document_sha256": hashlib.sha256(content).hexdigest(),
+                                            "actor": actor_of(who)}), RoutingKey.POLICY_AGREEMENT_UPDATED
+
+        return await self.registry.change(AgreementState, agreement_id, attach, details=details)
+
+    # -- views -------------------------------------------------------------------------------------
+
+    async def pending_on(self, org: str) -> list[AgreementState]:
+        proposed = await self.registry.every(AgreementState, {"status": AgreementStatus.PROPOSED.value, "parties": org})
+        return [ag for ag in proposed if org not in ag.accepted_by]
+
+    async def for_organisation(self, org: str) -> list[AgreementState]:
+        return await self.registry.every(AgreementState, {"parties": org})
+
+    async def templates(self) -> list[AgreementState]:
+        found = await self.registry.every(AgreementState, {"status": AgreementStatus.ACCEPTED.value})
+        return [ag for ag in found if ag.template]
+
+    async def duplicates(self, org: str | None = None) -> list[Overlap]:
+        """Pairs of live ISAs covering the same parties for the same purposes (and overlapping dates)."""
+        live = [ag for status in LIVE for ag in await self.registry.every(AgreementState, {"status": status.value})]
+        if org:
+            live = [ag for ag in live if org in ag.parties]
+        found = []
+        for a, b in combinations(sorted(live, key=lambda ag: ag.agreement_id), 2):
+            parties = tuple(p for p in a.parties if p in b.parties)
+            purposes = _shared_purposes(a, b)
+            if len(parties) >= 2 and purposes and _categories_overlap(a, b) and _dates_overlap(a, b):
+                found.append(Overlap(a, b, parties, purposes))
+        return found
+
+    # -- rationalisation ---------------------------------------------------------------------------
+
+    async def retire(self, who: Caller, agreement_id: str, kept_id: str) -> AgreementState:
+        """Retire a duplicate ISA in favour of one that covers everything it did."""
+        if agreement_id == kept_id:
+            raise _rule("An agreement cannot replace itself.")
+        retired = await self.registry.require(AgreementState, agreement_id)
+        kept = await self.registry.require(AgreementState, kept_id)
+        self._party_step(retired, who)
+        if kept.status is not AgreementStatus.ACCEPTED:
+            raise _conflict(f"{kept_id} is {kept.status.value}; only an accepted ISA can replace another.")
+        if retired.status not in LIVE:
+            raise _conflict(f"{agreement_id} is already {retired.status.value}.")
+        gaps = _gaps(retired, kept)
+        if gaps:
+            raise _rule(f"{kept_id} does not cover {', '.join(gaps)} of {agreement_id}; "
+                        "propose a merged ISA instead.")
+        return await self._retire(agreement_id, kept, actor_of(who))
+
+    async def merge(self, who: Caller, ids: tuple[str, ...], title: str) -> AgreementState:
+        """Propose one ISA covering all of ``ids``; once every party accepts it, they are retired."""
+        if len(set(ids)) < 2:
+            raise _rule("Name at least two agreements to merge.")
+        found = [await self.registry.require(AgreementState, i) for i in dict.fromkeys(ids)]
+        if any(ag.status not in LIVE for ag in found):
+            raise _conflict("Only live (proposed or accepted) agreements can be merged.")
+        if any(ag.template for ag in found):
+            raise _rule("A template ISA is rationalised by leaving it, not by merging.")
+        if any(who.org not in ag.parties for ag in found):
+            raise FhirError.of(Code.FORBIDDEN, f"{who.org} is not a party to every agreement named.")
+        starts = [ag.valid_from for ag in found]
+        ends = [ag.valid_to for ag in found]
+        draft = ContractInput(
+            title=title,
+            parties=tuple(dict.fromkeys(p for ag in found for p in ag.parties)),
+            purposes=tuple(dict.fromkeys(p for ag in found for p in ag.purposes)),
+            categories=() if any(not ag.categories for ag in found)
+            else tuple(dict.fromkeys(c for ag in found for c in ag.categories)),
+            valid_from=None if None in starts else min(s for s in starts if s),
+            valid_to=None if None in ends else max(e for e in ends if e),
+            template=False,
+        )
+        return await self.propose(who, draft, supersedes=tuple(ag.agreement_id for ag in found))
+
+    async def _retire(self, agreement_id: str, kept: AgreementState, actor: Actor) -> AgreementState:
+        async def replace(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
+            assert current is not None
+            if current.status not in LIVE:
+                return current, RoutingKey.POLICY_AGREEMENT_UPDATED
+            return current.model_copy(update={"status": AgreementStatus.REVOKED, "replaced_by": kept.agreement_id,
+                                              "actor": actor}), RoutingKey.POLICY_AGREEMENT_REVOKED
+
+        return await self.registry.change(AgreementState, agreement_id, replace)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+async def _chunks(content: bytes) -> AsyncIterable[bytes]:
+    yield content
+
+
+def _shared_purposes(a: AgreementState, b: AgreementState) -> tuple[str, ...]:
+    if DIRECT_CARE in a.purposes:
+        return b.purposes
+    if DIRECT_CARE in b.purposes:
+        return a.purposes
+    return tuple(p for p in a.purposes if p in b.purposes)
+
+
+def _categories_overlap(a: AgreementState, b: AgreementState) -> bool:
+    return not a.categories or not b.categories or bool(set(a.categories) & set(b.categories))
+
+
+def _dates_overlap(a: AgreementState, b: AgreementState) -> bool:
+    lo = max((d for d in (a.valid_from, b.valid_from) if d), default=None)
+    hi = min((d for d in (a.valid_to, b.valid_to) if d), default=None)
+    return lo is None or hi is None or lo < hi
+
+
+def _gaps(retired: AgreementState, kept: AgreementState) -> list[str]:
+    """What ``retired`` permits that ``kept`` does not."""
+    gaps: list[str] = []
+    if set(retired.parties) - set(kept.parties):
+        gaps.append("parties " + ", ".join(sorted(set(retired.parties) - set(kept.parties))))
+    if DIRECT_CARE not in kept.purposes and set(retired.purposes) - set(kept.purposes):
+        gaps.append("purposes " + ", ".join(sorted(set(retired.purposes) - set(kept.purposes))))
+    if kept.categories and (not retired.categories or set(retired.categories) - set(kept.categories)):
+        gaps.append("document categories")
+    if kept.valid_to and (retired.valid_to is None or retired.valid_to > kept.valid_to):
+        gaps.append("its later end date")
+    return gaps
+
+
+def overlap_json(o: Overlap) -> dict[str, Any]:
+    return {"agreements": [o.first.agreement_id, o.second.agreement_id], "titles": [o.first.title, o.second.title],
+            "parties": list(o.parties), "purposes": list(o.purposes)}

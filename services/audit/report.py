@@ -1,0 +1,90 @@
+"""The patient's access report, as a FHIR Bundle and as a page a patient can read."""
+
+from __future__ import annotations
+
+import uuid
+from html import escape
+from typing import Any
+
+from services.audit.domain import AccessReport, summary
+from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE
+
+DOCUMENT_COUNT = "https://lhcie.london/fhir/StructureDefinition/documents-held"
+
+ROLE_NAMES = {
+    "clinician": "a clinician",
+    "mdt-coordinator": "an MDT coordinator",
+    "system": "a hospital system",
+    "dcc-admin": "a data-controller administrator",
+    "patient": "you",
+    "carer": "your carer",
+    "auditor": "an auditor",
+}
+
+
+def bundle(report: AccessReport) -> dict[str, Any]:
+    """A ``collection`` Bundle: the patient, each organisation holding documents about them (with how
+    many), then every access to those documents (AuditEvents, oldest first)."""
+    entries: list[dict[str, Any]] = [{
+        "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+        "resource": {"resourceType": "Patient", "identifier": [{"system": NHS_NUMBER, "value": report.nhs_number}]},
+    }]
+    for holder in report.holders:
+        org: dict[str, Any] = {
+            "resourceType": "Organization",
+            "id": holder.ods_code,
+            "identifier": [{"system": ODS_CODE, "value": holder.ods_code}],
+            "extension": [{"url": DOCUMENT_COUNT, "valueInteger": len(holder.documents)}],
+        }
+        if holder.name:
+            org["name"] = holder.name
+        entries.append({"fullUrl": f"Organization/{holder.ods_code}", "resource": org})
+    for event in report.accesses:
+        entries.append({"fullUrl": f"AuditEvent/{event['id']}", "resource": event})
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": report.generated.isoformat(),
+        "total": len(report.accesses),
+        "entry": entries,
+    }
+
+
+def html_page(report: AccessReport) -> str:
+    def org_name(ods: str | None) -> str:
+        if not ods:
+            return "an unknown organisation"
+        return f"{report.names[ods]} ({ods})" if ods in report.names else ods
+
+    holders = "".join(
+        f"<tr><td>{escape(org_name(h.ods_code))}</td><td>{len(h.documents)}</td></tr>" for h in report.holders
+    ) or '<tr><td colspan="2">No organisation has shared documents about you through the exchange.</td></tr>'
+    rows = []
+    for event in report.accesses:
+        s = summary(event)
+        when = escape((s["when"] or "")[:19].replace("T", " "))
+        who = escape(f"{ROLE_NAMES.get(s['role'] or '', s['role'] or 'someone')} ({s['subject']})")
+        outcome = "seen" if s["allowed"] else "refused"
+        rows.append(f"<tr><td>{when} UTC</td><td>{escape(org_name(s['org']))}</td><td>{who}</td>"
+                    f"<td>{escape(s['document'] or '')}</td><td class=\"{outcome}\">{outcome}</td></tr>")
+    accesses = "".join(rows) or '<tr><td colspan="5">Nobody has opened your documents through the exchange.</td></tr>'
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Who has seen your records</title>
+<style>
+body{{font-family:Arial,Helvetica,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#212b32}}
+table{{border-collapse:collapse;width:100%;margin-bottom:2rem}}th,td{{text-align:left;padding:.5rem;border-bottom:1px solid #d8dde0}}
+th{{background:#f0f4f5}}.refused{{color:#d5281b;font-weight:bold}}.seen{{color:#007f3b}}
+</style></head>
+<body>
+<h1>Who has seen your records</h1>
+<p>Report for NHS number {escape(report.nhs_number)}, produced {escape(report.generated.strftime('%d %B %Y at %H:%M'))} UTC.</p>
+<h2>Organisations that hold documents about you</h2>
+<table><thead><tr><th>Organisation</th><th>Documents</th></tr></thead><tbody>{holders}</tbody></table>
+<h2>Every time someone opened one of your documents, or tried to</h2>
+<table><thead><tr><th>When</th><th>Organisation</th><th>Who</th><th>Document</th><th>Result</th></tr></thead>
+<tbody>{accesses}</tbody></table>
+<p>"Refused" means the exchange did not let them see it: their organisation has no sharing agreement with the one
+that holds the document, or you asked for it not to be shared.</p>
+</body></html>
+"""

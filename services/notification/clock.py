@@ -1,0 +1,44 @@
+"""Time as the notification service sees it: injectable, so timers and pathway days can be tested."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock that moves only when told to (tests, drills)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+    def advance(self, **delta: float) -> None:
+        self.at += timedelta(**delta)
+
+
+def stamp(at: datetime) -> str:
+    """A UTC timestamp whose string order is its time order (stored timers are compared as strings)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_stamp(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def day_of(at: datetime) -> date:
+    """The calendar date in London: waiting-time days are counted in calendar days where care happens."""
+    from zoneinfo import ZoneInfo
+
+    return at.astimezone(ZoneInfo("Europe/London")).date()
