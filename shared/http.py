@@ -19,6 +19,7 @@ from shared.bus import Bus, open_bus
 from shared.config import Settings
 from shared.fhir.errors import Code, FhirError, Issue, operation_outcome
 from shared.keys import CALLER, REQUEST_ID, RUNTIME
+from shared.media import MediaMismatch, safe_xml
 from shared.objects import ObjectStore, open_object_store
 from shared.service import Ports, Runtime, ServiceSpec
 from shared.store import StoreUnavailable
@@ -27,6 +28,7 @@ from shared.topology import ALL_QUEUES
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 JSON_TYPES = {FHIR_JSON, "application/json"}
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-known/jwks.json",
                 # The console page holds no data; the SSE stream checks its own signed query token.
@@ -60,19 +62,31 @@ def caller(request: web.Request) -> Caller:
     return found
 
 
-async def read_json(request: web.Request, *, resource_type: str | None = None) -> dict[str, Any]:
-    """The request body as a JSON object, with 415 for a wrong media type and 400 for bad JSON."""
+async def read_json(
+    request: web.Request,
+    *,
+    resource_type: str | None = None,
+    xml_model: Any = None,
+    hint: str = "",
+) -> dict[str, Any]:
+    """The request body as a FHIR resource in JSON form: 415 for a wrong media type, 400 for bad JSON or
+    XML, 413 when too large. ``xml_model`` (a fhir.resources class) also accepts ``application/fhir+xml``."""
     media = request.content_type
-    if media not in JSON_TYPES:
-        raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, f"Send {FHIR_JSON}; got {media or 'none'}.")
+    accepted = JSON_TYPES | ({FHIR_XML} if xml_model is not None else set())
+    if media not in accepted:
+        wanted = f"{FHIR_JSON} or {FHIR_XML}" if xml_model is not None else FHIR_JSON
+        raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, f"Send {wanted}{hint}; got {media or 'none'}.")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise FhirError.of(Code.TOO_LARGE, "The request body exceeds the size limit.") from None
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise FhirError.of(Code.MALFORMED_JSON) from None
+    if media == FHIR_XML:
+        data = _from_xml(body, xml_model)
+    else:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise FhirError.of(Code.MALFORMED_JSON) from None
     if not isinstance(data, dict):
         raise FhirError.of(Code.MALFORMED_REQUEST, "The body must be a JSON object (a FHIR resource).")
     if resource_type and data.get("resourceType") != resource_type:
@@ -80,6 +94,17 @@ async def read_json(request: web.Request, *, resource_type: str | None = None) -
             Code.INVALID_RESOURCE, f"Expected a {resource_type} resource.", "resourceType"
         )
     return data
+
+
+def _from_xml(body: bytes, model: Any) -> dict[str, Any]:
+    try:
+        safe_xml(body)  # no DTD: no entity expansion, no external entities, before any parser sees it
+        return model.model_validate_xml(body).model_dump(mode="json", by_alias=True, exclude_none=True)
+    except MediaMismatch as exc:
+        raise FhirError.of(Code.MALFORMED_REQUEST, f"The XML body is not accepted: {exc}.") from None
+    except Exception:  # the FHIR XML parser can fail in many ways on hostile input; none is a 500
+        raise FhirError.of(Code.MALFORMED_REQUEST, "The XML body is not a valid FHIR resource of the expected "
+                           "type.") from None
 
 
 def request_id(request: web.Request) -> str:

@@ -22,44 +22,14 @@ from services.intake.search import search_filter
 from services.intake.validation import check_metadata, inline_content
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError, Issue, operation_outcome
-from shared.http import JSON_TYPES, caller, fhir_response, request_id
-from shared.media import MediaMismatch, safe_xml
+from shared.http import caller, fhir_response, read_json, request_id
 from shared.objects import one_chunk
 
 INTAKE = web.AppKey("intake", Intake)
 LIMITER = web.AppKey("intake_limiter", RateLimiter)
-FHIR_XML = "application/fhir+xml"
 CHUNK = 256 * 1024
 METADATA_LIMIT = 1024 * 1024
 SYNC_WAIT_SECONDS = 30.0
-
-
-async def _body(request: web.Request, model: Any) -> dict[str, Any]:
-    """A FHIR resource from a JSON or XML body (415 other types, 400 unreadable, 413 too large)."""
-    media = request.content_type
-    if media not in JSON_TYPES and media != FHIR_XML:
-        raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, f"Send application/fhir+json or {FHIR_XML} (or a multipart document); got {media or 'none'}.")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise FhirError.of(Code.TOO_LARGE, "The request body exceeds the size limit; send large documents as "
-                           "multipart.") from None
-    if media == FHIR_XML:
-        try:
-            safe_xml(raw)
-            return model.model_validate_xml(raw).model_dump(mode="json", by_alias=True, exclude_none=True)
-        except MediaMismatch as exc:
-            raise FhirError.of(Code.MALFORMED_REQUEST, f"The XML body is not accepted: {exc}.") from None
-        except Exception:  # the FHIR XML parser can fail in many ways on hostile input; none is a 500
-            raise FhirError.of(Code.MALFORMED_REQUEST, "The XML body is not a valid FHIR resource of the expected "
-                               "type.") from None
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise FhirError.of(Code.MALFORMED_JSON) from None
-    if not isinstance(data, dict):
-        raise FhirError.of(Code.MALFORMED_REQUEST, "The body must be a JSON object (a FHIR resource).")
-    return data
 
 
 def _created(request: web.Request, accepted: list[Accepted], *, status: int | None = None) -> web.Response:
@@ -84,7 +54,7 @@ async def create_document(request: web.Request) -> web.Response:
     if request.content_type.startswith("multipart/"):
         staged = await _stage_multipart(request, intake, who)
     else:
-        data = await _body(request, DocumentReference)
+        data = await read_json(request, xml_model=DocumentReference, hint=" (or a multipart document)")
         meta = check_metadata(data, who, intake.catalogue, inline=True)
         content = inline_content(data)
         await intake.check_references([("DocumentReference", meta)], who)
@@ -130,7 +100,7 @@ async def transaction(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("DocumentReference", "c")
     intake = request.app[INTAKE]
-    bundle = bundles.parse(await _body(request, Bundle))
+    bundle = bundles.parse(await read_json(request, xml_model=Bundle))
     request.app[LIMITER].take(who.org, cost=len(bundle.documents))
     metas = []
     issues: list[Issue] = []
