@@ -11,6 +11,8 @@ def handler(storage: Storage) -> Handler:
     async def handle(event: Event) -> None:
         if event.type is RoutingKey.DOCUMENT_RECEIVED:
             await storage.file(event)
+        elif event.type in (RoutingKey.DOCUMENT_SUPERSEDED, RoutingKey.DOCUMENT_WITHDRAWN):
+            await storage.change_status(event)
         elif storage.policy.handles(event):
             await storage.policy.apply(event)
 

@@ -8,12 +8,14 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from services.storage.negotiation import acceptable
 from services.storage.retention import retention_for
 from services.storage.scanning import ContentScanner, ScannerUnavailable
 from services.storage.verification import ContentRejected, check_digest, check_media_type
 from shared.auth import Caller
 from shared.bus import Retry
 from shared.events import (
+    DocumentStatusChanged,
     AccessDenied,
     Actor,
     DocumentFacts,
@@ -29,6 +31,8 @@ from shared.lifecycle import ServiceContext
 from shared.objects import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from shared.policy import PolicyView
 from shared.store import Index
+
+CURRENT = "current"
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +170,24 @@ class Storage:
             # Harmless: the bucket's lifecycle rule expires unclaimed staging objects.
             log.warning("storage.staging_not_deleted", extra={"code": "STO003"})
 
-    async def authorise(self, document_id: str, who: Caller, *, request_id: str, address: str | None) -> Retrieval:
+    async def authorise(self, document_id: str, who: Caller, *, request_id: str, address: str | None,
+                        accept: str | None = None) -> Retrieval:
         doc = await self.index.get(document_id)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
         facts = DocumentFacts.model_validate(doc["facts"])
         actor = Actor(org=who.org, role=who.role, subject=who.subject, mdt=who.mdt, address=address)
         decision = await self.policy.decide(who, facts)
+        status = doc.get("fhir_status", CURRENT)
+        if status != CURRENT:
+            # Superseded or withdrawn: say so to whoever may see the document, reveal nothing to others.
+            if not decision.allowed:
+                raise FhirError.of(Code.NOT_FOUND)
+            replaced = f" by DocumentReference/{doc['replaced_by']}" if doc.get("replaced_by") else ""
+            raise FhirError.of(Code.GONE, f"The document is {status}{replaced}; its content is no longer served.")
+        if decision.allowed and not acceptable(accept, facts.content_type):
+            raise FhirError.of(Code.NOT_ACCEPTABLE, f"The document is {facts.content_type} (or a FHIR Binary as "
+                               "application/fhir+json); the Accept header admits neither.")
         if not decision.allowed:
             await self._emit(Event.new(
                 RoutingKey.ACCESS_DENIED,
@@ -188,6 +203,16 @@ class Storage:
             source=self.ctx.source, subject=document_id, correlation_id=request_id,
         ))
         return Retrieval(facts=facts, key=doc["key"])
+
+    async def change_status(self, event: Event) -> None:
+        """A document was superseded or withdrawn at intake: its content stops being served (410)."""
+        changed = event.payload()
+        assert isinstance(changed, DocumentStatusChanged)
+        await self.ctx.once(event, lambda session: self.index.update(
+            {"_id": changed.document.document_id},
+            {"fhir_status": changed.status, "replaced_by": changed.replaced_by},
+            session=session,
+        ))
 
     async def presigned_url(self, retrieval: Retrieval) -> str | None:
         """Where to redirect the caller instead of streaming, when configured and the store can."""

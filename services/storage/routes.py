@@ -42,7 +42,8 @@ async def read_binary(request: web.Request) -> web.StreamResponse:
     who.require("Binary", "r")
     storage = request.app[STORAGE]
     document_id = request.match_info["id"]
-    retrieval = await storage.authorise(document_id, who, request_id=request_id(request), address=request.remote)
+    retrieval = await storage.authorise(document_id, who, request_id=request_id(request), address=request.remote,
+                                        accept=request.headers.get("Accept"))
     facts = retrieval.facts
     etag = f'"{facts.sha256}"'
     if "application/fhir+json" in request.headers.get("Accept", ""):

@@ -377,3 +377,43 @@ async def test_every_search_is_audited_with_its_query(stack: TestClient, tokens:
     assert base64.b64decode(query["query"]).decode() == (
         f"patient.identifier={NHS_NUMBER.replace(':', '%3A').replace('/', '%2F')}%7C{TEST_PATIENT}&type=57133-1")
     assert "system@RRV" in json.dumps(record["agent"])
+
+
+async def test_retrieval_of_replaced_or_withdrawn_content_is_gone(stack: TestClient, tokens: Any) -> None:
+    first = await stack.post("/fhir/DocumentReference", json=document_reference(), headers={**FHIR, **tokens.headers()})
+    old_id = (await first.json())["id"]
+    await eventually(lambda: stored(stack, tokens, old_id))
+    replacement = document_reference(content=PDF + b"% v2\n")
+    replacement["relatesTo"] = [{"code": "replaces", "target": {"reference": f"DocumentReference/{old_id}"}}]
+    new_id = (await (await stack.post("/fhir/DocumentReference", json=replacement,
+                                      headers={**FHIR, **tokens.headers()})).json())["id"]
+
+    async def gone() -> dict[str, Any] | None:
+        response = await stack.get(f"/fhir/Binary/{old_id}", headers=tokens.headers("RRV"))
+        return await response.json() if response.status == 410 else None
+
+    outcome = await eventually(gone)
+    assert outcome["issue"][0]["diagnostics"] == (
+        f"The document is superseded by DocumentReference/{new_id}; its content is no longer served.")
+    hidden = await stack.get(f"/fhir/Binary/{old_id}", headers=tokens.headers("RAL"))
+    assert hidden.status == 404  # nothing about it to an organisation that may not see it
+
+    patch = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
+    await stack.patch(f"/fhir/DocumentReference/{new_id}", json=patch,
+                      headers={"Content-Type": "application/json-patch+json", **tokens.headers()})
+
+    async def withdrawn() -> bool:
+        return (await stack.get(f"/fhir/Binary/{new_id}", headers=tokens.headers())).status == 410
+
+    await eventually(withdrawn)
+
+
+async def test_retrieval_with_an_accept_it_cannot_serve_is_406(stack: TestClient, tokens: Any) -> None:
+    first = await stack.post("/fhir/DocumentReference", json=document_reference(), headers={**FHIR, **tokens.headers()})
+    doc_id = (await first.json())["id"]
+    await eventually(lambda: stored(stack, tokens, doc_id))
+    for accept, status in (("image/png", 406), ("text/html, image/*", 406), ("application/pdf;q=0", 406),
+                           ("application/*", 200), ("*/*", 200), ("application/pdf", 200),
+                           ("application/fhir+json", 200)):
+        response = await stack.get(f"/fhir/Binary/{doc_id}", headers={**tokens.headers(), "Accept": accept})
+        assert response.status == status, accept
