@@ -12,12 +12,13 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from shared.bus import Consumer, Handler, QueueSpec
+from shared.bus import Consumer, Handler, QueueSpec, Retry
 from shared.events import Event
 from shared.keys import RUNTIME
 from shared.outbox import Outbox
 from shared.service import Runtime
-from shared.store import DocumentStore, DuplicateKey, Session, open_store
+from shared.objects import ObjectStoreUnavailable
+from shared.store import DocumentStore, DuplicateKey, Session, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,7 +45,7 @@ class ServiceContext:
 
     async def consume(self, queue: QueueSpec, handler: Handler) -> None:
         consumer = await self.runtime.ports.bus.consume(
-            queue, handler, prefetch=self.runtime.settings.amqp_prefetch
+            queue, _outages_retry(handler), prefetch=self.runtime.settings.amqp_prefetch
         )
         self._consumers.append(consumer)
 
@@ -71,6 +72,19 @@ class ServiceContext:
 
     async def publish(self, event: Event, *, session: Session) -> None:
         await self.outbox.add(event, session=session)
+
+
+def _outages_retry(handler: Handler) -> Handler:
+    """A store or bucket outage (or a lost write race) is the dependency's fault, not the message's:
+    retry in place with backoff instead of counting towards dead-lettering."""
+
+    async def handle(event: Event) -> None:
+        try:
+            await handler(event)
+        except (StoreUnavailable, ObjectStoreUnavailable) as exc:
+            raise Retry(f"{type(exc).__name__}: {exc}") from exc
+
+    return handle
 
 
 D = TypeVar("D")
