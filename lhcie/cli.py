@@ -187,6 +187,38 @@ def cmd_bus_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bus_dead_letters(args: argparse.Namespace) -> int:
+    """Show (or, with --replay, requeue) what waits in a dead-letter queue: ids and types, never payloads."""
+    from lhcie.runner import serve_defaults
+    from shared.bus import open_bus
+    from shared.events import Event
+
+    dead = args.queue if args.queue.endswith(".dead") else f"{args.queue}.dead"
+
+    async def work() -> int:
+        bus = open_bus(serve_defaults(), name="lhcie-dead-letters")
+        await bus.start()
+        try:
+            if args.replay:
+                moved = await bus.replay(dead, args.limit)
+                print(f"requeued {moved} message(s) from {dead} to {dead.removesuffix('.dead')}")
+                return 0
+            bodies = await bus.peek(dead, args.limit)
+        finally:
+            await bus.close()
+        print(f"{len(bodies)} message(s) shown from {dead} (left in place)")
+        for body in bodies:
+            try:
+                event = Event.from_bytes(body)
+                print(f"  {event.time.isoformat(timespec='seconds')}  {event.type:<28} {event.id}  "
+                      f"subject={event.subject or '-'}")
+            except ValueError:
+                print(f"  (not a valid event: {len(body)} bytes)")
+        return 0
+
+    return asyncio.run(work())
+
+
 def cmd_store_init(args: argparse.Namespace) -> int:
     from lhcie.runner import serve_defaults
     from shared.store import StoreUnavailable
@@ -284,6 +316,10 @@ def parser() -> argparse.ArgumentParser:
     bus = sub.add_parser("bus", help="message bus tools")
     bus_sub = bus.add_subparsers(dest="bus_command", required=True)
     bus_sub.add_parser("init", help="declare the exchanges, queues and dead-letter queues")
+    dead = bus_sub.add_parser("dead-letters", help="list a queue's dead letters (ids and types), or --replay them")
+    dead.add_argument("queue", help="e.g. storage.documents (its .dead queue is read)")
+    dead.add_argument("--limit", type=int, default=20)
+    dead.add_argument("--replay", action="store_true", help="move them back to their queue to be handled again")
 
     store = sub.add_parser("store", help="document store tools")
     store_sub = store.add_subparsers(dest="store_command", required=True)
@@ -309,6 +345,7 @@ HANDLERS = {
     ("audit", "verify"): cmd_audit_verify,
     ("audit", "export"): cmd_audit_export,
     ("bus", "init"): cmd_bus_init,
+    ("bus", "dead-letters"): cmd_bus_dead_letters,
     ("store", "init"): cmd_store_init,
     ("storage", "init"): cmd_storage_init,
     ("storage", "verify"): cmd_storage_verify,

@@ -126,6 +126,34 @@ class AmqpBus(Bus):
             await message.ack()
             return message.body
 
+    async def peek(self, queue_name: str, limit: int) -> list[bytes]:
+        assert self._connection is not None, "start() first"
+        bodies: list[bytes] = []
+        # Taken without ack on a channel of their own: closing it hands every one back to the queue.
+        async with self._connection.channel() as channel:
+            queue = await channel.get_queue(queue_name, ensure=True)
+            while len(bodies) < limit and (message := await queue.get(no_ack=False, fail=False)) is not None:
+                bodies.append(message.body)
+        return bodies
+
+    async def replay(self, queue_name: str, limit: int) -> int:
+        assert self._connection is not None, "start() first"
+        moved = 0
+        target = queue_name.removesuffix(".dead")
+        async with self._connection.channel(publisher_confirms=True) as channel:
+            queue = await channel.get_queue(queue_name, ensure=True)
+            while moved < limit and (message := await queue.get(no_ack=False, fail=False)) is not None:
+                # Straight to its own queue through the default exchange, confirmed before the ack below.
+                await channel.default_exchange.publish(
+                    aio_pika.Message(message.body, content_type=message.content_type,
+                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id,
+                                     type=message.type, headers=message.headers),
+                    routing_key=target, mandatory=True, timeout=PUBLISH_TIMEOUT,
+                )
+                await message.ack()
+                moved += 1
+        return moved
+
     async def is_healthy(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
 

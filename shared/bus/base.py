@@ -85,6 +85,15 @@ class Bus(ABC):
         """Take one message off a queue (operations: reading a dead-letter queue), or None if empty."""
 
     @abstractmethod
+    async def peek(self, queue_name: str, limit: int) -> list[bytes]:
+        """Up to ``limit`` messages of a queue, left where they are."""
+
+    @abstractmethod
+    async def replay(self, queue_name: str, limit: int) -> int:
+        """Move up to ``limit`` messages of ``<queue>.dead`` back to ``<queue>`` (only that consumer sees them
+        again); each leaves the dead-letter queue only once its requeueing is confirmed. Returns how many."""
+
+    @abstractmethod
     async def is_healthy(self) -> bool: ...
 
 

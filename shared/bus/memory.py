@@ -73,6 +73,19 @@ class MemoryBus(Bus):
             return None
         return queue.ready.popleft().body
 
+    async def peek(self, queue_name: str, limit: int) -> list[bytes]:
+        queue = self._queues.get(queue_name)
+        return [m.body for m in list(queue.ready)[:limit]] if queue else []
+
+    async def replay(self, queue_name: str, limit: int) -> int:
+        moved = 0
+        queue = self._queues.get(queue_name)
+        target = self._queues[queue_name.removesuffix(".dead")]
+        while queue is not None and queue.ready and moved < limit:
+            await target.put(_Message(queue.ready.popleft().body))
+            moved += 1
+        return moved
+
     async def is_healthy(self) -> bool:
         return True
 

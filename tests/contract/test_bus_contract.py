@@ -221,3 +221,35 @@ def test_topic_matching(pattern: str, key: str, expected: bool) -> None:
     assert topic_matches(pattern, key) is expected
 
 
+
+
+async def test_dead_letters_can_be_read_without_taking_them_and_replayed(bus: Bus) -> None:
+    q = queue("access.denied", limit=5)
+    fail = True
+    handled: list[str] = []
+
+    async def handler(event: Event) -> None:
+        if fail:
+            raise Reject("not yet")
+        handled.append(event.id)
+
+    consumer = await bus.consume(q, handler)
+    events = [denied(i) for i in range(3)]
+    for e in events:
+        await bus.publish(e)
+
+    async def all_dead() -> list[bytes] | None:
+        found = await bus.peek(q.dead_letter_queue, 10)
+        return found if len(found) == 3 else None
+
+    await eventually(all_dead)
+    again = await bus.peek(q.dead_letter_queue, 10)  # peeking leaves them there
+    assert sorted(Event.from_bytes(b).id for b in again) == sorted(e.id for e in events)
+
+    fail = False
+    assert await bus.replay(q.dead_letter_queue, 2) == 2
+    assert await bus.replay(q.dead_letter_queue, 10) == 1
+    await eventually(lambda: asyncio.sleep(0, len(handled) == 3))
+    assert sorted(handled) == sorted(e.id for e in events)
+    assert await bus.peek(q.dead_letter_queue, 10) == []
+    await consumer.stop()
