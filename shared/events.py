@@ -114,6 +114,7 @@ class DocumentRetrieved(Payload):
     routing_keys = (RoutingKey.DOCUMENT_RETRIEVED,)
     document: DocumentFacts
     actor: Actor
+    rule: str | None = None  # the policy rule that allowed it (custodian, isa, carer-grant, ...)
 
 
 class DocumentStatusChanged(Payload):

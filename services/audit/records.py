@@ -245,7 +245,7 @@ def facts(event: Event) -> dict[str, Any]:
 
 def consent_basis(event: Event, who: Who | None) -> str | None:
     """Why an access decision relied on the patient's consent, if it did."""
-    rule = str(event.data.get("reason_code") or "")
+    rule = str(event.data.get("reason_code") or event.data.get("rule") or "")
     if any(word in rule for word in CONSENT_RULES):
         return str(event.data.get("reason") or rule)
     if who is not None and who.role == "carer" and event.type in ("document.retrieved", "access.denied"):

@@ -199,7 +199,7 @@ class Storage:
             raise FhirError.of(Code.ACCESS_DENIED, f"Access denied: {decision.reason}.")
         await self._emit(Event.new(
             RoutingKey.DOCUMENT_RETRIEVED,
-            DocumentRetrieved(document=facts, actor=actor),
+            DocumentRetrieved(document=facts, actor=actor, rule=decision.rule),
             source=self.ctx.source, subject=document_id, correlation_id=request_id,
         ))
         return Retrieval(facts=facts, key=doc["key"])

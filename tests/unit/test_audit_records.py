@@ -288,3 +288,10 @@ def test_an_event_without_a_request_id_has_no_request_entity() -> None:
 def test_an_event_type_newer_than_the_table_is_still_recorded_by_its_verb(key: str, action: str, interaction: str) -> None:
     kind = kind_of(key)
     assert (kind.action, kind.interaction, kind.outcome) == (action, interaction, "0")
+
+
+def test_a_retrieval_allowed_by_consent_carries_a_consent_decision_record() -> None:
+    by_consent = event_for("document.retrieved", DocumentRetrieved(document=FACTS, actor=CLINICIAN, rule="carer-grant"))
+    by_isa = event_for("document.retrieved", DocumentRetrieved(document=FACTS, actor=CLINICIAN, rule="isa"))
+    assert [r[0] for r in records_for(by_consent, recorded=RECORDED)] == [by_consent.id + "#authz-consent", by_consent.id]
+    assert [r[0] for r in records_for(by_isa, recorded=RECORDED)] == [by_isa.id]
