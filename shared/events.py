@@ -148,11 +148,15 @@ class AccessDenied(Payload):
 
 
 class AlertRaised(Payload):
+    """Any alert: a document for an MDT, a breach risk, a transfer in, a daily digest (``kind``)."""
+
     routing_keys = (RoutingKey.ALERT_RAISED,)
     alert_id: str
     recipient: str
     priority: str
-    document: DocumentFacts
+    document: DocumentFacts | None = None
+    kind: str = "document-available"
+    patient_nhs_number: str | None = None
 
 
 class AlertAcknowledged(Payload):

@@ -206,13 +206,14 @@ class Notification:
                                session=session)
         await self.subscriptions.enqueue(alert, alert["sent"], session=session)
         facts = DocumentFacts.model_validate(alert["document"]) if alert.get("document") else None
-        if facts is not None:
-            await self.ctx.publish(Event.new(
-                RoutingKey.ALERT_RAISED,
-                AlertRaised(alert_id=alert["_id"], recipient=alert["recipient"], priority=alert["priority"],
-                            document=facts),
-                source=self.ctx.source, subject=alert["_id"], correlation_id=correlation,
-            ), session=session)
+        # Every alert is announced (and so audited), with or without a document behind it.
+        await self.ctx.publish(Event.new(
+            RoutingKey.ALERT_RAISED,
+            AlertRaised(alert_id=alert["_id"], recipient=alert["recipient"], priority=alert["priority"],
+                        document=facts, kind=alert.get("kind") or "document-available",
+                        patient_nhs_number=alert.get("patient")),
+            source=self.ctx.source, subject=alert["_id"], correlation_id=correlation,
+        ), session=session)
         if self.rules.escalation and alert.get("escalate", True):
             await self.timers.schedule(f"{ESCALATE}|{alert['_id']}|0", ESCALATE, now + self._escalation_delay(0),
                                        subject=alert["_id"], session=session, step=0)

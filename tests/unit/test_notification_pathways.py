@@ -121,6 +121,20 @@ async def test_breach_risk_fires_on_day_21_of_28_and_52_of_62_once(stack: TestCl
         "Breach risk: day 21 of 28 (28-day Faster Diagnosis Standard)",
         "Breach risk: day 52 of 62 (62-day referral to first definitive treatment)",
     ]
+    breach_ids = {a["id"] for a in entries(await alerts(stack, tokens))
+                  if a["category"][0]["coding"][0]["code"] == "breach-risk"}
+
+    async def audited() -> set[str] | None:
+        # Alerts without a document behind them are announced (alert.raised) and so audited too.
+        found = set()
+        for alert_id in breach_ids:
+            response = await stack.get(f"/fhir/AuditEvent?entity=Communication/{alert_id}",
+                                       headers=tokens.headers("RJ1", "dcc-admin"))
+            if (await response.json())["entry"]:
+                found.add(alert_id)
+        return found if found == breach_ids else None
+
+    await eventually(audited)
 
 
 async def breach_texts(stack: TestClient, tokens: Any) -> list[str]:
