@@ -264,8 +264,13 @@ async function loadAccessReport() {
   for (const e of events) {
     // The first agent is the organisation that asked (BALP lists the requester first).
     const who = ((e.agent || [])[0] || {}).who || {};
+    // Say it in plain words: the LHCIE event type is always the second subtype.
+    const event = ((e.subtype || [])[1] || {}).code;
+    const what = {"document.retrieved": "opened one of your documents",
+                  "access.denied": "asked to see a document and was refused",
+                  "document.searched": "looked for your documents"}[event] || (e.type || {}).display;
     list.append(el("li", [(e.recorded || "").slice(0, 16).replace("T", " "), (who.identifier || {}).value || who.display,
-      (e.type || {}).display].filter(Boolean).join(" - ")));
+      what].filter(Boolean).join(" - ")));
   }
 }
 async function refresh() { await Promise.all([loadHolders(), loadPreferences(), loadCarers()]); }

@@ -130,7 +130,7 @@ async def test_the_patient_page_shows_holders_sets_preferences_and_revokes_a_car
             await page.click("#access-load")
             report = page.locator("#access-report li")
             await report.first.wait_for()
-            assert "RRV" in (await report.first.text_content() or "")
+            assert (await report.first.text_content() or "").endswith(" - RRV - opened one of your documents")
 
             await page.check("input[name='optout'][value='pathology']")
             await page.fill("#pref-orgs", "rpy")
