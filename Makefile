@@ -33,6 +33,13 @@ test: install rabbitmq chromium ## the whole test suite (real RabbitMQ; starts w
 test-fast: install ## unit and contract tests on the embedded adapters only
 	$(BIN)/python -m pytest tests/unit tests/contract -m "not rabbitmq"
 
+# moto (the S3 test server) grows without bound under sustained load: the exchange runs on files by default
+# and the raw S3 baseline still runs on moto. BENCH_ARGS="--object-store s3" measures through S3 too.
+BENCH_ARGS ?= --object-store fs
+
+bench: install rabbitmq ## throughput, latency and memory beside raw RabbitMQ, raw S3 and MESH (bench/results/)
+	$(BIN)/lhcie bench $(BENCH_ARGS)
+
 soak: install rabbitmq ## long fault runs: RabbitMQ restarted mid-stream across five service processes
 	$(BIN)/python -m pytest -m soak tests/soak
 

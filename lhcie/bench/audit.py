@@ -4,7 +4,8 @@ consumer does) and the time ``$verify`` takes over a chain of N records.
 Appends are timed on the run's own disk. The long chain that ``$verify`` walks is built with the same
 ``AuditChain.append`` on tmpfs (``/dev/shm``) when there is one: a million fsyncs would measure the disk
 for a quarter of an hour and say nothing more about the chain; the walk itself reads from memory either
-way once the file is cached.
+way once the file is cached. Each build stops at a time budget, so a slow append bounds the run rather
+than the count; the result says how far it got and how the rate changed on the way.
 """
 
 from __future__ import annotations

@@ -105,5 +105,6 @@ async def large_document(exchange: Exchange, tail: AuditTail, *, large_size: int
         "seconds": round(time.monotonic() - started, 3),
         "intake_rss_before_mib": round(before.get("VmRSS", 0) / 1024, 1),
         "intake_peak_mib": round(after_post.get("VmHWM", 0) / 1024, 1),
+        "intake_growth_mib": round((after_post.get("VmHWM", 0) - before.get("VmRSS", 0)) / 1024, 1),
         "peak_reset_before_upload": was_reset,
     }

@@ -52,7 +52,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{peer.get('docs_per_s', '-')} | {_ratio(c['docs_per_s'], peer.get('docs_per_s'))} | "
             f"{_ms(peer.get('end_to_end', {}).get('p50_ms'))} |")
     lines += ["", "## Alert latency (POST answered → alert at the coordinator)", "",
-              "| load | size | alerts | p50 ms | p95 ms | p99 ms | max ms | missed |", "|---|---|---|---|---|---|---|---|"]
+              "| load | size | alerts | p50 ms | p95 ms | p99 ms | max ms | missed |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results.get("alert_latency", []):
         lines.append(f"| {r['load']} | {_size(r['size'])} | {r['n']} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
                      f"{_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | {r['missed']} |")
@@ -73,9 +74,11 @@ def markdown(results: dict[str, Any]) -> str:
     if large.get("error"):
         lines += ["", f"Large document: failed ({large['error']})."]
     elif large:
-        lines += ["", f"Large document: {large['size'] / 2**20:.0f} MiB (asked for {large['requested_size'] / 2**20:.0f}"
-                      f" MiB) via {large['path']}: intake peak RSS {large['intake_peak_mib']} MiB "
-                      f"(from {large['intake_rss_before_mib']} MiB), done in {large['seconds']} s."]
+        lines += ["", f"Large document: {large['size'] / 2**20:.0f} MiB (asked for "
+                      f"{large['requested_size'] / 2**20:.0f} MiB) via {large['path']}: intake peak RSS "
+                      f"{large['intake_peak_mib']} MiB (from {large['intake_rss_before_mib']} MiB, "
+                      f"+{large['intake_growth_mib']} MiB), done in {large['seconds']} s "
+                      "(measured before the throughput cells)."]
     audit = results.get("audit") or {}
     if audit.get("error"):
         lines += ["", "## Audit chain", "", f"Failed: {audit['error']}."]
@@ -133,15 +136,22 @@ def plot(results: dict[str, Any], path: Path) -> None:
     left.set_title("Throughput by document size and senders")
     left.legend()
 
-    series: list[tuple[str, dict[str, Any]]] = [(f"alert, {r['load']}", r) for r in results.get("alert_latency", [])]
-    series += [(f"LHCIE e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"]) for c in cells
-               if c["size"] == 100 * 1024]
-    series += [(f"MESH e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"])
-               for c in results.get("mesh", {}).get("cells", []) if c["size"] == 100 * 1024]
-    series += [(f"raw AMQP ×{b['publishers']}", b["latency"]) for b in results.get("baselines", {}).get("amqp", [])]
-    for i, (name, p) in enumerate(series):
-        values = [p.get(k) or 0 for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
-        right.plot(["p50", "p95", "p99", "max"], values, marker="o", label=name)
+    # One line style per family (alert, LHCIE, MESH, AMQP), one colour per member, so no two lines look alike.
+    families: list[tuple[str, str, list[tuple[str, dict[str, Any]]]]] = [
+        ("-", "o", [(f"alert, {r['load']}", r) for r in results.get("alert_latency", [])]),
+        ("--", "s", [(f"LHCIE e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"]) for c in cells
+                     if c["size"] == 100 * 1024]),
+        (":", "^", [(f"MESH e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"])
+                    for c in results.get("mesh", {}).get("cells", []) if c["size"] == 100 * 1024]),
+        ("-.", "d", [(f"raw AMQP ×{b['publishers']}", b["latency"])
+                     for b in results.get("baselines", {}).get("amqp", [])]),
+    ]
+    colours = plt.get_cmap("tab10").colors
+    for style, marker, members in families:
+        for i, (name, p) in enumerate(members):
+            values = [p.get(k) or 0 for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
+            right.plot(["p50", "p95", "p99", "max"], values, linestyle=style, marker=marker,
+                       color=colours[i % len(colours)], label=name)
     right.set_yscale("log")
     right.set_ylabel("milliseconds, log scale")
     right.set_title("Latency distribution (percentiles)")

@@ -43,7 +43,8 @@ def judge(results: dict[str, Any]) -> list[dict[str, str]]:
         out.append(_target(name, NOT_MEASURED, (large or {}).get("error", "scenario not run")))
     elif large["size"] < 2 * 2**30:
         out.append(_target(name, NOT_MEASURED,
-                           f"measured {large['size'] / 2**20:.0f} MiB via {large['path']}: peak {large['intake_peak_mib']} MiB"))
+                           f"measured {large['size'] / 2**20:.0f} MiB via {large['path']}: "
+                           f"peak {large['intake_peak_mib']} MiB"))
     else:
         ok = large["intake_peak_mib"] < 256 and large["completed"]
         out.append(_target(name, HELD if ok else MISSED, f"peak {large['intake_peak_mib']} MiB"))
