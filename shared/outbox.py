@@ -85,7 +85,14 @@ class Outbox:
 
     async def _publish_batch(self) -> bool:
         rows = await self._rows.find(sort=[("seq", ASCENDING)], limit=BATCH)
-        for row in rows:
-            await self._bus.publish(Event.model_validate(row["event"]))
-            await self._rows.delete({"_id": row["_id"]})
+        published: list[str] = []
+        try:
+            for row in rows:
+                await self._bus.publish(Event.model_validate(row["event"]))
+                published.append(row["_id"])
+        finally:
+            # One delete for the batch: what was confirmed leaves the outbox, even when a later publish
+            # failed (a crash before this line republishes them: consumers drop the duplicates).
+            if published:
+                await self._rows.delete({"_id": {"$in": published}})
         return len(rows) == BATCH
