@@ -100,7 +100,8 @@ def compile_filter(where: Filter | None) -> tuple[str, list[Any]]:
 
 
 class _SqliteSession(Session):
-    pass
+    def __init__(self) -> None:
+        self.begun = False
 
 
 class SqliteStore(DocumentStore):
@@ -158,15 +159,18 @@ class SqliteStore(DocumentStore):
     async def transaction(self) -> AsyncIterator[Session]:
         async with self._write_lock:
             assert self._writer is not None, "start() first"
-            await self._on_writer(self._writer.execute, "BEGIN IMMEDIATE")
+            # BEGIN travels with the first statement and COMMIT is the last hop: every hop to the writer
+            # thread costs a wake-up on each side, and a transaction is held under the write lock.
             session = self._active = _SqliteSession()
             try:
                 yield session
             except BaseException:
-                await self._on_writer(self._writer.execute, "ROLLBACK")
+                if session.begun:
+                    await self._on_writer(self._writer.execute, "ROLLBACK")
                 raise
             else:
-                await self._on_writer(self._writer.execute, "COMMIT")
+                if session.begun:
+                    await self._on_writer(self._writer.execute, "COMMIT")
             finally:
                 self._active = None
 
@@ -176,6 +180,9 @@ class SqliteStore(DocumentStore):
         if session is not None:
             if session is not self._active:
                 raise RuntimeError("session is not the active transaction")
+            assert isinstance(session, _SqliteSession)
+            if not session.begun:
+                return await self._on_writer(_begin_then, session, fn, self._writer)
             return await self._on_writer(_translate, fn, self._writer)
         async with self._write_lock:
             return await self._on_writer(_translate, fn, self._writer)
@@ -192,6 +199,12 @@ class SqliteStore(DocumentStore):
             return True
         except Exception:
             return False
+
+
+def _begin_then(session: _SqliteSession, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    session.begun = True  # from here on the transaction must end in COMMIT or ROLLBACK
+    return _translate(fn, conn)
 
 
 def _translate(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
