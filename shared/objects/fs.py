@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 from shared.objects.base import CHUNK, HashingReader, ObjectInfo, ObjectNotFound, ObjectStore
 
@@ -30,39 +31,44 @@ class FileObjectStore(ObjectStore):
     async def put(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str) -> ObjectInfo:
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         reader = HashingReader(chunks)
-        handle = await asyncio.to_thread(open, tmp, "wb")
+        handle: BinaryIO | None = None
+        # Few hops to a worker thread: the first chunk opens the file, the last hop fsyncs and commits, so a
+        # one-chunk document costs two.
         try:
             async for chunk in reader:
-                await asyncio.to_thread(handle.write, chunk)
-            await asyncio.to_thread(_flush, handle)
+                if handle is None:
+                    handle = await asyncio.to_thread(_create, tmp, chunk)
+                else:
+                    await asyncio.to_thread(handle.write, chunk)
+            if handle is None:
+                handle = await asyncio.to_thread(_create, tmp, b"")
+            info = ObjectInfo(key, reader.size, reader.sha256, content_type)
+            await asyncio.to_thread(_finish, handle, tmp, path, info)
         except BaseException:
-            handle.close()
+            if handle is not None:
+                handle.close()
             tmp.unlink(missing_ok=True)
             raise
-        handle.close()
-        info = ObjectInfo(key, reader.size, reader.sha256, content_type)
-        await asyncio.to_thread(_commit, tmp, path, info)
         return info
 
     async def get(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
+        remaining = None if end is None else max(end - start, 0)
+        size = CHUNK if remaining is None else min(CHUNK, remaining)
         try:
-            handle = await asyncio.to_thread(open, path, "rb")
+            handle, chunk = await asyncio.to_thread(_open_at, path, start, size)
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
         try:
-            await asyncio.to_thread(handle.seek, start)
-            remaining = None if end is None else max(end - start, 0)
-            while remaining is None or remaining > 0:
-                size = CHUNK if remaining is None else min(CHUNK, remaining)
-                chunk = await asyncio.to_thread(handle.read, size)
-                if not chunk:
-                    break
+            while chunk:
                 if remaining is not None:
                     remaining -= len(chunk)
                 yield chunk
+                if remaining is not None and remaining <= 0:
+                    break
+                size = CHUNK if remaining is None else min(CHUNK, remaining)
+                chunk = await asyncio.to_thread(handle.read, size)
         finally:
             handle.close()
 
@@ -106,9 +112,28 @@ class FileObjectStore(ObjectStore):
         return await asyncio.to_thread(os.access, self._root, os.W_OK)
 
 
-def _flush(handle: object) -> None:
-    handle.flush()  # type: ignore[attr-defined]
-    os.fsync(handle.fileno())  # type: ignore[attr-defined]
+def _create(tmp: Path, first: bytes) -> BinaryIO:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(tmp, "wb")  # noqa: SIM115 - closed by _finish, or by put() on failure
+    handle.write(first)
+    return handle
+
+
+def _finish(handle: BinaryIO, tmp: Path, path: Path, info: ObjectInfo) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    _commit(tmp, path, info)
+
+
+def _open_at(path: Path, start: int, size: int) -> tuple[BinaryIO, bytes]:
+    handle = open(path, "rb")  # noqa: SIM115 - closed by get()
+    try:
+        handle.seek(start)
+        return handle, handle.read(size)
+    except BaseException:
+        handle.close()
+        raise
 
 
 def _commit(tmp: Path, path: Path, info: ObjectInfo) -> None:
