@@ -65,8 +65,8 @@ class FileObjectStore(ObjectStore):
                 if remaining is not None:
                     remaining -= len(chunk)
                 yield chunk
-                if remaining is not None and remaining <= 0:
-                    break
+                if (remaining is not None and remaining <= 0) or len(chunk) < size:
+                    break  # a short read is the end of the file: no extra hop to learn it
                 size = CHUNK if remaining is None else min(CHUNK, remaining)
                 chunk = await asyncio.to_thread(handle.read, size)
         finally:
@@ -89,9 +89,7 @@ class FileObjectStore(ObjectStore):
         return await self.put(target, self.get(source), content_type=info.content_type)
 
     async def delete(self, key: str) -> None:
-        path = self._path(key)
-        await asyncio.to_thread(path.unlink, missing_ok=True)
-        await asyncio.to_thread(path.with_name(path.name + _META).unlink, missing_ok=True)
+        await asyncio.to_thread(_remove, self._path(key))
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
         keys = await asyncio.to_thread(self._keys)
@@ -110,6 +108,11 @@ class FileObjectStore(ObjectStore):
 
     async def is_healthy(self) -> bool:
         return await asyncio.to_thread(os.access, self._root, os.W_OK)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + _META).unlink(missing_ok=True)
 
 
 def _create(tmp: Path, first: bytes) -> BinaryIO:
