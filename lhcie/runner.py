@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -14,6 +17,7 @@ from shared.http import build_app
 # Long enough for consumers to finish in-flight messages after SIGTERM (the Helm chart's grace period
 # is longer still).
 SHUTDOWN_TIMEOUT = 20.0
+log = logging.getLogger(__name__)
 
 
 def serve_defaults() -> Settings:
@@ -39,17 +43,39 @@ def run(settings: Settings, names: Sequence[str], *, banner: str | None = None) 
 
         app.on_startup.append(show)
     try:
-        web.run_app(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            print=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-            access_log=None,
-            handle_signals=True,
-        )
+        asyncio.run(_serve(app, settings))
     finally:
         telemetry.shutdown()
+
+
+async def _serve(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and stop.
+
+    A second signal while stopping (Ctrl-C reaching both make and this process, or an impatient
+    orchestrator) must not cancel the drain half-way: it is logged and the shutdown carries on.
+    """
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stopping.is_set():
+                log.info("process.already_stopping signal=%s", sig.name, extra={"code": "RUN002"})
+            stopping.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        await stopping.wait()
+        log.info("process.stopping", extra={"code": "RUN001"})
+    finally:
+        await runner.cleanup()
+        # Drained: a late signal must not turn a clean exit into a KeyboardInterrupt on the way out.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def main_for(name: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -54,3 +55,27 @@ def test_readme_quickstart_as_written(tmp_path: Path) -> None:
         server.terminate()
         banner, _ = server.communicate(timeout=30)
     assert f"LHCIE exchange running on http://127.0.0.1:{port}" in banner.decode()
+
+
+@pytest.mark.parametrize("gap", [0.01, 0.3])
+def test_ctrl_c_twice_still_stops_cleanly(tmp_path: Path, gap: float) -> None:
+    """Ctrl-C under ``make run`` reaches both make and the exchange; the drain must survive a repeat."""
+    port = free_port()
+    env = {**os.environ, "LHCIE_HTTP_PORT": str(port), "LHCIE_DATA_DIR": str(tmp_path / "data")}
+    env.pop("LHCIE_BUS", None)
+    server = subprocess.Popen([str(Path(sys.executable).parent / "lhcie"), "run"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "lhcie run did not start"
+            time.sleep(0.2)
+    server.send_signal(signal.SIGINT)
+    time.sleep(gap)  # the second arrives while the first drains, or once it has finished
+    server.send_signal(signal.SIGINT)
+    output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output.decode()
+    assert b"Traceback" not in output and b'"level": "ERROR"' not in output, output.decode()
