@@ -32,6 +32,15 @@ def _code_of(resource: dict[str, Any]) -> str:
     return str(resource.get("subtype", [{}, {}])[-1].get("code", ""))
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 class AuditTail:
     """Reads the audit log in order (``GET /fhir/AuditEvent`` paged by offset) and notes when each
     document's trail becomes complete."""
@@ -52,12 +61,7 @@ class AuditTail:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await _cancel(self._task)
 
     async def _catch_up(self) -> int:
         read = 0
@@ -127,12 +131,7 @@ class AlertWatcher:
             self._task = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await _cancel(self._task)
 
     def _note(self, reference: str) -> None:
         doc_id = reference.removeprefix("DocumentReference/")

@@ -26,21 +26,28 @@ def quickstart_block() -> str:
     return match.group(1)
 
 
-def test_readme_quickstart_as_written(tmp_path: Path) -> None:
+def start_lhcie_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], int]:
+    """``lhcie run`` on a free port and a fresh data directory, once it is ready."""
     port = free_port()
     env = {**os.environ, "LHCIE_HTTP_PORT": str(port), "LHCIE_DATA_DIR": str(tmp_path / "data")}
     env.pop("LHCIE_BUS", None)
     server = subprocess.Popen([str(Path(sys.executable).parent / "lhcie"), "run"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return server, env, port
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError("lhcie run did not start") from None
+            time.sleep(0.2)
+
+
+def test_readme_quickstart_as_written(tmp_path: Path) -> None:
+    server, env, port = start_lhcie_run(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "lhcie run did not start"
-                time.sleep(0.2)
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", quickstart_block()], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -60,19 +67,7 @@ def test_readme_quickstart_as_written(tmp_path: Path) -> None:
 @pytest.mark.parametrize("gap", [0.01, 0.3])
 def test_ctrl_c_twice_still_stops_cleanly(tmp_path: Path, gap: float) -> None:
     """Ctrl-C under ``make run`` reaches both make and the exchange; the drain must survive a repeat."""
-    port = free_port()
-    env = {**os.environ, "LHCIE_HTTP_PORT": str(port), "LHCIE_DATA_DIR": str(tmp_path / "data")}
-    env.pop("LHCIE_BUS", None)
-    server = subprocess.Popen([str(Path(sys.executable).parent / "lhcie"), "run"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "lhcie run did not start"
-            time.sleep(0.2)
+    server, _, _ = start_lhcie_run(tmp_path)
     server.send_signal(signal.SIGINT)
     time.sleep(gap)  # the second arrives while the first drains, or once it has finished
     server.send_signal(signal.SIGINT)
