@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 ALGORITHMS = ["ES256", "RS256"]
-ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "patient", "carer", "auditor")
+ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "patient", "carer", "auditor", "exchange-operator")
 
 # SMART v2 scopes each role receives from the embedded issuer (``lhcie token``).
 DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
@@ -57,6 +57,15 @@ DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
     "carer": ("patient/DocumentReference.rs", "patient/AuditEvent.rs"),
     # An organisation's information-governance auditor: searches the audit records that involve it.
     "auditor": ("user/AuditEvent.rs", "user/Organization.rs"),
+    # The exchange's own operations team: exchange-wide audit, every ISA's documents, $reconcile. Every
+    # use of the role is itself audited; no organisation's staff hold it.
+    "exchange-operator": (
+        "user/AuditEvent.rs",
+        "user/Organization.rs",
+        "user/CareTeam.rs",
+        "user/Contract.rs",
+        "system/Communication.u",
+    ),
 }
 
 
