@@ -9,8 +9,8 @@ if port_open; then exit 0; fi
 if ! command -v rabbitmq-server >/dev/null 2>&1; then
   echo "installing rabbitmq-server (Debian package)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rabbitmq-server >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq rabbitmq-server >/dev/null
 fi
 echo "starting rabbitmq-server"
 rabbitmq-server -detached >/dev/null 2>&1 || true
