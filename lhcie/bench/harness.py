@@ -163,6 +163,8 @@ class Stack:
             # submission rate limit would measure itself instead.
             "LHCIE_RATE_LIMIT_PER_MINUTE": "100000000",
             "LHCIE_RATE_LIMIT_BURST": "1000000",
+            # The fan-out scenario's rest-hook receivers listen on loopback, which is refused otherwise.
+            "LHCIE_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
         })
         return env

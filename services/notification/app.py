@@ -43,7 +43,7 @@ async def _reconcile(notification: Notification) -> None:
 async def _deliver(deliverer: Deliverer, notification: Notification) -> None:
     while True:
         try:
-            await deliverer.run_once()
+            await deliverer.dispatch()  # starts what is due; a receiver that never answers holds up no one
         except Exception:
             log.exception("notification.delivery_tick_failed", extra={"code": "NOT030"})
         await asyncio.sleep(notification.settings.webhook_tick_seconds)

@@ -6,22 +6,31 @@ HMAC-SHA256 of ``<timestamp>.<body>`` under the subscription's secret, so a rece
 and freshness (refuse old timestamps: replay). A delivery is claimed with a lease before the POST, so two
 replicas do not send it at once; if a replica dies after the receiver answered but before it recorded
 the success, the notification is sent again with the same event number, which the receiver drops.
+
+Subscriptions are served concurrently, each in its own task, with a few requests at a time per receiving
+host and a bounded timeout per attempt, so one receiver that accepts connections and never answers
+delays only its own notifications. Each subscription still has one request in flight at a time (order).
+Endpoints are checked again at every connection (``webhook_http.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import random
+from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from services.notification.clock import parse_stamp, stamp
+from services.notification.endpoints import Resolve, system_resolve
 from services.notification.subscriptions import (
     ACTIVE,
     DELIVERED,
@@ -32,8 +41,10 @@ from services.notification.subscriptions import (
     HEARTBEAT,
     OFF,
     PENDING,
+    SENDING,
     notification_bundle,
 )
+from services.notification.webhook_http import check_literal, open_session, refusal
 from shared.events import Event, RoutingKey, WebhookDelivered, WebhookFailed
 from shared.store import Document
 
@@ -52,11 +63,26 @@ class Deliverer:
     def __init__(self, notification: Notification) -> None:
         self.n = notification
         self._http: aiohttp.ClientSession | None = None
+        # The name lookup every connection goes through (tests play DNS rebinding by replacing it).
+        self.resolve: Resolve = system_resolve
+        # One request at a time per subscription (its notifications go in order), in a task of its own so
+        # that a receiver that never answers holds up nobody else.
+        self._inflight: dict[str, asyncio.Task[bool]] = {}
+        self._hosts: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._orgs: dict[str, asyncio.Semaphore] = {}
+        self._all = asyncio.Semaphore(self.n.settings.webhook_concurrency)
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.n.settings.webhook_timeout_seconds))
+        self._all = asyncio.Semaphore(self.n.settings.webhook_concurrency)
+        self._http = open_session(self.n.settings.webhook_policy(), lambda host, port: self.resolve(host, port),
+                                  timeout_seconds=self.n.settings.webhook_timeout_seconds)
 
     async def close(self) -> None:
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        # A cancelled attempt keeps its lease; another replica (or the next start) retakes it after.
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
 
@@ -67,25 +93,78 @@ class Deliverer:
         return timedelta(seconds=step / 2 + random.uniform(0, step / 2))
 
     async def run_once(self) -> int:
-        """One pass: the next notification of each subscription that is due; returns how many were sent."""
-        sent = 0
+        """One pass that waits: start what is due, then wait for every delivery under way (tests, drills);
+        returns how many notifications were sent."""
+        await self.dispatch()
+        results = await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        return sum(r is True for r in results)
+
+    async def dispatch(self) -> None:
+        """Start the next notification of each subscription that is due, and each heartbeat that is due,
+        without waiting for them (the background loop: a slow receiver never delays the next pass)."""
+        now = stamp(self.n.clock.now())
+        for row in await self.n.subscriptions.next_for_each():
+            if row["subscription"] in self._inflight:
+                continue
+            if row["status"] == PENDING and row["due"] > now:
+                continue
+            if row["status"] == SENDING and (row["lease"] or "") > now:
+                continue  # another replica is sending it
+            self._start(row["subscription"], self._deliver(row))
+        for sub in await self._heartbeats_due():
+            if sub["_id"] not in self._inflight:
+                self._start(sub["_id"], self._heartbeat(sub))
+
+    def _start(self, key: str, work: Coroutine[Any, Any, bool]) -> None:
+        task = asyncio.create_task(work, name=f"webhook {key}")
+        self._inflight[key] = task
+        task.add_done_callback(lambda done: self._finished(key, done))
+
+    def _finished(self, key: str, task: asyncio.Task[bool]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook.delivery_failed", exc_info=task.exception(), extra={"code": "NOT030"})
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, sub: Document | None) -> AsyncIterator[None]:
+        """A place among the requests to the endpoint's host (and port), then among the subscribing
+        organisation's (so that one organisation's dead receivers cannot take every place), then among all."""
+        settings = self.n.settings
+        parts = urlsplit(sub["endpoint"] if sub else "")
+        try:
+            key = ((parts.hostname or "").lower(), parts.port or 0)
+        except ValueError:
+            key = ("", 0)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = asyncio.Semaphore(settings.webhook_concurrency_per_host)
+        org_key = sub["org"] if sub else ""
+        org = self._orgs.get(org_key)
+        if org is None:
+            org = self._orgs[org_key] = asyncio.Semaphore(settings.webhook_concurrency_per_organisation)
+        async with host, org, self._all:
+            yield
+
+    def _lease(self) -> timedelta:
+        # Longer than any attempt can last, or another replica would retake a delivery still under way.
+        return max(LEASE, timedelta(seconds=2 * self.n.settings.webhook_timeout_seconds))
+
+    async def _deliver(self, row: Document) -> bool:
         subs = self.n.subscriptions
-        for row in await subs.next_for_each():
+        sub = await subs.get(row["subscription"])
+        async with self._slot(sub):
+            # Claimed only now, with a slot: a delivery waiting for one keeps no lease running.
             now = self.n.clock.now()
-            if row["status"] == PENDING and row["due"] > stamp(now):
-                continue
-            if not await subs.claim(row, now=stamp(now), lease_until=stamp(now + LEASE)):
-                continue
-            sub = await subs.get(row["subscription"])
+            if not await subs.claim(row, now=stamp(now), lease_until=stamp(now + self._lease())):
+                return False
             if sub is None or sub["status"] == OFF:
                 async with self.n.ctx.store.transaction() as session:
                     await subs.settle(row, {"status": FAILED, "lease": None}, session=session)
-                continue
+                return False
             ok, reason = await self._post(sub, row)
-            await self._record(sub, row, ok, reason)
-            sent += ok
-        await self._heartbeats()
-        return sent
+        await self._record(sub, row, ok, reason)
+        return ok
 
     async def _post(self, sub: Document, row: Document) -> tuple[bool, str]:
         events = []
@@ -107,12 +186,17 @@ class Deliverer:
                    "X-LHCIE-Signature": sign(sub["secret"], timestamp, body),
                    "X-LHCIE-Subscription": sub["_id"], "X-LHCIE-Event-Number": str(number)}
         try:
-            async with self._http.post(sub["endpoint"], data=body, headers=headers, allow_redirects=False) as response:
+            url = check_literal(self.n.settings.webhook_policy(), sub["endpoint"])
+            async with self._http.post(url, data=body, headers=headers, allow_redirects=False) as response:
                 if 200 <= response.status < 300:
                     return True, ""
                 return False, f"HTTP {response.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return False, type(exc).__name__
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            rule = refusal(exc)
+            if rule is None:
+                return False, type(exc).__name__
+            log.warning("webhook.endpoint_refused rule=%s", rule, extra={"code": "NOT051"})
+            return False, f"endpoint refused ({rule})"
 
     async def _record(self, sub: Document, row: Document, ok: bool, reason: str) -> None:
         now = self.n.clock.now()
@@ -157,13 +241,20 @@ class Deliverer:
 
         await self.n.write(work)
 
-    async def _heartbeats(self) -> None:
+    async def _heartbeats_due(self) -> list[Document]:
         now = self.n.clock.now()
+        due = []
         for sub in await self.n.subscriptions.active_with_heartbeat():
             last = parse_stamp(sub["last_sent"]) if sub.get("last_sent") else None
-            if last is not None and now - last < timedelta(seconds=sub["heartbeat"]):
-                continue
-            body = json.dumps(notification_bundle(sub, HEARTBEAT, []), separators=(",", ":")).encode()
+            if last is None or now - last >= timedelta(seconds=sub["heartbeat"]):
+                due.append(sub)
+        return due
+
+    async def _heartbeat(self, sub: Document) -> bool:
+        now = self.n.clock.now()
+        body = json.dumps(notification_bundle(sub, HEARTBEAT, []), separators=(",", ":")).encode()
+        async with self._slot(sub):
             ok, _ = await self._send(sub, body, 0)
-            if ok:
-                await self.n.subscriptions.set(sub["_id"], {"last_sent": stamp(now)})
+        if ok:
+            await self.n.subscriptions.set(sub["_id"], {"last_sent": stamp(now)})
+        return False  # a heartbeat is not a notification

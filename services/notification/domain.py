@@ -33,6 +33,7 @@ from services.notification.settings import NotificationSettings
 from services.notification.subscriptions import (
     EVENT,
     Subscriptions,
+    check_endpoint,
     notification_bundle,
     parse_subscription,
     status_resource,
@@ -542,14 +543,16 @@ class Notification:
     async def subscribe(self, who: Caller, resource: dict[str, Any]) -> dict[str, Any]:
         if who.role != "system":
             raise FhirError.of(Code.FORBIDDEN, "Only a hospital system (system token) may subscribe.")
-        doc = parse_subscription(resource, org=who.org)
+        doc = parse_subscription(resource, org=who.org, min_heartbeat=self.settings.webhook_min_heartbeat_seconds)
         team = await self.policy.careteam(doc["mdt"])
         if team is None or team.organisation != who.org:
             raise FhirError.of(Code.FORBIDDEN, "A system may only subscribe to its own organisation's MDTs.")
+        await check_endpoint(self.settings.webhook_policy(), doc["endpoint"])
 
         async def work() -> None:
             async with self.ctx.store.transaction() as session:
-                await self.subscriptions.create(doc, stamp(self.clock.now()), session=session)
+                await self.subscriptions.create(doc, stamp(self.clock.now()), session=session,
+                                                cap=self.settings.webhook_max_subscriptions_per_organisation)
 
         await self.write(work)
         return subscription_to_fhir(doc, with_secret=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.notification.endpoints import EndpointPolicy
 
 
 class NotificationSettings(BaseSettings):
@@ -27,5 +29,28 @@ class NotificationSettings(BaseSettings):
     webhook_retry_base_seconds: float = Field(30.0, gt=0)
     webhook_retry_max_seconds: float = Field(3600.0, gt=0)
     webhook_retry_window_seconds: float = Field(3 * 24 * 3600.0, gt=0)
-    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    # Bounded: a black-holed receiver holds one of its host's delivery slots for at most this long.
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
     webhook_tick_seconds: float = Field(1.0, gt=0)
+
+    # Rest-hook endpoints (SSRF): hosts, addresses or CIDR ranges, comma-separated, that may be called
+    # although they are loopback, private, link-local, CGNAT or metadata addresses (refused otherwise).
+    webhook_allowed_hosts: str = ""
+    # Subscriptions one organisation may hold (requested, active or in error); more are refused (422).
+    webhook_max_subscriptions_per_organisation: int = Field(100, ge=1)
+    # The shortest heartbeat period a Subscription may ask for: each heartbeat is a POST to the receiver.
+    webhook_min_heartbeat_seconds: int = Field(60, ge=1)
+    # Rest-hook POSTs in flight to one host (host and port) at once; other hosts never wait for it.
+    webhook_concurrency_per_host: int = Field(4, ge=1, le=64)
+    # Rest-hook POSTs in flight for one organisation's subscriptions, and in all.
+    webhook_concurrency_per_organisation: int = Field(16, ge=1, le=256)
+    webhook_concurrency: int = Field(256, ge=1, le=4096)
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        EndpointPolicy.parse(value.split(","))  # a typo fails the start, not a delivery
+        return value
+
+    def webhook_policy(self) -> EndpointPolicy:
+        return EndpointPolicy.parse(self.webhook_allowed_hosts.split(","))

@@ -9,16 +9,19 @@ signatures, retries) is in ``delivery.py``.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from services.notification.endpoints import EndpointPolicy, EndpointRefused, endpoint_parts
 from services.notification.feed import next_number
 from shared.fhir.errors import Code, FhirError
 from shared.store import ASCENDING, Document, DocumentStore, Index, Session
 
+log = logging.getLogger(__name__)
 TOPIC = "https://lhcie.london/fhir/SubscriptionTopic/alert-raised"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 FILTER_URL = f"{BACKPORT}/backport-filter-criteria"
@@ -30,6 +33,12 @@ FILTERS = {"recipient", "patient", "type"}
 REQUESTED, ACTIVE, ERROR, OFF = "requested", "active", "error", "off"
 PENDING, SENDING, DELIVERED, FAILED = "pending", "sending", "delivered", "failed"
 HANDSHAKE, HEARTBEAT, EVENT = "handshake", "heartbeat", "event-notification"
+ENDPOINT = "Subscription.channel.endpoint"
+# One text for every refused endpoint: which rule refused it (private, loopback, does not resolve...)
+# would let a subscriber map the exchange's own network by trial; the log keeps the rule.
+ENDPOINT_REFUSED = ("the endpoint must be an http(s) URL without credentials whose host resolves only to public "
+                    "internet addresses (loopback, private, link-local, CGNAT, multicast and cloud-metadata "
+                    "addresses are refused unless the exchange's webhook allow-list admits the host)")
 
 
 def _ext(element: Any, url: str) -> Any:
@@ -39,8 +48,10 @@ def _ext(element: Any, url: str) -> Any:
     return None
 
 
-def parse_subscription(resource: dict[str, Any], *, org: str) -> Document:
-    """Validate a posted Subscription into the stored form; FhirError (422) names each bad field."""
+def parse_subscription(resource: dict[str, Any], *, org: str, min_heartbeat: int = 1) -> Document:
+    """Validate a posted Subscription into the stored form; FhirError (422) names each bad field.
+
+    Only the endpoint's form is checked here; where its host resolves is ``check_endpoint``'s (I/O)."""
     problems = []
     if resource.get("criteria") != TOPIC:
         problems.append(("Subscription.criteria", f"criteria must be the topic {TOPIC}"))
@@ -59,16 +70,21 @@ def parse_subscription(resource: dict[str, Any], *, org: str) -> Document:
     scheme = urlsplit(endpoint).scheme if isinstance(endpoint, str) else ""
     if channel.get("type") != "rest-hook":
         problems.append(("Subscription.channel.type", "only rest-hook is supported"))
-    if scheme not in ("http", "https"):
-        problems.append(("Subscription.channel.endpoint", "endpoint must be an http(s) URL"))
+    try:
+        endpoint_parts(endpoint)
+    except EndpointRefused as refused:
+        log.info("subscription.endpoint_refused rule=%s", refused.rule, extra={"code": "NOT050"})
+        problems.append((ENDPOINT, ENDPOINT_REFUSED))
     payload = _ext(channel.get("_payload"), PAYLOAD_URL) or "id-only"
     if payload not in PAYLOADS:
         problems.append(("Subscription.channel._payload", f"payload content must be one of {', '.join(PAYLOADS)}"))
     if payload == "full-resource" and scheme != "https":
         problems.append(("Subscription.channel._payload", "full-resource needs an https endpoint (patient data)"))
     heartbeat = _ext(channel, HEARTBEAT_URL)
-    if heartbeat is not None and (not isinstance(heartbeat, int) or heartbeat < 1):
-        problems.append(("Subscription.channel.extension", "heartbeat period must be a positive number of seconds"))
+    if heartbeat is not None and (not isinstance(heartbeat, int) or isinstance(heartbeat, bool)
+                                  or heartbeat < min_heartbeat):
+        problems.append(("Subscription.channel.extension",
+                         f"heartbeat period must be a whole number of seconds, at least {min_heartbeat}"))
     secret = _ext(resource, SECRET_URL)
     if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
         problems.append(("Subscription.extension", "the signing secret must be at least 16 characters"))
@@ -84,6 +100,15 @@ def parse_subscription(resource: dict[str, Any], *, org: str) -> Document:
     }
 
 
+async def check_endpoint(policy: EndpointPolicy, endpoint: str) -> None:
+    """422 unless every address the endpoint's host resolves to may be called (see endpoints.py)."""
+    try:
+        await policy.check(endpoint)
+    except EndpointRefused as refused:
+        log.info("subscription.endpoint_refused rule=%s", refused.rule, extra={"code": "NOT050"})
+        raise FhirError.of(Code.INVALID_RESOURCE, ENDPOINT_REFUSED, ENDPOINT) from None
+
+
 class Subscriptions:
     def __init__(self, store: DocumentStore) -> None:
         self._subs = store.collection("subscriptions", [Index(("mdt", "status")), Index(("org",))])
@@ -91,7 +116,16 @@ class Subscriptions:
             "deliveries", [Index(("status", "due")), Index(("subscription", "number"))])
         self._counters = store.collection("counters")
 
-    async def create(self, doc: Document, now: str, *, session: Session) -> None:
+    async def create(self, doc: Document, now: str, *, session: Session, cap: int | None = None) -> None:
+        if cap is not None:
+            # Taking the organisation's counter serialises its concurrent creations (a compare-and-set
+            # in this transaction), so two at once cannot both pass the count below.
+            await next_number(self._counters, f"subscriptions-of:{doc['org']}", session=session)
+            held = await self._subs.find({"org": doc["org"], "status": {"$in": [REQUESTED, ACTIVE, ERROR]}},
+                                         limit=cap + 1, session=session)
+            if len(held) >= cap:
+                raise FhirError.of(Code.BUSINESS_RULE, f"An organisation may hold at most {cap} subscriptions; "
+                                   "this one has reached that limit.", "Subscription")
         await self._subs.insert(doc, session=session)
         await self._deliveries.insert(self._delivery(doc["_id"], 0, HANDSHAKE, None, now), session=session)
 

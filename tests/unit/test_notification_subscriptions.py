@@ -27,6 +27,12 @@ from tests.unit.test_notification_alerts import notification, publish, stored_ev
 FHIR = {"Content-Type": "application/fhir+json"}
 
 
+@pytest.fixture(autouse=True)
+def receivers_on_loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test receivers listen on 127.0.0.1, which the exchange refuses unless allow-listed (SSRF)."""
+    monkeypatch.setenv("LHCIE_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+
+
 @dataclass
 class Receiver:
     """A hospital system's webhook: checks every signature, fails while told to, keeps what it got."""
