@@ -207,6 +207,11 @@ class PolicyView:
                 )
         return Decision.permit("isa", f"ISA {permit.agreement_id} is accepted")
 
+    async def careteam_of(self, careteam_id: str, org: str) -> bool:
+        """Is ``careteam_id`` a known MDT managed by ``org``? (A token's MDT claim counts only then.)"""
+        team = await self.careteam(careteam_id)
+        return team is not None and team.organisation == org
+
 
 def _strip(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k != "_id"}

@@ -165,6 +165,9 @@ class Stack:
             "LHCIE_RATE_LIMIT_BURST": "1000000",
             # The fan-out scenario's rest-hook receivers listen on loopback, which is refused otherwise.
             "LHCIE_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+            # Its fan-out scenario opens every console as one coordinator of one MDT: lift the stream caps too.
+            "LHCIE_NOTIFICATION_STREAM_MAX_PER_SUBJECT": "100000",
+            "LHCIE_NOTIFICATION_STREAM_MAX_PER_MDT": "100000",
             "PYTHONUNBUFFERED": "1",
         })
         return env

@@ -12,9 +12,9 @@ from aiohttp import web
 from services.notification import consumers, routes
 from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
-from services.notification.stream_tokens import StreamTokens
+from services.notification.stream_tokens import SHARED_KEY, StreamTokens
 from shared import topology
-from shared.config import Settings
+from shared.config import DocStoreKind, Settings
 from shared.http import build_app
 from shared.lifecycle import mount
 from shared.service import Ports, ServiceSpec
@@ -52,12 +52,23 @@ async def _deliver(deliverer: Deliverer, notification: Notification) -> None:
 def install(app: web.Application) -> None:
     notification = mount(app, name=NAME, key=routes.NOTIFICATION, build=Notification,
                           add_routes=routes.add_routes, queue=topology.NOTIFICATION, handler=consumers.handler)
-    tokens = app[routes.STREAM_TOKENS] = StreamTokens(notification.ctx.store)
+    settings = notification.ctx.runtime.settings
+    key_file = notification.settings.stream_key_file
+    # Replicas sharing MongoDB but no key file would each make their own key and refuse each other's tokens.
+    secrets = notification.ctx.store.collection("secrets")  # declared here: the store makes it at start
+    shared = secrets if key_file is None and settings.doc_store is DocStoreKind.MONGODB else None
+    tokens = app[routes.STREAM_TOKENS] = StreamTokens(
+        key_file or settings.data_dir / NAME / "stream-token.keys", shared=shared)
+    app[routes.STREAMS] = routes.StreamSlots(notification.settings.stream_max_per_subject,
+                                             notification.settings.stream_max_per_mdt)
     closing = app[routes.CLOSING] = asyncio.Event()
     deliverer = app[routes.DELIVERER] = Deliverer(notification)
 
     async def timers(_: web.Application) -> AsyncIterator[None]:
         # After mount's context (the store is open); torn down before it (the store closes last).
+        if shared is None:
+            # Earlier versions kept the key in the database: whoever could read notification.sqlite3 could mint.
+            await secrets.delete({"_id": SHARED_KEY})
         await tokens.start()
         await deliverer.start()
         tasks = [asyncio.create_task(_reconcile(notification), name="notification reconciliation"),

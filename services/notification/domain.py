@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
+from services.notification.access import Access, Throttle
 from services.notification.alerts import (
     ACK,
     ACKNOWLEDGED,
@@ -56,13 +57,12 @@ from shared.events import (
 )
 from shared.fhir.errors import Code, FhirError
 from shared.lifecycle import ServiceContext
-from shared.policy import PolicyView
+from shared.policy import Decision, PolicyView
 from shared.store import ASCENDING, Document, Index, Session
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ESCALATE, BREACH_CHECK, DIGEST = "escalate", "breach-check", "digest"
-STAFF_ROLES = ("mdt-coordinator", "clinician")
 
 
 class Notification:
@@ -78,6 +78,8 @@ class Notification:
         self.timers = Timers(ctx.store, self.clock)
         self.pathways = Pathways(ctx.store, self.rules)
         self.policy = PolicyView(ctx.store)
+        self.access = Access(ctx, self.policy)
+        self._reconcile_throttle = Throttle(self.settings.reconcile_interval_seconds)
         # What this service knows of every stored document: the source of reconciliation.
         self.documents = ctx.store.collection("documents", [Index(("related",)), Index(("stored_at",))])
         self.subscriptions = Subscriptions(ctx.store)
@@ -268,15 +270,14 @@ class Notification:
 
     # -- reading and acknowledging alerts --
 
-    @staticmethod
-    def check_team_access(who: Caller, mdt: str) -> None:
-        if who.mdt != mdt or who.role not in STAFF_ROLES:
-            raise FhirError.of(Code.FORBIDDEN, "Only members of this MDT may see its alerts.")
-
-    async def search(self, who: Caller, query: AlertQuery, *, count: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
-        self.check_team_access(who, query.mdt)
+    async def search(self, who: Caller, query: AlertQuery, *, count: int, offset: int, search: str | None = None,
+                     request_id: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+        await self.access.team(who, query.mdt, resource="Communication", action="search", request_id=request_id)
         docs = await self.alerts.search(query, limit=count + 1, skip=offset)
-        return [await self.render(d) for d in docs[:count]], len(docs) > count
+        shown = docs[:count]
+        await self.access.read(who, "Communication", "search", [d.get("patient") for d in shown], query=search,
+                               request_id=request_id)
+        return [await self.render(d) for d in shown], len(docs) > count
 
     async def render(self, alert: Document) -> dict[str, Any]:
         clocks = None
@@ -290,7 +291,8 @@ class Notification:
         doc = await self.alerts.get(key)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
-        self.check_team_access(who, doc["mdt"])
+        await self.access.team(who, doc["mdt"], resource=f"Communication/{key}", action="update",
+                               request_id=request_id)
         if doc["status"] != OPEN:
             return await self.render(doc)  # acknowledging twice is harmless and idempotent
         actor = Actor(org=who.org, role=who.role, subject=who.subject, mdt=who.mdt)
@@ -432,20 +434,27 @@ class Notification:
 
     # -- pathways --
 
-    async def pathway(self, who: Caller, key: str) -> dict[str, Any]:
+    async def pathway(self, who: Caller, key: str, *, request_id: str | None = None) -> dict[str, Any]:
         doc = await self.pathways.get(key)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
-        self.check_team_access(who, doc["mdt"])
+        resource = f"EpisodeOfCare/{key}"
+        await self.access.team(who, doc["mdt"], resource=resource, request_id=request_id)
+        await self.access.read(who, resource, "read", [doc["patient"]], request_id=request_id)
         return self.pathways.to_fhir(doc, self.today())
 
-    async def pathways_for(self, who: Caller, mdt: str) -> list[dict[str, Any]]:
-        self.check_team_access(who, mdt)
-        return [self.pathways.to_fhir(d, self.today()) for d in await self.pathways.for_mdt(mdt)]
+    async def pathways_for(self, who: Caller, mdt: str, *, search: str | None = None,
+                           request_id: str | None = None) -> list[dict[str, Any]]:
+        await self.access.team(who, mdt, resource="EpisodeOfCare", action="search", request_id=request_id)
+        docs = await self.pathways.for_mdt(mdt)
+        await self.access.read(who, "EpisodeOfCare", "search", [d["patient"] for d in docs], query=search,
+                               request_id=request_id)
+        return [self.pathways.to_fhir(d, self.today()) for d in docs]
 
-    async def register_pathway(self, who: Caller, *, patient: str, mdt: str, route: str, on: date) -> dict[str, Any]:
+    async def register_pathway(self, who: Caller, *, patient: str, mdt: str, route: str, on: date,
+                               request_id: str | None = None) -> dict[str, Any]:
         """Open a pathway explicitly (a referral that did not come as a document, or an upgrade)."""
-        self.check_team_access(who, mdt)
+        await self.access.team(who, mdt, resource="EpisodeOfCare", action="create", request_id=request_id)
         if route not in self.rules.routes:
             raise FhirError.of(Code.INVALID_RESOURCE, f"route must be one of {', '.join(sorted(self.rules.routes))}.",
                                "EpisodeOfCare.extension")
@@ -464,14 +473,16 @@ class Notification:
         created = await self.write(work)
         return self.pathways.to_fhir(created, self.today())
 
-    async def record_event(self, who: Caller, key: str, name: str, on: date) -> dict[str, Any]:
+    async def record_event(self, who: Caller, key: str, name: str, on: date, *,
+                           request_id: str | None = None) -> dict[str, Any]:
         if name not in self.rules.events:
             raise FhirError.of(Code.INVALID_PARAMETER,
                                f"event must be one of {', '.join(sorted(self.rules.events))}.", "event")
         doc = await self.pathways.get(key)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
-        self.check_team_access(who, doc["mdt"])
+        await self.access.team(who, doc["mdt"], resource=f"EpisodeOfCare/{key}", action="update",
+                               request_id=request_id)
         if doc["status"] != ACTIVE:
             raise FhirError.of(Code.CONFLICT, "The pathway is finished.")
 
@@ -501,16 +512,20 @@ class Notification:
                 await self.feed.append(mdt=alert["mdt"], alert_id=alert["_id"], kind="resolved", at=at,
                                        session=session)
 
-    async def transfer(self, who: Caller, key: str, to_mdt: str, on: date) -> dict[str, Any]:
+    async def transfer(self, who: Caller, key: str, to_mdt: str, on: date, *,
+                       request_id: str | None = None) -> dict[str, Any]:
         doc = await self.pathways.get(key)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
-        self.check_team_access(who, doc["mdt"])
+        resource = f"EpisodeOfCare/{key}"
+        await self.access.team(who, doc["mdt"], resource=resource, action="transfer", request_id=request_id)
         team = await self.policy.careteam(to_mdt)
         if team is None or not team.active:
             raise FhirError.of(Code.BUSINESS_RULE, f"CareTeam/{to_mdt} is not a known active MDT.", "team")
         if doc["status"] != ACTIVE or to_mdt == doc["mdt"]:
             raise FhirError.of(Code.CONFLICT, "Only an active pathway can move, and only to another MDT.")
+        await self.access.transfer(who, resource=resource, patient=doc["patient"], to_org=team.organisation,
+                                   to_mdt=to_mdt, request_id=request_id)
 
         async def work() -> Document:
             async with self.ctx.store.transaction() as session:
@@ -534,9 +549,37 @@ class Notification:
         updated = await self.write(work)
         return self.pathways.to_fhir(updated, self.today())
 
-    async def tracking_list(self, who: Caller, mdt: str) -> dict[str, Any]:
-        self.check_team_access(who, mdt)
-        return tracking_list(await self.pathways.for_mdt(mdt), self.today())
+    async def tracking_list(self, who: Caller, mdt: str, *, export: bool = False, search: str | None = None,
+                            request_id: str | None = None) -> dict[str, Any]:
+        resource = "EpisodeOfCare/$tracking-list"
+        action = "export" if export else "search"
+        await self.access.team(who, mdt, resource=resource, action=action, request_id=request_id)
+        report = tracking_list(await self.pathways.for_mdt(mdt), self.today())
+        await self.access.read(who, resource, action, [r["patient"] for r in report["rows"]], query=search,
+                               request_id=request_id)
+        return report
+
+    async def reconcile_on_request(self, who: Caller, *, request_id: str | None = None) -> int:
+        """``$reconcile`` by the exchange's operator, at most once per interval in this process."""
+        if who.role != "exchange-operator":
+            await self.access.deny(who, "Communication/$reconcile", "execute",
+                                   Decision.deny("not-exchange-operator", "only the exchange operator may reconcile"),
+                                   error=FhirError.of(Code.FORBIDDEN, "Only the exchange operator may run a reconciliation."),
+                                   request_id=request_id)
+        wait = self._reconcile_throttle.wait()
+        if wait:
+            await self.access.invoked(who, "$reconcile", "Communication", "refused", "rate limited",
+                                      request_id=request_id)
+            raise FhirError.of(Code.RATE_LIMITED, "A reconciliation ran moments ago; try again later.",
+                               headers={"Retry-After": str(wait)})
+        try:
+            raised = await self.reconcile()
+        except Exception:
+            await self.access.invoked(who, "$reconcile", "Communication", "failed", request_id=request_id)
+            raise
+        await self.access.invoked(who, "$reconcile", "Communication", "success", f"raised {raised}",
+                                  request_id=request_id)
+        return raised
 
     # -- FHIR Subscriptions --
 

@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import json
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,18 @@ from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
 from services.notification.pathways import ROUTE_URL
 from services.notification.rules import PRIORITIES
-from services.notification.stream_tokens import BadStreamToken, StreamTokens
+from services.notification.stream_tokens import BadStreamToken, StreamGrant, StreamTokens
+from services.notification.streams import StreamSlots
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import NHS_NUMBER, identifier_value, valid_nhs_number
+from shared.auth import Caller
 from shared.http import caller, fhir_response, read_json, request_id
 
 NOTIFICATION = web.AppKey("notification", Notification)
 STREAM_TOKENS = web.AppKey("notification.stream_tokens", StreamTokens)
 CLOSING = web.AppKey("notification.closing", asyncio.Event)
+STREAMS = web.AppKey("notification.streams", StreamSlots)
 DELIVERER = web.AppKey("notification.deliverer", Deliverer)
 CONSOLE_DIR = Path(__file__).with_name("console")
 HEARTBEAT_SECONDS = 15.0
@@ -76,7 +80,8 @@ async def search_alerts(request: web.Request) -> web.Response:
     count, offset = page_params(query)
     alert_query = AlertQuery(mdt=_team(request, "recipient"), patient=patient, status=status, priority=priority,
                              sent_from=sent_from, sent_to=sent_to)
-    alerts, more = await request.app[NOTIFICATION].search(who, alert_query, count=count, offset=offset)
+    alerts, more = await request.app[NOTIFICATION].search(who, alert_query, count=count, offset=offset,
+                                                          search=request.query_string, request_id=request_id(request))
     kept = {k: v for k, v in query.items() if not k.startswith("_")}
     return fhir_response(searchset(request.path, kept, alerts, count=count, offset=offset, has_more=more))
 
@@ -89,10 +94,7 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 
 async def reconcile(request: web.Request) -> web.Response:
-    who = caller(request)
-    if who.role != "system":
-        raise FhirError.of(Code.FORBIDDEN, "Only a system caller may run a reconciliation.")
-    raised = await request.app[NOTIFICATION].reconcile()
+    raised = await request.app[NOTIFICATION].reconcile_on_request(caller(request), request_id=request_id(request))
     return fhir_response({"resourceType": "Parameters", "parameter": [{"name": "raised", "valueInteger": raised}]})
 
 
@@ -103,7 +105,8 @@ async def stream_token(request: web.Request) -> web.Response:
     who.require("Communication", "s")
     notification = request.app[NOTIFICATION]
     mdt = _team(request, "team")
-    notification.check_team_access(who, mdt)
+    await notification.access.team(who, mdt, resource="Communication", action="search",
+                                   request_id=request_id(request))
     token, expires = request.app[STREAM_TOKENS].issue(
         mdt=mdt, subject=who.subject, org=who.org, role=who.role, ttl=notification.settings.stream_token_seconds)
     # The feed position now: a console that loads its list after this and streams from here misses nothing.
@@ -117,6 +120,21 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
         raise FhirError.of(Code.UNAUTHORIZED, "A valid stream token is required (POST /alerts/stream-token).",
                            headers={"WWW-Authenticate": 'Bearer realm="lhcie"'}) from None
     notification = request.app[NOTIFICATION]
+    who = Caller(org=grant.org, role=grant.role, subject=grant.subject, scopes=frozenset(), mdt=grant.mdt)
+    # Checked again at connect: the team may have changed hands since the token was issued.
+    await notification.access.team(who, grant.mdt, resource="Communication", action="search",
+                                   request_id=request_id(request))
+    slots = request.app[STREAMS]
+    if not slots.take(grant.subject, grant.mdt):
+        raise FhirError.of(Code.RATE_LIMITED, "Too many live streams are open for this person or MDT.",
+                           headers={"Retry-After": "30"})
+    try:
+        return await _stream(request, notification, grant)
+    finally:
+        slots.give_back(grant.subject, grant.mdt)
+
+
+async def _stream(request: web.Request, notification: Notification, grant: StreamGrant) -> web.StreamResponse:
     last = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or ""
     seq = int(last) if last.isdigit() else await notification.feed.last()
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
@@ -129,6 +147,11 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     idle = 0.0
     try:
         while not closing.is_set():
+            left = grant.expires - time.time()
+            if left <= 0:
+                # The grant is over: say so, so the console fetches a new token and resumes from here.
+                await response.write(b"event: expired\ndata: {}\n\n")
+                break
             wake.clear()  # before reading: a change landing while we read wakes the next wait at once
             entries = await notification.feed.after(grant.mdt, seq)
             for entry in entries:
@@ -144,7 +167,7 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
                 idle = 0.0
                 continue
             try:
-                await asyncio.wait_for(wake.wait(), timeout=poll)
+                await asyncio.wait_for(wake.wait(), timeout=min(poll, left))
             except TimeoutError:
                 idle += poll
             if idle >= HEARTBEAT_SECONDS:
@@ -159,8 +182,19 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
 
 # -- the console --
 
+# The DCC's policy (services/agreements/console.py), with 'self' for the console's own static script and
+# style in place of the DCC's nonces; frame-ancestors 'none' so no other site can frame its Acknowledge button.
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                                "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 async def console_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-store"})
+    return web.FileResponse(CONSOLE_DIR / "index.html", headers=CONSOLE_HEADERS)
 
 
 # -- pathways --
@@ -190,7 +224,8 @@ def _date_param(values: dict[str, Any], default: date) -> date:
 async def search_pathways(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
-    found = await request.app[NOTIFICATION].pathways_for(who, _team(request, "team"))
+    found = await request.app[NOTIFICATION].pathways_for(who, _team(request, "team"), search=request.query_string,
+                                                         request_id=request_id(request))
     return fhir_response(searchset(request.path, dict(request.query), found, count=len(found) or 1, offset=0,
                                    has_more=False))
 
@@ -215,14 +250,15 @@ async def register_pathway(request: web.Request) -> web.Response:
     except ValueError:
         raise FhirError.of(Code.INVALID_RESOURCE, "period.start must be a date.", "EpisodeOfCare.period.start") from None
     created = await notification.register_pathway(who, patient=str(patient), mdt=reference.removeprefix(CARETEAM_PREFIX),
-                                                  route=str(route), on=on)
+                                                  route=str(route), on=on, request_id=request_id(request))
     return fhir_response(created, status=201, headers={"Location": f"/fhir/EpisodeOfCare/{created['id']}"})
 
 
 async def read_pathway(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
-    return fhir_response(await request.app[NOTIFICATION].pathway(who, request.match_info["id"]))
+    return fhir_response(await request.app[NOTIFICATION].pathway(who, request.match_info["id"],
+                                                                 request_id=request_id(request)))
 
 
 async def record_event(request: web.Request) -> web.Response:
@@ -235,7 +271,8 @@ async def record_event(request: web.Request) -> web.Response:
         raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need event (valueCode).",
                            "Parameters.parameter.where(name='event')")
     on = _date_param(values, notification.today())
-    return fhir_response(await notification.record_event(who, request.match_info["id"], name, on))
+    return fhir_response(await notification.record_event(who, request.match_info["id"], name, on,
+                                                         request_id=request_id(request)))
 
 
 async def transfer(request: web.Request) -> web.Response:
@@ -250,7 +287,8 @@ async def transfer(request: web.Request) -> web.Response:
                            "Parameters.parameter.where(name='team')")
     on = _date_param(values, notification.today())
     return fhir_response(await notification.transfer(who, request.match_info["id"],
-                                                     reference.removeprefix(CARETEAM_PREFIX), on))
+                                                     reference.removeprefix(CARETEAM_PREFIX), on,
+                                                     request_id=request_id(request)))
 
 
 CSV_COLUMNS = ("pathway", "patient", "tumour_site", "route", "start", "day", "bucket", "decision_to_treat")
@@ -259,8 +297,10 @@ CSV_COLUMNS = ("pathway", "patient", "tumour_site", "route", "start", "day", "bu
 async def tracking_list(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
-    report = await request.app[NOTIFICATION].tracking_list(who, _team(request, "team"))
-    if request.query.get("_format") == "csv" or "text/csv" in request.headers.get("Accept", ""):
+    as_csv = request.query.get("_format") == "csv" or "text/csv" in request.headers.get("Accept", "")
+    report = await request.app[NOTIFICATION].tracking_list(who, _team(request, "team"), export=as_csv,
+                                                           search=request.query_string, request_id=request_id(request))
+    if as_csv:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
         writer.writeheader()

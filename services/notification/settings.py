@@ -22,7 +22,16 @@ class NotificationSettings(BaseSettings):
     # How often an SSE stream looks for alerts written by another replica.
     stream_poll_seconds: float = Field(1.0, gt=0)
     # Lifetime of the signed query token that authorises an EventSource (it cannot send headers).
-    stream_token_seconds: int = Field(300, ge=10, le=3600)
+    # Kept short and bounded: the token travels in a URL, where logs and histories keep it.
+    stream_token_seconds: int = Field(300, ge=10, le=900)
+    # Live streams open at once in this process, per person and per MDT (beyond: 429).
+    stream_max_per_subject: int = Field(5, ge=1)
+    stream_max_per_mdt: int = Field(50, ge=1)
+    # The stream-token signing keys (current first, then the previous one during a rotation); default
+    # <data dir>/notification/stream-token.keys, created with mode 0600. Every replica needs the same file.
+    stream_key_file: Path | None = None
+    # POST /fhir/Communication/$reconcile runs at most once per this many seconds in a process.
+    reconcile_interval_seconds: float = Field(60.0, gt=0)
 
     # Rest-hook delivery: retries back off from base to max, for as long as the window (default 3 days:
     # a receiver down over a weekend still gets everything), then the notification is dead-lettered.

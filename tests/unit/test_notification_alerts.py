@@ -231,7 +231,7 @@ async def test_documents_that_arrived_before_their_mdt_was_known_are_reconciled(
     [alert] = await eventually(raised)
     assert alert["about"] == [{"reference": f"DocumentReference/{event.data['document']['document_id']}"}]
     assert await n.reconcile() == 0  # and a second pass raises nothing twice
-    response = await stack.post("/fhir/Communication/$reconcile", headers=tokens.headers("RJ1", "system"))
+    response = await stack.post("/fhir/Communication/$reconcile", headers=tokens.headers("LHCIE", "exchange-operator"))
     assert await response.json() == {"resourceType": "Parameters", "parameter": [{"name": "raised", "valueInteger": 0}]}
 
 

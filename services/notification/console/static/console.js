@@ -132,6 +132,8 @@
       alerts.set(data.alert.id, data.alert);
       render(data.kind === "raised" ? data.alert.id : null);
     });
+    // The stream token's time is up (the server then closes the stream): carry on with a fresh one at once.
+    source.addEventListener("expired", () => { source.close(); connect().catch(() => {}); });
     source.addEventListener("error", () => {
       $("live").textContent = "Reconnecting…";
       // A new signed token each time: the old one may have expired.
