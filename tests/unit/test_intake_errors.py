@@ -6,11 +6,12 @@ import io
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
-from tests.helpers import document_reference
+from tests.helpers import document_reference, eventually
 
 ERROR_SYSTEM = "https://lhcie.london/fhir/CodeSystem/error-code"
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -181,10 +182,48 @@ async def test_json_that_is_not_an_object(stack: TestClient, tokens: Any, bad: s
     assert body["issue"][0]["details"]["coding"][0]["code"] == "MALFORMED_REQUEST"
 
 
-async def test_rejected_submission_leaves_nothing_behind(stack: TestClient, tokens: Any, settings: Settings) -> None:
-    await post(stack, json.dumps(document_reference(patient="9000000008")), {**FHIR, **tokens.headers()})
-    objects = settings.data_dir / "objects"
-    assert not any(p.is_file() for p in objects.rglob("*")) if objects.exists() else True
+def object_files(settings: Settings) -> set[str]:
+    root = settings.data_dir / "objects"
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def not_a_pdf_upload() -> aiohttp.MultipartWriter:
+    """Metadata that passes, content that claims to be a PDF and is not: refused only after it streamed."""
+    resource = document_reference()
+    del resource["content"][0]["attachment"]["data"]
+    writer = aiohttp.MultipartWriter("form-data")
+    writer.append(json.dumps(resource), {"Content-Type": "application/fhir+json"}).set_content_disposition(
+        "form-data", name="resource")
+    writer.append(io.BytesIO(b"MZ\x90\x00 not a pdf " * 1000), {"Content-Type": "application/pdf"}).set_content_disposition(
+        "form-data", name="content", filename="report.pdf")
+    return writer
+
+
+@pytest.mark.parametrize("case", ["invalid-nhs-number", "content-not-its-declared-type"])
+async def test_rejected_submission_leaves_nothing_behind(stack: TestClient, tokens: Any, settings: Settings,
+                                                         case: str) -> None:
+    # A document that is accepted first, so that the object store exists and holds a known set of files.
+    accepted = await stack.post("/fhir/DocumentReference", data=json.dumps(document_reference()),
+                                headers={**FHIR, **tokens.headers()})
+    assert accepted.status == 202
+    doc_id = (await accepted.json())["id"]
+
+    async def filed() -> bool:
+        r = await stack.get(f"/fhir/DocumentReference/{doc_id}", headers=tokens.headers())
+        return r.status == 200
+
+    await eventually(filed)
+    before = object_files(settings)
+    assert before, "the accepted document must have left files to compare against"
+
+    if case == "invalid-nhs-number":
+        response = await stack.post("/fhir/DocumentReference", data=json.dumps(document_reference(patient="9000000008")),
+                                    headers={**FHIR, **tokens.headers()})
+    else:
+        response = await stack.post("/fhir/DocumentReference", data=not_a_pdf_upload(), headers=tokens.headers())
+    assert response.status in (415, 422), await response.text()
+    assert (await response.json())["resourceType"] == "OperationOutcome"
+    assert object_files(settings) == before
 
 
 async def test_public_endpoints_need_no_token(stack: TestClient) -> None:
