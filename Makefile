@@ -3,22 +3,41 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+LOCKS := requirements
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast soak bench lint lock rabbitmq chromium images clean
+.PHONY: help install install-runtime install-test install-bench run test test-fast soak bench lint lock rabbitmq \
+	chromium images clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv with the project and its pinned dependencies (.venv/bin/lhcie)
+# Each dependency group is installed from its own lock, every file checked against its hash; the project
+# itself goes in editable afterwards, without dependencies (they are all in the locks).
+install: install-test ## create .venv with the project and every group (runtime, test, bench): .venv/bin/lhcie
 
-$(STAMP): pyproject.toml requirements.lock
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+install-runtime: $(VENV)/.runtime ## .venv with the runtime dependencies only (what make run needs)
+install-test: $(VENV)/.test ## .venv with runtime, test and bench (make test runs the bench's smoke test)
+install-bench: $(VENV)/.bench ## .venv with runtime and bench (what make bench needs)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml $(LOCKS)/runtime.lock | $(BIN)/python
+	$(PIP) --require-hashes -r $(LOCKS)/runtime.lock
+	$(PIP) --no-deps -e .
 	@touch $@
 
-run: install ## the whole exchange on http://127.0.0.1:8080 with embedded adapters and demo data
+$(VENV)/.test: $(VENV)/.runtime $(LOCKS)/test.lock $(LOCKS)/bench.lock
+	$(PIP) --require-hashes -r $(LOCKS)/test.lock -r $(LOCKS)/bench.lock
+	@touch $@ $(VENV)/.bench
+
+$(VENV)/.bench: $(VENV)/.runtime $(LOCKS)/bench.lock
+	$(PIP) --require-hashes -r $(LOCKS)/bench.lock
+	@touch $@
+
+run: install-runtime ## the whole exchange on http://127.0.0.1:8080 with embedded adapters and demo data
 	$(BIN)/lhcie run
 
 rabbitmq: ## make sure RabbitMQ runs on 127.0.0.1:5672 (installs Debian's package if missing)
@@ -27,32 +46,39 @@ rabbitmq: ## make sure RabbitMQ runs on 127.0.0.1:5672 (installs Debian's packag
 chromium: ## make sure Debian's Chromium is installed for the browser tests
 	@scripts/ensure-chromium.sh
 
-test: install rabbitmq chromium ## the whole test suite (real RabbitMQ; starts what else it needs)
+test: install-test rabbitmq chromium ## the whole test suite (real RabbitMQ; starts what else it needs)
 	$(BIN)/python -m pytest
 
-test-fast: install ## unit and contract tests on the embedded adapters only
+test-fast: install-test ## unit and contract tests on the embedded adapters only
 	$(BIN)/python -m pytest tests/unit tests/contract -m "not rabbitmq"
 
 # moto (the S3 test server) grows without bound under sustained load: the exchange runs on files by default
 # and the raw S3 baseline still runs on moto. BENCH_ARGS="--object-store s3" measures through S3 too.
 BENCH_ARGS ?= --object-store fs
 
-bench: install rabbitmq ## throughput, latency and memory beside raw RabbitMQ, raw S3 and MESH (bench/results/)
+bench: install-bench rabbitmq ## throughput, latency and memory beside raw RabbitMQ, raw S3 and MESH (bench/results/)
 	$(BIN)/lhcie bench $(BENCH_ARGS)
 
-soak: install rabbitmq ## long fault runs: RabbitMQ restarted mid-stream across five service processes
+soak: install-test rabbitmq ## long fault runs: RabbitMQ restarted mid-stream across five service processes
 	$(BIN)/python -m pytest -m soak tests/soak
 
-lint: install ## static checks
+lint: install-test ## static checks
 	$(BIN)/python -m compileall -q lhcie services shared tests
 
-lock: ## re-pin requirements.lock from a fresh resolve of pyproject.toml
-	rm -rf /tmp/lhcie-lock && $(PYTHON) -m venv /tmp/lhcie-lock
-	/tmp/lhcie-lock/bin/pip install --quiet '.[test]'
-	/tmp/lhcie-lock/bin/pip freeze --exclude lhcie > requirements.lock
+# uv resolves and hashes (pip-compile would do the same, slower). Test and bench are resolved within the
+# runtime's pins, and bench within test's, so the groups install side by side in one venv.
+UV_VERSION := 0.13.8
+UV := $(VENV)-lock/bin/uv
+COMPILE = $(UV) pip compile --quiet --python-version 3.11 --generate-hashes --no-header --annotation-style line
+
+lock: ## re-pin requirements/{runtime,test,bench}.lock, with hashes, from pyproject.toml
+	@test -x $(UV) || ($(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install --quiet uv==$(UV_VERSION))
+	$(COMPILE) pyproject.toml -o $(LOCKS)/runtime.lock
+	$(COMPILE) pyproject.toml --extra test -c $(LOCKS)/runtime.lock -o $(LOCKS)/test.lock
+	$(COMPILE) pyproject.toml --extra bench -c $(LOCKS)/runtime.lock -c $(LOCKS)/test.lock -o $(LOCKS)/bench.lock
 
 images: ## build the six container images (needs a Docker engine)
 	scripts/build-images.sh
 
 clean: ## remove the virtual environment and local data
-	rm -rf $(VENV) .lhcie
+	rm -rf $(VENV) $(VENV)-lock .lhcie

@@ -1,28 +1,18 @@
-"""Running services as a process: settings once, logging, telemetry, graceful shutdown."""
+"""``lhcie run`` and ``lhcie serve``: the five services by name, run through shared/process.py."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from lhcie.services import SPECS
-from shared import logs, telemetry
+from shared import process
 from shared.config import BusKind, ObjectStoreKind, Settings, load_settings
 from shared.http import build_app
 
-# Long enough for consumers to finish in-flight messages after SIGTERM (the Helm chart's grace period
-# is longer still).
-SHUTDOWN_TIMEOUT = 20.0
-log = logging.getLogger(__name__)
-
-
-def serve_defaults() -> Settings:
-    """``lhcie serve``: the real adapters unless the environment says otherwise."""
-    return load_settings(bus=BusKind.AMQP, object_store=ObjectStoreKind.S3)
+# Re-exported: the CLI reaches it through the runner.
+serve_defaults = process.serve_defaults
 
 
 def embedded_defaults() -> Settings:
@@ -35,49 +25,4 @@ def build(settings: Settings, names: Sequence[str]) -> web.Application:
 
 
 def run(settings: Settings, names: Sequence[str], *, banner: str | None = None) -> None:
-    logs.configure("lhcie" if len(names) > 1 else names[0])
-    app = build(settings, names)
-    if banner:
-        async def show(_: web.Application) -> None:
-            print(banner, flush=True)
-
-        app.on_startup.append(show)
-    try:
-        asyncio.run(_serve(app, settings))
-    finally:
-        telemetry.shutdown()
-
-
-async def _serve(app: web.Application, settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and stop.
-
-    A second signal while stopping (Ctrl-C reaching both make and this process, or an impatient
-    orchestrator) must not cancel the drain half-way: it is logged and the shutdown carries on.
-    """
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_signal(sig: signal.Signals) -> None:
-            if stopping.is_set():
-                log.info("process.already_stopping signal=%s", sig.name, extra={"code": "RUN002"})
-            stopping.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
-        await stopping.wait()
-        log.info("process.stopping", extra={"code": "RUN001"})
-    finally:
-        await runner.cleanup()
-        # Drained: a late signal must not turn a clean exit into a KeyboardInterrupt on the way out.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
-
-
-def main_for(name: str) -> None:
-    """``python -m services.<name>``."""
-    run(serve_defaults(), [name])
+    process.run(settings, [SPECS[n] for n in names], banner=banner)

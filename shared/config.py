@@ -1,4 +1,4 @@
-"""Settings shared by every service: one set of ``LHCIE_*`` variables (ARCHITECTURE.md, Configuration).
+"""Settings shared by every service: one set of ``LHCIE_*`` variables (docs/architecture.md, Configuration).
 
 Settings are read once at start-up and validated there, so a wrong value stops the process before it
 serves a request.

@@ -1,21 +1,24 @@
 """How a service plugs into a process: its name, its routes and lifecycle, its CapabilityStatement part.
 
 ``lhcie serve <name>`` builds an app with one service; ``lhcie run`` builds one app with all five, so the
-URL space is the same in both (ARCHITECTURE.md, Public HTTP API).
+URL space is the same in both (docs/architecture.md, Public HTTP API).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from shared.auth import EmbeddedIssuer, TokenVerifier
 from shared.bus import Bus
 from shared.config import Settings
 from shared.objects import ObjectStore
+from shared.store.schema import Schema
+
+if TYPE_CHECKING:
+    # Only for annotations: a domain module reaches Runtime through ServiceContext and must not load aiohttp.
+    from aiohttp import web
 
 
 @dataclass
@@ -33,6 +36,8 @@ class ServiceSpec:
     install: Callable[[web.Application], None]
     # CapabilityStatement.rest[0].resource entries this service serves.
     capability: tuple[dict[str, Any], ...] = ()
+    # The collections and indexes the service opens, as data: ``lhcie store init`` creates them from this.
+    collections: Schema = field(default_factory=dict)
 
 
 HealthCheck = Callable[[], Awaitable[bool]]
@@ -57,7 +62,7 @@ class Health:
         return failed
 
 
-CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+CleanupContext = Callable[["web.Application"], AsyncIterator[None]]
 
 
 @dataclass

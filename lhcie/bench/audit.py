@@ -14,6 +14,8 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +121,35 @@ async def run(work_dir: Path, *, appends: int, records: int, budget: float) -> d
         "intact": result.intact,
         "verified_count": result.count,
     }
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    records: int
+    append_seconds: float
+    verify_seconds: float
+
+    @property
+    def appends_per_second(self) -> float:
+        return self.records / self.append_seconds if self.append_seconds else float("inf")
+
+    @property
+    def verified_per_second(self) -> float:
+        return self.records / self.verify_seconds if self.verify_seconds else float("inf")
+
+
+async def bench(chain: AuditChain, records: int, *, resource: dict[str, Any] | None = None) -> BenchResult:
+    """Time ``records`` appends one after another (each its own durable transaction, as the consumer
+    does) and then a ``verify`` of the whole chain. The chain should start empty."""
+    body = resource or {"resourceType": "AuditEvent", "action": "R", "outcome": "0",
+                        "recorded": datetime.now(UTC).isoformat()}
+    run = f"bench-{time.time_ns()}"
+    started = time.perf_counter()
+    for i in range(records):
+        await chain.append(f"{run}-{i}", body, {"entities": [f"DocumentReference/{i}"], "orgs": ["RJ1"]})
+    appended = time.perf_counter()
+    result = await chain.verify()
+    verified = time.perf_counter()
+    if not result.intact:
+        raise RuntimeError(f"benchmark chain does not verify: {result.problem}")
+    return BenchResult(records, appended - started, verified - appended)

@@ -1,5 +1,6 @@
-"""``python -m services.agreements``: run this service alone with the real adapters."""
+"""``python -m services.agreements``: run this service alone with the real adapters (its own code and shared/)."""
 
-from lhcie.runner import main_for
+from services.agreements.app import SPEC
+from shared.process import main_for
 
-main_for("agreements")
+main_for(SPEC)

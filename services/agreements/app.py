@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.agreements import consumers, demo, routes
+from services.agreements.collections import COLLECTIONS
 from services.agreements.domain import Service
 from shared import topology
 from shared.config import Settings
@@ -63,6 +64,7 @@ async def _expire_periodically(service: Service) -> None:
 SPEC = ServiceSpec(
     NAME,
     install,
+    collections=COLLECTIONS,
     capability=(
         {"type": "Organization", "interaction": [{"code": c} for c in ("read", "search-type", "create", "update")],
          "operation": [{"name": "record-holders",

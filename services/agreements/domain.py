@@ -8,7 +8,7 @@ from services.agreements.directory import Directory
 from services.agreements.isas import Agreements
 from services.agreements.patients import Patients
 from services.agreements.registry import Registry
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 
 
 @dataclass

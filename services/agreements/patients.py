@@ -24,7 +24,7 @@ from shared.events import (
 )
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import valid_nhs_number
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.policy import category_of
 from shared.store import ASCENDING, Index, Session
 

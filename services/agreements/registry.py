@@ -22,7 +22,7 @@ from shared.events import (
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.policy import PolicyView
 from shared.store import ASCENDING, Document, Index, Session
 

@@ -1,5 +1,6 @@
-"""``python -m services.audit``: run this service alone with the real adapters."""
+"""``python -m services.audit``: run this service alone with the real adapters (its own code and shared/)."""
 
-from lhcie.runner import main_for
+from services.audit.app import SPEC
+from shared.process import main_for
 
-main_for("audit")
+main_for(SPEC)

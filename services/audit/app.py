@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.audit import consumers, routes
+from services.audit.collections import COLLECTIONS
 from services.audit.domain import Audit
 from shared import topology
 from shared.config import Settings
@@ -23,6 +24,7 @@ def install(app: web.Application) -> None:
 SPEC = ServiceSpec(
     NAME,
     install,
+    collections=COLLECTIONS,
     capability=(
         {
             "type": "AuditEvent",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -287,35 +286,3 @@ class _Checker:
     def result(self, last: int) -> Verification:
         return Verification(True, self.count, None, None, self.since, self.checkpoints,
                             unsigned=max(0, last - self.last_checkpoint))
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    records: int
-    append_seconds: float
-    verify_seconds: float
-
-    @property
-    def appends_per_second(self) -> float:
-        return self.records / self.append_seconds if self.append_seconds else float("inf")
-
-    @property
-    def verified_per_second(self) -> float:
-        return self.records / self.verify_seconds if self.verify_seconds else float("inf")
-
-
-async def bench(chain: AuditChain, records: int, *, resource: dict[str, Any] | None = None) -> BenchResult:
-    """Time ``records`` appends one after another (each its own durable transaction, as the consumer
-    does) and then a ``verify`` of the whole chain. For the benchmark; the chain should start empty."""
-    body = resource or {"resourceType": "AuditEvent", "action": "R", "outcome": "0",
-                        "recorded": datetime.now(UTC).isoformat()}
-    run = f"bench-{time.time_ns()}"
-    started = time.perf_counter()
-    for i in range(records):
-        await chain.append(f"{run}-{i}", body, {"entities": [f"DocumentReference/{i}"], "orgs": ["RJ1"]})
-    appended = time.perf_counter()
-    result = await chain.verify()
-    verified = time.perf_counter()
-    if not result.intact:
-        raise RuntimeError(f"benchmark chain does not verify: {result.problem}")
-    return BenchResult(records, appended - started, verified - appended)

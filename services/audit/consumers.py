@@ -4,9 +4,8 @@ events also update audit's own policy view (used to check carers asking for a pa
 from __future__ import annotations
 
 from services.audit.domain import Audit
-from shared.bus import Handler, Retry
+from shared.bus import Handler
 from shared.events import Event
-from shared.store import StoreUnavailable
 
 
 def handler(audit: Audit) -> Handler:
@@ -14,11 +13,8 @@ def handler(audit: Audit) -> Handler:
         # A payload that breaks the contract raises ValidationError: the bus dead-letters it to
         # audit.events.dead, where it is kept for an operator rather than recorded half-understood.
         event.payload()
-        try:
-            # Returns (and so the bus acks) only after the record's transaction has committed.
-            await audit.record(event)
-        except StoreUnavailable as exc:
-            # The store, not the message, is at fault: keep it and try again, without counting it as poison.
-            raise Retry("audit store unavailable", after=1.0) from exc
+        # Returns (and so the bus acks) only after the record's transaction has committed. A store outage
+        # becomes Retry in ServiceContext.consume, and the bus owns the backoff.
+        await audit.record(event)
 
     return handle

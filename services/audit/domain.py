@@ -25,7 +25,7 @@ from services.audit.signing import CheckpointSigner
 from shared.auth import Caller
 from shared.events import Event
 from shared.fhir.errors import Code, FhirError
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.policy import PolicyView
 from shared.store import Index, Session
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.intake import catalogue, consumers, routes
+from services.intake.collections import COLLECTIONS
 from services.intake.domain import Intake
 from services.intake.limits import RateLimiter
 from shared import topology
@@ -33,6 +34,7 @@ def install(app: web.Application) -> None:
 SPEC = ServiceSpec(
     NAME,
     install,
+    collections=COLLECTIONS,
     capability=(
         {
             "type": "DocumentReference",

@@ -40,8 +40,8 @@ from shared.events import (
     Event,
     RoutingKey,
 )
-from shared.fhir.errors import Code, FhirError, Issue, informational
-from shared.lifecycle import ServiceContext
+from shared.fhir.errors import Code, FhirError, Issue
+from shared.context import ServiceContext
 from shared.objects import ObjectStore, ObjectStoreUnavailable
 from shared.policy import PolicyView
 from shared.store import Document, DuplicateKey, Filter, Session
@@ -54,13 +54,16 @@ def actor_of(who: Caller, address: str | None = None) -> Actor:
     return Actor(org=who.org, role=who.role, subject=who.subject, mdt=who.mdt, address=address)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a read answers: a status and a FHIR resource."""
+class StagingUnavailable(Exception):
+    """The object store could not take the document: nothing was accepted, the client may try again."""
 
-    status: int
-    resource: dict[str, Any]
-    retry_after: int | None = None
+
+@dataclass(frozen=True)
+class Pending:
+    """A read of a document accepted but not yet stored: ask again in ``retry_after`` seconds."""
+
+    message: str
+    retry_after: int = 1
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class Intake:
         try:
             info = await self.objects.put(staging_key, tap, content_type=meta.content_type)
         except ObjectStoreUnavailable:
-            raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}) from None
+            raise StagingUnavailable from None
         except BaseException:
             await self._forget(staging_key)
             raise
@@ -299,7 +302,7 @@ class Intake:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    async def read(self, document_id: str, who: Caller, *, request_id: str) -> Outcome:
+    async def read(self, document_id: str, who: Caller, *, request_id: str) -> dict[str, Any] | Pending:
         doc = await self.registry.get(document_id)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
@@ -309,11 +312,11 @@ class Intake:
             if not decision.allowed:
                 await self.deny(who, f"DocumentReference/{document_id}", decision.rule, decision.reason,
                                 patient=doc["patient"], request_id=request_id)
-            return Outcome(200, to_fhir(doc))
+            return to_fhir(doc)
         if not submitter:
             raise FhirError.of(Code.NOT_FOUND)
         if doc["status"] == RECEIVED:
-            return Outcome(202, informational("The document was accepted and is being stored."), retry_after=1)
+            return Pending("The document was accepted and is being stored.")
         assert doc["status"] == REJECTED
         raise FhirError([Issue(Code.PROCESSING, f"The document was rejected: {doc['rejection']['reason']}",
                                "DocumentReference")])

@@ -1,4 +1,5 @@
-"""A token bucket per organisation: submissions beyond the rate get 429 with Retry-After.
+"""A token bucket per organisation: a submission beyond the rate raises ``RateLimited`` with the wait
+(the routes answer 429 with Retry-After).
 
 Per process: with several intake replicas each applies the limit, so the cluster-wide rate is the
 per-replica rate times the replica count (stated in the README).
@@ -10,7 +11,15 @@ import math
 import time
 from dataclasses import dataclass
 
-from shared.fhir.errors import Code, FhirError
+
+
+class RateLimited(Exception):
+    """The organisation has used up its submissions for now; one is free again in ``wait`` seconds."""
+
+    def __init__(self, org: str, wait: int) -> None:
+        super().__init__(f"submission rate limit reached for {org}")
+        self.org = org
+        self.wait = wait
 
 
 @dataclass
@@ -32,6 +41,5 @@ class RateLimiter:
         bucket.updated = now
         if bucket.tokens < cost:
             wait = math.ceil((cost - bucket.tokens) / self._rate) if self._rate else 60
-            raise FhirError.of(Code.RATE_LIMITED, f"Submission rate limit reached for {org}.",
-                               headers={"Retry-After": str(max(wait, 1))})
+            raise RateLimited(org, max(wait, 1))
         bucket.tokens -= cost

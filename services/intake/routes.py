@@ -3,25 +3,24 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
-import uuid
-from collections.abc import AsyncIterator
-from urllib.parse import urlencode
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import BodyPartReader, web
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.documentreference import DocumentReference
 
-from services.intake import bundles
-from services.intake.domain import Accepted, Intake
-from services.intake.limits import RateLimiter
-from services.intake.registry import REJECTED, STORED
+from services.intake import bundles, provide
+from services.intake.domain import Accepted, Intake, Pending, StagingUnavailable
+from services.intake.limits import RateLimited, RateLimiter
+from services.intake.registry import to_fhir
 from services.intake.search import search_filter
 from services.intake.validation import check_metadata, inline_content
 from shared.fhir.bundles import page_params, searchset
-from shared.fhir.errors import Code, FhirError, Issue, operation_outcome
+from shared.fhir.errors import Code, FhirError, Issue, informational, operation_outcome
 from shared.http import caller, fhir_response, read_json, request_id
 from shared.objects import one_chunk
 
@@ -29,22 +28,33 @@ INTAKE = web.AppKey("intake", Intake)
 LIMITER = web.AppKey("intake_limiter", RateLimiter)
 CHUNK = 256 * 1024
 METADATA_LIMIT = 1024 * 1024
-SYNC_WAIT_SECONDS = 30.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _answers_domain_errors(handler: Handler) -> Handler:
+    """Intake's domain exceptions as HTTP: the domain says how long to wait, this says Retry-After."""
+
+    @functools.wraps(handler)
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RateLimited as exc:
+            raise FhirError.of(Code.RATE_LIMITED, f"Submission rate limit reached for {exc.org}.",
+                               headers={"Retry-After": str(exc.wait)}) from None
+        except StagingUnavailable:
+            raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.",
+                               headers={"Retry-After": "5"}) from None
+
+    return handle
 
 
 def _created(request: web.Request, accepted: list[Accepted], *, status: int | None = None) -> web.Response:
     doc = accepted[0].document
-    resource = _document_view(doc)
     code = status or (202 if accepted[0].created else 200)
-    return fhir_response(resource, status=code, headers={"Location": f"/fhir/DocumentReference/{doc['_id']}"})
+    return fhir_response(to_fhir(doc), status=code, headers={"Location": f"/fhir/DocumentReference/{doc['_id']}"})
 
 
-def _document_view(doc: dict[str, Any]) -> dict[str, Any]:
-    from services.intake.registry import to_fhir
-
-    return to_fhir(doc)
-
-
+@_answers_domain_errors
 async def create_document(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("DocumentReference", "c")
@@ -95,103 +105,48 @@ async def _stage_multipart(request: web.Request, intake: Intake, who: Any) -> An
         raise FhirError.of(Code.MALFORMED_REQUEST, "The multipart body could not be read.") from None
 
 
+@_answers_domain_errors
 async def transaction(request: web.Request) -> web.Response:
-    """ITI-65: all documents of the bundle are accepted or none is."""
+    """ITI-65: parse, hand the bundle to the use case (services/intake/provide.py), answer."""
     who = caller(request)
     who.require("DocumentReference", "c")
     intake = request.app[INTAKE]
     bundle = bundles.parse(await read_json(request, xml_model=Bundle))
     request.app[LIMITER].take(who.org, cost=len(bundle.documents))
-    metas = []
-    issues: list[Issue] = []
-    for document in bundle.documents:
-        prefix = f"Bundle.entry[{document.index}].resource"
-        try:
-            metas.append(check_metadata(document.resource, who, intake.catalogue, inline=False))
-        except FhirError as exc:
-            issues += [Issue(i.code, i.diagnostics, (i.expression or "").replace("DocumentReference", prefix, 1),
-                             i.severity) for i in exc.issues]
-    if issues:
-        raise FhirError(issues, status=max(i.code.status for i in issues))
-    await intake.check_references([(f"Bundle.entry[{d.index}].resource", m) for d, m in zip(bundle.documents, metas)],
-                                  who)
-    staged = []
-    try:
-        for document, meta in zip(bundle.documents, metas):
-            staged.append(await intake.stage(meta, one_chunk(document.content)))
-    except BaseException:
-        await intake.discard(staged)
-        raise
-    bundle_id = str(uuid.uuid4())
-    accepted = await intake.accept(staged, who, request_id=request_id(request), address=request.remote,
-                                   bundle_id=bundle_id)
-    status_url = f"/fhir/_bundle/{accepted[0].document.get('bundle_id', bundle_id)}"
+    provided = await provide.provide(intake, bundle, who, request_id=request_id(request), address=request.remote)
+    status_url = f"/fhir/_bundle/{provided.bundle_id}"
     if "respond-async" in request.headers.get("Prefer", ""):
-        return fhir_response(operation_outcome([Issue(Code.PROCESSING, "Accepted; poll the status URL.",
-                                                      severity="information")]),
-                             status=202, headers={"Content-Location": status_url})
-    docs = await _wait_until_processed(intake, [a.document["_id"] for a in accepted])
-    if docs is None:
-        return fhir_response(operation_outcome([Issue(Code.PROCESSING, "Accepted; still being stored. Poll the "
-                                                      "status URL.", severity="information")]),
-                             status=202, headers={"Content-Location": status_url})
-    return _transaction_response(bundle, docs)
+        return _still_storing("Accepted; poll the status URL.", {"Content-Location": status_url})
+    docs = await provide.wait_until_decided(intake, provided.document_ids)
+    answer = provide.answer(docs, bundle) if docs is not None else None
+    if answer is None:
+        return _still_storing("Accepted; still being stored. Poll the status URL.", {"Content-Location": status_url})
+    return fhir_response(answer)
 
 
-async def _wait_until_processed(intake: Intake, ids: list[str]) -> list[dict[str, Any]] | None:
-    """MHD: success means stored. Wait (bounded) for storage's verdict on every document."""
-    deadline = asyncio.get_running_loop().time() + SYNC_WAIT_SECONDS
-    while asyncio.get_running_loop().time() < deadline:
-        docs = [await intake.registry.get(i) for i in ids]
-        if all(d is not None and d["status"] in (STORED, REJECTED) for d in docs):
-            return [d for d in docs if d is not None]
-        await asyncio.sleep(0.05)
-    return None
-
-
-def _transaction_response(bundle: bundles.ParsedBundle, docs: list[dict[str, Any]]) -> web.Response:
-    rejected = [d for d in docs if d["status"] == REJECTED]
-    if rejected:
-        raise FhirError([Issue(Code.PROCESSING, f"Document {d['_id']} was rejected by storage: "
-                               f"{d['rejection']['reason']}", "Bundle.entry") for d in rejected])
-    by_index = {bundle.documents[i].index: d for i, d in enumerate(docs)}
-    entries: list[dict[str, Any]] = []
-    warnings = [w.to_fhir() for w in bundle.warnings]
-    for i in range(bundle.entry_count):
-        response: dict[str, Any] = {"status": "201 Created"}
-        if i in by_index:
-            response["location"] = f"DocumentReference/{by_index[i]['_id']}"
-        elif i == bundle.submission_set_index:
-            response["location"] = f"List/{docs[0]['bundle_id']}"
-        entries.append({"response": response})
-    if warnings:
-        entries[bundle.submission_set_index]["response"]["outcome"] = {"resourceType": "OperationOutcome",
-                                                                       "issue": warnings}
-    return fhir_response({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+def _still_storing(diagnostics: str, headers: dict[str, str]) -> web.Response:
+    return fhir_response(operation_outcome([Issue(Code.PROCESSING, diagnostics, severity="information")]),
+                         status=202, headers=headers)
 
 
 async def bundle_status(request: web.Request) -> web.Response:
     """The FHIR asynchronous pattern's status URL for a bundle sent with ``Prefer: respond-async``."""
     who = caller(request)
     docs = await request.app[INTAKE].bundle_state(request.match_info["id"], who)
-    if any(d["status"] == REJECTED for d in docs):
-        raise FhirError([Issue(Code.PROCESSING, f"Document {d['_id']} was rejected: {d['rejection']['reason']}",
-                               "Bundle.entry") for d in docs if d["status"] == REJECTED])
-    if not all(d["status"] == STORED for d in docs):
-        return fhir_response(operation_outcome([Issue(Code.PROCESSING, "Still being stored.", severity="information")]),
-                             status=202, headers={"Retry-After": "1"})
-    return fhir_response({
-        "resourceType": "Bundle", "type": "transaction-response",
-        "entry": [{"response": {"status": "201 Created", "location": f"DocumentReference/{d['_id']}"}} for d in docs],
-    })
+    answer = provide.answer(docs)
+    if answer is None:
+        return _still_storing("Still being stored.", {"Retry-After": "1"})
+    return fhir_response(answer)
 
 
 async def read_document(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("DocumentReference", "r")
-    outcome = await request.app[INTAKE].read(request.match_info["id"], who, request_id=request_id(request))
-    headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
-    return fhir_response(outcome.resource, status=outcome.status, headers=headers)
+    found = await request.app[INTAKE].read(request.match_info["id"], who, request_id=request_id(request))
+    if isinstance(found, Pending):
+        return fhir_response(informational(found.message), status=202,
+                             headers={"Retry-After": str(found.retry_after)})
+    return fhir_response(found)
 
 
 async def patch_document(request: web.Request) -> web.Response:

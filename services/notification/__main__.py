@@ -1,5 +1,6 @@
-"""``python -m services.notification``: run this service alone with the real adapters."""
+"""``python -m services.notification``: run this service alone with the real adapters (its own code and shared/)."""
 
-from lhcie.runner import main_for
+from services.notification.app import SPEC
+from shared.process import main_for
 
-main_for("notification")
+main_for(SPEC)

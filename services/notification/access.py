@@ -16,7 +16,7 @@ from shared.auth import Caller
 from shared.events import AccessDenied, Actor, DocumentFacts, Event, OperationInvoked, RecordRead, RoutingKey
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import LOINC
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.policy import CANCER_CARE, Decision, PolicyView
 
 STAFF_ROLES = ("mdt-coordinator", "clinician")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.notification import consumers, routes
+from services.notification.collections import COLLECTIONS
 from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
 from services.notification.stream_tokens import SHARED_KEY, StreamTokens
@@ -93,6 +94,7 @@ def install(app: web.Application) -> None:
 SPEC = ServiceSpec(
     NAME,
     install,
+    collections=COLLECTIONS,
     capability=(
         {
             "type": "Communication",

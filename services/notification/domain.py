@@ -56,7 +56,7 @@ from shared.events import (
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.policy import Decision, PolicyView
 from shared.store import ASCENDING, Document, Index, Session
 

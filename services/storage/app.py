@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.storage import consumers, routes
+from services.storage.collections import COLLECTIONS
 from services.storage.domain import Storage
 from services.storage.scanning import load_scanner
 from shared import topology
@@ -23,7 +24,8 @@ def install(app: web.Application) -> None:
           add_routes=routes.add_routes, queue=topology.STORAGE, handler=consumers.handler)
 
 
-SPEC = ServiceSpec(NAME, install, capability=({"type": "Binary", "interaction": [{"code": "read"}]},))
+SPEC = ServiceSpec(NAME, install, collections=COLLECTIONS,
+                   capability=({"type": "Binary", "interaction": [{"code": "read"}]},))
 
 
 def create_app(settings: Settings, ports: Ports | None = None) -> web.Application:

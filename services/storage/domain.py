@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from services.storage.negotiation import acceptable
 from services.storage.retention import retention_for
 from services.storage.scanning import ContentScanner, ScannerUnavailable
 from services.storage.verification import ContentRejected, check_digest, check_media_type
@@ -27,7 +26,7 @@ from shared.events import (
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.objects import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from shared.policy import PolicyView
 from shared.store import Index
@@ -171,7 +170,9 @@ class Storage:
             log.warning("storage.staging_not_deleted", extra={"code": "STO003"})
 
     async def authorise(self, document_id: str, who: Caller, *, request_id: str, address: str | None,
-                        accept: str | None = None) -> Retrieval:
+                        takes: Callable[[str], bool] | None = None) -> Retrieval:
+        """May ``who`` read the document, and can it take the document's media type (``takes``, which the
+        routes answer from the request)? Either way the decision is audited."""
         doc = await self.index.get(document_id)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
@@ -185,7 +186,7 @@ class Storage:
                 raise FhirError.of(Code.NOT_FOUND)
             replaced = f" by DocumentReference/{doc['replaced_by']}" if doc.get("replaced_by") else ""
             raise FhirError.of(Code.GONE, f"The document is {status}{replaced}; its content is no longer served.")
-        if decision.allowed and not acceptable(accept, facts.content_type):
+        if decision.allowed and takes is not None and not takes(facts.content_type):
             raise FhirError.of(Code.NOT_ACCEPTABLE, f"The document is {facts.content_type} (or a FHIR Binary as "
                                "application/fhir+json); the Accept header admits neither.")
         if not decision.allowed:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.storage.domain import Storage
+from services.storage.negotiation import acceptable
 from services.storage.ranges import RangeNotSatisfiable, parse_range
 from shared.fhir.errors import Code, FhirError
 from shared.http import caller, fhir_response, request_id
@@ -43,7 +44,7 @@ async def read_binary(request: web.Request) -> web.StreamResponse:
     storage = request.app[STORAGE]
     document_id = request.match_info["id"]
     retrieval = await storage.authorise(document_id, who, request_id=request_id(request), address=request.remote,
-                                        accept=request.headers.get("Accept"))
+                                        takes=lambda media: acceptable(request.headers.get("Accept"), media))
     facts = retrieval.facts
     etag = f'"{facts.sha256}"'
     if "application/fhir+json" in request.headers.get("Accept", ""):

@@ -12,7 +12,8 @@ def open_bus(settings: Settings, *, name: str = "lhcie") -> Bus:
     if settings.bus is BusKind.AMQP:
         from shared.bus.amqp import AmqpBus
 
-        return AmqpBus(settings.amqp_url.get_secret_value(), connection_name=name)
+        return AmqpBus(settings.amqp_url.get_secret_value(), connection_name=name,
+                       delivery_limit=settings.amqp_delivery_limit)
     from shared.bus.memory import MemoryBus
 
-    return MemoryBus()
+    return MemoryBus(delivery_limit=settings.amqp_delivery_limit)

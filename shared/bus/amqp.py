@@ -16,7 +16,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError, DeliveryError
 
-from shared.bus.base import Bus, BusUnavailable, Consumer, Handler, Outcome, QueueSpec, deliver
+from shared.bus.base import DEFAULT_DELIVERY_LIMIT, Bus, BusUnavailable, Consumer, Handler, Outcome, QueueSpec, deliver
 from shared.events import CONTENT_TYPE, DEAD_LETTER_EXCHANGE, EXCHANGE, Event
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,10 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 10.0
 
 
-def queue_arguments(spec: QueueSpec) -> dict[str, object]:
+def queue_arguments(spec: QueueSpec, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> dict[str, object]:
     return {
         "x-queue-type": "quorum",
-        "x-delivery-limit": spec.delivery_limit,
+        "x-delivery-limit": spec.limit(delivery_limit),
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
         "x-dead-letter-routing-key": spec.name,
         # At-least-once dead-lettering: a poison message is never dropped on its way to <queue>.dead.
@@ -37,8 +37,10 @@ def queue_arguments(spec: QueueSpec) -> dict[str, object]:
 
 
 class AmqpBus(Bus):
-    def __init__(self, url: str, *, connection_name: str = "lhcie") -> None:
+    def __init__(self, url: str, *, connection_name: str = "lhcie",
+                 delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
         self._url = url
+        self._delivery_limit = delivery_limit
         self._name = connection_name
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
@@ -71,7 +73,7 @@ class AmqpBus(Bus):
             spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
         )
         await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=spec.name)
-        queue = await channel.declare_queue(spec.name, durable=True, arguments=queue_arguments(spec))
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=queue_arguments(spec, self._delivery_limit))
         for binding in spec.bindings:
             await queue.bind(exchange, routing_key=binding)
         return queue

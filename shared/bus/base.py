@@ -21,6 +21,8 @@ from shared.events import Event
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
+# Deliveries before a failing message is dead-lettered, unless the settings say otherwise.
+DEFAULT_DELIVERY_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,11 @@ class QueueSpec:
 
     name: str
     bindings: tuple[str, ...]
-    delivery_limit: int = 5
+    # None: the bus's limit (LHCIE_AMQP_DELIVERY_LIMIT); a queue names its own only to differ from it.
+    delivery_limit: int | None = None
+
+    def limit(self, default: int) -> int:
+        return default if self.delivery_limit is None else self.delivery_limit
 
     @property
     def dead_letter_queue(self) -> str:

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.bus.base import Bus, Consumer, Handler, Outcome, QueueSpec, deliver, topic_matches
+from shared.bus.base import DEFAULT_DELIVERY_LIMIT, Bus, Consumer, Handler, Outcome, QueueSpec, deliver, topic_matches
 from shared.events import Event
 
 
@@ -36,7 +36,8 @@ class _Queue:
 
 
 class MemoryBus(Bus):
-    def __init__(self) -> None:
+    def __init__(self, *, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
+        self._delivery_limit = delivery_limit
         self._queues: dict[str, _Queue] = {}
         self._consumers: set[_MemoryConsumer] = set()
 
@@ -93,7 +94,7 @@ class MemoryBus(Bus):
         if outcome == Outcome.ACK:
             return
         message.delivery_count += 1
-        if outcome == Outcome.DEAD_LETTER or message.delivery_count >= spec.delivery_limit:
+        if outcome == Outcome.DEAD_LETTER or message.delivery_count >= spec.limit(self._delivery_limit):
             await self._queues[spec.dead_letter_queue].put(_Message(message.body))
         else:
             await self._queues[spec.name].put(message, front=True)

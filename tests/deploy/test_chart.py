@@ -32,7 +32,7 @@ CUSTOM_KINDS = {"ServiceMonitor"}
 SECRET_ENV = {"LHCIE_AMQP_URL", "LHCIE_MONGODB_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
 
-# ARCHITECTURE.md, Public HTTP API: path -> (pathType, owning service).
+# docs/architecture.md, Public HTTP API: path -> (pathType, owning service).
 ROUTES = {
     "/fhir": ("Exact", "intake"),
     "/fhir/metadata": ("Exact", "intake"),

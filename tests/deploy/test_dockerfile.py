@@ -110,13 +110,15 @@ def test_multi_stage_with_the_same_slim_base(stages: dict[str, Stage]) -> None:
 def test_dependencies_install_from_the_lock_as_wheels(stages: dict[str, Stage]) -> None:
     build = stages["build"]
     copied = " ".join(build.all("COPY"))
-    assert "requirements.lock" in copied and "pyproject.toml" in copied
+    assert "requirements/runtime.lock" in copied and "pyproject.toml" in copied
     installs = [a for a in build.all("RUN") if "pip install" in a]
     assert installs, "the build stage installs with pip"
     for run in installs:
         for command in run.split("&&"):
             if "pip install" in command and "setuptools==" not in command:
-                assert "-c requirements.lock" in command, command
+                # The runtime group's lock only, with its hashes; the project itself adds nothing to it.
+                assert "--require-hashes -r requirements/runtime.lock" in command or "--no-deps" in command, command
+                assert "test.lock" not in command and "bench.lock" not in command, command
         assert "--only-binary=:all:" in run or "--no-deps" in run, run
     # the project itself adds nothing to the pinned set
     assert any("--no-deps" in a and "pip check" in a for a in installs)

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from shared.bus.amqp import AmqpBus
 from shared.config import BusKind, DocStoreKind, Settings
 from shared.events import AccessDenied, Actor, Event, RoutingKey
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime
 

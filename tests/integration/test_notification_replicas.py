@@ -133,7 +133,7 @@ async def test_two_replicas_raise_once_and_escalate_each_step_exactly_once(
     seen.extend(await drain(bus))
 
     # Replicas share one outbox, so a relay may publish an event twice (same event id: consumers drop it, as
-    # ARCHITECTURE.md's at-least-once delivery says). What must never happen is a second, distinct event.
+    # docs/architecture.md's at-least-once delivery says). What must never happen is a second, distinct event.
     distinct = {e["event_id"]: e for e in seen}.values()
     raised = [e["alert_id"] for e in distinct if e["type"] == "alert.raised"]
     escalated = sorted((e["alert_id"], e["escalated_to"]) for e in distinct if e["type"] == "alert.escalated")

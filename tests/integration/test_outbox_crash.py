@@ -22,7 +22,7 @@ from shared.bus import QueueSpec
 from shared.bus.amqp import AmqpBus
 from shared.config import BusKind, Settings
 from shared.events import Event
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime
 from shared.store import Session, open_store

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from services.audit.chain import AuditChain, Verification, _checkpoint_payload, bench, hash_of
+from lhcie.bench.audit import bench
+from services.audit.chain import AuditChain, Verification, _checkpoint_payload, hash_of
 from services.audit.signing import CheckpointSigner
 from shared.store.sqlite import SqliteStore
 

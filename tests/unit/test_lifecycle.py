@@ -8,7 +8,7 @@ from shared.bus import QueueSpec
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.events import AccessDenied, Actor, Event, RoutingKey
-from shared.lifecycle import ServiceContext
+from shared.context import ServiceContext
 from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime
 from shared.store import StoreUnavailable, WriteConflict

@@ -2,7 +2,7 @@
 Names, labels and the per-service settings every template shares.
 */}}
 
-{{/* The five services, in the order of ARCHITECTURE.md. */}}
+{{/* The five services, in the order of docs/architecture.md. */}}
 {{- define "lhcie.services" -}}
 intake storage notification audit agreements
 {{- end }}
