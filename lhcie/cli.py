@@ -70,14 +70,18 @@ Stop with Ctrl-C.
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from lhcie.runner import run, serve_defaults
+    from lhcie.runner import run, serve_settings
 
-    run(serve_defaults(), [args.service])
+    run(serve_settings(), [args.service])
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = load_settings()
+    if not 0 < args.ttl <= settings.jwt_max_lifetime_seconds:
+        print(f"lhcie token: --ttl must be between 1 and {settings.jwt_max_lifetime_seconds} seconds "
+              "(LHCIE_JWT_MAX_LIFETIME_SECONDS)", file=sys.stderr)
+        return 2
     minted = _issuer(settings).mint(org=args.org, role=args.role, mdt=args.mdt, patient=args.patient, ttl=args.ttl)
     if getattr(args, "console", False):
         # A link to the agreements console that signs in with this token (kept in the URL fragment).

@@ -11,13 +11,15 @@ from shared import process
 from shared.config import BusKind, ObjectStoreKind, Settings, load_settings
 from shared.http import build_app
 
-# Re-exported: the CLI reaches it through the runner.
+# Re-exported: the CLI reaches them through the runner.
 serve_defaults = process.serve_defaults
+serve_settings = process.serve_settings
 
 
 def embedded_defaults() -> Settings:
-    """``lhcie run``: embedded adapters and the demo data unless the environment says otherwise."""
-    return load_settings(bus=BusKind.MEMORY, object_store=ObjectStoreKind.FS, demo=True)
+    """``lhcie run``: embedded adapters, its own token issuer and the demo data unless the environment says
+    otherwise."""
+    return load_settings(bus=BusKind.MEMORY, object_store=ObjectStoreKind.FS, demo=True, embedded_issuer=True)
 
 
 def build(settings: Settings, names: Sequence[str]) -> web.Application:

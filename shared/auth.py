@@ -6,7 +6,9 @@ MDT (CareTeam id). Services trust only what a verified token says.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import time
 import uuid
@@ -18,7 +20,13 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from shared.files import open_private, private_dir
+
+log = logging.getLogger(__name__)
+
 ALGORITHMS = ["ES256", "RS256"]
+# The longest a token may be valid (exp - iat), unless LHCIE_JWT_MAX_LIFETIME_SECONDS says otherwise.
+DEFAULT_MAX_LIFETIME = 24 * 3600
 ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "patient", "carer", "auditor", "exchange-operator")
 
 # SMART v2 scopes each role receives from the embedded issuer (``lhcie token``).
@@ -70,11 +78,19 @@ DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
 
 
 class Unauthorized(Exception):
-    """No token, or one that fails verification (401)."""
+    """No token, or one that fails verification (401); ``reason_code`` goes to the access.denied record."""
+
+    def __init__(self, message: str, *, reason_code: str = "invalid-token") -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 class Forbidden(Exception):
     """A valid token that does not allow this operation (403)."""
+
+    def __init__(self, message: str, *, reason_code: str = "scope") -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 @dataclass(frozen=True)
@@ -118,7 +134,7 @@ class EmbeddedIssuer:
 
     def _load_or_create(self) -> ec.EllipticCurvePrivateKey:
         if not self._path.exists():
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self._path.parent)
             key = ec.generate_private_key(ec.SECP256R1())
             pem = key.private_bytes(
                 serialization.Encoding.PEM,
@@ -126,7 +142,7 @@ class EmbeddedIssuer:
                 serialization.NoEncryption(),
             )
             tmp = self._path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(pem)
             try:
@@ -193,11 +209,72 @@ class EmbeddedIssuer:
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
 
 
+class KeySet:
+    """A JWKS by key id. One read from a URL (``https://`` or ``file://``) is re-read when a token names a
+    key it does not hold (the provider rotated its keys), at most once every ``min_refetch`` seconds so that
+    tokens with made-up key ids cannot turn into a flood of fetches, and in any case once ``max_age`` old."""
+
+    def __init__(self, jwks: dict[str, Any] | None = None, *, url: str | None = None, min_refetch: float = 30.0,
+                 max_age: float = 3600.0) -> None:
+        self.url = url
+        self._min_refetch = min_refetch
+        self._max_age = max_age
+        self._keys: dict[str | None, jwt.PyJWK] = _parse_jwks(jwks or {})
+        self._fetched = time.monotonic() if jwks is not None else float("-inf")
+        self._lock = asyncio.Lock()
+
+    @property
+    def keys(self) -> dict[str | None, jwt.PyJWK]:
+        return self._keys
+
+    async def load(self) -> None:
+        if self.url is None:
+            return
+        async with self._lock:
+            self._keys = _parse_jwks(await load_jwks(self.url))
+            self._fetched = time.monotonic()
+
+    async def refresh_for(self, kid: str | None) -> None:
+        """Re-read the set if ``kid`` is unknown (or the set is old) and the last read is not too recent."""
+        if self.url is None:
+            return
+        age = time.monotonic() - self._fetched
+        if (kid in self._keys or kid is None) and age < self._max_age:
+            return
+        if age < self._min_refetch:
+            return
+        async with self._lock:
+            if time.monotonic() - self._fetched < self._min_refetch:
+                return  # another request refreshed it while this one waited
+            try:
+                self._keys = _parse_jwks(await load_jwks(self.url))
+            except Exception as exc:  # keep the keys we have; the provider may be down for a moment
+                log.warning("auth.jwks_refresh_failed reason=%s", type(exc).__name__, extra={"code": "AUTH002"})
+            self._fetched = time.monotonic()
+
+
+def _parse_jwks(jwks: dict[str, Any]) -> dict[str | None, jwt.PyJWK]:
+    keys: dict[str | None, jwt.PyJWK] = {}
+    for entry in jwks.get("keys", []):
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        try:
+            key = jwt.PyJWK(entry)
+        except jwt.PyJWTError:
+            log.warning("auth.jwks_key_skipped kid=%s", entry.get("kid"), extra={"code": "AUTH001"})
+            continue
+        if key.algorithm_name in ALGORITHMS:
+            keys[entry.get("kid")] = key
+    return keys
+
+
 class TokenVerifier:
-    def __init__(self, jwks: dict[str, Any], *, issuer: str, audience: str) -> None:
-        self._keys = {k.get("kid"): jwt.PyJWK(k) for k in jwks.get("keys", [])}
+    def __init__(self, jwks: dict[str, Any] | KeySet, *, issuer: str, audience: str,
+                 max_lifetime: int = DEFAULT_MAX_LIFETIME) -> None:
+        self.keyset = jwks if isinstance(jwks, KeySet) else KeySet(jwks)
         self._issuer = issuer
         self._audience = audience
+        self._max_lifetime = max_lifetime
 
     @classmethod
     def from_jwks_url(cls, url: str, *, issuer: str, audience: str) -> TokenVerifier:
@@ -206,32 +283,56 @@ class TokenVerifier:
             raise ValueError("use load_jwks for http(s) JWKS URLs")
         return cls(json.loads(Path(url.removeprefix("file://")).read_text()), issuer=issuer, audience=audience)
 
-    def verify(self, authorization: str | None) -> Caller:
-        if not authorization:
-            raise Unauthorized("no bearer token")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    async def prepare(self, authorization: str | None) -> None:
+        """Before ``verify``: fetch the key set again when the token names a key it does not hold."""
+        token = _bearer(authorization, quiet=True)
+        if token is None:
+            return
         try:
             kid = jwt.get_unverified_header(token).get("kid")
-            key = self._keys.get(kid) or (next(iter(self._keys.values())) if len(self._keys) == 1 else None)
-            if key is None:
-                raise Unauthorized("the token was signed with an unknown key")
+        except jwt.PyJWTError:
+            return
+        await self.keyset.refresh_for(kid if isinstance(kid, str) else None)
+
+    def _key_for(self, header: dict[str, Any]) -> jwt.PyJWK:
+        keys = self.keyset.keys
+        kid = header.get("kid")
+        if kid is None:
+            # Which key signed it must not be guessed: only a set of one key leaves no choice.
+            if len(keys) != 1:
+                raise Unauthorized("the token names no signing key ('kid')", reason_code="no-kid")
+            return next(iter(keys.values()))
+        key = keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise Unauthorized("the token was signed with an unknown key", reason_code="unknown-key")
+        return key
+
+    def verify(self, authorization: str | None) -> Caller:
+        token = _bearer(authorization)
+        assert token is not None
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._key_for(header)
+            if header.get("alg") != key.algorithm_name:
+                raise Unauthorized("the token's algorithm does not match its key", reason_code="wrong-algorithm")
             claims = jwt.decode(
                 token,
                 key.key,
-                algorithms=ALGORITHMS,
+                algorithms=[key.algorithm_name],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iss", "aud", "sub"]},
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("the token has expired") from None
+            raise Unauthorized("the token has expired", reason_code="token-expired") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"the token is not valid ({type(exc).__name__})") from None
+        except (TypeError, ValueError, KeyError):  # a hostile header or key can upset the crypto layer
+            raise Unauthorized("the token is not valid") from None
+        self._check_lifetime(claims)
         org, role = claims.get("org"), claims.get("role")
         if not isinstance(org, str) or not isinstance(role, str) or role not in ROLES:
-            raise Unauthorized("the token lacks a valid 'org' or 'role' claim")
+            raise Unauthorized("the token lacks a valid 'org' or 'role' claim", reason_code="invalid-claims")
         return Caller(
             org=org,
             role=role,
@@ -241,10 +342,32 @@ class TokenVerifier:
             patient=claims.get("patient"),
         )
 
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, int | float) or not isinstance(iat, int | float):
+            raise Unauthorized("the token's 'exp' and 'iat' must be numbers", reason_code="invalid-claims")
+        # Both measures: a token can claim a recent 'iat' and still be valid for years.
+        if exp - iat > self._max_lifetime or exp - time.time() > self._max_lifetime:
+            raise Unauthorized(f"the token is valid for longer than {self._max_lifetime} seconds",
+                               reason_code="token-lifetime")
+
+
+def _bearer(authorization: str | None, *, quiet: bool = False) -> str | None:
+    if not authorization:
+        if quiet:
+            return None
+        raise Unauthorized("no bearer token", reason_code="no-token")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        if quiet:
+            return None
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'", reason_code="bad-scheme")
+    return token.strip()
+
 
 async def load_jwks(url: str) -> dict[str, Any]:
     if url.startswith("file://"):
-        return json.loads(Path(url.removeprefix("file://")).read_text())
+        return json.loads(await asyncio.to_thread(Path(url.removeprefix("file://")).read_text))
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:

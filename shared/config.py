@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +76,13 @@ class Settings(BaseSettings):
     jwks_url: str | None = None
     jwt_issuer: str = "lhcie-embedded"
     jwt_audience: str = "lhcie"
+    # The embedded token issuer (a signing key in the data directory, ``lhcie token``): on for ``lhcie run``;
+    # a served service without LHCIE_JWKS_URL refuses to start unless this is set explicitly.
+    embedded_issuer: bool = False
+    # The longest validity (exp - iat) of an accepted token; longer-lived tokens are refused (401).
+    jwt_max_lifetime_seconds: int = Field(24 * 3600, ge=60)
+    # How long a fetched JWKS is used before it is read again (an unknown key id re-reads it sooner).
+    jwks_cache_seconds: int = Field(300, ge=30)
 
     # Private key (PEM, Ed25519) that signs the audit chain's checkpoints; every audit replica needs the
     # same one. Unset: a key created on first use under <data_dir>/audit/ (the embedded run).
@@ -102,6 +110,33 @@ class Settings(BaseSettings):
 
     def service_db_path(self, service: str) -> Path:
         return self.data_dir / f"{service}.sqlite3"
+
+
+# Settings with no safe default: ``lhcie serve`` needs each one set explicitly (with the adapter it serves).
+SERVE_REQUIRED = {
+    "jwt_issuer": lambda s: True,
+    "jwt_audience": lambda s: True,
+    "amqp_url": lambda s: s.bus == BusKind.AMQP,
+    "s3_bucket": lambda s: s.object_store == ObjectStoreKind.S3,
+}
+
+
+class UnsafeSettings(ValueError):
+    """Settings a served (production) process must not start with; the message names each variable."""
+
+
+def check_serving(settings: Settings) -> None:
+    """Fail closed: what ``lhcie serve`` needs beyond what ``lhcie run`` can default."""
+    problems = [f"LHCIE_{name.upper()} is not set" for name, needed in SERVE_REQUIRED.items()
+                if needed(settings) and name not in settings.model_fields_set]
+    if settings.bus == BusKind.AMQP and "amqp_url" in settings.model_fields_set:
+        url = urlsplit(settings.amqp_url.get_secret_value())
+        if not url.username or not url.password:
+            problems.append("LHCIE_AMQP_URL has no credentials (amqp://user:password@host/vhost)")
+    if not settings.jwks_url and not settings.embedded_issuer:
+        problems.append("LHCIE_JWKS_URL is not set (or set LHCIE_EMBEDDED_ISSUER=true for a test deployment)")
+    if problems:
+        raise UnsafeSettings("; ".join(problems))
 
 
 def load_settings(**defaults: object) -> Settings:

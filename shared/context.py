@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from shared import correlation
 from shared.bus import Consumer, Handler, QueueSpec, Retry
 from shared.events import Event
 from shared.objects import ObjectStoreUnavailable
@@ -70,6 +71,7 @@ class ServiceContext:
 
     async def publish(self, event: Event, *, session: Session) -> None:
         await self.outbox.add(event, session=session)
+        correlation.note_published(event)
 
 
 def _outages_retry(handler: Handler) -> Handler:

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from shared import telemetry
-from shared.auth import Caller, EmbeddedIssuer, Forbidden, TokenVerifier, Unauthorized, load_jwks
+from shared import correlation, telemetry
+from shared.auth import Caller, EmbeddedIssuer, Forbidden, KeySet, TokenVerifier, Unauthorized
 from shared.bus import Bus, open_bus
-from shared.config import Settings
+from shared.config import Settings, UnsafeSettings
+from shared.events import AccessDenied, Actor, Event, RoutingKey
+from shared.files import private_dir
 from shared.fhir.errors import Code, FhirError, Issue, operation_outcome
 from shared.keys import CALLER, REQUEST_ID, RUNTIME
+from shared.lifecycle import CONTEXTS, ServiceContext
 from shared.media import MediaMismatch, safe_xml
 from shared.objects import ObjectStore, open_object_store
 from shared.service import Ports, Runtime, ServiceSpec
@@ -55,7 +60,7 @@ def caller(request: web.Request) -> Caller:
     """The verified caller; raises ``Unauthorized`` (401) when the token is missing or invalid."""
     verifier = request.app[RUNTIME].verifier
     if verifier is None:
-        raise Unauthorized("token verification is not configured")
+        raise Unauthorized("token verification is not configured", reason_code="no-verifier")
     found = request.get(CALLER)
     if found is None:
         found = request[CALLER] = verifier.verify(request.headers.get("Authorization"))
@@ -116,20 +121,34 @@ def _error_response(error: FhirError) -> web.Response:
 
 
 _HTTP_CODES = {
+    401: Code.UNAUTHORIZED,
+    403: Code.FORBIDDEN,
     404: Code.NOT_FOUND,
     405: Code.METHOD_NOT_ALLOWED,
     413: Code.TOO_LARGE,
     415: Code.UNSUPPORTED_MEDIA_TYPE,
 }
+CORRELATION_HEADER = "X-Correlation-Id"
+CLIENT_ID_HEADER = "X-Request-Id"
+# Who an unauthenticated caller is on the record: a token that failed verification proves nothing.
+ANONYMOUS = {"org": "unknown", "role": "anonymous", "subject": "anonymous"}
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    reason_code: str
+    reason: str
 
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Request id, server span, metrics, and every error turned into an OperationOutcome."""
-    rid = request.headers.get("X-Request-Id", "").strip()[:64] or str(uuid.uuid4())
-    request[REQUEST_ID] = rid
+    """Ids, authentication, server span, metrics, every error turned into an OperationOutcome, and every
+    401 and 403 answer put on the record as ``access.denied``."""
+    ids = correlation.begin(request.headers.get(CLIENT_ID_HEADER))
+    request[REQUEST_ID] = ids.correlation_id
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     started = time.perf_counter()
+    refusal: _Refusal | None = None
     with telemetry.span_from_headers(
         f"{request.method} {route}",
         request.headers.get("traceparent"),
@@ -139,15 +158,19 @@ async def edge_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     ) as span:
         try:
             if request.path not in PUBLIC_PATHS and not request.path.startswith("/console/static"):
-                caller(request)
+                await _authenticate(request)
             response = await handler(request)
         except FhirError as exc:
             response = _error_response(exc)
+            if exc.status in (401, 403):
+                refusal = _Refusal(exc.issues[0].code.name.lower().replace("_", "-"), _diagnostics(exc))
         except Unauthorized as exc:
+            refusal = _Refusal(exc.reason_code, str(exc))
             response = _error_response(
                 FhirError.of(Code.UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": 'Bearer realm="lhcie"'})
             )
         except Forbidden as exc:
+            refusal = _Refusal(exc.reason_code, str(exc))
             response = _error_response(FhirError.of(Code.FORBIDDEN, str(exc)))
         except StoreUnavailable:
             response = _error_response(FhirError.of(Code.UNAVAILABLE, headers={"Retry-After": "5"}))
@@ -163,10 +186,82 @@ async def edge_middleware(request: web.Request, handler: Any) -> web.StreamRespo
                 FhirError.of(Code.INTERNAL, f"An unexpected error occurred (reference {reference}).")
             )
         span.set_attribute("http.response.status_code", response.status)
-    response.headers["X-Request-Id"] = rid
+    if response.status in (401, 403) and not ids.denial_recorded:
+        await _record_refusal(request, refusal or _Refusal(f"http-{response.status}", "refused"), ids)
+    response.headers[CORRELATION_HEADER] = ids.correlation_id
+    if ids.client_request_id:
+        response.headers[CLIENT_ID_HEADER] = ids.client_request_id
     REQUESTS.labels(route, request.method, str(response.status)).inc()
     LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
     return response
+
+
+async def _authenticate(request: web.Request) -> None:
+    verifier = request.app[RUNTIME].verifier
+    if verifier is not None:
+        # A key rotated at the identity provider is fetched here, off the synchronous verify path.
+        await verifier.prepare(request.headers.get("Authorization"))
+    caller(request)
+
+
+def _diagnostics(error: FhirError) -> str:
+    issue = error.issues[0]
+    return issue.diagnostics or issue.code.value[2]
+
+
+def _resource_of(path: str) -> str:
+    """What was asked for, as a FHIR reference where it is one; never the query (it may name a patient)."""
+    resource = path.removeprefix("/fhir/") if path.startswith("/fhir/") else path
+    # No route takes an NHS number in its path; a probe that puts one there is not repeated in the record.
+    return "/".join("[redacted]" if p.isdigit() and len(p) == 10 else p for p in resource.split("/"))[:200]
+
+
+def _action_of(request: web.Request) -> str:
+    parts = [p for p in request.path.split("/") if p]
+    last = parts[-1] if parts else ""
+    if last == "_search" or (request.method in ("GET", "HEAD") and len(parts) == 2 and parts[0] == "fhir"):
+        return "search"
+    if last.startswith("$"):
+        return "execute"
+    return {"GET": "read", "HEAD": "read", "POST": "create", "PUT": "update", "PATCH": "update",
+            "DELETE": "delete"}.get(request.method, request.method.lower())
+
+
+def _owner(request: web.Request) -> ServiceContext | None:
+    """The service context that owns the route (its outbox records the refusal), else the first one."""
+    contexts = request.app.get(CONTEXTS) or []
+    module = getattr(request.match_info.handler, "__module__", "") or ""
+    name = module.split(".")[1] if module.startswith("services.") else None
+    return next((c for c in contexts if c.name == name), contexts[0] if contexts else None)
+
+
+async def _record_refusal(request: web.Request, refusal: _Refusal, ids: correlation.RequestIds) -> None:
+    who = request.get(CALLER)
+    actor = (Actor(org=who.org, role=who.role, subject=who.subject, mdt=who.mdt, address=request.remote)
+             if who is not None else Actor(**ANONYMOUS, address=request.remote))
+    resource = _resource_of(request.path)
+    owner = _owner(request)
+    source = owner.source if owner is not None else "urn:lhcie:edge"
+    event = Event.new(
+        RoutingKey.ACCESS_DENIED,
+        AccessDenied(actor=actor, resource=resource, action=_action_of(request), reason_code=refusal.reason_code,
+                     reason=refusal.reason[:500]),
+        source=source, subject=resource, correlation_id=ids.correlation_id, client_request_id=ids.client_request_id,
+    )
+    try:
+        # A refused token is published straight to the bus (with publisher confirms): through the outbox each
+        # anonymous request would cost a synced database write, which a flood of bad tokens would turn
+        # against the service's own writes. A refused caller with a valid token goes through the outbox.
+        if owner is not None and who is not None:
+            async with owner.store.transaction() as session:
+                await owner.publish(event, session=session)
+            owner.outbox.notify()
+        else:
+            await request.app[RUNTIME].ports.bus.publish(event)
+    except Exception:  # the answer stands; the gap in the record is logged for operations to see
+        log.warning("edge.denial_not_recorded reason_code=%s route=%s", refusal.reason_code,
+                    request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched",
+                    extra={"code": "EDGE001"}, exc_info=True)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -228,20 +323,8 @@ async def jwks(request: web.Request) -> web.Response:
 
 def _ports_context(runtime: Runtime) -> Any:
     async def ports(app: web.Application) -> AsyncIterator[None]:
-        settings = runtime.settings
-        if settings.jwks_url:
-            from shared.auth import TokenVerifier as _TV
-
-            runtime.verifier = _TV(
-                await load_jwks(settings.jwks_url), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-            )
-        else:
-            runtime.issuer = EmbeddedIssuer(
-                settings.data_dir, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-            )
-            runtime.verifier = TokenVerifier(
-                runtime.issuer.jwks(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-            )
+        await asyncio.to_thread(private_dir, runtime.settings.data_dir, tighten=True)
+        runtime.verifier = await _verifier(runtime)
         await runtime.ports.bus.start()
         await runtime.ports.bus.declare(ALL_QUEUES)
         await runtime.ports.objects.start()
@@ -252,6 +335,27 @@ def _ports_context(runtime: Runtime) -> Any:
         await runtime.ports.bus.close()
 
     return ports
+
+
+async def _verifier(runtime: Runtime) -> TokenVerifier:
+    settings = runtime.settings
+    if settings.jwks_url:
+        keys = KeySet(url=settings.jwks_url, max_age=settings.jwks_cache_seconds)
+        await keys.load()  # an unreachable identity provider stops the start, not the first request
+    elif settings.embedded_issuer:
+        runtime.issuer = EmbeddedIssuer(settings.data_dir, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+        keys = KeySet(runtime.issuer.jwks())
+        log.warning("auth.embedded_issuer: tokens signed by the key in the data directory are accepted "
+                    "(lhcie token); not for production", extra={"code": "AUTH003"})
+    else:
+        raise UnsafeSettings("LHCIE_JWKS_URL is not set (or set LHCIE_EMBEDDED_ISSUER=true for a test deployment)")
+    return TokenVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                         max_lifetime=settings.jwt_max_lifetime_seconds)
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce "Python/3.x aiohttp/x.y": versions help nobody but an attacker.
+    response.headers["Server"] = "LHCIE"
 
 
 def open_ports(settings: Settings, name: str) -> Ports:
@@ -277,6 +381,7 @@ def build_app(
     runtime = Runtime(settings=settings, ports=ports, services=tuple(s.name for s in specs))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_ports_context(runtime))
+    app.on_response_prepare.append(_server_header)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

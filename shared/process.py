@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from shared import logs, telemetry
-from shared.config import BusKind, ObjectStoreKind, Settings, load_settings
+from shared.config import BusKind, ObjectStoreKind, Settings, UnsafeSettings, check_serving, load_settings
 from shared.http import build_app
 from shared.service import ServiceSpec
 
@@ -29,7 +31,21 @@ def serve_defaults() -> Settings:
     return load_settings(bus=BusKind.AMQP, object_store=ObjectStoreKind.S3)
 
 
+def serve_settings() -> Settings:
+    """What ``lhcie serve`` runs with: refuses (one line naming each variable, exit 2) to start on settings
+    that have no safe default, or on the embedded token issuer unless it was enabled explicitly."""
+    settings = serve_defaults()
+    try:
+        check_serving(settings)
+    except UnsafeSettings as exc:
+        print(f"lhcie serve: refusing to start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return settings
+
+
 def run(settings: Settings, specs: Sequence[ServiceSpec], *, banner: str | None = None) -> None:
+    # Whatever a library creates (SQLite's -wal files, a log a handler opens) is this process's alone.
+    os.umask(0o077)
     logs.configure("lhcie" if len(specs) > 1 else specs[0].name)
     app = build_app(settings, list(specs))
     if banner:
@@ -75,4 +91,4 @@ async def _serve(app: web.Application, settings: Settings) -> None:
 
 def main_for(spec: ServiceSpec) -> None:
     """``python -m services.<name>``."""
-    run(serve_defaults(), [spec])
+    run(serve_settings(), [spec])

@@ -26,6 +26,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "bus": BusKind.MEMORY,
         "object_store": ObjectStoreKind.FS,
         "demo": True,
+        "embedded_issuer": True,
         **overrides,
     }
     return Settings(**values)

@@ -54,3 +54,13 @@ def document_reference(
     if related:
         resource["context"] = {"related": [{"reference": r} for r in related]}
     return resource
+
+
+# What `lhcie serve` (and `python -m services.<name>`) needs beyond the bus and store URLs: the settings that
+# have no safe default, and the embedded issuer enabled on purpose (tests mint tokens with it).
+SERVE_ENV = {
+    "LHCIE_EMBEDDED_ISSUER": "true",
+    "LHCIE_JWT_ISSUER": "lhcie-embedded",
+    "LHCIE_JWT_AUDIENCE": "lhcie",
+    "LHCIE_S3_BUCKET": "lhcie-documents",
+}

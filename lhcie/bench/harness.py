@@ -168,6 +168,11 @@ class Stack:
             # Its fan-out scenario opens every console as one coordinator of one MDT: lift the stream caps too.
             "LHCIE_NOTIFICATION_STREAM_MAX_PER_SUBJECT": "100000",
             "LHCIE_NOTIFICATION_STREAM_MAX_PER_MDT": "100000",
+            # Served services start only with these explicit (no safe default); the bench mints its tokens
+            # with the embedded issuer, enabled on purpose.
+            "LHCIE_EMBEDDED_ISSUER": "true",
+            "LHCIE_JWT_ISSUER": self.settings.jwt_issuer,
+            "LHCIE_JWT_AUDIENCE": self.settings.jwt_audience,
             "PYTHONUNBUFFERED": "1",
         })
         return env

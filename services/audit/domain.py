@@ -23,6 +23,7 @@ from services.audit.chain import AuditChain, Verification
 from services.audit.records import AUDIT_SOURCE, KINDS, Who, audited, build, consent_decision, records_for
 from services.audit.signing import CheckpointSigner
 from shared.auth import Caller
+from shared.correlation import denial_recorded
 from shared.events import Event
 from shared.fhir.errors import Code, FhirError
 from shared.context import ServiceContext
@@ -159,6 +160,7 @@ class Audit:
             )
             await self.chain.append(f"audit:{uuid.uuid4()}", *record)
             if not decision.allowed:
+                denial_recorded()  # the consent decision above is this refusal's record
                 raise FhirError.of(Code.ACCESS_DENIED, "Access denied: no active carer grant from this patient.")
         else:
             raise FhirError.of(Code.FORBIDDEN, "The access report is for the patient and the carers they authorise.")

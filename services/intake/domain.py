@@ -30,6 +30,7 @@ from services.intake.registry import (
 from services.intake.validation import Metadata, content_issues
 from shared import media
 from shared.auth import Caller
+from shared.correlation import client_request_id
 from shared.events import (
     AccessDenied,
     Actor,
@@ -38,6 +39,7 @@ from shared.events import (
     DocumentSearched,
     DocumentStatusChanged,
     Event,
+    RecordRead,
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError, Issue
@@ -257,6 +259,7 @@ class Intake:
             RoutingKey.DOCUMENT_RECEIVED,
             DocumentReceived(submission_id=s.submission_id, document=facts, staging_key=s.staging_key, actor=actor),
             source=self.ctx.source, subject=s.document_id, correlation_id=request_id,
+            client_request_id=client_request_id(),
         ), session=session)
         return doc
 
@@ -298,11 +301,14 @@ class Intake:
         await self.ctx.publish(Event.new(
             key, DocumentStatusChanged(document=facts_of(doc), status=status, replaced_by=replaced_by, actor=actor),
             source=self.ctx.source, subject=doc["_id"], correlation_id=correlation_id,
+            client_request_id=client_request_id() if correlation_id else None,
         ), session=session)
 
     # -- reading ----------------------------------------------------------------------------------
 
-    async def read(self, document_id: str, who: Caller, *, request_id: str) -> dict[str, Any] | Pending:
+    async def read(
+        self, document_id: str, who: Caller, *, request_id: str, address: str | None = None
+    ) -> dict[str, Any] | Pending:
         doc = await self.registry.get(document_id)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
@@ -312,6 +318,18 @@ class Intake:
             if not decision.allowed:
                 await self.deny(who, f"DocumentReference/{document_id}", decision.rule, decision.reason,
                                 patient=doc["patient"], request_id=request_id)
+            # Every read of the metadata is on the record (BALP PatientRead), so it reaches the patient's
+            # access report as a Binary read does.
+            event = Event.new(
+                RoutingKey.RECORD_READ,
+                RecordRead(actor=actor_of(who, address), resource=f"DocumentReference/{document_id}", action="read",
+                           patient_nhs_number=doc["patient"], rule=decision.rule),
+                source=self.ctx.source, subject=f"DocumentReference/{document_id}", correlation_id=request_id,
+                client_request_id=client_request_id(),
+            )
+            async with self.ctx.store.transaction() as session:
+                await self.ctx.publish(event, session=session)
+            self.ctx.outbox.notify()
             return to_fhir(doc)
         if not submitter:
             raise FhirError.of(Code.NOT_FOUND)
@@ -335,6 +353,7 @@ class Intake:
             DocumentSearched(actor=actor_of(who, address), patient_nhs_number=where["patient"], query=query,
                              results=len(visible)),
             source=self.ctx.source, subject="DocumentReference", correlation_id=request_id,
+            client_request_id=client_request_id(),
         )
         async with self.ctx.store.transaction() as session:
             await self.ctx.publish(event, session=session)
@@ -353,6 +372,7 @@ class Intake:
             AccessDenied(actor=actor_of(who), resource=resource, action="read", reason_code=rule, reason=reason,
                          patient_nhs_number=patient),
             source=self.ctx.source, subject=resource, correlation_id=request_id,
+            client_request_id=client_request_id(),
         )
         async with self.ctx.store.transaction() as session:
             await self.ctx.publish(event, session=session)

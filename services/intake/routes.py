@@ -142,7 +142,8 @@ async def bundle_status(request: web.Request) -> web.Response:
 async def read_document(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("DocumentReference", "r")
-    found = await request.app[INTAKE].read(request.match_info["id"], who, request_id=request_id(request))
+    found = await request.app[INTAKE].read(request.match_info["id"], who, request_id=request_id(request),
+                                           address=request.remote)
     if isinstance(found, Pending):
         return fhir_response(informational(found.message), status=202,
                              headers={"Retry-After": str(found.retry_after)})

@@ -42,6 +42,7 @@ from services.notification.subscriptions import (
 from services.notification.subscriptions import to_fhir as subscription_to_fhir
 from services.notification.timers import Timers
 from shared.auth import Caller
+from shared.correlation import client_request_id
 from shared.events import (
     Actor,
     AlertAcknowledged,
@@ -312,6 +313,7 @@ class Notification:
                                       document_id=(doc.get("document") or {}).get("document_id", ""),
                                       patient_nhs_number=doc["patient"], actor=actor),
                     source=self.ctx.source, subject=key, correlation_id=request_id,
+                    client_request_id=client_request_id(),
                 ), session=session)
 
         await self.write(work)

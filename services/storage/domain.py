@@ -13,6 +13,7 @@ from services.storage.scanning import ContentScanner, ScannerUnavailable
 from services.storage.verification import ContentRejected, check_digest, check_media_type
 from shared.auth import Caller
 from shared.bus import Retry
+from shared.correlation import client_request_id
 from shared.events import (
     DocumentStatusChanged,
     AccessDenied,
@@ -97,6 +98,7 @@ class Storage:
             source=self.ctx.source,
             subject=facts.document_id,
             correlation_id=event.correlationid,
+            client_request_id=event.clientrequestid,
         )
 
         async def record(session):  # noqa: ANN001, ANN202
@@ -156,6 +158,7 @@ class Storage:
             source=self.ctx.source,
             subject=received.document.document_id,
             correlation_id=event.correlationid,
+            client_request_id=event.clientrequestid,
         )
         await self.ctx.once(event, lambda session: self.ctx.publish(reply, session=session))
         await self._forget_staged(received.staging_key)
@@ -196,12 +199,14 @@ class Storage:
                              reason_code=decision.rule, reason=decision.reason,
                              patient_nhs_number=facts.patient_nhs_number),
                 source=self.ctx.source, subject=f"Binary/{document_id}", correlation_id=request_id,
+                client_request_id=client_request_id(),
             ))
             raise FhirError.of(Code.ACCESS_DENIED, f"Access denied: {decision.reason}.")
         await self._emit(Event.new(
             RoutingKey.DOCUMENT_RETRIEVED,
             DocumentRetrieved(document=facts, actor=actor, rule=decision.rule),
             source=self.ctx.source, subject=document_id, correlation_id=request_id,
+            client_request_id=client_request_id(),
         ))
         return Retrieval(facts=facts, key=doc["key"])
 

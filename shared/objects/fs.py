@@ -10,6 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+from shared.files import open_private, private_dir
 from shared.objects.base import CHUNK, HashingReader, ObjectInfo, ObjectNotFound, ObjectStore
 
 _META = ".meta.json"
@@ -20,7 +21,7 @@ class FileObjectStore(ObjectStore):
         self._root = root
 
     async def start(self) -> None:
-        self._root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(private_dir, self._root, tighten=True)
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -116,8 +117,8 @@ def _remove(path: Path) -> None:
 
 
 def _create(tmp: Path, first: bytes) -> BinaryIO:
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(tmp, "wb")  # noqa: SIM115 - closed by _finish, or by put() on failure
+    private_dir(tmp.parent)
+    handle = os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
     handle.write(first)
     return handle
 
@@ -143,7 +144,8 @@ def _commit(tmp: Path, path: Path, info: ObjectInfo) -> None:
     """Make the object visible atomically: metadata first, then the bytes by rename, then the dir."""
     meta = path.with_name(path.name + _META)
     meta_tmp = meta.with_name(f".{meta.name}.{uuid.uuid4().hex}.part")
-    meta_tmp.write_text(json.dumps(info.__dict__))
+    with os.fdopen(open_private(meta_tmp), "w") as meta_file:
+        meta_file.write(json.dumps(info.__dict__))
     os.replace(meta_tmp, meta)
     os.replace(tmp, path)
     fd = os.open(path.parent, os.O_RDONLY)

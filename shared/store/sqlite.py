@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.files import private_dir, private_file
 from shared.store.base import (
     Collection,
     Document,
@@ -126,11 +127,21 @@ class SqliteStore(DocumentStore):
         return existing
 
     async def start(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._prepare_files)
         self._writer = await self._on_writer(self._connect)
         self._reader = await self._on_reader(self._connect)
         for coll in self._collections.values():
             await self._on_writer(coll.create_sql_objects, self._writer)
+
+    def _prepare_files(self) -> None:
+        # SQLite gives its -wal and -shm files the database file's mode, so creating that one 0600 first
+        # covers all three; files left by an older, looser run are narrowed.
+        private_dir(self._path.parent, tighten=True)
+        private_file(self._path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            sidecar = self._path.with_name(self._path.name + suffix)
+            if sidecar.exists():
+                private_file(sidecar)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import free_port
+from tests.helpers import SERVE_ENV, free_port
 
 SERVICES = ("agreements", "intake", "storage", "notification", "audit")
 
@@ -27,6 +27,7 @@ class ServiceProcesses:
     def env(self, service: str | None = None) -> dict[str, str]:
         env = {
             **os.environ,
+            **SERVE_ENV,
             "LHCIE_BUS": "amqp",
             "LHCIE_AMQP_URL": self.amqp_url,
             "LHCIE_OBJECT_STORE": "fs",

@@ -26,7 +26,7 @@ from shared.config import Settings
 from shared.events import Actor, DocumentFacts, DocumentRetrieved, Event, RoutingKey
 from shared.store.sqlite import SqliteStore
 from shared.topology import ALL_QUEUES
-from tests.helpers import TEST_PATIENT, eventually, free_port
+from tests.helpers import SERVE_ENV, TEST_PATIENT, eventually, free_port
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -50,6 +50,7 @@ class AuditProcess:
     def __init__(self, amqp_url: str, data_dir: Path) -> None:
         self.env = {
             **os.environ,
+            **SERVE_ENV,
             "LHCIE_BUS": "amqp",
             "LHCIE_AMQP_URL": amqp_url,
             "LHCIE_OBJECT_STORE": "fs",

@@ -23,7 +23,7 @@ from shared.bus import QueueSpec
 from shared.bus.amqp import AmqpBus
 from shared.events import CareTeamState, Event, OrganisationState, RoutingKey
 from shared.topology import ALL_QUEUES
-from tests.helpers import eventually, free_port
+from tests.helpers import SERVE_ENV, eventually, free_port
 from tests.unit.test_notification_alerts import stored_event
 
 pytestmark = pytest.mark.rabbitmq
@@ -33,7 +33,7 @@ WATCH = QueueSpec("test.notification-watch", (RoutingKey.ALERT_RAISED, RoutingKe
 
 class NotificationProcesses:
     def __init__(self, amqp_url: str, data_dir: Path) -> None:
-        self.env = {**os.environ, "LHCIE_BUS": "amqp", "LHCIE_AMQP_URL": amqp_url, "LHCIE_OBJECT_STORE": "fs",
+        self.env = {**os.environ, **SERVE_ENV, "LHCIE_BUS": "amqp", "LHCIE_AMQP_URL": amqp_url, "LHCIE_OBJECT_STORE": "fs",
                     "LHCIE_DATA_DIR": str(data_dir), "LHCIE_NOTIFICATION_ESCALATION_AFTER_SECONDS": "1",
                     "LHCIE_NOTIFICATION_TIMER_TICK_SECONDS": "0.1"}
         self.data_dir = data_dir

@@ -167,7 +167,8 @@ async def test_search_is_for_dcc_administrators_and_the_organisations_own_audito
     assert f"DocumentReference/{rrv_doc}" not in json.dumps(ral)
 
     by_agent = await search(stack, "agent=RRV&subtype=read", admin)
-    assert event_codes(by_agent) == ["document.retrieved"]
+    # RRV read the metadata (record.read) and then the content (document.retrieved).
+    assert event_codes(by_agent) == ["record.read", "document.retrieved"]
     refused = await search(stack, f"entity=DocumentReference/{rj1_doc}&outcome=4", admin)
     assert event_codes(refused) == ["access.denied"]
     disclosed = await search(stack, "type=110106", admin)
@@ -195,19 +196,23 @@ async def test_one_requests_records_across_services_are_found_by_its_request_id(
     response = await stack.post("/fhir/DocumentReference", json=document_reference(),
                                 headers={**FHIR, **tokens.headers("RJ1"), "X-Request-Id": "submission-42"})
     assert response.status == 202
+    # The audit key is the id the server chose (X-Correlation-Id), never the client's X-Request-Id.
+    request_id = response.headers["X-Correlation-Id"]
+    assert request_id != "submission-42"
     admin = tokens.headers("RJ1", "dcc-admin")
 
     async def trail() -> list[str] | None:
-        codes = event_codes(await search(stack, "request-id=submission-42", admin))
+        codes = event_codes(await search(stack, f"request-id={request_id}", admin))
         return codes if {"document.received", "document.stored"} <= set(codes) else None
 
     codes = await eventually(trail)
     assert codes[:2] == ["document.received", "document.stored"]
-    records = resources(await search(stack, "request-id=submission-42", admin))
+    records = resources(await search(stack, f"request-id={request_id}", admin))
     assert {r["source"]["observer"]["display"] for r in records} >= {"urn:lhcie:service:intake", "urn:lhcie:service:storage"}
-    assert all({"what": {"identifier": {"value": "submission-42"}},
+    assert all({"what": {"identifier": {"value": request_id}},
                 "type": {"system": "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType",
                          "code": "XrequestId", "display": "X-Request-Id"}} in r["entity"] for r in records)
+    assert event_codes(await search(stack, "request-id=submission-42", admin)) == []
 
 
 async def test_searches_are_themselves_audited(stack: TestClient, tokens: Any) -> None:
