@@ -70,11 +70,30 @@ def covers(agreement: AgreementState, a: str, b: str, purpose: str, category: st
     )
 
 
+# What a refused caller is told. The rule and the reason (which may say that the patient opted out, a
+# preference the patient has not shared with that organisation) go to the access.denied event instead,
+# so into the AuditEvent and the patient's own access report; the reference finds that record.
+DENIED = "not permitted by the sharing policy"
+
+
+def denied_text(reference: str | None = None) -> str:
+    """The generic refusal, with the request's correlation id as a reference when there is one."""
+    return f"Access denied: {DENIED}" + (f" (reference {reference})." if reference else ".")
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
     rule: str
-    reason: str
+    reason: str  # private: for the audit record and the patient, never for the caller
+
+    @property
+    def detail(self) -> str:
+        return self.reason
+
+    def public(self, reference: str | None = None) -> str:
+        """What the caller is told when refused."""
+        return denied_text(reference)
 
     @classmethod
     def permit(cls, rule: str, reason: str) -> Decision:
@@ -136,6 +155,11 @@ class PolicyView:
     async def careteam(self, careteam_id: str) -> CareTeamState | None:
         doc = await self._careteams.get(careteam_id)
         return CareTeamState.model_validate(_strip(doc)) if doc else None
+
+    async def agreements_of(self, org: str) -> list[AgreementState]:
+        """Every agreement naming ``org`` as a party, whatever its status."""
+        docs = await self._agreements.find({"parties": org}, limit=1000)
+        return [AgreementState.model_validate(_strip(d)) for d in docs]
 
     async def agreements_between(self, a: str, b: str) -> list[AgreementState]:
         docs = await self._agreements.find({"parties": a}, limit=1000)

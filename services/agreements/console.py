@@ -106,6 +106,17 @@ function parties(c) { return (c.authority || []).map(a => a.identifier.value); }
 function purposes(c) { return ((c.scope || {}).coding || []).map(p => p.code).join(", "); }
 function categories(c) { return (c.term || []).flatMap(t => t.asset).flatMap(a => a.type).flatMap(t => t.coding).map(x => x.code).join(", ") || "all"; }
 function signed(c) { return (c.signer || []).map(s => s.party.identifier.value); }
+const EXT = "https://lhcie.london/fhir/StructureDefinition/";
+function admits(c) { const e = (c.extension || []).find(x => x.url === EXT + "template-admits-organisation-type"); return e ? e.valueCode : ""; }
+function joinRequests(c) {
+  return (c.extension || []).filter(x => x.url === EXT + "join-request")
+    .map(x => x.extension.find(y => y.url === "organization").valueReference.identifier.value);
+}
+async function decideJoin(id, org, action) {
+  await api("POST", "/fhir/Contract/" + id + "/$" + action,
+    {resourceType: "Parameters", parameter: [{name: "organization", valueReference: {reference: "Organization/" + org}}]});
+  await refresh();
+}
 async function act(id, action) { await api("POST", "/fhir/Contract/" + id + "/$" + action); await refresh(); }
 async function download(c) {
   const blob = await api("GET", "/fhir/Contract/" + c.id + "/$document");
@@ -116,6 +127,13 @@ async function loadPending() {
   const found = entries(await api("GET", "/fhir/Contract/$pending"));
   $("pending-empty").hidden = found.length > 0;
   for (const c of found) {
+    // A template of ours with organisations asking to join it: one row per request.
+    for (const org of joinRequests(c))
+      row("pending", [c.title + " (" + org + " asks to join)", parties(c).join(", "), purposes(c), categories(c),
+        c.author ? c.author.identifier.value : "", signed(c).join(", "), el("span")]).lastChild.append(
+          button("Approve " + org, () => decideJoin(c.id, org, "approve-join"), {"data-action": "approve-join", "data-id": c.id, "data-org": org}),
+          button("Refuse " + org, () => decideJoin(c.id, org, "reject-join"), {"data-action": "reject-join", "data-id": c.id, "data-org": org}, true));
+    if (joinRequests(c).length) continue;
     row("pending", [c.title, parties(c).join(", "), purposes(c), categories(c), c.author ? c.author.identifier.value : "",
       signed(c).join(", "),
       el("span")]).lastChild.append(
@@ -143,8 +161,10 @@ async function loadTemplates() {
   clear("templates");
   for (const c of entries(await api("GET", "/fhir/Contract/$templates"))) {
     const cell = parties(c).includes(me.org) ? el("span", "joined")
+      : joinRequests(c).includes(me.org) ? el("span", "waiting for " + c.author.identifier.value + " to approve")
       : button("Join", () => act(c.id, "join"), {"data-action": "join", "data-id": c.id});
-    row("templates", [c.title, parties(c).join(", "), purposes(c), cell]);
+    const who = admits(c) ? "any " + admits(c) + " at once; others on approval" : "on the owner's approval";
+    row("templates", [c.title, parties(c).join(", "), purposes(c), who, cell]);
   }
 }
 async function loadDuplicates() {
@@ -177,8 +197,10 @@ async function propose() {
     scope: {coding: chosen.map(code => ({code}))}};
   if (cats.length) contract.term = [{asset: [{type: [{coding: cats.map(code => ({code}))}]}]}];
   if ($("propose-end").value) contract.applies = {end: $("propose-end").value + "T00:00:00+00:00"};
-  if ($("propose-template").checked)
-    contract.extension = [{url: "https://lhcie.london/fhir/StructureDefinition/template-agreement", valueBoolean: true}];
+  if ($("propose-template").checked) {
+    contract.extension = [{url: EXT + "template-agreement", valueBoolean: true}];
+    if ($("propose-admits").value) contract.extension.push({url: EXT + "template-admits-organisation-type", valueCode: $("propose-admits").value});
+  }
   const made = await api("POST", "/fhir/Contract", contract);
   const file = $("propose-pdf").files[0];
   if (file) await api("PUT", "/fhir/Contract/" + made.id + "/$document", file, "application/pdf");
@@ -332,13 +354,15 @@ def dcc_page(nonce: str) -> str:
 <label>Organisation <select id="org-select"></select></label>
 {_table("agreements", ("Id", "Agreement", "Status", "Parties", "Purposes", "Categories", "Ends", ""))}</section>
 <section><h2>Standard (template) agreements</h2>
-{_table("templates", ("Agreement", "Signatories", "Purposes", ""))}</section>
+{_table("templates", ("Agreement", "Signatories", "Purposes", "Who may join", ""))}</section>
 <section><h2>Possible duplicates</h2>
 {_table("duplicates", ("Agreements", "Parties in common", "Purposes in common", ""))}</section>
 <section><h2>Propose an agreement</h2>
 <p><label>Title <input type="text" id="propose-title" size="50"></label></p>
 <p><label>With <select id="propose-party"><option value="">(none: a template others join)</option></select></label>
-<label><input type="checkbox" id="propose-template"> template agreement</label></p>
+<label><input type="checkbox" id="propose-template"> template agreement</label>
+<label>that admits without approval <select id="propose-admits"><option value="">(nobody: I approve each)</option>
+{"".join(f'<option value="{k}">any {k}</option>' for k in ORGANISATION_KINDS)}</select></label></p>
 <p>Purposes: {_checkboxes("purpose", tuple(PURPOSE_LABELS), PURPOSE_LABELS)}</p>
 <p>Document categories (none ticked: all): {_checkboxes("category", CATEGORIES)}</p>
 <p><label>Ends <input type="date" id="propose-end"></label>

@@ -18,17 +18,27 @@ from typing import Any
 from services.agreements.registry import Registry
 from services.agreements.resources import ContractInput
 from shared.auth import Caller
-from shared.events import Actor, AgreementState, AgreementStatus, OrganisationState, RoutingKey
+from shared.events import (
+    AccessDenied,
+    Actor,
+    AgreementState,
+    AgreementStatus,
+    Event,
+    OrganisationState,
+    RecordRead,
+    RoutingKey,
+)
 from shared.fhir.errors import Code, FhirError
-from shared.objects import ObjectStore, ObjectStoreUnavailable
+from shared.objects import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from shared.policy import DIRECT_CARE
 
 LIVE = (AgreementStatus.PROPOSED, AgreementStatus.ACCEPTED)
+OPERATOR = "exchange-operator"
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 
 
-def actor_of(who: Caller) -> Actor:
-    return Actor(org=who.org, role=who.role, subject=who.subject)
+def actor_of(who: Caller, address: str | None = None) -> Actor:
+    return Actor(org=who.org, role=who.role, subject=who.subject, address=address)
 
 
 def _conflict(message: str) -> FhirError:
@@ -86,7 +96,10 @@ class Agreements:
             version=1,
         )
         key = RoutingKey.POLICY_AGREEMENT_ACCEPTED if draft.template else RoutingKey.POLICY_AGREEMENT_PROPOSED
-        saved = await self.registry.save(state, key, details={"signed_at": {who.org: _now()}})
+        details: dict[str, Any] = {"signed_at": {who.org: _now()}}
+        if draft.template and draft.admits:
+            details["admits"] = draft.admits
+        saved = await self.registry.save(state, key, details=details)
         assert isinstance(saved, AgreementState)
         return saved
 
@@ -145,12 +158,19 @@ class Agreements:
 
         return await self.registry.change(AgreementState, agreement_id, end)
 
-    async def join(self, who: Caller, agreement_id: str) -> AgreementState:
-        """Sign a template ISA: the organisation then shares with every other signatory under it."""
+    async def join(self, who: Caller, agreement_id: str) -> tuple[AgreementState, bool]:
+        """Ask to sign a template ISA; returns the state and whether the organisation has joined.
+
+        Joining shares the owner's documents, so the owner approves each organisation (``decide_join``)
+        unless the template said in advance that it admits any organisation of the joiner's type. Either
+        way the change is a policy.agreement.updated event, and a request waits in the owner's $pending."""
         org = await self.registry.one(OrganisationState, who.org)
         if org is None or not org.active:
             raise _rule(f"{who.org} is not a registered active organisation.")
         details = await self.registry.details_of(AgreementState, agreement_id)
+        requests = details.setdefault("join_requests", [])
+        admitted = details.get("admits") == org.kind
+        asked = any(r["organisation"] == who.org for r in requests)
 
         async def sign(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
             if current is None:
@@ -159,13 +179,48 @@ class Agreements:
                 raise _conflict("Only a template ISA in force can be joined.")
             if who.org in current.parties:
                 raise _conflict(f"{who.org} has already joined this agreement.")
+            if asked:
+                raise _conflict(f"{who.org} has already asked to join this agreement.")
+            if not admitted:
+                return current.model_copy(update={"actor": actor_of(who)}), RoutingKey.POLICY_AGREEMENT_UPDATED
             return current.model_copy(update={
                 "parties": (*current.parties, who.org), "accepted_by": (*current.accepted_by, who.org),
                 "actor": actor_of(who),
             }), RoutingKey.POLICY_AGREEMENT_UPDATED
 
-        details.setdefault("signed_at", {})[who.org] = _now()
-        return await self.registry.change(AgreementState, agreement_id, sign, details=details)
+        if admitted:
+            details.setdefault("signed_at", {})[who.org] = _now()
+        else:
+            requests.append({"organisation": who.org, "requested_at": _now(), "requested_by": who.subject})
+        state = await self.registry.change(AgreementState, agreement_id, sign, details=details)
+        return state, admitted
+
+    async def decide_join(self, who: Caller, agreement_id: str, org: str, *, approve: bool) -> AgreementState:
+        """The template's owner approves or refuses an organisation's request to join."""
+        details = await self.registry.details_of(AgreementState, agreement_id)
+        requests = details.get("join_requests", [])
+
+        async def decide(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
+            if current is None or not current.template:
+                raise FhirError.of(Code.NOT_FOUND)
+            if who.org != current.proposed_by:
+                raise FhirError.of(Code.FORBIDDEN, f"Only {current.proposed_by}, which owns this template, approves "
+                                   "who joins it.")
+            if not any(r["organisation"] == org for r in requests):
+                raise _conflict(f"{org} has not asked to join this agreement.")
+            if not approve:
+                return current.model_copy(update={"actor": actor_of(who)}), RoutingKey.POLICY_AGREEMENT_UPDATED
+            if current.status is not AgreementStatus.ACCEPTED:
+                raise _conflict("Only a template ISA in force can be joined.")
+            return current.model_copy(update={
+                "parties": (*current.parties, org), "accepted_by": (*current.accepted_by, org),
+                "actor": actor_of(who),
+            }), RoutingKey.POLICY_AGREEMENT_UPDATED
+
+        details["join_requests"] = [r for r in requests if r["organisation"] != org]
+        if approve:
+            details.setdefault("signed_at", {})[org] = _now()
+        return await self.registry.change(AgreementState, agreement_id, decide, details=details)
 
     @staticmethod
     def _party_step(current: AgreementState | None, who: Caller) -> AgreementState:
@@ -209,6 +264,41 @@ class Agreements:
     def document_key(agreement_id: str) -> str:
         return f"agreements/{agreement_id}/signed-agreement.pdf"
 
+    async def read_document(self, who: Caller, agreement_id: str, *, request_id: str | None,
+                            address: str | None = None) -> tuple[AgreementState, bytes]:
+        """The signed PDF, for the agreement's parties and the exchange operator; every download and
+        every refusal is on the audit record."""
+        state = await self.registry.require(AgreementState, agreement_id)
+        resource = f"Contract/{agreement_id}/$document"
+        if who.org not in state.parties and who.role != OPERATOR:
+            await self._emit(Event.new(
+                RoutingKey.ACCESS_DENIED,
+                AccessDenied(actor=actor_of(who, address), resource=resource, action="read",
+                             reason_code="not-a-party", reason=f"{who.org} is not a party to {agreement_id}"),
+                source=self.registry.ctx.source, subject=f"Contract/{agreement_id}", correlation_id=request_id))
+            raise FhirError.of(Code.FORBIDDEN, "Only the parties to this agreement and the exchange operator may "
+                               "download its signed document.")
+        if not state.document_sha256:
+            raise FhirError.of(Code.NOT_FOUND, "No signed agreement has been attached.")
+        try:
+            data = await self.objects.read_all(self.document_key(agreement_id))
+        except ObjectNotFound:
+            raise FhirError.of(Code.NOT_FOUND, "No signed agreement has been attached.") from None
+        except ObjectStoreUnavailable:
+            raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}) from None
+        await self._emit(Event.new(
+            RoutingKey.RECORD_READ,
+            RecordRead(actor=actor_of(who, address), resource=resource, action="download",
+                       rule="party" if who.org in state.parties else OPERATOR),
+            source=self.registry.ctx.source, subject=f"Contract/{agreement_id}", correlation_id=request_id))
+        return state, data
+
+    async def _emit(self, event: Event) -> None:
+        ctx = self.registry.ctx
+        async with ctx.store.transaction() as session:
+            await ctx.publish(event, session=session)
+        ctx.outbox.notify()
+
     async def attach_document(self, who: Caller, agreement_id: str, content: bytes) -> AgreementState:
         current = await self.registry.require(AgreementState, agreement_id)
         self._party_step(current, who)
@@ -236,8 +326,12 @@ class Agreements:
     # -- views -------------------------------------------------------------------------------------
 
     async def pending_on(self, org: str) -> list[AgreementState]:
+        """Proposals waiting for ``org``'s signature, and its templates with requests to join."""
         proposed = await self.registry.every(AgreementState, {"status": AgreementStatus.PROPOSED.value, "parties": org})
-        return [ag for ag in proposed if org not in ag.accepted_by]
+        owned = await self.registry.every(AgreementState, {"status": AgreementStatus.ACCEPTED.value, "proposed_by": org})
+        asked = [ag for ag in owned if ag.template
+                 and (await self.registry.details_of(AgreementState, ag.agreement_id)).get("join_requests")]
+        return [ag for ag in proposed if org not in ag.accepted_by] + asked
 
     async def for_organisation(self, org: str) -> list[AgreementState]:
         return await self.registry.every(AgreementState, {"parties": org})
@@ -245,6 +339,22 @@ class Agreements:
     async def templates(self) -> list[AgreementState]:
         found = await self.registry.every(AgreementState, {"status": AgreementStatus.ACCEPTED.value})
         return [ag for ag in found if ag.template]
+
+    async def duplicates_for(self, who: Caller, party: str | None, *, request_id: str | None,
+                             address: str | None = None) -> list[Overlap]:
+        """An organisation's duplicates, for that organisation itself; anyone's (or all) for the operator."""
+        if who.role == OPERATOR:
+            return await self.duplicates(party)
+        party = party or who.org
+        if party != who.org:
+            await self._emit(Event.new(
+                RoutingKey.ACCESS_DENIED,
+                AccessDenied(actor=actor_of(who, address), resource=f"Organization/{party}", action="search",
+                             reason_code="not-the-party", reason=f"{who.org} asked for {party}'s duplicate agreements"),
+                source=self.registry.ctx.source, subject=f"Organization/{party}", correlation_id=request_id))
+            raise FhirError.of(Code.FORBIDDEN, f"Only {party} itself and the exchange operator may list {party}'s "
+                               "duplicate agreements.")
+        return await self.duplicates(party)
 
     async def duplicates(self, org: str | None = None) -> list[Overlap]:
         """Pairs of live ISAs covering the same parties for the same purposes (and overlapping dates)."""

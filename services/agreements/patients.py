@@ -96,7 +96,7 @@ class Patients:
         decision = await self.registry.policy.acts_for_patient(who, nhs_number)
         if not decision.allowed:
             # The same answer whether or not the patient exists or has any records.
-            raise FhirError.of(Code.ACCESS_DENIED, f"Access denied: {decision.reason}.")
+            raise FhirError.of(Code.ACCESS_DENIED, decision.public())
 
     def require_patient(self, who: Caller, nhs_number: str) -> None:
         """Only the patient themself changes preferences and carers (a carer's access is to see)."""

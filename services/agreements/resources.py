@@ -32,6 +32,10 @@ PURPOSE_SYSTEM = f"{BASE}/CodeSystem/sharing-purpose"
 CATEGORY_SYSTEM = f"{BASE}/CodeSystem/document-category"
 ORG_TYPE_SYSTEM = f"{BASE}/CodeSystem/organisation-type"
 TEMPLATE_EXTENSION = f"{BASE}/StructureDefinition/template-agreement"
+# A template that admits any organisation of this type without its owner's approval (said in advance).
+ADMITS_EXTENSION = f"{BASE}/StructureDefinition/template-admits-organisation-type"
+# An organisation waiting for the template's owner to approve its joining.
+JOIN_REQUEST_EXTENSION = f"{BASE}/StructureDefinition/join-request"
 CARER_SUBJECT_SYSTEM = f"{BASE}/Id/login-subject"
 ORGANISATION_KINDS = ("acute-trust", "gp-practice", "mental-health", "community", "social-care", "hospice")
 PURPOSE_LABELS = {
@@ -112,6 +116,13 @@ def contract(state: AgreementState, details: dict[str, Any] | None = None) -> di
         resource["applies"] = {k: v.isoformat() for k, v in (("start", state.valid_from), ("end", state.valid_to)) if v}
     if state.template:
         resource["extension"] = [{"url": TEMPLATE_EXTENSION, "valueBoolean": True}]
+        if details.get("admits"):
+            resource["extension"].append({"url": ADMITS_EXTENSION, "valueCode": details["admits"]})
+        resource["extension"] += [
+            {"url": JOIN_REQUEST_EXTENSION, "extension": [
+                {"url": "organization", "valueReference": _ods_ref(r["organisation"])},
+                {"url": "requested", "valueDateTime": r["requested_at"]}]}
+            for r in details.get("join_requests", [])]
     if state.supersedes:
         resource["relevantHistory"] = [{"display": f"supersedes Contract/{s}"} for s in state.supersedes]
     if state.replaced_by:
@@ -334,6 +345,7 @@ class ContractInput:
     valid_from: datetime | None
     valid_to: datetime | None
     template: bool
+    admits: str | None = None
 
 
 def parse_contract(body: dict[str, Any]) -> ContractInput:
@@ -368,10 +380,15 @@ def parse_contract(body: dict[str, Any]) -> ContractInput:
         issues.append(Issue(Code.INVALID_RESOURCE, "applies.end must be after applies.start", "Contract.applies"))
     template = any(isinstance(e, dict) and e.get("url") == TEMPLATE_EXTENSION and e.get("valueBoolean") is True
                    for e in body.get("extension") or [])
+    admits = next((e.get("valueCode") for e in body.get("extension") or []
+                   if isinstance(e, dict) and e.get("url") == ADMITS_EXTENSION), None)
+    if admits is not None and (admits not in ORGANISATION_KINDS or not template):
+        issues.append(Issue(Code.INVALID_RESOURCE, "a template may admit one organisation type from "
+                            f"{', '.join(ORGANISATION_KINDS)}", "Contract.extension"))
     if issues:
         raise FhirError(issues)
     return ContractInput(str(title).strip(), tuple(parties), tuple(dict.fromkeys(purposes)),
-                         tuple(dict.fromkeys(categories)), valid_from, valid_to, template)
+                         tuple(dict.fromkeys(categories)), valid_from, valid_to, template, admits)
 
 
 def _date(value: Any, where: str, issues: list[Issue]) -> datetime | None:

@@ -19,8 +19,7 @@ from shared.auth import Caller
 from shared.events import AgreementState, AgreementStatus, CareTeamState, OrganisationState, Payload
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError
-from shared.http import caller, fhir_response, read_json
-from shared.objects import ObjectNotFound
+from shared.http import caller, fhir_response, read_json, request_id
 
 AGREEMENTS = web.AppKey("agreements", Service)
 HOLDING_EXTENSION = f"{resources.BASE}/StructureDefinition/record-holding"
@@ -159,6 +158,28 @@ def _step(action: str) -> Callable[[web.Request], Any]:
     return step
 
 
+async def join(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Contract", "u")
+    state, joined = await _service(request).isas.join(who, request.match_info["id"])
+    # 202: the request waits for the template's owner.
+    return fhir_response(await _contract(_service(request), state), status=200 if joined else 202)
+
+
+def _join_decision(approve: bool) -> Callable[[web.Request], Any]:
+    async def decide(request: web.Request) -> web.Response:
+        who = caller(request)
+        who.require("Contract", "u")
+        orgs = [o.rpartition("|")[2].removeprefix("Organization/")
+                for o in _parameters(await read_json(request), "organization")]
+        if len(orgs) != 1:
+            raise FhirError.of(Code.INVALID_RESOURCE, "Name the one organisation (organization).", "Parameters.parameter")
+        state = await _service(request).isas.decide_join(who, request.match_info["id"], orgs[0], approve=approve)
+        return fhir_response(await _contract(_service(request), state))
+
+    return decide
+
+
 async def pending(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Contract", "s")
@@ -175,7 +196,10 @@ async def templates(request: web.Request) -> web.Response:
 async def duplicates(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Contract", "s")
-    found = await _service(request).isas.duplicates(request.query.get("party") or who.org)
+    party = request.query.get("party")
+    found = await _service(request).isas.duplicates_for(
+        who, party.rpartition("|")[2].removeprefix("Organization/") if party else None,
+        request_id=request_id(request), address=request.remote)
     return fhir_response({"resourceType": "Parameters", "parameter": [
         {"name": "overlap", "part": [
             *({"name": "agreement", "valueReference": {"reference": f"Contract/{a}", "display": t}}
@@ -231,15 +255,10 @@ async def upload_document(request: web.Request) -> web.Response:
 
 
 async def download_document(request: web.Request) -> web.StreamResponse:
-    caller(request).require("Contract", "r")
-    service = _service(request)
-    state = await service.registry.require(AgreementState, request.match_info["id"])
-    if not state.document_sha256:
-        raise FhirError.of(Code.NOT_FOUND, "No signed agreement has been attached.")
-    try:
-        data = await service.isas.objects.read_all(service.isas.document_key(state.agreement_id))
-    except ObjectNotFound:
-        raise FhirError.of(Code.NOT_FOUND, "No signed agreement has been attached.") from None
+    who = caller(request)
+    who.require("Contract", "r")
+    state, data = await _service(request).isas.read_document(who, request.match_info["id"],
+                                                             request_id=request_id(request), address=request.remote)
     return web.Response(body=data, content_type="application/pdf",
                         headers={"ETag": f'"{state.document_sha256}"', "Cache-Control": "no-store"})
 
@@ -337,8 +356,11 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/fhir/CareTeam", create_careteam)
     r.add_put("/fhir/CareTeam/{id}", update_careteam)
     r.add_post("/fhir/Contract", propose)
-    for action in ("accept", "reject", "revoke", "join"):
+    for action in ("accept", "reject", "revoke"):
         r.add_post(f"/fhir/Contract/{{id}}/${action}", _step(action))
+    r.add_post("/fhir/Contract/{id}/$join", join)
+    r.add_post("/fhir/Contract/{id}/$approve-join", _join_decision(approve=True))
+    r.add_post("/fhir/Contract/{id}/$reject-join", _join_decision(approve=False))
     r.add_post("/fhir/Contract/{id}/$retire", retire)
     r.add_put("/fhir/Contract/{id}/$document", upload_document)
     r.add_get("/fhir/Contract/{id}/$document", download_document)

@@ -2,12 +2,13 @@
 tell a patient who holds and who has seen their records.
 
 Who may do what:
-- search: DCC administrators (every record) and an organisation's auditors (records involving it);
-- verify: DCC administrators, auditors and systems (the result names records, not their contents);
-- export: DCC administrators;
+- search and export: an organisation's DCC administrators and auditors, over the records that involve
+  their own organisation (the record's ``orgs``); the exchange operator over every record;
+- verify: DCC administrators, auditors, systems and the operator (the result names record numbers, not
+  their contents);
 - the access report: the patient (NHS number from the token) and carers the patient has authorised.
 Searches, exports and access reports are themselves recorded in the chain (the audit service writes
-those records straight into it).
+those records straight into it), the operator's exchange-wide ones included.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.audit.chain import AuditChain, Verification
-from services.audit.records import AUDIT_SOURCE, KINDS, Who, audited, build, consent_decision, records_for
+from services.audit.records import AUDIT_SOURCE, KINDS, Who, audited, build, consent_decision, facts, records_for
 from services.audit.signing import CheckpointSigner
 from shared.auth import Caller
 from shared.correlation import denial_recorded
@@ -32,12 +33,14 @@ from shared.store import Index, Session
 
 log = logging.getLogger(__name__)
 
-SEARCHERS = ("dcc-admin", "auditor")
-VERIFIERS = ("dcc-admin", "auditor", "system")
+# An organisation's own staff see the records that involve their organisation; the operator sees all.
+ORGANISATION_READERS = ("dcc-admin", "auditor")
+OPERATOR = "exchange-operator"
+VERIFIERS = ("dcc-admin", "auditor", "system", OPERATOR)
 # Events that tell which organisations hold a patient's documents, and who accessed them.
 HOLDING = "document.stored"
 NO_LONGER_HELD = ("document.superseded", "document.withdrawn")
-ACCESSES = ("document.retrieved", "access.denied")
+ACCESSES = ("document.retrieved", "record.read", "access.denied")
 
 
 @dataclass
@@ -54,6 +57,8 @@ class AccessReport:
     holders: list[Holder]
     accesses: list[dict[str, Any]]  # AuditEvents, oldest first
     names: dict[str, str]
+    # The access-decision rule behind each access (by AuditEvent id), for saying why in plain words.
+    rules: dict[str, str] = field(default_factory=dict)
 
 
 class Audit:
@@ -67,6 +72,10 @@ class Audit:
             extra_indexes=[Index(("date",)), Index(("event_type",)), Index(("agent_orgs",))],
         )
         self.policy = PolicyView(ctx.store)
+        # Document id -> custodian, so a read or a refusal is on the custodian's record too even when
+        # its event names only the reader (record.read, access.denied). Agreements' parties are added
+        # when reading (scope_for): an agreement can be proposed and downloaded before audit hears of it.
+        self.custodians = ctx.store.collection("audit_custodians")
 
     async def record(self, event: Event) -> None:
         """Append the event's record(s); a policy event also updates the local policy view, in the same
@@ -77,6 +86,7 @@ class Audit:
                 await self.policy.apply(event)
             return
         records = records_for(event)
+        await self._involve_custodians(event, records)
         for i, (record_id, resource, index) in enumerate(records):
             last = i == len(records) - 1
 
@@ -85,6 +95,20 @@ class Audit:
                     await self.policy.apply(event, session=session)
 
             await self.chain.append(record_id, resource, index, also=also)
+
+    async def _involve_custodians(self, event: Event, records: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        custodian = facts(event)["custodian"]
+        for _, _, index in records:
+            documents = [e.split("/", 1)[1] for e in index["entities"] if e.startswith(("DocumentReference/", "Binary/"))]
+            for document in dict.fromkeys(documents):
+                if custodian is not None:
+                    await self.custodians.replace({"_id": document, "custodian": custodian}, upsert=True)
+                elif (known := await self.custodians.get(document)) is not None:
+                    index["orgs"] = sorted({*index["orgs"], known["custodian"]})
+            # An alert for an MDT (a breach risk has no document behind it) involves the MDT's organisation.
+            for team_id in [e.split("/", 1)[1] for e in index["entities"] if e.startswith("CareTeam/")]:
+                if (team := await self.policy.careteam(team_id)) is not None:
+                    index["orgs"] = sorted({*index["orgs"], team.organisation})
 
     async def _own(self, event_type: str, who: Caller, *, address: str | None, request_id: str | None,
                    query: str | None = None, patient: str | None = None, entities: list[str] | None = None) -> None:
@@ -96,20 +120,26 @@ class Audit:
         await self.chain.append(f"audit:{uuid.uuid4()}", resource, index)
 
     # -- search -------------------------------------------------------------------------------------
-    @staticmethod
-    def scope_for(who: Caller) -> dict[str, Any]:
-        """DCC administrators see every record; an organisation's auditors see records involving it."""
-        if who.role == "dcc-admin":
+    async def scope_for(self, who: Caller) -> dict[str, Any]:
+        """The records the caller may read: every record for the operator; for an organisation, those
+        that involve it, and those about an agreement it is party to (a download of its signed PDF names
+        only the reader). Decided when reading, so a record written before audit heard of the agreement
+        is still found."""
+        if who.role == OPERATOR:
             return {}
-        if who.role == "auditor":
-            return {"orgs": who.org}
+        if who.role in ORGANISATION_READERS:
+            agreements = await self.policy.agreements_of(who.org)
+            if not agreements:
+                return {"orgs": who.org}
+            return {"$or": [{"orgs": who.org}, *({"entities": f"Contract/{a.agreement_id}"} for a in agreements)]}
         if who.role in ("patient", "carer"):
             raise FhirError.of(Code.FORBIDDEN, "Patients see who accessed their records in their access report.")
-        raise FhirError.of(Code.FORBIDDEN, "Only DCC administrators and an organisation's auditors may search the audit log.")
+        raise FhirError.of(Code.FORBIDDEN, "Only an organisation's DCC administrators and auditors, and the exchange "
+                           "operator, may read the audit log.")
 
     async def search(self, who: Caller, where: dict[str, Any], *, count: int, offset: int, query: str,
                      address: str | None = None, request_id: str | None = None) -> tuple[list[dict[str, Any]], bool]:
-        scope = self.scope_for(who)
+        scope = await self.scope_for(who)
         await self._own("audit.searched", who, address=address, request_id=request_id, query=query,
                         patient=where.get("patient"))
         docs = await self.chain.search({**where, **scope}, limit=count + 1, skip=offset)
@@ -128,16 +158,17 @@ class Audit:
     # -- export -------------------------------------------------------------------------------------
     async def export(self, who: Caller, start: str, end: str, *, address: str | None = None,
                      request_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """The stored records (chain fields included, so an archive can be re-verified) with
-        ``start <= recorded < end``, in chain order."""
-        if who.role != "dcc-admin":
-            raise FhirError.of(Code.FORBIDDEN, "Only DCC administrators may export the audit log.")
+        """The stored records (chain fields included) with ``start <= recorded < end``, in chain order.
+
+        The operator's export is the whole chain, which re-verifies link by link; an organisation's is
+        its slice, in which each record's hash still verifies but the links skip other organisations'."""
+        scope = await self.scope_for(who)
         await self._own("audit.exported", who, address=address, request_id=request_id,
                         query=f"start={start}&end={end}")
-        return self._export(start, end)
+        return self._export(start, end, scope)
 
-    async def _export(self, start: str, end: str) -> AsyncIterator[dict[str, Any]]:
-        async for doc in self.chain.scan({"date": {"$gte": start, "$lt": end}}):
+    async def _export(self, start: str, end: str, scope: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for doc in self.chain.scan({"date": {"$gte": start, "$lt": end}, **scope}):
             yield {k: v for k, v in doc.items() if k != "_id"}
 
     # -- the patient's access report ----------------------------------------------------------------
@@ -161,7 +192,7 @@ class Audit:
             await self.chain.append(f"audit:{uuid.uuid4()}", *record)
             if not decision.allowed:
                 denial_recorded()  # the consent decision above is this refusal's record
-                raise FhirError.of(Code.ACCESS_DENIED, "Access denied: no active carer grant from this patient.")
+                raise FhirError.of(Code.ACCESS_DENIED, decision.public(request_id))
         else:
             raise FhirError.of(Code.FORBIDDEN, "The access report is for the patient and the carers they authorise.")
         assert nhs_number is not None
@@ -172,11 +203,14 @@ class Audit:
     async def _report(self, nhs_number: str) -> AccessReport:
         holders: dict[str, Holder] = {}
         accesses: list[dict[str, Any]] = []
+        rules: dict[str, str] = {}
+        custodians: dict[str, str] = {}
         async for doc in self.chain.scan({"patient": nhs_number}):
             kind = doc.get("event_type")
             if kind == HOLDING:
                 custodian, document = (doc.get("orgs") or [None])[0], _document_of(doc)
                 if custodian and document:
+                    custodians[document] = custodian
                     holder = holders.setdefault(custodian, Holder(custodian, None))
                     if document not in holder.documents:
                         holder.documents.append(document)
@@ -186,7 +220,13 @@ class Audit:
                     if gone in holder.documents:
                         holder.documents.remove(gone)
             elif kind in ACCESSES and not doc["event_id"].endswith("#authz-consent"):
+                if kind != "access.denied" and _own_use(doc, custodians):
+                    # The holder opening its own record (a hospital system polling its submission) is not a
+                    # sharing: it stays in the audit log, but the patient's report lists who else looked.
+                    continue
                 accesses.append(_for_patient(doc["resource"]))
+                if doc.get("rule"):
+                    rules[doc["resource"]["id"]] = doc["rule"]
         names: dict[str, str] = {}
         orgs = set(holders) | {a["org"] for a in (summary(r) for r in accesses) if a["org"]}
         for ods in orgs:
@@ -197,7 +237,14 @@ class Audit:
             holder.name = names.get(holder.ods_code)
         held = [h for h in holders.values() if h.documents]
         return AccessReport(nhs_number, datetime.now(UTC), sorted(held, key=lambda h: h.ods_code),
-                            accesses, names)
+                            accesses, names, rules)
+
+
+def _own_use(doc: dict[str, Any], custodians: dict[str, str]) -> bool:
+    """Was this read made by the organisation that holds the document it read?"""
+    reader = summary(doc["resource"])["org"]
+    document = _document_of(doc)
+    return bool(reader) and document is not None and custodians.get(document) == reader
 
 
 def _document_of(doc: dict[str, Any]) -> str | None:
@@ -222,8 +269,11 @@ def summary(resource: dict[str, Any]) -> dict[str, Any]:
         if agent.get("requestor") and agent.get("role"):
             subject = agent["who"].get("display")
             role = agent["role"][0]["coding"][0]["code"]
-    document = next((e["what"]["reference"].split("/", 1)[1] for e in resource.get("entity", [])
-                     if e.get("what", {}).get("reference", "").startswith("DocumentReference/")), None)
+    refs = [e["what"]["reference"] for e in resource.get("entity", []) if e.get("what", {}).get("reference")]
+    document = next((r.split("/", 1)[1] for r in refs if r.startswith("DocumentReference/")), None)
+    interaction = next((c.get("code") for c in resource.get("subtype", [])
+                        if c.get("system") == "http://hl7.org/fhir/restful-interaction"), None)
     return {"org": org, "subject": subject, "role": role, "when": resource.get("period", {}).get("start"),
-            "document": document, "allowed": resource.get("outcome") == "0"}
+            "document": document, "allowed": resource.get("outcome") == "0", "refs": refs,
+            "search": interaction == "search"}
 

@@ -95,10 +95,19 @@ KINDS: dict[str, Kind] = {
     "audit.searched": Kind("E", "search", "0", HSYSADMIN),
     "audit.access-report": Kind("E", "search", "0", PATRQT),
     "audit.exported": Kind("E", "search", "0", HSYSADMIN),
+    # A read of patient data or of a controlled record (BALP Read, or Query for a search): kind_of
+    # refines it by the event's action.
+    "record.read": Kind("R", "read", "0", TREAT),
+    # An administrative operation with effects beyond one record: an execute by the system's administrators.
+    "operation.invoked": Kind("E", "operation", "0", HSYSADMIN),
 }
 # Access-decision rules that rest on the patient's consent (shared.policy rule names and the like).
 CONSENT_RULES = ("carer", "consent", "opt-out", "opted-out", "preference")
 ACTIONS = {"create": "C", "read": "R", "update": "U", "delete": "D", "search": "E"}
+# record.read's actions as BALP interactions: a search is a Query ('E'); every other read is a Read ('R').
+READS = {"search": ("E", "search"), "read": ("R", "read"), "vread": ("R", "vread"), "download": ("R", "read"),
+         "export": ("R", "read")}
+OPERATION_OUTCOMES = {"success": "0", "refused": "4", "failed": "8"}
 
 
 def audited(event: Event) -> bool:
@@ -115,6 +124,13 @@ def kind_of(event_type: str, data: dict[str, Any] | None = None) -> Kind:
         kind = Kind(action, interaction, "4" if verb == "failed" else "0", TREAT)
     if event_type == "access.denied" and data and data.get("action") in ACTIONS:
         kind = Kind(ACTIONS[data["action"]], data["action"], kind.outcome, kind.purpose)
+    if event_type == "record.read" and data:
+        action, interaction = READS.get(str(data.get("action")), ("R", "read"))
+        # Reading an agreement is the running of the exchange, not the care of a patient.
+        purpose = HOPERAT if str(data.get("resource", "")).startswith("Contract") else kind.purpose
+        kind = Kind(action, interaction, kind.outcome, purpose)
+    if event_type == "operation.invoked" and data:
+        kind = Kind(kind.action, kind.interaction, OPERATION_OUTCOMES.get(str(data.get("outcome")), "8"), kind.purpose)
     return kind
 
 
@@ -224,13 +240,16 @@ def facts(event: Event) -> dict[str, Any]:
     for key, prefix in (("document_id", "DocumentReference/"), ("alert_id", "Communication/"),
                         ("subscription_id", "Subscription/"), ("agreement_id", "Contract/"),
                         ("careteam_id", "CareTeam/"), ("organisation", "Organization/"), ("ods_code", "Organization/"), ("grant_id", "Consent/"),
-                        ("recipient", ""), ("escalated_to", ""), ("replaced_by", "DocumentReference/")):
+                        ("recipient", ""), ("escalated_to", ""), ("replaced_by", "DocumentReference/"),
+                        ("target", "")):
         value = data.get(key)
         if value and (prefix or "/" in str(value)):
             refs.append(prefix + str(value))
     if data.get("resource"):
-        resource = str(data["resource"])
-        refs.append(resource)
+        # "Contract/{id}/$document" is about Contract/{id}; a search base ("Communication") names no record.
+        resource = str(data["resource"]).split("/$", 1)[0]
+        if "/" in resource:
+            refs.append(resource)
         if resource.startswith("Binary/"):
             refs.append("DocumentReference/" + resource.removeprefix("Binary/"))
     actor = data.get("actor") or {}
@@ -250,7 +269,7 @@ def consent_basis(event: Event, who: Who | None) -> str | None:
     rule = str(event.data.get("reason_code") or event.data.get("rule") or "")
     if any(word in rule for word in CONSENT_RULES):
         return str(event.data.get("reason") or rule)
-    if who is not None and who.role == "carer" and event.type in ("document.retrieved", "access.denied"):
+    if who is not None and who.role == "carer" and event.type in ("document.retrieved", "access.denied", "record.read"):
         return "a carer acting under the patient's grant"
     return None
 
@@ -270,8 +289,10 @@ def build(
     custodian: str | None = None,
     query: str | None = None,
     outcome_desc: str | None = None,
+    rule: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One BALP AuditEvent and its search fields."""
+    """One BALP AuditEvent and its search fields (``rule``: the access-decision rule, kept for the
+    patient's access report)."""
     disclosure = (event_type == "document.retrieved" and who is not None and custodian is not None
                   and who.org != custodian)
     purpose = PATRQT if who is not None and who.role in ("patient", "carer") else kind.purpose
@@ -285,7 +306,10 @@ def build(
     else:
         rtype = _coding(AUDIT_TYPE, "rest", "RESTful Operation")
         subtypes = [_coding(RESTFUL, kind.interaction), event_code]
-        base = {"create": "Create", "read": "Read", "update": "Update", "delete": "Delete", "search": "Query"}[kind.interaction]
+        # BALP has no pattern for an operation: its records keep the basic shape (and the Query profile's
+        # query entity when there is one).
+        base = {"create": "Create", "read": "Read", "vread": "Read", "update": "Update", "delete": "Delete",
+                "search": "Query", "operation": "Query"}[kind.interaction]
         profile = ("Patient" + base if patient else base) if base != "Query" else ("PatientQuery" if patient else "Query")
     entity = [_entity(ref) for ref in entities]
     if patient:
@@ -304,7 +328,7 @@ def build(
         "recorded": recorded.isoformat(),
         "outcome": kind.outcome,
         "purposeOfEvent": _purpose(purpose),
-        "agent": _agents(who, source, purpose, reading=kind.action in ("R", "E"),
+        "agent": _agents(who, source, purpose, reading=kind.action in ("R", "E") and kind.interaction != "operation",
                          custodian=custodian if disclosure else None),
         "source": {"site": "lhcie", "observer": {"display": source},
                    "type": [_coding(SOURCE_TYPE, "4", "Application Server")]},
@@ -325,6 +349,8 @@ def build(
         "date": index_date(recorded),
         "request_id": request_id,
     }
+    if rule:
+        index["rule"] = rule
     return resource, index
 
 
@@ -388,12 +414,14 @@ def records_for(event: Event, *, recorded: datetime | None = None) -> list[Recor
     at = recorded or datetime.now(UTC)
     f = facts(event)
     kind = kind_of(event.type, event.data)
-    reason = event.data.get("reason")
+    reason = event.data.get("reason") or event.data.get("detail")
+    rule = event.data.get("reason_code") or event.data.get("rule")
     resource, index = build(
         event_type=str(event.type), source=event.source, moment=event.time, who=f["who"],
         entities=f["entities"], orgs=f["orgs"], patient=f["patient"], request_id=event.correlationid,
         recorded=at, kind=kind, custodian=f["custodian"], outcome_desc=str(reason) if reason else None,
         query=event.data["query"] if isinstance(event.data.get("query"), str) else None,
+        rule=str(rule) if rule else None,
     )
     records: list[Record] = []
     basis = consent_basis(event, f["who"])

@@ -19,7 +19,31 @@ ROLE_NAMES = {
     "patient": "you",
     "carer": "your carer",
     "auditor": "an auditor",
+    "exchange-operator": "the exchange's operations team",
 }
+# Why an access was refused (shared.policy rule names), as a patient would say it.
+REFUSALS = {
+    "patient-opt-out-organisation": "you asked for your records not to be shared with this organisation",
+    "patient-opt-out-category": "you asked for this kind of document not to be shared",
+    "no-isa": "their organisation has no sharing agreement that covers it",
+    "no-carer-grant": "they do not have your permission to act as your carer",
+    "not-the-patient": "only you may see your own records",
+    "unknown-organisation": "their organisation is not registered with the exchange",
+}
+REFUSED = "the sharing rules did not allow it"
+
+
+def described(s: dict[str, Any]) -> str:
+    """What was looked at, in plain words."""
+    refs = [r for r in s["refs"] if not r.startswith("Binary/")] or s["refs"]
+    kind, _, ident = (refs[0] if refs else "").partition("/")
+    if kind == "DocumentReference":
+        return "searched your documents" if s["search"] else f"opened document {ident}"
+    if kind == "Communication":
+        return "looked at alerts about you" if s["search"] else "looked at an alert about you"
+    if kind == "EpisodeOfCare":
+        return "looked at your care pathway"
+    return "searched your records" if s["search"] else "looked at your records"
 
 
 def bundle(report: AccessReport) -> dict[str, Any]:
@@ -65,9 +89,10 @@ def html_page(report: AccessReport) -> str:
         when = escape((s["when"] or "")[:19].replace("T", " "))
         who = escape(f"{ROLE_NAMES.get(s['role'] or '', s['role'] or 'someone')} ({s['subject']})")
         outcome = "seen" if s["allowed"] else "refused"
+        why = "" if s["allowed"] else REFUSALS.get(report.rules.get(event.get("id", ""), ""), REFUSED)
         rows.append(f"<tr><td>{when} UTC</td><td>{escape(org_name(s['org']))}</td><td>{who}</td>"
-                    f"<td>{escape(s['document'] or '')}</td><td class=\"{outcome}\">{outcome}</td></tr>")
-    accesses = "".join(rows) or '<tr><td colspan="5">Nobody has opened your documents through the exchange.</td></tr>'
+                    f"<td>{escape(described(s))}</td><td class=\"{outcome}\">{outcome}</td><td>{escape(why)}</td></tr>")
+    accesses = "".join(rows) or '<tr><td colspan="6">Nobody has looked at your records through the exchange.</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Who has seen your records</title>
@@ -81,10 +106,9 @@ th{{background:#f0f4f5}}.refused{{color:#d5281b;font-weight:bold}}.seen{{color:#
 <p>Report for NHS number {escape(report.nhs_number)}, produced {escape(report.generated.strftime('%d %B %Y at %H:%M'))} UTC.</p>
 <h2>Organisations that hold documents about you</h2>
 <table><thead><tr><th>Organisation</th><th>Documents</th></tr></thead><tbody>{holders}</tbody></table>
-<h2>Every time someone opened one of your documents, or tried to</h2>
-<table><thead><tr><th>When</th><th>Organisation</th><th>Who</th><th>Document</th><th>Result</th></tr></thead>
+<h2>Every time someone looked at your records, or tried to</h2>
+<table><thead><tr><th>When</th><th>Organisation</th><th>Who</th><th>What</th><th>Result</th><th>Why refused</th></tr></thead>
 <tbody>{accesses}</tbody></table>
-<p>"Refused" means the exchange did not let them see it: their organisation has no sharing agreement with the one
-that holds the document, or you asked for it not to be shared.</p>
+<p>"Refused" means the exchange did not let them see it; the last column says why.</p>
 </body></html>
 """

@@ -45,7 +45,7 @@ from shared.events import (
 from shared.fhir.errors import Code, FhirError, Issue
 from shared.context import ServiceContext
 from shared.objects import ObjectStore, ObjectStoreUnavailable
-from shared.policy import PolicyView
+from shared.policy import PolicyView, denied_text
 from shared.store import Document, DuplicateKey, Filter, Session
 
 log = logging.getLogger(__name__)
@@ -377,4 +377,4 @@ class Intake:
         async with self.ctx.store.transaction() as session:
             await self.ctx.publish(event, session=session)
         self.ctx.outbox.notify()
-        raise FhirError.of(Code.ACCESS_DENIED, f"Access denied: {reason}.")
+        raise FhirError.of(Code.ACCESS_DENIED, denied_text(request_id))

@@ -201,7 +201,7 @@ class Storage:
                 source=self.ctx.source, subject=f"Binary/{document_id}", correlation_id=request_id,
                 client_request_id=client_request_id(),
             ))
-            raise FhirError.of(Code.ACCESS_DENIED, f"Access denied: {decision.reason}.")
+            raise FhirError.of(Code.ACCESS_DENIED, decision.public(request_id))
         await self._emit(Event.new(
             RoutingKey.DOCUMENT_RETRIEVED,
             DocumentRetrieved(document=facts, actor=actor, rule=decision.rule),

@@ -153,8 +153,38 @@ async def test_the_patient_page_shows_holders_sets_preferences_and_revokes_a_car
 
             # The carer's next look is refused, and the holders they saw are gone from the page.
             await carer.click("#patient-load")
-            await carer.wait_for_selector("#status:text('Access denied: no active carer grant from this patient.')")
+            await carer.wait_for_selector("#status:text('Access denied: not permitted by the sharing policy.')")
             assert await carer.locator("#holders tbody tr").count() == 0
             assert page.errors == [] and carer.errors == []  # type: ignore[attr-defined]
+        finally:
+            await browser.close()
+
+
+async def test_the_dcc_shows_who_a_template_admits_and_its_owner_approves_a_join(stack: TestClient, tokens: Any) -> None:
+    template = {"resourceType": "Contract", "title": "RJ1 standard ISA", "scope": {"coding": [{"code": "direct-care"}]},
+                "extension": [
+                    {"url": "https://lhcie.london/fhir/StructureDefinition/template-agreement", "valueBoolean": True},
+                    {"url": "https://lhcie.london/fhir/StructureDefinition/template-admits-organisation-type",
+                     "valueCode": "hospice"}]}
+    response = await stack.post("/fhir/Contract", json=template, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")})
+    tid = (await response.json())["id"]
+    base = str(stack.make_url("")).rstrip("/")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            # RAL (an acute trust, not a hospice) asks to join from its console and waits.
+            page = await open_page(browser, f"{base}/dcc/#token={tokens('RAL', 'dcc-admin')}")
+            await page.click(f"#templates button[data-action='join'][data-id='{tid}']")
+            await page.wait_for_selector("#templates span:text('waiting for RJ1 to approve')")
+            row = page.locator("#templates tbody tr", has_text="RJ1 standard ISA")
+            assert await row.locator("td").nth(3).text_content() == "any hospice at once; others on approval"
+            await page.close()
+            # RJ1 sees the request as a pending item and approves it.
+            page = await open_page(browser, f"{base}/dcc/#token={tokens('RJ1', 'dcc-admin')}")
+            await page.click(f"#pending button[data-action='approve-join'][data-id='{tid}'][data-org='RAL']")
+            await page.wait_for_selector(f"#pending button[data-id='{tid}']", state="detached")
+            response = await stack.get(f"/fhir/Contract/{tid}", headers=tokens.headers("RJ1", "dcc-admin"))
+            assert [a["identifier"]["value"] for a in (await response.json())["authority"]] == ["RJ1", "RAL"]
+            assert page.errors == []  # type: ignore[attr-defined]
         finally:
             await browser.close()

@@ -44,7 +44,7 @@ async def test_a_document_is_refused_once_its_isa_is_revoked(amqp_stack: tuple[T
 
     # Retrievable while the demo ISA between RJ1 and RRV is accepted ...
     assert await eventually(lambda: _status_is(retrieval, 200), timeout=30)
-    # ... and refused once it is revoked, with the rule named and nothing about the patient.
+    # ... and refused once it is revoked, with a generic reason and a reference (the rule is in the audit record).
     response = await stack.post("/fhir/Contract/isa-rj1-rrv/$revoke", headers=tokens.headers("RJ1", "dcc-admin"))
     assert (response.status, (await response.json())["status"]) == (200, "revoked")
     await eventually(lambda: _status_is(retrieval, 403), timeout=10, interval=0.01)
@@ -52,8 +52,9 @@ async def test_a_document_is_refused_once_its_isa_is_revoked(amqp_stack: tuple[T
     assert (status, body) == (403, {"resourceType": "OperationOutcome", "issue": [{
         "severity": "error", "code": "forbidden",
         "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "ACCESS_DENIED"}]},
-        "diagnostics": "Access denied: no accepted ISA between RRV and RJ1 for purpose direct-care.",
+        "diagnostics": body["issue"][0]["diagnostics"],
     }]})
+    assert body["issue"][0]["diagnostics"].startswith("Access denied: not permitted by the sharing policy (reference ")
     # RPY's ISA with RJ1 is untouched.
     assert (await stack.get(binary, headers=tokens.headers("RPY", "clinician"))).status == 200
 
@@ -98,5 +99,5 @@ async def test_a_category_opt_out_reaches_retrieval_and_alerting(amqp_stack: tup
     await eventually(settled, timeout=30)
     response = await stack.get(f"/fhir/Binary/{withheld}", headers=tokens.headers("RRV", "clinician"))
     assert (response.status, (await response.json())["issue"][0]["diagnostics"]) == (
-        403, "Access denied: a patient sharing preference (category opt-out) withholds this document from RRV.")
+        403, f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Request-Id']}).")
     assert (await stack.get(f"/fhir/Binary/{shared}", headers=tokens.headers("RRV", "clinician"))).status == 200

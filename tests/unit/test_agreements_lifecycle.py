@@ -144,22 +144,89 @@ async def test_expiry_ends_live_agreements_past_their_end_date(stack: TestClient
     assert read["status"] == "terminated"
 
 
-async def test_a_template_isa_is_joined_and_left(stack: TestClient, tokens: Any) -> None:
+ADMITS = "https://lhcie.london/fhir/StructureDefinition/template-admits-organisation-type"
+JOIN_REQUEST = "https://lhcie.london/fhir/StructureDefinition/join-request"
+
+
+def join_requests(contract_: dict[str, Any]) -> list[str]:
+    return [next(x["valueReference"]["identifier"]["value"] for x in e["extension"] if x["url"] == "organization")
+            for e in contract_.get("extension", []) if e["url"] == JOIN_REQUEST]
+
+
+def decision(org: str) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": [{"name": "organization", "valueReference": ref(org)}]}
+
+
+async def test_joining_a_template_waits_for_its_owner_and_grants_nothing_until_approved(stack: TestClient, tokens: Any) -> None:
     status, template = await call(stack, tokens, "POST", "/fhir/Contract", "RJ1",
                                   contract("London standard direct care ISA", purposes=("direct-care",),
                                            extension=[{"url": TEMPLATE, "valueBoolean": True}]))
     assert (status, template["status"], template["extension"]) == (201, "executed", [{"url": TEMPLATE, "valueBoolean": True}])
+    tid = template["id"]
+    status, asked = await call(stack, tokens, "POST", f"/fhir/Contract/{tid}/$join", "RAL")
+    assert (status, [a["identifier"]["value"] for a in asked["authority"]], join_requests(asked)) == (202, ["RJ1"], ["RAL"])
+    status, body = await call(stack, tokens, "POST", f"/fhir/Contract/{tid}/$join", "RAL")
+    assert (status, body) == (409, outcome("CONFLICT", "conflict", "RAL has already asked to join this agreement."))
+    # The owner sees it waiting, and the change is announced (so audited) as policy.agreement.updated.
+    assert tid in await pending_ids(stack, tokens, "RJ1")
+    assert tid not in await pending_ids(stack, tokens, "RAL")
+
+    async def announced() -> bool:
+        r = await stack.get(f"/fhir/AuditEvent?entity=Contract/{tid}&subtype=policy.agreement.updated&agent=RAL",
+                            headers=tokens.headers("RJ1", "dcc-admin"))
+        return len((await r.json())["entry"]) == 1
+
+    await eventually(announced)
+    # Until approved, RAL sees nothing of RJ1's.
+    posted = await stack.post("/fhir/DocumentReference", json=document_reference(related=()),
+                              headers={**FHIR, **tokens.headers("RJ1")})
+    doc_id = (await posted.json())["id"]
+    await eventually(lambda: _status(stack, f"/fhir/Binary/{doc_id}", tokens.headers("RJ1", "clinician"), 200))
+    assert (await stack.get(f"/fhir/Binary/{doc_id}", headers=tokens.headers("RAL", "clinician"))).status == 403
+    # Only the owner decides.
     for org in ("RAL", "RRV"):
-        status, joined = await call(stack, tokens, "POST", f"/fhir/Contract/{template['id']}/$join", org)
-        assert status == 200
-    assert [a["identifier"]["value"] for a in joined["authority"]] == ["RJ1", "RAL", "RRV"]
-    status, body = await call(stack, tokens, "POST", f"/fhir/Contract/{template['id']}/$join", "RAL")
-    assert (status, body) == (409, outcome("CONFLICT", "conflict", "RAL has already joined this agreement."))
+        status, body = await call(stack, tokens, "POST", f"/fhir/Contract/{tid}/$approve-join", org, decision("RAL"))
+        assert (status, body) == (403, outcome("FORBIDDEN", "forbidden",
+                                               "Only RJ1, which owns this template, approves who joins it.")), org
+    status, approved = await call(stack, tokens, "POST", f"/fhir/Contract/{tid}/$approve-join", "RJ1", decision("RAL"))
+    assert (status, [a["identifier"]["value"] for a in approved["authority"]], join_requests(approved)) == (
+        200, ["RJ1", "RAL"], [])
+    assert tid not in await pending_ids(stack, tokens, "RJ1")
+    await eventually(lambda: _status(stack, f"/fhir/Binary/{doc_id}", tokens.headers("RAL", "clinician"), 200))
+    # A refused request leaves the signatories as they were.
+    await call(stack, tokens, "POST", f"/fhir/Contract/{tid}/$join", "RRV")
+    status, rejected = await call(stack, tokens, "POST", f"/fhir/Contract/{tid}/$reject-join", "RJ1", decision("RRV"))
+    assert (status, [a["identifier"]["value"] for a in rejected["authority"]], join_requests(rejected)) == (
+        200, ["RJ1", "RAL"], [])
+    status, body = await call(stack, tokens, "POST", f"/fhir/Contract/{tid}/$approve-join", "RJ1", decision("RRV"))
+    assert (status, body) == (409, outcome("CONFLICT", "conflict", "RRV has not asked to join this agreement."))
     _, bundle = await call(stack, tokens, "GET", "/fhir/Contract/$templates", "RPY")
-    assert [e["resource"]["id"] for e in bundle["entry"]] == [template["id"]]
+    assert [e["resource"]["id"] for e in bundle["entry"]] == [tid]
     # A signatory other than the owner leaves; the template stays in force for the rest.
-    status, left = await call(stack, tokens, "POST", f"/fhir/Contract/{template['id']}/$revoke", "RAL")
-    assert (status, left["status"], [a["identifier"]["value"] for a in left["authority"]]) == (200, "executed", ["RJ1", "RRV"])
+    status, left = await call(stack, tokens, "POST", f"/fhir/Contract/{tid}/$revoke", "RAL")
+    assert (status, left["status"], [a["identifier"]["value"] for a in left["authority"]]) == (200, "executed", ["RJ1"])
+
+
+async def test_a_template_that_admits_a_type_of_organisation_is_joined_at_once_by_one(stack: TestClient, tokens: Any) -> None:
+    admits = [{"url": TEMPLATE, "valueBoolean": True}, {"url": ADMITS, "valueCode": "acute-trust"}]
+    status, template = await call(stack, tokens, "POST", "/fhir/Contract", "RJ1",
+                                  contract("Acute trusts' standard ISA", purposes=("direct-care",), extension=admits))
+    assert (status, template["extension"]) == (201, admits)
+    status, joined = await call(stack, tokens, "POST", f"/fhir/Contract/{template['id']}/$join", "RRV")
+    assert (status, [a["identifier"]["value"] for a in joined["authority"]]) == (200, ["RJ1", "RRV"])
+    # Any other type of organisation still asks.
+    status, _ = await call(stack, tokens, "POST", "/fhir/Organization", "RJ1", organization("G85001", "Borough GP practice"))
+    assert status == 201
+    status, asked = await call(stack, tokens, "POST", f"/fhir/Contract/{template['id']}/$join", "G85001")
+    assert (status, join_requests(asked)) == (202, ["G85001"])
+    status, body = await call(stack, tokens, "POST", "/fhir/Contract", "RJ1",
+                              contract("Bad", purposes=("direct-care",),
+                                       extension=[{"url": TEMPLATE, "valueBoolean": True}, {"url": ADMITS, "valueCode": "pub"}]))
+    assert status == 422
+
+
+async def _status(stack: TestClient, path: str, headers: dict[str, str], wanted: int) -> bool:
+    return (await stack.get(path, headers=headers)).status == wanted
 
 
 async def test_duplicates_are_found_and_one_retired(stack: TestClient, tokens: Any) -> None:
@@ -291,3 +358,60 @@ async def test_organisations_and_mdts_are_registered_and_updated(stack: TestClie
         return found is not None and not found.active
 
     await eventually(seen)
+
+
+async def audit_of(stack: TestClient, tokens: Any, entity: str, wanted: dict[str, int]) -> list[dict[str, Any]]:
+    """The audit records about ``entity`` once there are as many of each event type as ``wanted`` says."""
+    async def found() -> list[dict[str, Any]] | None:
+        response = await stack.get(f"/fhir/AuditEvent?entity={entity}&_count=200",
+                                   headers=tokens.headers("LHCIE", "exchange-operator"))
+        records = [e["resource"] for e in (await response.json())["entry"]]
+        codes = [r["subtype"][1]["code"] for r in records]
+        return records if all(codes.count(code) >= n for code, n in wanted.items()) else None
+
+    return await eventually(found)
+
+
+async def test_only_the_parties_and_the_operator_download_the_signed_agreement_and_each_download_is_audited(
+        stack: TestClient, tokens: Any) -> None:
+    _, proposed = await call(stack, tokens, "POST", "/fhir/Contract", "RJ1", contract("With paperwork", "RAL"))
+    path = f"/fhir/Contract/{proposed['id']}/$document"
+    response = await stack.put(path, data=PDF, headers={"Content-Type": "application/pdf",
+                                                         **tokens.headers("RJ1", "dcc-admin")})
+    assert response.status == 200
+    for org, role in (("RRV", "dcc-admin"), ("RPY", "system")):
+        response = await stack.get(path, headers=tokens.headers(org, role))
+        assert response.status == 403, (org, role)
+        assert await response.json() == outcome(
+            "FORBIDDEN", "forbidden", "Only the parties to this agreement and the exchange operator may download "
+            "its signed document.")
+    for org, role in (("RAL", "dcc-admin"), ("LHCIE", "exchange-operator")):
+        response = await stack.get(path, headers={**tokens.headers(org, role), "X-Request-Id": f"download-{org}"})
+        assert (response.status, await response.read()) == (200, PDF), org
+
+    records = await audit_of(stack, tokens, f"Contract/{proposed['id']}", {"record.read": 2, "access.denied": 2})
+    reads = [r for r in records if r["subtype"][1]["code"] == "record.read"]
+    readers = sorted(next(a["who"]["identifier"]["value"] for a in r["agent"] if a["requestor"]) for r in reads)
+    assert readers == ["dcc-admin@RAL", "exchange-operator@LHCIE"]
+    assert all((r["action"], r["subtype"][0]["code"], r["outcome"]) == ("R", "read", "0") for r in reads)
+    refused = [r for r in records if r["subtype"][1]["code"] == "access.denied"]
+    assert sorted(next(a["who"]["identifier"]["value"] for a in r["agent"] if a["requestor"]) for r in refused) == [
+        "dcc-admin@RRV", "system@RPY"]
+    # Each party sees the downloads of its own agreement.
+    response = await stack.get(f"/fhir/AuditEvent?entity=Contract/{proposed['id']}&subtype=record.read",
+                               headers=tokens.headers("RJ1", "auditor"))
+    assert len((await response.json())["entry"]) == 2
+
+
+async def test_duplicates_are_answered_for_ones_own_organisation_or_to_the_operator(stack: TestClient, tokens: Any) -> None:
+    status, body = await call(stack, tokens, "GET", "/fhir/Contract/$duplicates?party=RJ1", "RAL")
+    assert (status, body) == (403, outcome("FORBIDDEN", "forbidden",
+                                           "Only RJ1 itself and the exchange operator may list RJ1's duplicate agreements."))
+    for org, role in (("RJ1", "dcc-admin"), ("LHCIE", "exchange-operator")):
+        status, body = await call(stack, tokens, "GET", "/fhir/Contract/$duplicates?party=RJ1", org, role=role)
+        assert (status, body["resourceType"]) == (200, "Parameters"), org
+    status, _ = await call(stack, tokens, "GET", "/fhir/Contract/$duplicates", "LHCIE", role="exchange-operator")
+    assert status == 200
+    records = await audit_of(stack, tokens, "Organization/RJ1", {"access.denied": 1})
+    [denied] = [r for r in records if r["subtype"][1]["code"] == "access.denied"]
+    assert next(a["who"]["identifier"]["value"] for a in denied["agent"] if a["requestor"]) == "dcc-admin@RAL"

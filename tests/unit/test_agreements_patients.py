@@ -51,10 +51,10 @@ async def test_a_carer_sees_the_record_holders_only_while_the_grant_is_active(st
     # Another carer without a grant, and the carer naming someone else, are refused.
     status, body = await holders(stack, tokens.headers("NHSLOGIN", "carer", subject="stranger@NHSLOGIN"),
                                  f"?patient={TEST_PATIENT}")
-    assert (status, body["issue"][0]["diagnostics"]) == (403, "Access denied: no active carer grant from this patient.")
+    assert (status, body["issue"][0]["diagnostics"]) == (403, "Access denied: not permitted by the sharing policy.")
     # A clinician is not a patient-facing caller at all.
     status, body = await holders(stack, tokens.headers("RJ1", "clinician"), f"?patient={TEST_PATIENT}")
-    assert (status, body["issue"][0]["diagnostics"]) == (403, "Access denied: only the patient or their authorised carer.")
+    assert (status, body["issue"][0]["diagnostics"]) == (403, "Access denied: not permitted by the sharing policy.")
 
     # Revoked: the carer is refused at once; a carer cannot revoke it themself.
     response = await stack.post("/fhir/RelatedPerson/grant-demo/$revoke", headers=carer)
@@ -62,7 +62,7 @@ async def test_a_carer_sees_the_record_holders_only_while_the_grant_is_active(st
     response = await stack.post("/fhir/RelatedPerson/grant-demo/$revoke", headers=patient)
     assert (response.status, (await response.json())["active"]) == (200, False)
     status, body = await holders(stack, carer, f"?patient={TEST_PATIENT}")
-    assert (status, body["issue"][0]["diagnostics"]) == (403, "Access denied: no active carer grant from this patient.")
+    assert (status, body["issue"][0]["diagnostics"]) == (403, "Access denied: not permitted by the sharing policy.")
 
     # Granted again (a new grant): visible again, and the patient sees both grants' histories.
     person = {"resourceType": "RelatedPerson", "identifier": [{"system": LOGIN, "value": "carer@NHSLOGIN"}],
@@ -81,7 +81,7 @@ async def test_a_carer_sees_the_record_holders_only_while_the_grant_is_active(st
 async def test_a_patient_sees_only_their_own_record_holders(stack: TestClient, tokens: Any) -> None:
     status, body = await holders(stack, tokens.headers("NHSLOGIN", "patient", patient="9000000017"),
                                  f"?patient={TEST_PATIENT}")
-    assert (status, body["issue"][0]["diagnostics"]) == (403, "Access denied: a patient may only see their own records.")
+    assert (status, body["issue"][0]["diagnostics"]) == (403, "Access denied: not permitted by the sharing policy.")
     status, body = await holders(stack, tokens.headers("NHSLOGIN", "carer"), "?patient=123")
     assert (status, body["issue"][0]["code"]) == (422, "value")
     status, body = await holders(stack, tokens.headers("NHSLOGIN", "carer"))

@@ -3,6 +3,7 @@ address), which service, what (entities, patient by NHS number, the request id),
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +30,11 @@ from shared.events import (
     DocumentStatusChanged,
     DocumentStored,
     Event,
+    OperationInvoked,
     OrganisationState,
     PatientPreferencesState,
     Payload,
+    RecordRead,
     RoutingKey,
     WebhookDelivered,
     WebhookFailed,
@@ -110,6 +113,13 @@ CASES: dict[str, tuple[Payload, str, str, str, str, list[str], bool, Actor | Non
                                      "U", "update", "0", "PATRQT", ["Consent/g-1"], True, None),
     "policy.consent.preferences_updated": (PatientPreferencesState(patient_nhs_number=NHS, opted_out_organisations=("RAL",), version=1),
                                            "U", "update", "0", "PATRQT", [], True, None),
+    "record.read": (RecordRead(actor=CLINICIAN, resource="DocumentReference/doc-1", action="read",
+                               patient_nhs_number=NHS, rule="isa"),
+                    "R", "read", "0", "TREAT", ["DocumentReference/doc-1"], True, CLINICIAN),
+    "operation.invoked": (OperationInvoked(actor=Actor(org="LHCIE", role="exchange-operator", subject="ops@LHCIE"),
+                                           operation="$reconcile", target="Subscription/sub-1"),
+                          "E", "operation", "0", "HSYSADMIN", ["Subscription/sub-1"], False,
+                          Actor(org="LHCIE", role="exchange-operator", subject="ops@LHCIE")),
 }
 
 
@@ -157,7 +167,8 @@ def test_each_kind_of_event_becomes_a_balp_audit_event(key: str) -> None:
     if actor is None:
         assert agent_types(resource) == ["110152"] and server["requestor"] is True
     else:
-        user_type = "IRCP" if action in ("R", "E") else ("dataprocessor" if actor.role == "system" else "humanuser")
+        reading = action in ("R", "E") and interaction != "operation"
+        user_type = "IRCP" if reading else ("dataprocessor" if actor.role == "system" else "humanuser")
         assert agent_types(resource) == ["110153", "110152", user_type, "PROV"]
         client, _, user, org = resource["agent"]
         assert client["who"]["identifier"] == {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": actor.org}
@@ -302,3 +313,41 @@ def test_a_retrieval_allowed_by_consent_carries_a_consent_decision_record() -> N
     by_isa = event_for("document.retrieved", DocumentRetrieved(document=FACTS, actor=CLINICIAN, rule="isa"))
     assert [r[0] for r in records_for(by_consent, recorded=RECORDED)] == [by_consent.id + "#authz-consent", by_consent.id]
     assert [r[0] for r in records_for(by_isa, recorded=RECORDED)] == [by_isa.id]
+
+
+def test_a_search_read_is_a_balp_patient_query_with_its_query_and_the_consent_rule_as_basis() -> None:
+    carer = Actor(org="NHSLOGIN", role="carer", subject="carer-1")
+    event = event_for("record.read", RecordRead(actor=carer, resource="Communication", action="search",
+                                                patient_nhs_number=NHS, query="patient=9000000009", results=3,
+                                                rule="carer-grant"))
+    [(decision_id, decision, _), (_, main, index)] = records_for(event, recorded=RECORDED)
+    assert decision_id == event.id + "#authz-consent" and decision["outcome"] == "0"
+    assert (main["action"], main["subtype"][0]["code"]) == ("E", "search")
+    assert main["meta"]["profile"] == ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientQuery"]
+    query = next(e for e in main["entity"] if e.get("role", {}).get("code") == "24")
+    assert base64.b64decode(query["query"]).decode() == "patient=9000000009"
+    assert index["patient"] == NHS and index["entities"] == [] and index["rule"] == "carer-grant"
+
+
+@pytest.mark.parametrize(("action", "interaction"), [("read", "read"), ("vread", "vread"), ("download", "read"),
+                                                     ("export", "read")])
+def test_every_other_read_is_a_balp_read(action: str, interaction: str) -> None:
+    event = event_for("record.read", RecordRead(actor=CLINICIAN, resource="Contract/isa-1/$document", action=action))
+    [(_, resource, index)] = records_for(event, recorded=RECORDED)
+    assert (resource["action"], resource["subtype"][0]["code"]) == ("R", interaction)
+    assert resource["meta"]["profile"] == ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"]
+    # An agreement is read for the running of the exchange, and the record is about the Contract.
+    assert codes(resource["purposeOfEvent"][0]["coding"]) == ["HOPERAT"]
+    assert index["entities"] == ["Contract/isa-1"] and index["patient"] is None
+
+
+def test_a_refused_operation_is_an_execute_record_that_failed() -> None:
+    operator = Actor(org="RJ1", role="system", subject="system@RJ1")
+    event = event_for("operation.invoked", OperationInvoked(actor=operator, operation="$reconcile",
+                                                            target="Subscription", outcome="refused",
+                                                            detail="only the exchange operator"))
+    [(_, resource, index)] = records_for(event, recorded=RECORDED)
+    assert (resource["action"], resource["outcome"], resource["outcomeDesc"]) == ("E", "4", "only the exchange operator")
+    assert resource["subtype"][0] == {"system": "http://hl7.org/fhir/restful-interaction", "code": "operation"}
+    assert codes(resource["purposeOfEvent"][0]["coding"]) == ["HSYSADMIN"]
+    assert index["entities"] == [] and index["orgs"] == ["RJ1"]

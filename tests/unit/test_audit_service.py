@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from services.audit.chain import GENESIS, hash_of
 from services.audit.routes import AUDIT
-from shared.events import Actor, CarerGrantState, DocumentFacts, DocumentStatusChanged, Event, RoutingKey
+from shared.events import Actor, CarerGrantState, DocumentFacts, DocumentStatusChanged, Event, RecordRead, RoutingKey
 from shared.keys import RUNTIME
 from tests.helpers import TEST_PATIENT, document_reference, eventually
 
@@ -130,7 +130,8 @@ async def test_the_access_report_is_for_the_patient_and_their_authorised_carers(
     carer = tokens.headers("RJ1", "carer", subject="carer-sam")
     refused = await stack.get(f"/fhir/AuditEvent/$access-report?patient={TEST_PATIENT}", headers=carer)
     assert refused.status == 403
-    assert (await refused.json())["issue"][0]["diagnostics"] == "Access denied: no active carer grant from this patient."
+    assert (await refused.json())["issue"][0]["diagnostics"] == (
+        f"Access denied: not permitted by the sharing policy (reference {refused.headers['X-Correlation-Id']}).")
 
     grant = CarerGrantState(grant_id="grant-1", patient_nhs_number=TEST_PATIENT, carer_subject="carer-sam",
                             carer_name="Sam", version=1)
@@ -167,8 +168,9 @@ async def test_search_is_for_dcc_administrators_and_the_organisations_own_audito
     assert f"DocumentReference/{rrv_doc}" not in json.dumps(ral)
 
     by_agent = await search(stack, "agent=RRV&subtype=read", admin)
-    # RRV read the metadata (record.read) and then the content (document.retrieved).
-    assert event_codes(by_agent) == ["record.read", "document.retrieved"]
+    # RRV read RJ1's content (document.retrieved); RRV's reads of its own submission (record.read) do not
+    # involve RJ1, so RJ1's admin does not see them.
+    assert event_codes(by_agent) == ["document.retrieved"]
     refused = await search(stack, f"entity=DocumentReference/{rj1_doc}&outcome=4", admin)
     assert event_codes(refused) == ["access.denied"]
     disclosed = await search(stack, "type=110106", admin)
@@ -218,7 +220,7 @@ async def test_one_requests_records_across_services_are_found_by_its_request_id(
 async def test_searches_are_themselves_audited(stack: TestClient, tokens: Any) -> None:
     auditor = tokens.headers("RRV", "auditor")
     await search(stack, f"patient.identifier={TEST_PATIENT}", auditor)
-    searches = resources(await search(stack, "subtype=audit.searched", tokens.headers("RJ1", "dcc-admin")))
+    searches = resources(await search(stack, "subtype=audit.searched", tokens.headers("RRV", "dcc-admin")))
     first = searches[0]
     assert first["action"] == "E" and first["subtype"][0]["code"] == "search"
     user = next(a for a in first["agent"] if a["requestor"])
@@ -230,7 +232,7 @@ async def test_searches_are_themselves_audited(stack: TestClient, tokens: Any) -
 
 async def test_export_a_date_range_as_ndjson_that_still_verifies(stack: TestClient, tokens: Any, tmp_path: Path) -> None:
     await scenario(stack, tokens)
-    admin = tokens.headers("RJ1", "dcc-admin")
+    admin = tokens.headers("LHCIE", "exchange-operator")
     response = await stack.get("/fhir/AuditEvent/$export?start=2000-01-01&end=2999-12-31", headers=admin)
     assert response.status == 200 and response.content_type == "application/x-ndjson"
     lines = [json.loads(line) for line in (await response.text()).splitlines()]
@@ -244,7 +246,7 @@ async def test_export_a_date_range_as_ndjson_that_still_verifies(stack: TestClie
     assert await empty.text() == ""
     assert (await stack.get("/fhir/AuditEvent/$export?start=2000-01-01", headers=admin)).status == 400
     assert (await stack.get("/fhir/AuditEvent/$export?start=2000-01-01&end=2999-01-01",
-                            headers=tokens.headers("RJ1", "auditor"))).status == 403
+                            headers=tokens.headers("RJ1", "clinician"))).status == 403
 
 
 async def test_verify_over_http_whole_and_since_a_checkpoint(stack: TestClient, tokens: Any) -> None:
@@ -286,3 +288,25 @@ async def test_a_redelivered_event_is_recorded_once(stack: TestClient, tokens: A
         await audit.record(event)
     after = await audit.chain.search({"event_id": event.id}, limit=10, skip=0)
     assert (len(before), len(after)) == (0, 1)
+
+
+async def test_the_access_report_lists_reads_of_the_patients_records_in_plain_words(stack: TestClient, tokens: Any) -> None:
+    audit = stack.server.app[AUDIT]
+    reader = Actor(org="RRV", role="clinician", subject="dr.okafor@RRV")
+    for resource, action in (("DocumentReference/doc-9", "read"), ("Communication/alert-9", "read"),
+                             ("EpisodeOfCare/ep-9", "read"), ("DocumentReference", "search")):
+        read = RecordRead(actor=reader, resource=resource, action=action, patient_nhs_number=TEST_PATIENT,
+                          query="patient.identifier=9000000009" if action == "search" else None, rule="isa")
+        await audit.record(Event.new(RoutingKey.RECORD_READ, read, source="urn:lhcie:service:intake"))
+    # A read about someone else is not in this patient's report.
+    other = RecordRead(actor=reader, resource="DocumentReference/doc-x", action="read", patient_nhs_number="9434765919")
+    await audit.record(Event.new(RoutingKey.RECORD_READ, other, source="urn:lhcie:service:intake"))
+    patient = tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT)
+    report = await (await stack.get("/fhir/AuditEvent/$access-report", headers=patient)).json()
+    reads = [e["resource"] for e in report["entry"] if e["resource"]["resourceType"] == "AuditEvent"]
+    assert [(r["subtype"][1]["code"], r["action"]) for r in reads] == [("record.read", "R")] * 3 + [("record.read", "E")]
+    html = await (await stack.get("/fhir/AuditEvent/$access-report?_format=html", headers=patient)).text()
+    for words in ("opened document doc-9", "looked at an alert about you", "looked at your care pathway",
+                  "searched your records"):
+        assert words in html, words
+    assert "doc-x" not in html and html.count('class="seen">seen<') == 4

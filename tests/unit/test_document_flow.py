@@ -67,7 +67,8 @@ async def test_posted_document_is_stored_alerted_retrievable_and_audited(stack: 
     assert response.status == 403
     body = await response.json()
     assert body["issue"][0]["code"] == "forbidden"
-    assert body["issue"][0]["diagnostics"] == "Access denied: no accepted ISA between RAL and RJ1 for purpose direct-care."
+    assert body["issue"][0]["diagnostics"] == (
+        f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Request-Id']}).")
 
     ack = await stack.post(f"/fhir/Communication/{alert['id']}/$acknowledge", headers=coordinator)
     assert ack.status == 200

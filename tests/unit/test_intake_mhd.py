@@ -364,7 +364,7 @@ async def test_rate_limit_per_organisation(tmp_path: Any) -> None:
 
 async def test_every_search_is_audited_with_its_query(stack: TestClient, tokens: Any) -> None:
     await search(stack, tokens, "&type=57133-1", org="RRV")
-    admin = tokens.headers("RJ1", "dcc-admin")
+    admin = tokens.headers("RRV", "dcc-admin")  # the searcher's own organisation sees its searches
 
     async def searches() -> list[dict[str, Any]]:
         response = await stack.get(f"/fhir/AuditEvent?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}"

@@ -82,7 +82,7 @@ async def test_a_category_opt_out_stops_retrieval_search_and_alerts_but_not_the_
     assert await response.json() == {"resourceType": "OperationOutcome", "issue": [{
         "severity": "error", "code": "forbidden",
         "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "ACCESS_DENIED"}]},
-        "diagnostics": "Access denied: a patient sharing preference (category opt-out) withholds this document from RRV.",
+        "diagnostics": denied(response),
     }]}
     assert (await stack.get(f"/fhir/Binary/{shared}", headers=tokens.headers("RRV", "clinician"))).status == 200
     assert (await stack.get(f"/fhir/Binary/{withheld}", headers=tokens.headers("RJ1", "clinician"))).status == 200
@@ -102,9 +102,40 @@ async def test_an_organisation_opt_out_withholds_everything_from_that_organisati
     doc_id = await post(stack, tokens, "18842-5", ())
     response = await stack.get(f"/fhir/Binary/{doc_id}", headers=tokens.headers("RPY", "clinician"))
     assert response.status == 403
-    assert (await response.json())["issue"][0]["diagnostics"] == (
-        "Access denied: a patient sharing preference (organisation opt-out) withholds this document from RPY.")
+    assert (await response.json())["issue"][0]["diagnostics"] == denied(response)
     assert (await stack.get(f"/fhir/Binary/{doc_id}", headers=tokens.headers("RRV", "clinician"))).status == 200
+
+
+def denied(response: Any) -> str:
+    return f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Request-Id']})."
+
+
+async def test_a_refusal_does_not_tell_the_caller_what_the_patient_chose_but_the_record_does(
+        stack: TestClient, tokens: Any) -> None:
+    await set_preferences(stack, tokens, preferences(
+        {"type": "deny", "actor": [{"role": {"text": "recipient"},
+                                    "reference": {"identifier": {"system": ODS_CODE, "value": "RPY"}}}]}))
+    doc_id = await post(stack, tokens, "18842-5", ())
+    refused = []
+    for path in (f"/fhir/Binary/{doc_id}", f"/fhir/DocumentReference/{doc_id}"):
+        response = await stack.get(path, headers=tokens.headers("RPY", "clinician"))
+        body = await response.text()
+        assert response.status == 403 and "preference" not in body and "opt-out" not in body, path
+        assert (await response.json())["issue"][0]["diagnostics"] == denied(response)
+        refused.append(response.headers["X-Request-Id"])
+    # The reference finds the audit record, which names the rule and the reason.
+    for reference in refused:
+        async def recorded(reference: str = reference) -> list[dict[str, Any]]:
+            r = await stack.get(f"/fhir/AuditEvent?request-id={reference}&subtype=access.denied",
+                                headers=tokens.headers("LHCIE", "exchange-operator"))
+            return [e["resource"] for e in (await r.json())["entry"]]
+
+        records = await eventually(recorded)
+        assert any("organisation opt-out" in r.get("outcomeDesc", "") for r in records)
+    # And the patient's own access report says why, in words.
+    page = await stack.get("/fhir/AuditEvent/$access-report?_format=html",
+                           headers=tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT))
+    assert "you asked for your records not to be shared with this organisation" in await page.text()
 
 
 async def test_preferences_are_validated_and_only_the_patient_sets_them(stack: TestClient, tokens: Any) -> None:
@@ -128,7 +159,7 @@ async def test_preferences_are_validated_and_only_the_patient_sets_them(stack: T
     response = await stack.get(f"/fhir/Consent/preferences?patient={TEST_PATIENT}",
                                headers=tokens.headers("NHSLOGIN", "patient", patient="9000000017"))
     assert (response.status, (await response.json())["issue"][0]["diagnostics"]) == (
-        403, "Access denied: a patient may only see their own records.")
+        403, "Access denied: not permitted by the sharing policy.")
 
 
 async def _when(probe: Any, expected: set[str]) -> bool:
