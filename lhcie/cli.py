@@ -14,7 +14,7 @@ from typing import Any
 
 from lhcie.bench.command import add_bench_parser, cmd_bench
 from lhcie.services import SPECS
-from shared.auth import ROLES, EmbeddedIssuer
+from shared.auth import PURPOSES_OF_USE, ROLES, EmbeddedIssuer
 from shared.config import Settings, load_settings
 from shared.fhir.identifiers import LOINC, NHS_NUMBER, ODS_CODE
 
@@ -82,7 +82,8 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(f"lhcie token: --ttl must be between 1 and {settings.jwt_max_lifetime_seconds} seconds "
               "(LHCIE_JWT_MAX_LIFETIME_SECONDS)", file=sys.stderr)
         return 2
-    minted = _issuer(settings).mint(org=args.org, role=args.role, mdt=args.mdt, patient=args.patient, ttl=args.ttl)
+    minted = _issuer(settings).mint(org=args.org, role=args.role, mdt=args.mdt, patient=args.patient, ttl=args.ttl,
+                                    purpose=args.purpose)
     if getattr(args, "console", False):
         # A link to the agreements console that signs in with this token (kept in the URL fragment).
         page = "patient" if args.role in ("patient", "carer") else "dcc"
@@ -281,6 +282,8 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--mdt", help="CareTeam id, for MDT staff")
     token.add_argument("--patient", help="NHS number, for the patient role")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--purpose", choices=PURPOSES_OF_USE,
+                       help="purpose of use the token states (default: the role's, direct or cancer care)")
     token.add_argument("--console", action="store_true",
                        help="print a link to the DCC console (/dcc/) or patient page (/patient/) signed in with it")
 

@@ -14,7 +14,7 @@ SOURCE_URL="${SOURCE_URL:-$(git remote get-url origin 2>/dev/null || echo unknow
 CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 PREFIX="${REGISTRY:+${REGISTRY%/}/}lhcie"
 
-for target in intake storage notification audit agreements cli; do
+for target in intake storage notification audit agreements care cli; do
   image="${PREFIX}-${target}:${VERSION}"
   echo "building ${image}"
   docker build --file deploy/Dockerfile --target "${target}" --tag "${image}" \

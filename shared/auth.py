@@ -101,6 +101,8 @@ class Caller:
     scopes: frozenset[str]
     mdt: str | None = None
     patient: str | None = None
+    # The purpose of use the token states (IHE IUA / SMART ``purpose_of_use``); None: the role's default.
+    purpose: str | None = None
 
     def allows(self, resource: str, action: str) -> bool:
         """SMART v2: ``<context>/<Resource>.<cruds>``; ``*`` matches any resource."""
@@ -186,6 +188,7 @@ class EmbeddedIssuer:
         subject: str | None = None,
         ttl: int = 3600,
         scopes: tuple[str, ...] | None = None,
+        purpose: str | None = None,
     ) -> str:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -206,6 +209,8 @@ class EmbeddedIssuer:
             claims["mdt"] = mdt
         if patient:
             claims["patient"] = patient
+        if purpose:
+            claims[PURPOSE_CLAIM] = check_purpose(purpose)
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
 
 
@@ -340,6 +345,7 @@ class TokenVerifier:
             scopes=frozenset(str(claims.get("scope", "")).split()),
             mdt=claims.get("mdt"),
             patient=claims.get("patient"),
+            purpose=purpose_claim(claims),
         )
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
@@ -374,3 +380,38 @@ async def load_jwks(url: str) -> dict[str, Any]:
         async with session.get(url) as response:
             response.raise_for_status()
             return await response.json(content_type=None)
+
+
+# --- Purpose of use (issue 18) ----------------------------------------------------------------------
+# A token states the purpose its requests serve, as IHE IUA and SMART carry it: ``purpose_of_use`` is a
+# code (or a Coding with that code). Without it the policy uses the role's default (shared.policy).
+PURPOSE_CLAIM = "purpose_of_use"
+PURPOSES_OF_USE = ("direct-care", "cancer-care", "end-of-life-care", "transfer-of-care")
+
+
+def check_purpose(purpose: str) -> str:
+    if purpose not in PURPOSES_OF_USE:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES_OF_USE)}")
+    return purpose
+
+
+def purpose_claim(claims: dict[str, Any]) -> str | None:
+    """The stated purpose; an unknown one is refused, or a direct-care ISA would cover anything."""
+    value = claims.get(PURPOSE_CLAIM)
+    if isinstance(value, dict):
+        value = value.get("code")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in PURPOSES_OF_USE:
+        raise Unauthorized(f"the token's {PURPOSE_CLAIM} must be one of {', '.join(PURPOSES_OF_USE)}")
+    return value
+
+
+# Care plans, transfers and discharge summaries (the care service): scopes added to each role's defaults.
+CARE_SCOPES: dict[str, tuple[str, ...]] = {
+    "system": ("system/CarePlan.crus", "system/Task.crus", "system/Bundle.crus", "system/Questionnaire.rs"),
+    "clinician": ("user/CarePlan.crus", "user/Task.crus", "user/Bundle.crus", "user/Questionnaire.rs"),
+    "patient": ("patient/CarePlan.crus",),
+}
+for _role, _scopes in CARE_SCOPES.items():
+    DEFAULT_SCOPES[_role] = DEFAULT_SCOPES[_role] + _scopes

@@ -59,6 +59,16 @@ class RoutingKey(StrEnum):
     POLICY_CARETEAM_SYNCED = "policy.careteam.synced"
     POLICY_AGREEMENT_SYNCED = "policy.agreement.synced"
     POLICY_CONSENT_SYNCED = "policy.consent.synced"
+    # The care service (issue 18): end-of-life care plans, repatriations and discharge summaries.
+    CAREPLAN_CREATED = "careplan.created"
+    CAREPLAN_UPDATED = "careplan.updated"
+    TRANSFER_REQUESTED = "transfer.requested"
+    TRANSFER_UPDATED = "transfer.updated"
+    TRANSFER_ESCALATED = "transfer.escalated"
+    DISCHARGE_DELIVERED = "discharge.delivered"
+    DISCHARGE_ACKNOWLEDGED = "discharge.acknowledged"
+    DISCHARGE_SUPERSEDED = "discharge.superseded"
+    DISCHARGE_ESCALATED = "discharge.escalated"
 
 
 class Payload(BaseModel):
@@ -321,6 +331,65 @@ class ConsentSynced(Payload):
     preferences: PatientPreferencesState | None = None
 
 
+# --- The care service (issue 18) ------------------------------------------------------------------
+
+
+class CarePlanChanged(Payload):
+    """A care plan's new version: subscribers (GP, hospice, ambulance service) read it through the API.
+
+    ``status`` is the FHIR CarePlan.status; a draft is visible only to its author, so subscribers act on
+    ``active`` (and ``revoked``) versions.
+    """
+
+    routing_keys = (RoutingKey.CAREPLAN_CREATED, RoutingKey.CAREPLAN_UPDATED)
+    plan_id: str
+    resource: str  # CarePlan/{id} (the version is ``version``)
+    version: int = Field(ge=1)
+    status: str
+    record_type: str  # the SNOMED record type (NRL pointer type)
+    patient_nhs_number: str
+    custodian: str
+    actor: Actor
+    reason: str | None = None
+
+
+class TransferChanged(Payload):
+    """A repatriation Task's new state, or its escalation after waiting longer than its network allows."""
+
+    routing_keys = (RoutingKey.TRANSFER_REQUESTED, RoutingKey.TRANSFER_UPDATED, RoutingKey.TRANSFER_ESCALATED)
+    task_id: str
+    resource: str  # Task/{id}
+    state: str  # requested, consultant-identified, accepted, bed-confirmed, fit-and-ready, ...
+    patient_nhs_number: str
+    sender: str  # ODS code of the tertiary centre
+    receiver: str  # ODS code of the patient's local trust
+    network: str | None = None
+    requested_at: datetime
+    hours_waited: float = Field(ge=0)
+    actor: Actor | None = None  # None for an escalation (the exchange's own timer)
+    reason: str | None = None
+
+
+class DischargeChanged(Payload):
+    """A discharge summary delivered to one recipient, acknowledged by it, superseded, or escalated."""
+
+    routing_keys = (RoutingKey.DISCHARGE_DELIVERED, RoutingKey.DISCHARGE_ACKNOWLEDGED,
+                    RoutingKey.DISCHARGE_SUPERSEDED, RoutingKey.DISCHARGE_ESCALATED)
+    summary_id: str
+    resource: str  # Bundle/{id}
+    patient_nhs_number: str
+    sender: str
+    recipient: str | None = None
+    # ITK3-style acknowledgement: ``infrastructure`` (accepted | rejected) or ``business``.
+    acknowledgement: str | None = None
+    outcome: str | None = None
+    code: str | None = None
+    # The replacing summary's Bundle id (not ``replaced_by``: audit reads that as a DocumentReference).
+    superseded_by: str | None = None
+    actor: Actor | None = None
+    reason: str | None = None
+
+
 PAYLOADS: dict[RoutingKey, type[Payload]] = {
     key: model
     for model in (
@@ -344,6 +413,9 @@ PAYLOADS: dict[RoutingKey, type[Payload]] = {
         CarerGrantState,
         PatientPreferencesState,
         ConsentSynced,
+        CarePlanChanged,
+        TransferChanged,
+        DischargeChanged,
     )
     for key in model.routing_keys
 }

@@ -40,6 +40,8 @@ PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-kno
                 "/console/", "/alerts/stream"}
 # The agreements console's HTML shells: they carry no data; their script calls the API with a token.
 PUBLIC_PATHS |= {"/dcc/", "/patient/"}
+# The care service's views (a plan, the transfers list): shells like the console's, their data by token.
+PUBLIC_PATHS |= {"/care/plan/", "/care/transfers/"}
 
 REQUESTS = Counter("lhcie_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("lhcie_http_request_seconds", "HTTP request duration", ["route", "method"])

@@ -24,7 +24,7 @@ from shared.events import (
     Payload,
     PatientPreferencesState,
 )
-from shared.fhir.identifiers import LOINC
+from shared.fhir.identifiers import LOINC, SNOMED
 from shared.store import DocumentStore, Index, Session
 
 DIRECT_CARE = "direct-care"
@@ -52,7 +52,9 @@ def category_of(document: DocumentFacts) -> str:
 
 
 def purpose_for(who: Caller) -> str:
-    """The purpose a request serves when the caller names none: MDT members work on cancer care."""
+    """The purpose the token states; else the role's default: MDT members work on cancer care."""
+    if who.purpose:
+        return who.purpose
     return CANCER_CARE if who.mdt else DIRECT_CARE
 
 
@@ -66,6 +68,7 @@ def covers(agreement: AgreementState, a: str, b: str, purpose: str, category: st
         and (agreement.valid_from is None or agreement.valid_from <= now)
         and (agreement.valid_to is None or now < agreement.valid_to)
         and (purpose in agreement.purposes or DIRECT_CARE in agreement.purposes)
+        and purpose_admits(agreement, purpose, category)
         and (not agreement.categories or category in agreement.categories)
     )
 
@@ -239,3 +242,45 @@ class PolicyView:
 
 def _strip(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k != "_id"}
+
+
+# --- Purpose-limited ISAs (issue 18) --------------------------------------------------------------
+END_OF_LIFE_CARE = "end-of-life-care"
+TRANSFER_OF_CARE = "transfer-of-care"
+# SNOMED record types of NHS England's National Record Locator, and the care service's transfer records.
+CATEGORY_BY_TYPE.update({
+    (SNOMED, "861421000000109"): END_OF_LIFE_CARE,  # End of life care coordination summary
+    (SNOMED, "736373009"): END_OF_LIFE_CARE,  # End of life care plan
+    (SNOMED, "1382601000000107"): END_OF_LIFE_CARE,  # ReSPECT form
+    (SNOMED, "373942005"): TRANSFER_OF_CARE,  # Discharge summary (the care service's FHIR documents)
+    (SNOMED, "107724000"): TRANSFER_OF_CARE,  # Patient transfer (a repatriation request and its form)
+})
+CATEGORIES = (*sorted(set(CATEGORY_BY_TYPE.values())), OTHER_CATEGORY)
+# What an ISA limited to a purpose (and not to direct care) admits: an end-of-life ISA admits the
+# end-of-life records and nothing else. Cancer care keeps its older meaning (the categories it names).
+PURPOSE_CATEGORIES: dict[str, frozenset[str]] = {
+    END_OF_LIFE_CARE: frozenset({END_OF_LIFE_CARE}),
+    TRANSFER_OF_CARE: frozenset({TRANSFER_OF_CARE, "discharge-summary"}),
+}
+
+
+def purpose_admits(agreement: AgreementState, purpose: str, category: str) -> bool:
+    if DIRECT_CARE in agreement.purposes:
+        return True
+    admitted = PURPOSE_CATEGORIES.get(purpose)
+    return admitted is None or category in admitted
+
+
+def never_applies(agreement: AgreementState) -> str | None:
+    """Why no request could ever be admitted under this ISA, or None: for the DCC to warn on."""
+    if len(set(agreement.parties)) < 2:
+        return "it has fewer than two parties"
+    if agreement.valid_from and agreement.valid_to and agreement.valid_to <= agreement.valid_from:
+        return "it ends before it starts"
+    if DIRECT_CARE in agreement.purposes or not agreement.categories:
+        return None
+    if all(not (PURPOSE_CATEGORIES.get(p) is None or PURPOSE_CATEGORIES[p] & set(agreement.categories))
+           for p in agreement.purposes):
+        return (f"its purposes ({', '.join(agreement.purposes)}) admit none of its document categories "
+                f"({', '.join(agreement.categories)})")
+    return None

@@ -24,3 +24,7 @@ AUDIT = QueueSpec("audit.events", ("#",))
 AGREEMENTS = QueueSpec("agreements.documents", (RoutingKey.DOCUMENT_STORED,))
 
 ALL_QUEUES: tuple[QueueSpec, ...] = (INTAKE, STORAGE, NOTIFICATION, AUDIT, AGREEMENTS)
+
+# The care service (issue 18) keeps its own replica of the sharing policy.
+CARE = QueueSpec("care.events", ("policy.#",))
+ALL_QUEUES += (CARE,)

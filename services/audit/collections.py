@@ -19,4 +19,6 @@ COLLECTIONS: Schema = {
         Index(("agent_orgs",)),
     ),
     "audit_checkpoints": (Index(("seq",), unique=True),),
+    # Held record -> its custodian, so a read naming only the reader still involves the holder.
+    "audit_custodians": (),
 }

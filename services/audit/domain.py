@@ -97,9 +97,10 @@ class Audit:
             await self.chain.append(record_id, resource, index, also=also)
 
     async def _involve_custodians(self, event: Event, records: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
-        custodian = facts(event)["custodian"]
+        # A document's custodian travels in its facts; a care plan's in the plan event itself.
+        custodian = facts(event)["custodian"] or event.data.get("custodian")
         for _, _, index in records:
-            documents = [e.split("/", 1)[1] for e in index["entities"] if e.startswith(("DocumentReference/", "Binary/"))]
+            documents = [_held_key(e) for e in index["entities"] if e.startswith(HELD_RECORDS)]
             for document in dict.fromkeys(documents):
                 if custodian is not None:
                     await self.custodians.replace({"_id": document, "custodian": custodian}, upsert=True)
@@ -238,6 +239,16 @@ class Audit:
         held = [h for h in holders.values() if h.documents]
         return AccessReport(nhs_number, datetime.now(UTC), sorted(held, key=lambda h: h.ods_code),
                             accesses, names, rules)
+
+
+# Records that one organisation holds: a read or refusal of one involves its holder.
+HELD_RECORDS = ("DocumentReference/", "Binary/", "CarePlan/")
+
+
+def _held_key(entity: str) -> str:
+    """Documents by bare id (DocumentReference and Binary share it); other records by reference."""
+    kind, _, ident = entity.partition("/")
+    return ident if kind in ("DocumentReference", "Binary") else entity
 
 
 def _own_use(doc: dict[str, Any], custodians: dict[str, str]) -> bool:

@@ -101,6 +101,19 @@ KINDS: dict[str, Kind] = {
     # An administrative operation with effects beyond one record: an execute by the system's administrators.
     "operation.invoked": Kind("E", "operation", "0", HSYSADMIN),
 }
+# The care service (issue 18): plans, repatriations and discharge summaries, recorded as their verbs say
+# (a discharge summary's delivery is its disclosure to one recipient).
+KINDS.update({
+    "careplan.created": Kind("C", "create", "0", TREAT),
+    "careplan.updated": Kind("U", "update", "0", TREAT),
+    "transfer.requested": Kind("C", "create", "0", TREAT),
+    "transfer.updated": Kind("U", "update", "0", TREAT),
+    "transfer.escalated": Kind("U", "update", "0", TREAT),
+    "discharge.delivered": Kind("C", "create", "0", TREAT),
+    "discharge.acknowledged": Kind("U", "update", "0", TREAT),
+    "discharge.superseded": Kind("U", "update", "0", TREAT),
+    "discharge.escalated": Kind("U", "update", "0", TREAT),
+})
 # Access-decision rules that rest on the patient's consent (shared.policy rule names and the like).
 CONSENT_RULES = ("carer", "consent", "opt-out", "opted-out", "preference")
 ACTIONS = {"create": "C", "read": "R", "update": "U", "delete": "D", "search": "E"}

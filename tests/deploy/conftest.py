@@ -17,8 +17,8 @@ from lhcie.services import SPECS
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "lhcie"
 DEPLOY_DIR = ROOT / "deploy"
-# The five services in the order of docs/architecture.md (and of the chart); tests check the code has the same.
-SERVICES: tuple[str, ...] = ("intake", "storage", "notification", "audit", "agreements")
+# The services in the order of docs/architecture.md (and of the chart); tests check the code has the same.
+SERVICES: tuple[str, ...] = ("intake", "storage", "notification", "audit", "agreements", "care")
 CODE_SERVICES = frozenset(SPECS)
 RELEASE = "lhcie"
 NAMESPACE = "lhcie-test"

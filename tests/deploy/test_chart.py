@@ -52,6 +52,11 @@ ROUTES = {
     "/fhir/RelatedPerson": ("Prefix", "agreements"),
     "/patient": ("Prefix", "agreements"),
     "/dcc": ("Prefix", "agreements"),
+    "/fhir/CarePlan": ("Prefix", "care"),
+    "/fhir/Task": ("Prefix", "care"),
+    "/fhir/Bundle": ("Prefix", "care"),
+    "/fhir/Questionnaire": ("Prefix", "care"),
+    "/care": ("Prefix", "care"),
 }
 
 EVERYTHING_ON = {"ingress": {"enabled": True}, "serviceMonitor": {"enabled": True}}

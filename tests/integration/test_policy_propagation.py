@@ -99,5 +99,5 @@ async def test_a_category_opt_out_reaches_retrieval_and_alerting(amqp_stack: tup
     await eventually(settled, timeout=30)
     response = await stack.get(f"/fhir/Binary/{withheld}", headers=tokens.headers("RRV", "clinician"))
     assert (response.status, (await response.json())["issue"][0]["diagnostics"]) == (
-        403, f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Request-Id']}).")
+        403, f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Correlation-Id']}).")
     assert (await stack.get(f"/fhir/Binary/{shared}", headers=tokens.headers("RRV", "clinician"))).status == 200

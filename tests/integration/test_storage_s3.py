@@ -269,7 +269,7 @@ async def test_presigned_redirect_only_after_the_access_decision(
     assert denied.status == 403
     assert "Location" not in denied.headers
     assert (await denied.json())["issue"][0]["diagnostics"] == (
-        f"Access denied: not permitted by the sharing policy (reference {denied.headers['X-Request-Id']}).")
+        f"Access denied: not permitted by the sharing policy (reference {denied.headers['X-Correlation-Id']}).")
 
 
 async def test_hash_mismatch_is_rejected_and_leaves_nothing_retrievable(

@@ -18,10 +18,12 @@ from shared.events import (
     AlertAcknowledged,
     AlertEscalated,
     AlertRaised,
+    CarePlanChanged,
     OperationInvoked,
     RecordRead,
     CarerGrantState,
     CareTeamState,
+    DischargeChanged,
     DocumentFacts,
     DocumentReceived,
     DocumentRejected,
@@ -36,6 +38,7 @@ from shared.events import (
     Payload,
     RecordRead,
     RoutingKey,
+    TransferChanged,
     WebhookDelivered,
     WebhookFailed,
 )
@@ -121,6 +124,33 @@ CASES: dict[str, tuple[Payload, str, str, str, str, list[str], bool, Actor | Non
                           "E", "operation", "0", "HSYSADMIN", ["Subscription/sub-1"], False,
                           Actor(org="LHCIE", role="exchange-operator", subject="ops@LHCIE")),
 }
+
+# The care service (issue 18).
+CARE_ACTOR = Actor(org="RJ1", role="clinician", subject="dr@RJ1")
+_PLAN = dict(plan_id="plan-1", resource="CarePlan/plan-1", version=1, status="active", record_type="736373009",
+             patient_nhs_number=NHS, custodian="RJ1", actor=CARE_ACTOR)
+_TRANSFER = dict(task_id="t-1", resource="Task/t-1", patient_nhs_number=NHS, sender="RJ1", receiver="RRV",
+                 requested_at=RECORDED, hours_waited=0.0)
+_SUMMARY = dict(summary_id="s-1", resource="Bundle/s-1", patient_nhs_number=NHS, sender="RJ1", recipient="G85001")
+CASES.update({
+    "careplan.created": (CarePlanChanged(**_PLAN), "C", "create", "0", "TREAT", ["CarePlan/plan-1"], True, CARE_ACTOR),
+    "careplan.updated": (CarePlanChanged(**{**_PLAN, "version": 2}), "U", "update", "0", "TREAT", ["CarePlan/plan-1"],
+                         True, CARE_ACTOR),
+    "transfer.requested": (TransferChanged(**_TRANSFER, state="requested", actor=CARE_ACTOR), "C", "create", "0",
+                           "TREAT", ["Task/t-1"], True, CARE_ACTOR),
+    "transfer.updated": (TransferChanged(**_TRANSFER, state="accepted", actor=CARE_ACTOR), "U", "update", "0", "TREAT",
+                         ["Task/t-1"], True, CARE_ACTOR),
+    "transfer.escalated": (TransferChanged(**_TRANSFER, state="accepted"), "U", "update", "0", "TREAT", ["Task/t-1"],
+                           True, None),
+    "discharge.delivered": (DischargeChanged(**_SUMMARY, actor=CARE_ACTOR), "C", "create", "0", "TREAT",
+                            ["Bundle/s-1"], True, CARE_ACTOR),
+    "discharge.acknowledged": (DischargeChanged(**_SUMMARY, acknowledgement="business", outcome="accepted",
+                                                code="patient-known", actor=CARE_ACTOR), "U", "update", "0", "TREAT",
+                               ["Bundle/s-1"], True, CARE_ACTOR),
+    "discharge.superseded": (DischargeChanged(**_SUMMARY, superseded_by="s-2", actor=CARE_ACTOR), "U", "update", "0",
+                             "TREAT", ["Bundle/s-1"], True, CARE_ACTOR),
+    "discharge.escalated": (DischargeChanged(**_SUMMARY), "U", "update", "0", "TREAT", ["Bundle/s-1"], True, None),
+})
 
 
 def event_for(key: str, payload: Payload, *, correlation: str | None = "req-123") -> Event:

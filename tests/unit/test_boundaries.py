@@ -32,6 +32,8 @@ HTTP_SIDE = {
     # The rest-hook client: aiohttp with a resolver and socket factory that re-check every address at
     # connect time (SSRF, DNS rebinding). It is the HTTP adapter the delivery logic posts through.
     "services.notification.webhook_http": "the SSRF-checked webhook HTTP client (an adapter)",
+    # Serves the plan view and the bed managers' list (static pages with a CSP nonce): routes by another name.
+    "services.care.views": "the care service's page routes",
 }
 # Domain modules that still reach a framework, and the issue whose later phase removes each. Nothing may be
 # added here: a new domain module that reaches aiohttp or aio-pika fails this test.

@@ -68,7 +68,7 @@ async def test_posted_document_is_stored_alerted_retrievable_and_audited(stack: 
     body = await response.json()
     assert body["issue"][0]["code"] == "forbidden"
     assert body["issue"][0]["diagnostics"] == (
-        f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Request-Id']}).")
+        f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Correlation-Id']}).")
 
     ack = await stack.post(f"/fhir/Communication/{alert['id']}/$acknowledge", headers=coordinator)
     assert ack.status == 200

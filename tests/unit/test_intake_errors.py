@@ -231,7 +231,7 @@ async def test_public_endpoints_need_no_token(stack: TestClient) -> None:
     assert (await stack.get("/healthz")).status == 200
     ready = await stack.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["services"] == ["agreements", "intake", "storage", "notification", "audit"]
+    assert (await ready.json())["services"] == ["agreements", "intake", "storage", "notification", "audit", "care"]
     metadata = await (await stack.get("/fhir/metadata")).json()
     assert metadata["resourceType"] == "CapabilityStatement"
     assert {r["type"] for r in metadata["rest"][0]["resource"]} >= {

@@ -107,7 +107,7 @@ async def test_an_organisation_opt_out_withholds_everything_from_that_organisati
 
 
 def denied(response: Any) -> str:
-    return f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Request-Id']})."
+    return f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Correlation-Id']})."
 
 
 async def test_a_refusal_does_not_tell_the_caller_what_the_patient_chose_but_the_record_does(
@@ -122,7 +122,7 @@ async def test_a_refusal_does_not_tell_the_caller_what_the_patient_chose_but_the
         body = await response.text()
         assert response.status == 403 and "preference" not in body and "opt-out" not in body, path
         assert (await response.json())["issue"][0]["diagnostics"] == denied(response)
-        refused.append(response.headers["X-Request-Id"])
+        refused.append(response.headers["X-Correlation-Id"])
     # The reference finds the audit record, which names the rule and the reason.
     for reference in refused:
         async def recorded(reference: str = reference) -> list[dict[str, Any]]:
@@ -144,7 +144,8 @@ async def test_preferences_are_validated_and_only_the_patient_sets_them(stack: T
                                headers={**FHIR, **tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT)})
     assert response.status == 422
     assert [(i["diagnostics"], i["expression"]) for i in (await response.json())["issue"]] == [
-        ("category must be one of care-plan, clinic-letter, discharge-summary, imaging, pathology, referral, other",
+        ("category must be one of care-plan, clinic-letter, discharge-summary, end-of-life-care, imaging, pathology, "
+             "referral, transfer-of-care, other",
          ["Consent.provision.provision[0].class[0]"]),
         ("each rule must be a deny rule", ["Consent.provision.provision[1]"]),
     ]

@@ -2,9 +2,9 @@
 Names, labels and the per-service settings every template shares.
 */}}
 
-{{/* The five services, in the order of docs/architecture.md. */}}
+{{/* The services, in the order of docs/architecture.md. */}}
 {{- define "lhcie.services" -}}
-intake storage notification audit agreements
+intake storage notification audit agreements care
 {{- end }}
 
 {{- define "lhcie.name" -}}

@@ -71,7 +71,7 @@ set; the install fails listing all of them.
 {{- end }}
 {{- end }}
 {{- if eq $enabled 0 }}
-{{- $errors = append $errors "Every service is disabled: enable at least one of intake, storage, notification, audit, agreements." }}
+{{- $errors = append $errors "Every service is disabled: enable at least one of intake, storage, notification, audit, agreements, care." }}
 {{- end }}
 
 {{- if $errors }}
