@@ -7,16 +7,14 @@ the outbox, so the audit service (and the patient's access report) sees both.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterable
 from typing import NoReturn
 
+from services.notification.outgoing import Outgoing
 from shared.auth import Caller
-from shared.events import AccessDenied, Actor, DocumentFacts, Event, OperationInvoked, RecordRead, RoutingKey
+from shared.events import AccessDenied, Actor, DocumentFacts, OperationInvoked, RecordRead, RoutingKey
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import LOINC
-from shared.context import ServiceContext
 from shared.policy import CANCER_CARE, Decision, PolicyView
 
 STAFF_ROLES = ("mdt-coordinator", "clinician")
@@ -38,8 +36,8 @@ def actor_of(who: Caller) -> Actor:
 
 
 class Access:
-    def __init__(self, ctx: ServiceContext, policy: PolicyView) -> None:
-        self.ctx = ctx
+    def __init__(self, outgoing: Outgoing, policy: PolicyView) -> None:
+        self._outgoing = outgoing
         self.policy = policy
 
     async def team(self, who: Caller, mdt: str, *, resource: str, action: str = "read",
@@ -72,11 +70,11 @@ class Access:
 
     async def deny(self, who: Caller, resource: str, action: str, decision: Decision, *, error: FhirError,
                    patient: str | None = None, request_id: str | None = None) -> NoReturn:
-        await self._publish(Event.new(
+        await self._outgoing.publish_now(self._outgoing.event(
             RoutingKey.ACCESS_DENIED,
             AccessDenied(actor=actor_of(who), resource=resource, action=action, reason_code=decision.rule,
                          reason=decision.reason, patient_nhs_number=patient),
-            source=self.ctx.source, subject=resource, correlation_id=request_id))
+            subject=resource, correlation_id=request_id))
         raise error
 
     async def read(self, who: Caller, resource: str, action: str, patients: Iterable[str | None], *,
@@ -86,41 +84,20 @@ class Access:
         counts: dict[str | None, int] = {}
         for patient in patients:
             counts[patient] = counts.get(patient, 0) + 1
-        named = {p: n for p, n in counts.items() if p}
-        rows = list(named.items()) or [(None, sum(counts.values()))]
-        events = [Event.new(
+        rows: list[tuple[str | None, int]] = [(p, n) for p, n in counts.items() if p]
+        rows = rows or [(None, sum(counts.values()))]
+        events = [self._outgoing.event(
             RoutingKey.RECORD_READ,
             RecordRead(actor=actor_of(who), resource=resource, action=action,  # type: ignore[arg-type]
                        patient_nhs_number=patient, query=query, results=n, rule="mdt-member"),
-            source=self.ctx.source, subject=resource, correlation_id=request_id) for patient, n in rows]
-        await self._publish(*events)
+            subject=resource, correlation_id=request_id) for patient, n in rows]
+        await self._outgoing.publish_now(*events)
 
     async def invoked(self, who: Caller, operation: str, target: str, outcome: str, detail: str | None = None,
                       *, request_id: str | None = None) -> None:
-        await self._publish(Event.new(
+        await self._outgoing.publish_now(self._outgoing.event(
             RoutingKey.OPERATION_INVOKED,
             OperationInvoked(actor=actor_of(who), operation=operation, target=target,
                              outcome=outcome, detail=detail),  # type: ignore[arg-type]
-            source=self.ctx.source, subject=target, correlation_id=request_id))
+            subject=target, correlation_id=request_id))
 
-    async def _publish(self, *events: Event) -> None:
-        async with self.ctx.store.transaction() as session:
-            for event in events:
-                await self.ctx.publish(event, session=session)
-        self.ctx.outbox.notify()
-
-
-class Throttle:
-    """At most one run per interval in this process (an operation too costly to repeat on demand)."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._last: float | None = None
-
-    def wait(self) -> int:
-        """Seconds to wait before the next run, or 0: go (and the run is counted from now)."""
-        now = time.monotonic()
-        if self._last is not None and now - self._last < self.interval:
-            return max(1, math.ceil(self.interval - (now - self._last)))
-        self._last = now
-        return 0

@@ -10,7 +10,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from services.notification.clock import Clock, day_of, stamp
+from services.notification.pathways import Pathways
 from services.notification.rules import rank
+from shared.fhir.dates import DateSearch, instant_filter
 from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE
 from shared.store import DESCENDING, Document, DocumentStore, Filter, Index, Session
 
@@ -36,8 +39,7 @@ class AlertQuery:
     patient: str | None = None
     status: str | None = None
     priority: str | None = None
-    sent_from: str | None = None  # inclusive, a stamp
-    sent_to: str | None = None  # exclusive, a stamp
+    sent: tuple[DateSearch, ...] = ()  # every one must match
 
     def filter(self) -> Filter:
         where: Filter = {"mdt": self.mdt}
@@ -47,13 +49,8 @@ class AlertQuery:
             where["status"] = self.status
         if self.priority:
             where["priority"] = self.priority
-        sent: dict[str, str] = {}
-        if self.sent_from:
-            sent["$gte"] = self.sent_from
-        if self.sent_to:
-            sent["$lt"] = self.sent_to
-        if sent:
-            where["sent"] = sent
+        # ``sent`` is an instant, stored as a stamp whose string order is its time order.
+        where.update(instant_filter("sent", self.sent, stamp))
         return where
 
 
@@ -92,6 +89,23 @@ class Alerts:
 
     async def open_for_pathway(self, pathway_id: str, kind: str) -> list[Document]:
         return await self._alerts.find({"pathway_id": pathway_id, "kind": kind, "status": OPEN}, limit=100)
+
+
+class AlertRenderer:
+    """An alert as FHIR Communication, with today's state of its pathway's running clocks."""
+
+    def __init__(self, pathways: Pathways, clock: Clock) -> None:
+        self._pathways = pathways
+        self._clock = clock
+
+    async def __call__(self, alert: Document) -> dict[str, Any]:
+        clocks = None
+        if alert.get("pathway_id"):
+            pathway = await self._pathways.get(alert["pathway_id"])
+            if pathway is not None:
+                today = day_of(self._clock.now())
+                clocks = [c for c in self._pathways.clock_summary(pathway, today) if not c["stop"]]
+        return to_fhir(alert, clocks)
 
 
 def mdt_of(recipient: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,10 +14,14 @@ from services.notification import consumers, routes
 from services.notification.collections import COLLECTIONS
 from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
+from services.notification.rules import load_rules
+from services.notification.settings import NotificationSettings
 from services.notification.stream_tokens import SHARED_KEY, StreamTokens
+from services.notification.webhook_http import HttpWebhookClient
 from shared import topology
 from shared.config import DocStoreKind, Settings
 from shared.http import build_app
+from shared.keys import RUNTIME
 from shared.lifecycle import mount
 from shared.service import Ports, ServiceSpec
 
@@ -50,20 +55,22 @@ async def _deliver(deliverer: Deliverer, notification: Notification) -> None:
         await asyncio.sleep(notification.settings.webhook_tick_seconds)
 
 
-def install(app: web.Application) -> None:
-    notification = mount(app, name=NAME, key=routes.NOTIFICATION, build=Notification,
-                          add_routes=routes.add_routes, queue=topology.NOTIFICATION, handler=consumers.handler)
-    settings = notification.ctx.runtime.settings
-    key_file = notification.settings.stream_key_file
+def install(app: web.Application, settings: NotificationSettings | None = None) -> None:
+    """Put notification into ``app``; its settings are read from the environment here, once, unless given."""
+    own = settings or NotificationSettings()
+    # Loaded while the app is built: a broken rules file stops the start, not a request.
+    rules = load_rules(own.rules_file)
+    build = functools.partial(Notification, settings=own, rules=rules, open_client=HttpWebhookClient)
+    notification = mount(app, name=NAME, key=routes.NOTIFICATION, build=build,
+                         add_routes=routes.add_routes, queue=topology.NOTIFICATION, handler=consumers.handler)
+    process = app[RUNTIME].settings
+    key_file = own.stream_key_file
     # Replicas sharing MongoDB but no key file would each make their own key and refuse each other's tokens.
     secrets = notification.ctx.store.collection("secrets")  # declared here: the store makes it at start
-    shared = secrets if key_file is None and settings.doc_store is DocStoreKind.MONGODB else None
+    shared = secrets if key_file is None and process.doc_store is DocStoreKind.MONGODB else None
     tokens = app[routes.STREAM_TOKENS] = StreamTokens(
-        key_file or settings.data_dir / NAME / "stream-token.keys", shared=shared)
-    app[routes.STREAMS] = routes.StreamSlots(notification.settings.stream_max_per_subject,
-                                             notification.settings.stream_max_per_mdt)
-    closing = app[routes.CLOSING] = asyncio.Event()
-    deliverer = app[routes.DELIVERER] = Deliverer(notification)
+        key_file or process.data_dir / NAME / "stream-token.keys", shared=shared)
+    deliverer = app[routes.DELIVERER] = notification.deliverer
 
     async def timers(_: web.Application) -> AsyncIterator[None]:
         # After mount's context (the store is open); torn down before it (the store closes last).
@@ -84,18 +91,13 @@ def install(app: web.Application) -> None:
         await deliverer.close()
 
     async def end_streams(_: web.Application) -> None:
-        closing.set()
-        notification.changed()
+        notification.live.close()
 
     app.cleanup_ctx.append(timers)
     app.on_shutdown.append(end_streams)
 
 
-SPEC = ServiceSpec(
-    NAME,
-    install,
-    collections=COLLECTIONS,
-    capability=(
+CAPABILITY = (
         {
             "type": "Communication",
             "interaction": [{"code": "search-type"}],
@@ -123,9 +125,20 @@ SPEC = ServiceSpec(
                           {"name": "tracking-list",
                            "definition": "https://lhcie.london/fhir/OperationDefinition/tracking-list"}],
         },
-    ),
 )
 
 
-def create_app(settings: Settings, ports: Ports | None = None) -> web.Application:
-    return build_app(settings, [SPEC], ports=ports)
+def spec(settings: NotificationSettings | None = None) -> ServiceSpec:
+    """The service for a process; with ``settings`` given, the environment is not read for them."""
+    return ServiceSpec(NAME, functools.partial(install, settings=settings), collections=COLLECTIONS,
+                       capability=CAPABILITY)
+
+
+SPEC = spec()
+
+
+def create_app(settings: Settings, ports: Ports | None = None, *,
+               notification: NotificationSettings | None = None) -> web.Application:
+    """Notification alone: ``settings`` for the process, ``notification`` for the service (read once from
+    the environment when not given)."""
+    return build_app(settings, [spec(notification)], ports=ports)

@@ -28,6 +28,20 @@ class FixedClock:
         self.at += timedelta(**delta)
 
 
+class AdjustableClock:
+    """The one clock every part of the service reads, so that a test or a drill moves time for all of
+    them at once (pathway days, timers, deliveries, alerts)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.current = clock
+
+    def now(self) -> datetime:
+        return self.current.now()
+
+    def set(self, clock: Clock) -> None:
+        self.current = clock
+
+
 def stamp(at: datetime) -> str:
     """A UTC timestamp whose string order is its time order (stored timers are compared as strings)."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

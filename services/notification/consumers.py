@@ -10,8 +10,8 @@ from shared.events import Event, RoutingKey
 def handler(notification: Notification) -> Handler:
     async def handle(event: Event) -> None:
         if event.type is RoutingKey.DOCUMENT_STORED:
-            await notification.on_stored(event)
+            await notification.document_alerts.on_stored(event)
         elif notification.policy.handles(event):
-            await notification.on_policy(event)
+            await notification.reconciliation.on_policy(event)
 
     return handle

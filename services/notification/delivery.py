@@ -10,7 +10,9 @@ the success, the notification is sent again with the same event number, which th
 Subscriptions are served concurrently, each in its own task, with a few requests at a time per receiving
 host and a bounded timeout per attempt, so one receiver that accepts connections and never answers
 delays only its own notifications. Each subscription still has one request in flight at a time (order).
-Endpoints are checked again at every connection (``webhook_http.py``).
+
+The requests themselves go through a ``WebhookClient``; the HTTP one (``webhook_http.py``) checks the
+endpoint again at every connection.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ import hmac
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
-
-from services.notification.clock import parse_stamp, stamp
-from services.notification.endpoints import Resolve, system_resolve
+from services.notification.alerts import Alerts
+from services.notification.clock import Clock, parse_stamp, stamp
+from services.notification.endpoints import EndpointPolicy, Resolve, system_resolve
+from services.notification.feed import Writer
+from services.notification.outgoing import Outgoing
+from services.notification.settings import NotificationSettings
 from services.notification.subscriptions import (
     ACTIVE,
     DELIVERED,
@@ -42,17 +46,28 @@ from services.notification.subscriptions import (
     OFF,
     PENDING,
     SENDING,
+    Subscriptions,
     notification_bundle,
 )
-from services.notification.webhook_http import check_literal, open_session, refusal
-from shared.events import Event, RoutingKey, WebhookDelivered, WebhookFailed
-from shared.store import Document
-
-if TYPE_CHECKING:
-    from services.notification.domain import Notification
+from shared.events import RoutingKey, WebhookDelivered, WebhookFailed
+from shared.store import Document, DocumentStore
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
+Render = Callable[[Document], Awaitable[dict[str, Any]]]
+
+
+class WebhookClient(Protocol):
+    async def post(self, endpoint: str, body: bytes, headers: Mapping[str, str]) -> tuple[bool, str]:
+        """One attempt: whether the receiver took it (a 2xx), and if not, why (for the retry record)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# Opens a client that calls only endpoints ``policy`` admits, looking names up with ``resolve``, each
+# attempt bounded by ``timeout_seconds``.
+OpenClient = Callable[[EndpointPolicy, Resolve, float], WebhookClient]
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -60,9 +75,20 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class Deliverer:
-    def __init__(self, notification: Notification) -> None:
-        self.n = notification
-        self._http: aiohttp.ClientSession | None = None
+    def __init__(self, *, store: DocumentStore, subscriptions: Subscriptions, alerts: Alerts, render: Render,
+                 outgoing: Outgoing, write: Writer, clock: Clock, settings: NotificationSettings,
+                 open_client: OpenClient) -> None:
+        self._store = store
+        self._subscriptions = subscriptions
+        self._alerts = alerts
+        self._render = render
+        self._outgoing = outgoing
+        self._write = write
+        self._clock = clock
+        # Read at start(): a restart takes new settings.
+        self.settings = settings
+        self._open_client = open_client
+        self._client: WebhookClient | None = None
         # The name lookup every connection goes through (tests play DNS rebinding by replacing it).
         self.resolve: Resolve = system_resolve
         # One request at a time per subscription (its notifications go in order), in a task of its own so
@@ -70,12 +96,12 @@ class Deliverer:
         self._inflight: dict[str, asyncio.Task[bool]] = {}
         self._hosts: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._orgs: dict[str, asyncio.Semaphore] = {}
-        self._all = asyncio.Semaphore(self.n.settings.webhook_concurrency)
+        self._all = asyncio.Semaphore(settings.webhook_concurrency)
 
     async def start(self) -> None:
-        self._all = asyncio.Semaphore(self.n.settings.webhook_concurrency)
-        self._http = open_session(self.n.settings.webhook_policy(), lambda host, port: self.resolve(host, port),
-                                  timeout_seconds=self.n.settings.webhook_timeout_seconds)
+        self._all = asyncio.Semaphore(self.settings.webhook_concurrency)
+        self._client = self._open_client(self.settings.webhook_policy(), lambda host, port: self.resolve(host, port),
+                                         self.settings.webhook_timeout_seconds)
 
     async def close(self) -> None:
         tasks = list(self._inflight.values())
@@ -83,12 +109,12 @@ class Deliverer:
             task.cancel()
         # A cancelled attempt keeps its lease; another replica (or the next start) retakes it after.
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
+        if self._client is not None:
+            await self._client.close()
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential backoff with jitter: half the step fixed, half random (no thundering herd)."""
-        settings = self.n.settings
+        settings = self.settings
         step = min(settings.webhook_retry_base_seconds * 2 ** (attempts - 1), settings.webhook_retry_max_seconds)
         return timedelta(seconds=step / 2 + random.uniform(0, step / 2))
 
@@ -102,8 +128,8 @@ class Deliverer:
     async def dispatch(self) -> None:
         """Start the next notification of each subscription that is due, and each heartbeat that is due,
         without waiting for them (the background loop: a slow receiver never delays the next pass)."""
-        now = stamp(self.n.clock.now())
-        for row in await self.n.subscriptions.next_for_each():
+        now = stamp(self._clock.now())
+        for row in await self._subscriptions.next_for_each():
             if row["subscription"] in self._inflight:
                 continue
             if row["status"] == PENDING and row["due"] > now:
@@ -130,7 +156,7 @@ class Deliverer:
     async def _slot(self, sub: Document | None) -> AsyncIterator[None]:
         """A place among the requests to the endpoint's host (and port), then among the subscribing
         organisation's (so that one organisation's dead receivers cannot take every place), then among all."""
-        settings = self.n.settings
+        settings = self.settings
         parts = urlsplit(sub["endpoint"] if sub else "")
         try:
             key = ((parts.hostname or "").lower(), parts.port or 0)
@@ -148,18 +174,18 @@ class Deliverer:
 
     def _lease(self) -> timedelta:
         # Longer than any attempt can last, or another replica would retake a delivery still under way.
-        return max(LEASE, timedelta(seconds=2 * self.n.settings.webhook_timeout_seconds))
+        return max(LEASE, timedelta(seconds=2 * self.settings.webhook_timeout_seconds))
 
     async def _deliver(self, row: Document) -> bool:
-        subs = self.n.subscriptions
+        subs = self._subscriptions
         sub = await subs.get(row["subscription"])
         async with self._slot(sub):
             # Claimed only now, with a slot: a delivery waiting for one keeps no lease running.
-            now = self.n.clock.now()
+            now = self._clock.now()
             if not await subs.claim(row, now=stamp(now), lease_until=stamp(now + self._lease())):
                 return False
             if sub is None or sub["status"] == OFF:
-                async with self.n.ctx.store.transaction() as session:
+                async with self._store.transaction() as session:
                     await subs.settle(row, {"status": FAILED, "lease": None}, session=session)
                 return False
             ok, reason = await self._post(sub, row)
@@ -172,89 +198,78 @@ class Deliverer:
         if row["kind"] == EVENT:
             events = [(row["number"], row["created"], row["focus"])]
             if sub["payload"] == "full-resource":
-                alert = await self.n.alerts.get(row["focus"])
+                alert = await self._alerts.get(row["focus"])
                 if alert is not None:
-                    resources[row["focus"]] = await self.n.render(alert)
+                    resources[row["focus"]] = await self._render(alert)
         sub = {**sub, "events": max(row["number"], 0) if row["kind"] == EVENT else sub["events"]}
         body = json.dumps(notification_bundle(sub, row["kind"], events, resources), separators=(",", ":")).encode()
         return await self._send(sub, body, row["number"])
 
     async def _send(self, sub: Document, body: bytes, number: int) -> tuple[bool, str]:
-        assert self._http is not None, "start() first"
-        timestamp = str(int(self.n.clock.now().timestamp()))
+        assert self._client is not None, "start() first"
+        timestamp = str(int(self._clock.now().timestamp()))
         headers = {"Content-Type": "application/fhir+json", "X-LHCIE-Timestamp": timestamp,
                    "X-LHCIE-Signature": sign(sub["secret"], timestamp, body),
                    "X-LHCIE-Subscription": sub["_id"], "X-LHCIE-Event-Number": str(number)}
-        try:
-            url = check_literal(self.n.settings.webhook_policy(), sub["endpoint"])
-            async with self._http.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                if 200 <= response.status < 300:
-                    return True, ""
-                return False, f"HTTP {response.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            rule = refusal(exc)
-            if rule is None:
-                return False, type(exc).__name__
-            log.warning("webhook.endpoint_refused rule=%s", rule, extra={"code": "NOT051"})
-            return False, f"endpoint refused ({rule})"
+        return await self._client.post(sub["endpoint"], body, headers)
 
     async def _record(self, sub: Document, row: Document, ok: bool, reason: str) -> None:
-        now = self.n.clock.now()
+        now = self._clock.now()
         attempts = row["attempts"] + 1
         host = urlsplit(sub["endpoint"]).hostname or ""
-        window = timedelta(seconds=self.n.settings.webhook_retry_window_seconds)
+        window = timedelta(seconds=self.settings.webhook_retry_window_seconds)
 
         async def work() -> None:
-            async with self.n.ctx.store.transaction() as session:
+            async with self._store.transaction() as session:
                 if ok:
-                    await self.n.subscriptions.settle(row, {"status": DELIVERED, "attempts": attempts, "lease": None,
-                                                            "delivered": stamp(now)}, session=session)
+                    await self._subscriptions.settle(row, {"status": DELIVERED, "attempts": attempts, "lease": None,
+                                                           "delivered": stamp(now)}, session=session)
                     changes = {"last_sent": stamp(now)}
                     if row["kind"] == HANDSHAKE:
                         changes["status"] = ACTIVE
-                    await self.n.subscriptions.set(sub["_id"], changes, session=session)
+                    await self._subscriptions.set(sub["_id"], changes, session=session)
                     if row["kind"] == EVENT:
-                        await self.n.ctx.publish(Event.new(
+                        await self._outgoing.publish(
                             RoutingKey.WEBHOOK_DELIVERED,
                             WebhookDelivered(subscription_id=sub["_id"], event_number=row["number"],
                                              endpoint_host=host, attempts=attempts),
-                            source=self.n.ctx.source, subject=sub["_id"]), session=session)
+                            subject=sub["_id"], session=session)
                 elif now - parse_stamp(row["created"]) >= window:
                     # Out of time: dead-letter it (it stays readable through $events) and move on.
-                    await self.n.subscriptions.settle(row, {"status": FAILED, "attempts": attempts, "lease": None,
-                                                            "last_error": reason}, session=session)
+                    await self._subscriptions.settle(row, {"status": FAILED, "attempts": attempts, "lease": None,
+                                                           "last_error": reason}, session=session)
                     if row["kind"] == HANDSHAKE:
-                        await self.n.subscriptions.set(sub["_id"], {"status": ERROR,
-                                                                    "error": f"handshake failed: {reason}"},
-                                                       session=session)
-                    await self.n.ctx.publish(Event.new(
+                        await self._subscriptions.set(sub["_id"], {"status": ERROR,
+                                                                   "error": f"handshake failed: {reason}"},
+                                                      session=session)
+                    await self._outgoing.publish(
                         RoutingKey.WEBHOOK_FAILED,
                         WebhookFailed(subscription_id=sub["_id"], event_number=row["number"], endpoint_host=host,
                                       attempts=attempts, reason=reason),
-                        source=self.n.ctx.source, subject=sub["_id"]), session=session)
+                        subject=sub["_id"], session=session)
                     log.warning("webhook.dead_lettered attempts=%d reason=%s", attempts, reason,
                                 extra={"code": "NOT031"})
                 else:
-                    await self.n.subscriptions.settle(row, {"status": PENDING, "attempts": attempts, "lease": None,
-                                                            "due": stamp(now + self.backoff(attempts)),
-                                                            "last_error": reason}, session=session)
+                    await self._subscriptions.settle(row, {"status": PENDING, "attempts": attempts, "lease": None,
+                                                           "due": stamp(now + self.backoff(attempts)),
+                                                           "last_error": reason}, session=session)
 
-        await self.n.write(work)
+        await self._write(work)
 
     async def _heartbeats_due(self) -> list[Document]:
-        now = self.n.clock.now()
+        now = self._clock.now()
         due = []
-        for sub in await self.n.subscriptions.active_with_heartbeat():
+        for sub in await self._subscriptions.active_with_heartbeat():
             last = parse_stamp(sub["last_sent"]) if sub.get("last_sent") else None
             if last is None or now - last >= timedelta(seconds=sub["heartbeat"]):
                 due.append(sub)
         return due
 
     async def _heartbeat(self, sub: Document) -> bool:
-        now = self.n.clock.now()
+        now = self._clock.now()
         body = json.dumps(notification_bundle(sub, HEARTBEAT, []), separators=(",", ":")).encode()
         async with self._slot(sub):
             ok, _ = await self._send(sub, body, 0)
         if ok:
-            await self.n.subscriptions.set(sub["_id"], {"last_sent": stamp(now)})
+            await self._subscriptions.set(sub["_id"], {"last_sent": stamp(now)})
         return False  # a heartbeat is not a notification

@@ -7,11 +7,14 @@ with a compare-and-set inside the writer's transaction, so two processes never h
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from shared.store import ASCENDING, Document, DocumentStore, Index, Session
 
 COUNTER = "alert-feed"
+T = TypeVar("T")
 
 
 class CounterConflict(Exception):
@@ -48,3 +51,24 @@ async def next_number(counters: Any, name: str, *, session: Session) -> int:
     if not await counters.update({"_id": name, "value": value - 1}, {"value": value}, session=session):
         raise CounterConflict(name)
     return value
+
+
+class Writer:
+    """Runs a write that takes numbers (the feed's, a subscription's): again if another process took the
+    next number first (its transaction was rolled back), then tells whoever waits for committed changes
+    (the outbox relay, the live streams of this process)."""
+
+    def __init__(self, *after_commit: Callable[[], None]) -> None:
+        self._after_commit = after_commit
+
+    async def __call__(self, work: Callable[[], Awaitable[T]]) -> T:
+        for _ in range(20):
+            try:
+                result = await work()
+            except CounterConflict:
+                await asyncio.sleep(0.01)
+                continue
+            for hook in self._after_commit:
+                hook()
+            return result
+        raise RuntimeError("feed counter contention did not settle")

@@ -12,7 +12,7 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
-from services.notification import cwt
+from services.notification import waiting_times
 from services.notification.rules import PathwayEvent, RuleSet
 from shared.fhir.identifiers import NHS_NUMBER
 from shared.store import DESCENDING, Document, DocumentStore, Index, Session
@@ -54,7 +54,7 @@ class Pathways:
         doc: Document = {
             "_id": key, "patient": patient, "mdt": mdt, "tumour_site": tumour_site, "route": route,
             "status": ACTIVE, "opened": on.isoformat(), "opened_by": opened_by,
-            "clocks": {name: cwt.new_clock(on) for name in starts},
+            "clocks": {name: waiting_times.new_clock(on) for name in starts},
             "events": [], "documents": [], "teams": [{"mdt": mdt, "from": on.isoformat()}], "version": 1,
         }
         await self._rows.insert(doc, session=session)
@@ -71,17 +71,17 @@ class Pathways:
         started = []
         for clock in event.starts:
             if clock not in clocks or clocks[clock].get("stop"):
-                clocks[clock] = cwt.new_clock(on)
+                clocks[clock] = waiting_times.new_clock(on)
                 started.append(clock)
         for clock in event.stops:
             if clock in clocks and not clocks[clock].get("stop"):
-                cwt.stop(clocks[clock], on)
+                waiting_times.stop(clocks[clock], on)
         for clock in event.pauses:
             if clock in clocks:
-                cwt.pause(clocks[clock], on)
+                waiting_times.pause(clocks[clock], on)
         for clock in event.resumes:
             if clock in clocks:
-                cwt.resume(clocks[clock], on)
+                waiting_times.resume(clocks[clock], on)
         doc["events"].append({"event": name, "date": on.isoformat(), "by": by})
         if event.closes_pathway:
             doc["status"] = FINISHED
@@ -99,15 +99,16 @@ class Pathways:
         out = []
         for name, clock in doc["clocks"].items():
             rule = self._rules.clocks[name]
-            out.append({"clock": name, "day": cwt.day(clock, today), "target": rule.target_days,
-                        "risk": cwt.risk(clock, rule, today), "start": clock["start"], "stop": clock.get("stop")})
+            out.append({"clock": name, "day": waiting_times.day(clock, today), "target": rule.target_days,
+                        "risk": waiting_times.risk(clock, rule, today), "start": clock["start"],
+                        "stop": clock.get("stop")})
         return out
 
     def breach_check_due(self, clock: dict[str, Any], name: str, today: date) -> date | None:
         """The date the clock reaches its breach-risk day, or None if it already has or has stopped."""
         if clock.get("stop"):
             return None
-        remaining = self._rules.clocks[name].breach_risk_day - cwt.day(clock, today)
+        remaining = self._rules.clocks[name].breach_risk_day - waiting_times.day(clock, today)
         return today + timedelta(days=remaining) if remaining > 0 else None
 
     def to_fhir(self, doc: Document, today: date) -> dict[str, Any]:
@@ -143,7 +144,7 @@ class Pathways:
 def tracking_list(pathways: list[Document], today: date) -> dict[str, Any]:
     """The weekly patient tracking list for one MDT: 62-day pathways by bucket, with and without a DTT."""
     rows = []
-    buckets = {label: {"with_dtt": 0, "without_dtt": 0} for _, _, label in cwt.PTL_BUCKETS}
+    buckets = {label: {"with_dtt": 0, "without_dtt": 0} for _, _, label in waiting_times.PTL_BUCKETS}
     passed_28: list[str] = []
     routes: dict[str, int] = {}
     week_ago = today - timedelta(days=7)
@@ -153,9 +154,9 @@ def tracking_list(pathways: list[Document], today: date) -> dict[str, Any]:
         rtt = doc["clocks"].get("rtt")
         if rtt is None or rtt.get("stop"):
             continue
-        days = cwt.day(rtt, today)
+        days = waiting_times.day(rtt, today)
         has_dtt = "dtt" in doc["clocks"]
-        label = cwt.bucket(days)
+        label = waiting_times.bucket(days)
         buckets[label]["with_dtt" if has_dtt else "without_dtt"] += 1
         if 28 < days <= 35:
             passed_28.append(doc["_id"])

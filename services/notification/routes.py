@@ -4,37 +4,34 @@ and cancer pathways (FHIR EpisodeOfCare) with the patient tracking list."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
-import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from services.notification.alerts import ACKNOWLEDGED, CARETEAM_PREFIX, OPEN, AlertQuery
-from services.notification.clock import stamp
 from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
+from services.notification.live import Change, Expired, Frame, Heartbeat
 from services.notification.pathways import ROUTE_URL
 from services.notification.rules import PRIORITIES
-from services.notification.stream_tokens import BadStreamToken, StreamGrant, StreamTokens
-from services.notification.streams import StreamSlots
+from services.notification.stream_tokens import BadStreamToken, StreamTokens
+from shared.auth import Caller
+from shared.fhir import dates
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import NHS_NUMBER, identifier_value, valid_nhs_number
-from shared.auth import Caller
 from shared.http import caller, fhir_response, read_json, request_id
 
 NOTIFICATION = web.AppKey("notification", Notification)
 STREAM_TOKENS = web.AppKey("notification.stream_tokens", StreamTokens)
-CLOSING = web.AppKey("notification.closing", asyncio.Event)
-STREAMS = web.AppKey("notification.streams", StreamSlots)
 DELIVERER = web.AppKey("notification.deliverer", Deliverer)
 CONSOLE_DIR = Path(__file__).with_name("console")
-HEARTBEAT_SECONDS = 15.0
 
 
 def _team(request: web.Request, name: str) -> str:
@@ -42,25 +39,6 @@ def _team(request: web.Request, name: str) -> str:
     if not value.startswith(CARETEAM_PREFIX) or len(value) == len(CARETEAM_PREFIX):
         raise FhirError.of(Code.INVALID_PARAMETER, f"Search needs {name}=CareTeam/<mdt-id>.", name)
     return value.removeprefix(CARETEAM_PREFIX)
-
-
-def _date_bounds(values: list[str]) -> tuple[str | None, str | None]:
-    """FHIR date search on ``sent``: ``ge``/``gt`` give the start, ``lt``/``le`` the end (whole days)."""
-    start = end = None
-    for value in values:
-        prefix, rest = (value[:2], value[2:]) if value[:2] in ("ge", "gt", "le", "lt") else ("eq", value)
-        try:
-            when = datetime.fromisoformat(rest)
-        except ValueError:
-            raise FhirError.of(Code.INVALID_PARAMETER, "sent must be a date, e.g. sent=ge2026-11-01.", "sent") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        whole_day = len(rest) == 10
-        if prefix in ("ge", "gt", "eq"):
-            start = stamp(when + (timedelta(days=1) if prefix == "gt" and whole_day else timedelta()))
-        if prefix in ("lt", "le", "eq"):
-            end = stamp(when + (timedelta(days=1) if prefix in ("le", "eq") and whole_day else timedelta()))
-    return start, end
 
 
 async def search_alerts(request: web.Request) -> web.Response:
@@ -76,12 +54,12 @@ async def search_alerts(request: web.Request) -> web.Response:
     patient = query.get("patient.identifier") or query.get("patient")
     if patient:
         patient = patient.rpartition("|")[2]
-    sent_from, sent_to = _date_bounds(query.getall("sent", []))
+    sent = dates.parse_all(query.getall("sent", []), "sent")
     count, offset = page_params(query)
     alert_query = AlertQuery(mdt=_team(request, "recipient"), patient=patient, status=status, priority=priority,
-                             sent_from=sent_from, sent_to=sent_to)
-    alerts, more = await request.app[NOTIFICATION].search(who, alert_query, count=count, offset=offset,
-                                                          search=request.query_string, request_id=request_id(request))
+                             sent=sent)
+    alerts, more = await request.app[NOTIFICATION].alerting.search(
+        who, alert_query, count=count, offset=offset, search=request.query_string, request_id=request_id(request))
     kept = {k: v for k, v in query.items() if not k.startswith("_")}
     return fhir_response(searchset(request.path, kept, alerts, count=count, offset=offset, has_more=more))
 
@@ -89,12 +67,14 @@ async def search_alerts(request: web.Request) -> web.Response:
 async def acknowledge(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
-    resource = await request.app[NOTIFICATION].acknowledge(request.match_info["id"], who, request_id=request_id(request))
+    resource = await request.app[NOTIFICATION].alerting.acknowledge(request.match_info["id"], who,
+                                                                    request_id=request_id(request))
     return fhir_response(resource)
 
 
 async def reconcile(request: web.Request) -> web.Response:
-    raised = await request.app[NOTIFICATION].reconcile_on_request(caller(request), request_id=request_id(request))
+    raised = await request.app[NOTIFICATION].reconciliation.on_request(caller(request),
+                                                                       request_id=request_id(request))
     return fhir_response({"resourceType": "Parameters", "parameter": [{"name": "raised", "valueInteger": raised}]})
 
 
@@ -105,12 +85,10 @@ async def stream_token(request: web.Request) -> web.Response:
     who.require("Communication", "s")
     notification = request.app[NOTIFICATION]
     mdt = _team(request, "team")
-    await notification.access.team(who, mdt, resource="Communication", action="search",
-                                   request_id=request_id(request))
+    position = await notification.live.position(who, mdt, request_id=request_id(request))
     token, expires = request.app[STREAM_TOKENS].issue(
         mdt=mdt, subject=who.subject, org=who.org, role=who.role, ttl=notification.settings.stream_token_seconds)
-    # The feed position now: a console that loads its list after this and streams from here misses nothing.
-    return web.json_response({"token": token, "expires": expires, "lastEventId": str(await notification.feed.last())})
+    return web.json_response({"token": token, "expires": expires, "lastEventId": str(position)})
 
 
 async def alert_stream(request: web.Request) -> web.StreamResponse:
@@ -119,65 +97,35 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     except (BadStreamToken, ValueError, KeyError):
         raise FhirError.of(Code.UNAUTHORIZED, "A valid stream token is required (POST /alerts/stream-token).",
                            headers={"WWW-Authenticate": 'Bearer realm="lhcie"'}) from None
-    notification = request.app[NOTIFICATION]
+    live = request.app[NOTIFICATION].live
     who = Caller(org=grant.org, role=grant.role, subject=grant.subject, scopes=frozenset(), mdt=grant.mdt)
-    # Checked again at connect: the team may have changed hands since the token was issued.
-    await notification.access.team(who, grant.mdt, resource="Communication", action="search",
-                                   request_id=request_id(request))
-    slots = request.app[STREAMS]
-    if not slots.take(grant.subject, grant.mdt):
-        raise FhirError.of(Code.RATE_LIMITED, "Too many live streams are open for this person or MDT.",
-                           headers={"Retry-After": "30"})
-    try:
-        return await _stream(request, notification, grant)
-    finally:
-        slots.give_back(grant.subject, grant.mdt)
+    async with live.admitted(who, grant.mdt, request_id=request_id(request)):
+        last = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or ""
+        after = int(last) if last.isdigit() else await live.last()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        await response.write(b"retry: 1000\n\n")
+        try:
+            async with contextlib.aclosing(live.follow(grant.mdt, after, expires=grant.expires)) as frames:
+                async for frame in frames:
+                    await response.write(_event(frame))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
 
 
-async def _stream(request: web.Request, notification: Notification, grant: StreamGrant) -> web.StreamResponse:
-    last = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or ""
-    seq = int(last) if last.isdigit() else await notification.feed.last()
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    await response.write(b"retry: 1000\n\n")
-    closing = request.app[CLOSING]
-    wake = notification.listen()
-    poll = notification.settings.stream_poll_seconds
-    idle = 0.0
-    try:
-        while not closing.is_set():
-            left = grant.expires - time.time()
-            if left <= 0:
-                # The grant is over: say so, so the console fetches a new token and resumes from here.
-                await response.write(b"event: expired\ndata: {}\n\n")
-                break
-            wake.clear()  # before reading: a change landing while we read wakes the next wait at once
-            entries = await notification.feed.after(grant.mdt, seq)
-            for entry in entries:
-                alert = await notification.alerts.get(entry["alert_id"])
-                if alert is not None:
-                    data = json.dumps({"kind": entry["kind"], "alert": await notification.render(alert)},
-                                      separators=(",", ":"))
-                    await response.write(f"id: {entry['seq']}\nevent: alert\ndata: {data}\n\n".encode())
-                    if entry["kind"] == "raised":
-                        await notification.alerts.mark_delivered(entry["alert_id"], stamp(notification.clock.now()))
-                seq = entry["seq"]
-            if entries:
-                idle = 0.0
-                continue
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=min(poll, left))
-            except TimeoutError:
-                idle += poll
-            if idle >= HEARTBEAT_SECONDS:
-                await response.write(b": heartbeat\n\n")
-                idle = 0.0
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    finally:
-        notification.unlisten(wake)
-    return response
+def _event(frame: Frame) -> bytes:
+    """One server-sent event; the console resumes from the last ``id`` it saw."""
+    match frame:
+        case Change(seq=seq, kind=kind, alert=alert):
+            data = json.dumps({"kind": kind, "alert": alert}, separators=(",", ":"))
+            return f"id: {seq}\nevent: alert\ndata: {data}\n\n".encode()
+        case Expired():
+            return b"event: expired\ndata: {}\n\n"
+        case Heartbeat():
+            return b": heartbeat\n\n"
+    raise AssertionError(frame)
 
 
 # -- the console --
@@ -224,8 +172,8 @@ def _date_param(values: dict[str, Any], default: date) -> date:
 async def search_pathways(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
-    found = await request.app[NOTIFICATION].pathways_for(who, _team(request, "team"), search=request.query_string,
-                                                         request_id=request_id(request))
+    found = await request.app[NOTIFICATION].pathway_actions.for_mdt(
+        who, _team(request, "team"), search=request.query_string, request_id=request_id(request))
     return fhir_response(searchset(request.path, dict(request.query), found, count=len(found) or 1, offset=0,
                                    has_more=False))
 
@@ -243,22 +191,23 @@ async def register_pathway(request: web.Request) -> web.Response:
         raise FhirError.of(Code.INVALID_RESOURCE, "team must name the MDT (CareTeam/<mdt-id>).", "EpisodeOfCare.team")
     route = next((e.get("valueCode") for e in body.get("extension") or []
                   if isinstance(e, dict) and e.get("url") == ROUTE_URL), None)
-    period = body.get("period") if isinstance(body.get("period"), dict) else {}
+    period: dict[str, Any] = body["period"] if isinstance(body.get("period"), dict) else {}
     notification = request.app[NOTIFICATION]
     try:
         on = date.fromisoformat(str(period["start"])[:10]) if period.get("start") else notification.today()
     except ValueError:
         raise FhirError.of(Code.INVALID_RESOURCE, "period.start must be a date.", "EpisodeOfCare.period.start") from None
-    created = await notification.register_pathway(who, patient=str(patient), mdt=reference.removeprefix(CARETEAM_PREFIX),
-                                                  route=str(route), on=on, request_id=request_id(request))
+    created = await notification.pathway_actions.register(
+        who, patient=str(patient), mdt=reference.removeprefix(CARETEAM_PREFIX), route=str(route), on=on,
+        request_id=request_id(request))
     return fhir_response(created, status=201, headers={"Location": f"/fhir/EpisodeOfCare/{created['id']}"})
 
 
 async def read_pathway(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
-    return fhir_response(await request.app[NOTIFICATION].pathway(who, request.match_info["id"],
-                                                                 request_id=request_id(request)))
+    return fhir_response(await request.app[NOTIFICATION].pathway_actions.read(who, request.match_info["id"],
+                                                                              request_id=request_id(request)))
 
 
 async def record_event(request: web.Request) -> web.Response:
@@ -271,8 +220,8 @@ async def record_event(request: web.Request) -> web.Response:
         raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need event (valueCode).",
                            "Parameters.parameter.where(name='event')")
     on = _date_param(values, notification.today())
-    return fhir_response(await notification.record_event(who, request.match_info["id"], name, on,
-                                                         request_id=request_id(request)))
+    return fhir_response(await notification.pathway_actions.record_event(who, request.match_info["id"], name, on,
+                                                                         request_id=request_id(request)))
 
 
 async def transfer(request: web.Request) -> web.Response:
@@ -286,9 +235,9 @@ async def transfer(request: web.Request) -> web.Response:
         raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need team (valueReference CareTeam/<mdt-id>).",
                            "Parameters.parameter.where(name='team')")
     on = _date_param(values, notification.today())
-    return fhir_response(await notification.transfer(who, request.match_info["id"],
-                                                     reference.removeprefix(CARETEAM_PREFIX), on,
-                                                     request_id=request_id(request)))
+    return fhir_response(await notification.pathway_actions.transfer(who, request.match_info["id"],
+                                                                     reference.removeprefix(CARETEAM_PREFIX), on,
+                                                                     request_id=request_id(request)))
 
 
 CSV_COLUMNS = ("pathway", "patient", "tumour_site", "route", "start", "day", "bucket", "decision_to_treat")
@@ -298,8 +247,8 @@ async def tracking_list(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
     as_csv = request.query.get("_format") == "csv" or "text/csv" in request.headers.get("Accept", "")
-    report = await request.app[NOTIFICATION].tracking_list(who, _team(request, "team"), export=as_csv,
-                                                           search=request.query_string, request_id=request_id(request))
+    report = await request.app[NOTIFICATION].pathway_actions.tracking_list(
+        who, _team(request, "team"), export=as_csv, search=request.query_string, request_id=request_id(request))
     if as_csv:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
@@ -315,19 +264,16 @@ async def tracking_list(request: web.Request) -> web.Response:
 async def create_subscription(request: web.Request) -> web.Response:
     who = caller(request)
     resource = await read_json(request, resource_type="Subscription")
-    created = await request.app[NOTIFICATION].subscribe(who, resource)
+    created = await request.app[NOTIFICATION].subscribers.subscribe(who, resource)
     return fhir_response(created, status=201, headers={"Location": f"/fhir/Subscription/{created['id']}"})
 
 
 async def read_subscription(request: web.Request) -> web.Response:
-    from services.notification.subscriptions import to_fhir as subscription_to_fhir
-
-    doc = await request.app[NOTIFICATION].subscription(caller(request), request.match_info["id"])
-    return fhir_response(subscription_to_fhir(doc))
+    return fhir_response(await request.app[NOTIFICATION].subscribers.read(caller(request), request.match_info["id"]))
 
 
 async def subscription_status(request: web.Request) -> web.Response:
-    status = await request.app[NOTIFICATION].subscription_status(caller(request), request.match_info["id"])
+    status = await request.app[NOTIFICATION].subscribers.status(caller(request), request.match_info["id"])
     return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": 1,
                           "entry": [{"resource": status, "search": {"mode": "match"}}]})
 
@@ -345,7 +291,7 @@ async def subscription_events(request: web.Request) -> web.Response:
     content = request.query.get("content")
     if content not in (None, "empty", "id-only", "full-resource"):
         raise FhirError.of(Code.INVALID_PARAMETER, "content must be empty, id-only or full-resource.", "content")
-    bundle = await request.app[NOTIFICATION].subscription_events(
+    bundle = await request.app[NOTIFICATION].subscribers.events(
         caller(request), request.match_info["id"], _number(request, "eventsSinceNumber"),
         _number(request, "eventsUntilNumber"), content)
     return fhir_response(bundle)

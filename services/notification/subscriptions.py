@@ -65,7 +65,7 @@ def parse_subscription(resource: dict[str, Any], *, org: str, min_heartbeat: int
             filters[key] = value.rpartition("|")[2] if key == "patient" else value
     if not filters.get("recipient", "").startswith("CareTeam/"):
         problems.append(("Subscription._criteria", "filter criteria need recipient=CareTeam/<mdt-id>"))
-    channel = resource.get("channel") if isinstance(resource.get("channel"), dict) else {}
+    channel: dict[str, Any] = resource["channel"] if isinstance(resource.get("channel"), dict) else {}
     endpoint = channel.get("endpoint")
     scheme = urlsplit(endpoint).scheme if isinstance(endpoint, str) else ""
     if channel.get("type") != "rest-hook":

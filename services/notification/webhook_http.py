@@ -1,5 +1,6 @@
-"""The HTTP client rest-hooks are sent with: it connects only to addresses the endpoint policy has just
-checked (``endpoints.py``), whatever the name resolved to when the Subscription was created.
+"""The HTTP client rest-hooks are sent with (delivery.py's ``WebhookClient``): it connects only to
+addresses the endpoint policy has just checked (``endpoints.py``), whatever the name resolved to when the
+Subscription was created.
 
 aiohttp resolves a name through the connector's resolver and connects to exactly the addresses it
 returns, so the resolver is where each address is checked (DNS rebinding is caught here). A host written
@@ -10,7 +11,9 @@ destination is already a numeric address.
 
 from __future__ import annotations
 
+import logging
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -25,6 +28,8 @@ from services.notification.endpoints import (
     endpoint_parts,
     literal_address,
 )
+
+log = logging.getLogger(__name__)
 
 
 class RefusedAddress(OSError):
@@ -105,3 +110,26 @@ def refusal(exc: BaseException) -> str | None:
         todo += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
         todo += list(getattr(current, "exceptions", ()))
     return None
+
+
+class HttpWebhookClient:
+    def __init__(self, policy: EndpointPolicy, resolve: Resolve, timeout_seconds: float) -> None:
+        self._policy = policy
+        self._session = open_session(policy, resolve, timeout_seconds=timeout_seconds)
+
+    async def post(self, endpoint: str, body: bytes, headers: Mapping[str, str]) -> tuple[bool, str]:
+        try:
+            url = check_literal(self._policy, endpoint)
+            async with self._session.post(url, data=body, headers=dict(headers), allow_redirects=False) as response:
+                if 200 <= response.status < 300:
+                    return True, ""
+                return False, f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            rule = refusal(exc)
+            if rule is None:
+                return False, type(exc).__name__
+            log.warning("webhook.endpoint_refused rule=%s", rule, extra={"code": "NOT051"})
+            return False, f"endpoint refused ({rule})"
+
+    async def close(self) -> None:
+        await self._session.close()

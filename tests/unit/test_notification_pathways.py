@@ -7,9 +7,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from services.notification import cwt
+from services.notification import waiting_times
 from services.notification.clock import FixedClock
 from services.notification.rules import load_rules
+from tests.helpers import eventually
 from tests.unit.test_notification_alerts import (
     PATHOLOGY,
     REFERRAL,
@@ -20,7 +21,6 @@ from tests.unit.test_notification_alerts import (
     stored_event,
     teams_known,
 )
-from tests.helpers import eventually
 
 START = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # a referral received on Monday 2 March 2026
 COORDINATOR = {"org": "RJ1", "role": "mdt-coordinator", "mdt": "rj1-lung"}
@@ -59,23 +59,23 @@ async def record(stack: TestClient, tokens: Any, pathway_id: str, event: str, on
 
 
 def test_clock_days_pauses_and_risk_thresholds() -> None:
-    clock = cwt.new_clock(date(2026, 3, 2))
+    clock = waiting_times.new_clock(date(2026, 3, 2))
     fds, dtt, rtt = RULES.clocks["fds"], RULES.clocks["dtt"], RULES.clocks["rtt"]
-    assert cwt.day(clock, date(2026, 3, 2)) == 0  # the day of receipt is day 0
-    assert [cwt.risk(clock, fds, date(2026, 3, 2) + timedelta(days=d)) for d in (20, 21, 28, 29)] == [
+    assert waiting_times.day(clock, date(2026, 3, 2)) == 0  # the day of receipt is day 0
+    assert [waiting_times.risk(clock, fds, date(2026, 3, 2) + timedelta(days=d)) for d in (20, 21, 28, 29)] == [
         "on-track", "at-risk", "at-risk", "breached"]
-    assert [cwt.risk(clock, dtt, date(2026, 3, 2) + timedelta(days=d)) for d in (23, 24, 31, 32)] == [
+    assert [waiting_times.risk(clock, dtt, date(2026, 3, 2) + timedelta(days=d)) for d in (23, 24, 31, 32)] == [
         "on-track", "at-risk", "at-risk", "breached"]
-    assert [cwt.risk(clock, rtt, date(2026, 3, 2) + timedelta(days=d)) for d in (51, 52, 62, 63)] == [
+    assert [waiting_times.risk(clock, rtt, date(2026, 3, 2) + timedelta(days=d)) for d in (51, 52, 62, 63)] == [
         "on-track", "at-risk", "at-risk", "breached"]
-    cwt.pause(clock, date(2026, 3, 12))
-    assert cwt.day(clock, date(2026, 3, 15)) == 10  # paused days do not count
-    cwt.resume(clock, date(2026, 3, 17))
-    assert cwt.day(clock, date(2026, 3, 20)) == 13
-    cwt.stop(clock, date(2026, 3, 30))
-    assert cwt.day(clock, date(2026, 6, 1)) == 23  # a stopped clock stays at its stop date
-    assert cwt.risk(clock, fds, date(2026, 6, 1)) == "met"
-    assert [cwt.bucket(d) for d in (0, 28, 29, 62, 63, 104, 105)] == [
+    waiting_times.pause(clock, date(2026, 3, 12))
+    assert waiting_times.day(clock, date(2026, 3, 15)) == 10  # paused days do not count
+    waiting_times.resume(clock, date(2026, 3, 17))
+    assert waiting_times.day(clock, date(2026, 3, 20)) == 13
+    waiting_times.stop(clock, date(2026, 3, 30))
+    assert waiting_times.day(clock, date(2026, 6, 1)) == 23  # a stopped clock stays at its stop date
+    assert waiting_times.risk(clock, fds, date(2026, 6, 1)) == "met"
+    assert [waiting_times.bucket(d) for d in (0, 28, 29, 62, 63, 104, 105)] == [
         "0-28", "0-28", "29-62", "29-62", "63-104", "63-104", "over-104"]
 
 

@@ -1,0 +1,147 @@
+"""The live stream of an MDT's alerts, as a coordinator's console follows it: every feed entry after the
+last one it saw, each with the alert as it is now; a heartbeat when nothing happens; and the end of the
+stream when its grant expires or the service stops.
+
+A change committed in this process wakes the streams at once; another replica's is found by polling the
+feed. An alert counts as delivered once a stream has handed it over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.notification.access import Access
+from services.notification.alerts import Alerts
+from services.notification.clock import Clock, stamp
+from services.notification.feed import Feed
+from services.notification.streams import StreamSlots
+from shared.auth import Caller
+from shared.fhir.errors import Code, FhirError
+from shared.store import Document
+
+HEARTBEAT_SECONDS = 15.0
+Render = Callable[[Document], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Change:
+    """Feed entry ``seq``: the alert, as FHIR, was ``kind`` (raised, escalated, acknowledged, resolved)."""
+
+    seq: int
+    kind: str
+    alert: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Nothing for a while: said so that proxies and the browser keep the stream open."""
+
+
+@dataclass(frozen=True)
+class Expired:
+    """The grant is over: the console fetches a new token and resumes from its last entry."""
+
+
+Frame = Change | Heartbeat | Expired
+
+
+class Listeners:
+    """The streams of this process waiting for a change."""
+
+    def __init__(self) -> None:
+        self._waiting: set[asyncio.Event] = set()
+
+    def listen(self) -> asyncio.Event:
+        wake = asyncio.Event()
+        self._waiting.add(wake)
+        return wake
+
+    def unlisten(self, wake: asyncio.Event) -> None:
+        self._waiting.discard(wake)
+
+    def changed(self) -> None:
+        for wake in self._waiting:
+            wake.set()
+
+
+class LiveAlerts:
+    def __init__(self, *, feed: Feed, alerts: Alerts, render: Render, access: Access, listeners: Listeners,
+                 slots: StreamSlots, clock: Clock, poll_seconds: float,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self._feed = feed
+        self._alerts = alerts
+        self._render = render
+        self._access = access
+        self._listeners = listeners
+        self._slots = slots
+        self._clock = clock
+        self._poll = poll_seconds
+        self._wall_clock = wall_clock  # grants expire in Unix seconds
+        self._closing = asyncio.Event()
+
+    async def position(self, who: Caller, mdt: str, *, request_id: str | None = None) -> int:
+        """The feed position now, for a member of the MDT about to load its list and then stream from here
+        (so it misses nothing)."""
+        await self._access.team(who, mdt, resource="Communication", action="search", request_id=request_id)
+        return await self._feed.last()
+
+    async def last(self) -> int:
+        return await self._feed.last()
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, who: Caller, mdt: str, *, request_id: str | None = None) -> AsyncIterator[None]:
+        """A place for one stream of ``who`` on ``mdt``: checked again at connect (the team may have changed
+        hands since the grant), and counted, so one leaked grant cannot hold every connection (429)."""
+        await self._access.team(who, mdt, resource="Communication", action="search", request_id=request_id)
+        if not self._slots.take(who.subject, mdt):
+            raise FhirError.of(Code.RATE_LIMITED, "Too many live streams are open for this person or MDT.",
+                               headers={"Retry-After": "30"})
+        try:
+            yield
+        finally:
+            self._slots.give_back(who.subject, mdt)
+
+    async def follow(self, mdt: str, after: int, *, expires: float) -> AsyncGenerator[Frame, None]:
+        """The MDT's changes after feed entry ``after``, until ``expires`` (Unix seconds) or ``close()``.
+
+        An alert handed over as raised is marked delivered once the caller asks for the next frame, that
+        is once it has been written."""
+        wake = self._listeners.listen()
+        idle = 0.0
+        try:
+            while not self._closing.is_set():
+                left = expires - self._wall_clock()
+                if left <= 0:
+                    yield Expired()
+                    return
+                wake.clear()  # before reading: a change landing while we read wakes the next wait at once
+                entries = await self._feed.after(mdt, after)
+                for entry in entries:
+                    alert = await self._alerts.get(entry["alert_id"])
+                    if alert is not None:
+                        yield Change(entry["seq"], entry["kind"], await self._render(alert))
+                        if entry["kind"] == "raised":
+                            await self._alerts.mark_delivered(entry["alert_id"], stamp(self._clock.now()))
+                    after = entry["seq"]
+                if entries:
+                    idle = 0.0
+                    continue
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=min(self._poll, left))
+                except TimeoutError:
+                    idle += self._poll
+                if idle >= HEARTBEAT_SECONDS:
+                    yield Heartbeat()
+                    idle = 0.0
+        finally:
+            self._listeners.unlisten(wake)
+
+    def close(self) -> None:
+        """The service is stopping: end every stream."""
+        self._closing.set()
+        self._listeners.changed()

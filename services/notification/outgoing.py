@@ -1,0 +1,45 @@
+"""The events notification announces: written to its outbox in the transaction of the change they announce,
+so an alert and its ``alert.raised`` (or a read and its ``record.read``) commit together or not at all."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from shared import correlation
+from shared.events import Event, Payload, RoutingKey
+from shared.store import DocumentStore, Session
+
+
+class Outbox(Protocol):
+    async def add(self, event: Event, *, session: Session) -> None: ...
+
+    def notify(self) -> None: ...
+
+
+class Outgoing:
+    def __init__(self, store: DocumentStore, outbox: Outbox, source: str) -> None:
+        self._store = store
+        self._outbox = outbox
+        self.source = source
+
+    def event(self, key: RoutingKey, payload: Payload, *, subject: str, correlation_id: str | None = None) -> Event:
+        return Event.new(key, payload, source=self.source, subject=subject, correlation_id=correlation_id,
+                         client_request_id=correlation.client_request_id())
+
+    async def publish(self, key: RoutingKey, payload: Payload, *, subject: str, session: Session,
+                      correlation_id: str | None = None) -> None:
+        event = self.event(key, payload, subject=subject, correlation_id=correlation_id)
+        await self._outbox.add(event, session=session)
+        # A refusal the domain recorded with its rule and patient: the edge must not record it twice.
+        correlation.note_published(event)
+
+    async def publish_now(self, *events: Event) -> None:
+        """Events that record something no write of ours holds (a read, a refusal): their own transaction."""
+        async with self._store.transaction() as session:
+            for event in events:
+                await self._outbox.add(event, session=session)
+                correlation.note_published(event)
+        self._outbox.notify()
+
+    def notify(self) -> None:
+        self._outbox.notify()
