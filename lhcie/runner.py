@@ -17,9 +17,9 @@ serve_settings = process.serve_settings
 
 
 def embedded_defaults() -> Settings:
-    """``lhcie run``: embedded adapters, its own token issuer and the demo data unless the environment says
-    otherwise."""
-    return load_settings(bus=BusKind.MEMORY, object_store=ObjectStoreKind.FS, demo=True, embedded_issuer=True)
+    """``lhcie run``: embedded adapters (the bus durable in SQLite), its own token issuer and the demo data
+    unless the environment says otherwise."""
+    return load_settings(bus=BusKind.SQLITE, object_store=ObjectStoreKind.FS, demo=True, embedded_issuer=True)
 
 
 def build(settings: Settings, names: Sequence[str]) -> web.Application:

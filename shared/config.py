@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class BusKind(StrEnum):
     MEMORY = "memory"
     AMQP = "amqp"
+    SQLITE = "sqlite"
 
 
 class ObjectStoreKind(StrEnum):

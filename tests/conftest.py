@@ -23,7 +23,7 @@ RABBITMQ_HOST = "127.0.0.1:5672"
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": data_dir,
-        "bus": BusKind.MEMORY,
+        "bus": BusKind.SQLITE,
         "object_store": ObjectStoreKind.FS,
         "demo": True,
         "embedded_issuer": True,

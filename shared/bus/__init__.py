@@ -1,4 +1,4 @@
-"""The bus port and its two adapters; ``open_bus`` picks one from the settings."""
+"""The bus port and its adapters (RabbitMQ; embedded on SQLite; in-memory); ``open_bus`` picks one."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ def open_bus(settings: Settings, *, name: str = "lhcie") -> Bus:
 
         return AmqpBus(settings.amqp_url.get_secret_value(), connection_name=name,
                        delivery_limit=settings.amqp_delivery_limit)
+    if settings.bus is BusKind.SQLITE:
+        from shared.bus.sqlite import FILE_NAME, SqliteBus
+
+        return SqliteBus(settings.data_dir / FILE_NAME, delivery_limit=settings.amqp_delivery_limit)
     from shared.bus.memory import MemoryBus
 
     return MemoryBus(delivery_limit=settings.amqp_delivery_limit)

@@ -55,7 +55,11 @@ class Reject(Exception):
 
 
 class BusUnavailable(Exception):
-    """The broker could not confirm a publish."""
+    """The broker could not confirm a publish; ``published`` of a batch's events, in order, were confirmed."""
+
+    def __init__(self, reason: str, *, published: int = 0) -> None:
+        super().__init__(reason)
+        self.published = published
 
 
 class Consumer(ABC):
@@ -82,6 +86,17 @@ class Bus(ABC):
     @abstractmethod
     async def publish(self, event: Event) -> None:
         """Return only once the broker has the message durably (publisher confirm)."""
+
+    async def publish_batch(self, events: Sequence[Event]) -> None:
+        """Publish in order; on return every one is confirmed. Adapters that can confirm many at once
+        (one transaction on the embedded bus) override it. ``BusUnavailable.published`` says how many
+        of them were confirmed before the failure."""
+        for n, event in enumerate(events):
+            try:
+                await self.publish(event)
+            except BusUnavailable as exc:
+                exc.published = n
+                raise
 
     @abstractmethod
     async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int = 16) -> Consumer: ...

@@ -337,11 +337,13 @@ async def test_a_session_is_only_good_inside_its_transaction(new_store: StoreFac
 
 
 async def increment(store: DocumentStore, counters: Collection, key: str, *, pause: asyncio.Event | None = None,
-                    resume: asyncio.Event | None = None) -> int:
+                    resume: asyncio.Event | None = None, started: asyncio.Event | None = None) -> int:
     """Read-modify-write in a transaction, run again on a write conflict (as the audit chain does)."""
     attempts = 0
     while True:
         attempts += 1
+        if started is not None:
+            started.set()
         try:
             async with store.transaction() as session:
                 doc = await counters.get(key, session=session)
@@ -366,8 +368,12 @@ async def test_two_transactions_writing_one_document_never_lose_an_update(new_st
     a_wrote, a_may_commit = asyncio.Event(), asyncio.Event()
     first = asyncio.create_task(increment(store_a, counters_a, "c", pause=a_wrote, resume=a_may_commit))
     await a_wrote.wait()
-    second = asyncio.create_task(increment(store_b, counters_b, "c"))
+    b_started = asyncio.Event()
+    second = asyncio.create_task(increment(store_b, counters_b, "c", started=b_started))
+    await b_started.wait()
     # SQLite makes the second wait for the first; MongoDB fails it with a write conflict, and it runs again.
+    # Not a wait for a condition: the first transaction is held open a while so that the second, already
+    # started, really runs into it (the overlap is what this test is about).
     await asyncio.sleep(0.2)
     a_may_commit.set()
     await asyncio.gather(first, second)

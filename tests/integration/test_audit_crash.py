@@ -26,12 +26,13 @@ from shared.config import Settings
 from shared.events import Actor, DocumentFacts, DocumentRetrieved, Event, RoutingKey
 from shared.store.sqlite import SqliteStore
 from shared.topology import ALL_QUEUES
-from tests.helpers import SERVE_ENV, TEST_PATIENT, eventually, free_port
+from tests.helpers import PUBLISH_TAP, SERVE_ENV, TEST_PATIENT, eventually, free_port, outbox_rows, rabbitmq_settled
 
 pytestmark = pytest.mark.rabbitmq
 
 EVENTS = 400
 CHECKPOINT_EVERY = 25
+WINDOW = 10  # events published ahead of those recorded, while the first process runs
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -109,19 +110,27 @@ async def test_killing_the_audit_process_mid_stream_loses_nothing(amqp_url: str,
     bus = AmqpBus(amqp_url, connection_name="audit-crash-test")
     await bus.start()
     try:
-        await bus.declare(ALL_QUEUES)
-        for event in first:
-            await bus.publish(event)
-
+        await bus.declare([*ALL_QUEUES, PUBLISH_TAP])
         audit_process.start()
+        # The first half is published a few at a time ahead of what audit has recorded, so the kill
+        # (once 5 are recorded) always lands mid-stream, however fast or slow the machine is.
+        killed = asyncio.Event()
 
-        async def recording() -> bool:
-            return recorded(db) >= 5
+        async def publish_first_half() -> None:
+            for n, event in enumerate(first):
+                if not killed.is_set():
+                    await eventually(lambda n=n: asyncio.sleep(0, killed.is_set() or recorded(db) >= n - WINDOW),
+                                     timeout=60, interval=0.005)
+                await bus.publish(event)
 
-        await eventually(recording, timeout=60, interval=0.005)
+        publisher = asyncio.create_task(publish_first_half())
+        await eventually(lambda: asyncio.sleep(0, recorded(db) >= 5), timeout=60, interval=0.005)
         audit_process.kill()
+        killed.set()
+        at_kill = recorded(db)
+        await publisher
         # Killed while the first half was still being recorded (and before the second half existed).
-        assert 5 <= recorded(db) < len(first)
+        assert 5 <= at_kill < len(first)
 
         for event in second:
             await bus.publish(event)
@@ -134,7 +143,8 @@ async def test_killing_the_audit_process_mid_stream_loses_nothing(amqp_url: str,
             return recorded(db) >= EVENTS
 
         await eventually(all_recorded, timeout=120, interval=0.1)
-        await asyncio.sleep(0.5)  # let any stray redelivery land before the final count
+        # Every copy handled (a stray redelivery would be recorded by now), then the final count.
+        await rabbitmq_settled(amqp_url, lambda: asyncio.sleep(0, outbox_rows(data_dir)))
         audit_process.stop()
     finally:
         await bus.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -22,8 +23,10 @@ import pytest
 from shared.bus import QueueSpec
 from shared.bus.amqp import AmqpBus
 from shared.events import CareTeamState, Event, OrganisationState, RoutingKey
-from shared.topology import ALL_QUEUES
-from tests.helpers import SERVE_ENV, eventually, free_port
+from shared.topology import ALL_QUEUES, NOTIFICATION
+from services.notification.domain import ESCALATE
+from services.notification.timers import PENDING
+from tests.helpers import PUBLISH_TAP, SERVE_ENV, eventually, free_port, outbox_rows, rabbitmq_settled
 from tests.unit.test_notification_alerts import stored_event
 
 pytestmark = pytest.mark.rabbitmq
@@ -37,6 +40,7 @@ class NotificationProcesses:
                     "LHCIE_DATA_DIR": str(data_dir), "LHCIE_NOTIFICATION_ESCALATION_AFTER_SECONDS": "1",
                     "LHCIE_NOTIFICATION_TIMER_TICK_SECONDS": "0.1"}
         self.data_dir = data_dir
+        self.amqp_url = amqp_url
         self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
 
     def start(self) -> int:
@@ -58,6 +62,25 @@ class NotificationProcesses:
                         return False
 
                 await eventually(up, timeout=60, interval=0.2)
+
+    def pending_timers(self) -> int:
+        """Escalation timers not yet fired or cancelled: the only source of events besides the queue in this
+        test (digest and breach-check timers are due days later)."""
+        db = self.data_dir / "notification.sqlite3"
+        if not db.exists():
+            return 0
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM c_timers WHERE json_extract(doc, '$.status') = ? "
+                                "AND json_extract(doc, '$.kind') = ?", (PENDING, ESCALATE)).fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0  # not created yet
+        finally:
+            conn.close()
+
+    async def settled(self) -> None:
+        await rabbitmq_settled(self.amqp_url, lambda: asyncio.sleep(0, outbox_rows(self.data_dir)),
+                               only={NOTIFICATION.name})
 
     def logs(self) -> str:
         return "\n".join(log.read_text()[-4000:] for log in self.data_dir.glob("notification-*.log"))
@@ -86,7 +109,7 @@ def processes(amqp_url: str, tmp_path: Path) -> Iterator[NotificationProcesses]:
 async def bus(amqp_url: str) -> AsyncIterator[AmqpBus]:
     bus = AmqpBus(amqp_url, connection_name="notification-replicas-test")
     await bus.start()
-    await bus.declare([*ALL_QUEUES, WATCH])
+    await bus.declare([*ALL_QUEUES, WATCH, PUBLISH_TAP])
     yield bus
     await bus.close()
 
@@ -115,7 +138,7 @@ async def test_two_replicas_raise_once_and_escalate_each_step_exactly_once(
     processes.start()
     await processes.ready()
     await publish_policy(bus)
-    await asyncio.sleep(0.5)  # let the replicas take in the policy first (a later one is reconciled anyway)
+    await processes.settled()  # the replicas take in the policy first (a later one is reconciled anyway)
     documents = [stored_event() for _ in range(3)]
     for event in documents:
         await bus.publish(event)
@@ -128,8 +151,9 @@ async def test_two_replicas_raise_once_and_escalate_each_step_exactly_once(
         return sum(e["type"] == "alert.escalated" for e in seen) >= 2 * len(documents)
 
     await eventually(all_escalated, timeout=60, interval=0.2)
-    # A few more ticks of both replicas: a duplicate would show up now.
-    await asyncio.sleep(2)
+    # No timer left to fire and every event handled: a duplicate would be in the watch queue now.
+    await eventually(lambda: asyncio.sleep(0, processes.pending_timers() == 0), timeout=30)
+    await processes.settled()
     seen.extend(await drain(bus))
 
     # Replicas share one outbox, so a relay may publish an event twice (same event id: consumers drop it, as

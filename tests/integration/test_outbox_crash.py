@@ -27,7 +27,7 @@ from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime
 from shared.store import Session, open_store
 from tests.contract.secantus import secantus
-from tests.helpers import eventually
+from tests.helpers import PUBLISH_TAP, eventually, rabbitmq_settled
 from tests.integration.outbox_worker import CRASHED
 
 pytestmark = pytest.mark.rabbitmq
@@ -79,8 +79,8 @@ async def downstream(tmp_path: Path, amqp_url: str) -> AsyncIterator[Downstream]
     consumer = Downstream(ctx)
     await bus.start()
     queue = QueueSpec("crash-test.downstream", ("access.denied",), delivery_limit=3)
-    # Declared before any worker runs, so nothing published is unroutable.
-    await bus.declare([queue])
+    # Declared before any worker runs, so nothing published is unroutable (the tap counts publishes).
+    await bus.declare([queue, PUBLISH_TAP])
     await ctx.start()
     await ctx.consume(queue, consumer.handle)
     yield consumer
@@ -111,8 +111,13 @@ async def test_a_crash_between_commit_and_publish_loses_nothing_and_has_one_effe
     assert await asyncio.to_thread(worker, crash, data_dir, amqp_url, mongodb_url, event_id) == CRASHED
     # The state change and its event were committed together; the event has not been sent.
     assert await worker_state(data_dir, mongodb_url) == ([event_id], 1)
+    async def outboxes() -> int:
+        # Only the downstream's: the worker's outbox has no relay (its process has exited) when asked.
+        return await downstream.ctx.outbox.pending()
+
     if crash == "commit":
-        await asyncio.sleep(0.3)  # give a wrongly published message the time to arrive
+        # The worker is dead: whatever it published is in the queue or already handled once this holds.
+        await rabbitmq_settled(amqp_url, outboxes)
         assert downstream.deliveries == []
 
     assert await asyncio.to_thread(worker, "relay", data_dir, amqp_url, mongodb_url) == 0
@@ -120,6 +125,7 @@ async def test_a_crash_between_commit_and_publish_loses_nothing_and_has_one_effe
 
     expected_deliveries = 2 if crash == "commit-publish" else 1
     await eventually(lambda: _at_least(downstream.deliveries, expected_deliveries), timeout=20)
+    await rabbitmq_settled(amqp_url, outboxes)  # a third delivery would have been handled by now
     # Every delivery has been handled; a duplicate was dropped by the inbox: exactly one effect.
     assert downstream.deliveries == [event_id] * expected_deliveries
     assert [e["event_id"] for e in await downstream.effects.find({})] == [event_id]

@@ -55,7 +55,7 @@ async def test_broker_restart_mid_stream_loses_nothing(services: ServiceProcesse
                 await asyncio.to_thread(rabbitmq, "start_app")
                 await asyncio.to_thread(rabbitmq, "await_startup")
             await post(n)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # paces the stream (part of the scenario), not a wait for anything
         # Intake keeps accepting while the broker is down: the events wait in its outbox.
         assert len(accepted) == DOCUMENTS
 

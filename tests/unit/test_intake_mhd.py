@@ -14,8 +14,9 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from shared.fhir.identifiers import NHS_NUMBER
+from shared.config import Settings
 from tests.conftest import make_settings
-from tests.helpers import PDF, TEST_PATIENT, document_reference, eventually
+from tests.helpers import PDF, TEST_PATIENT, document_reference, eventually, settled
 
 FHIR = {"Content-Type": "application/fhir+json"}
 SEARCH = f"/fhir/DocumentReference?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}"
@@ -196,7 +197,8 @@ async def test_resubmission_with_same_master_identifier_returns_the_original(sta
     assert (await conflict.json())["issue"][0]["expression"] == ["DocumentReference.masterIdentifier"]
 
 
-async def test_concurrent_duplicates_create_one_document_and_one_alert(stack: TestClient, tokens: Any) -> None:
+async def test_concurrent_duplicates_create_one_document_and_one_alert(stack: TestClient, tokens: Any,
+                                                                      settings: Settings) -> None:
     resource = document_reference()
     resource["masterIdentifier"] = {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.3.4.6"}
     responses = await asyncio.gather(*(
@@ -212,7 +214,7 @@ async def test_concurrent_duplicates_create_one_document_and_one_alert(stack: Te
         return (await response.json())["entry"]
 
     assert len(await eventually(alerts)) == 1
-    await asyncio.sleep(0.3)
+    await settled(settings.data_dir)  # every event handled: a second alert would be there now
     assert len(await alerts()) == 1
 
 

@@ -17,7 +17,7 @@ from shared.bus import QueueSpec
 from shared.events import AgreementState, AgreementStatus, Event, RoutingKey
 from shared.fhir.identifiers import ODS_CODE
 from shared.keys import RUNTIME
-from tests.helpers import TEST_PATIENT, eventually
+from tests.helpers import TEST_PATIENT, eventually, settled
 from tests.unit.test_notification_alerts import alert_count, entries, notification, publish, stored_event, teams_known
 from tests.unit.test_notification_pathways import COORDINATOR, START, open_pathway
 from tests.unit.test_policy_preferences import preferences, set_preferences
@@ -168,6 +168,8 @@ async def test_reconcile_is_for_the_exchange_operator_throttled_and_audited(stac
 async def test_every_read_of_alerts_and_pathways_is_audited(stack: TestClient, tokens: Any, watch: Any) -> None:
     pathway = await open_pathway(stack, tokens, FixedClock(START + timedelta(days=5)))
     await alert_count(stack, tokens, 1)
+    # The polls above are reads too: let their records reach the bus before the watch starts listening.
+    await settled(stack.server.app[RUNTIME].settings.data_dir)
     reads = await watch(RoutingKey.RECORD_READ)
     me = tokens.headers(**COORDINATOR)
     for url in ("/fhir/Communication?recipient=CareTeam/rj1-lung", f"/fhir/EpisodeOfCare/{pathway['id']}",
