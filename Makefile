@@ -59,7 +59,7 @@ BENCH_ARGS ?= --object-store fs
 bench: install-bench rabbitmq ## throughput, latency and memory beside raw RabbitMQ, raw S3 and MESH (bench/results/)
 	$(BIN)/lhcie bench $(BENCH_ARGS)
 
-soak: install-test rabbitmq ## long fault runs: RabbitMQ restarted mid-stream across five service processes
+soak: install-test rabbitmq ## long runs: RabbitMQ restarted mid-stream across five service processes; the API fuzzed at length
 	$(BIN)/python -m pytest -m soak tests/soak
 
 lint: install-test ## static checks

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     # Largest request body intake accepts inline (base64 JSON); larger documents use the streamed form.
     max_inline_bytes: int = Field(10 * 1024 * 1024, ge=1024)
 
+    # Slow and stalled clients: a connection whose request headers are not complete within this time (or
+    # that sends nothing between requests for as long) is closed; a body that stops arriving for
+    # http_body_idle_seconds is answered 408; at most this many uploads run at once per organisation.
+    http_header_timeout_seconds: float = Field(15.0, gt=0)
+    http_body_idle_seconds: float = Field(30.0, gt=0)
+    max_concurrent_uploads_per_org: int = Field(8, ge=1)
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:

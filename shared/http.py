@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from shared import correlation, telemetry
+from shared import correlation, openapi, telemetry
 from shared.auth import Caller, EmbeddedIssuer, Forbidden, KeySet, TokenVerifier, Unauthorized
 from shared.bus import Bus, open_bus
 from shared.config import Settings, UnsafeSettings
 from shared.events import AccessDenied, Actor, Event, RoutingKey
 from shared.files import private_dir
 from shared.fhir.errors import Code, FhirError, Issue, operation_outcome
+from shared.fhir.jsonbody import parse_body
+from shared.fhir.typed import validated
 from shared.keys import CALLER, REQUEST_ID, RUNTIME
 from shared.lifecycle import CONTEXTS, ServiceContext
 from shared.media import MediaMismatch, safe_xml
@@ -31,6 +34,7 @@ from shared.store import StoreUnavailable
 from shared.topology import ALL_QUEUES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
@@ -39,7 +43,7 @@ PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-kno
                 # The console page holds no data; the SSE stream checks its own signed query token.
                 "/console/", "/alerts/stream"}
 # The agreements console's HTML shells: they carry no data; their script calls the API with a token.
-PUBLIC_PATHS |= {"/dcc/", "/patient/"}
+PUBLIC_PATHS |= {"/dcc/", "/patient/", "/openapi.json"}
 # The care service's views (a plan, the transfers list): shells like the console's, their data by token.
 PUBLIC_PATHS |= {"/care/plan/", "/care/transfers/"}
 
@@ -74,33 +78,62 @@ async def read_json(
     *,
     resource_type: str | None = None,
     xml_model: Any = None,
+    model: Any = None,
     hint: str = "",
 ) -> dict[str, Any]:
     """The request body as a FHIR resource in JSON form: 415 for a wrong media type, 400 for bad JSON or
-    XML, 413 when too large. ``xml_model`` (a fhir.resources class) also accepts ``application/fhir+xml``."""
+    XML, 413 when too large. ``xml_model`` (a fhir.resources class) also accepts ``application/fhir+xml``;
+    ``model`` (a fhir.resources class) checks every field's type (422 naming the field)."""
     media = request.content_type
     accepted = JSON_TYPES | ({FHIR_XML} if xml_model is not None else set())
     if media not in accepted:
         wanted = f"{FHIR_JSON} or {FHIR_XML}" if xml_model is not None else FHIR_JSON
         raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, f"Send {wanted}{hint}; got {media or 'none'}.")
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise FhirError.of(Code.TOO_LARGE, "The request body exceeds the size limit.") from None
+    body = await read_body(request)
     if media == FHIR_XML:
         data = _from_xml(body, xml_model)
     else:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise FhirError.of(Code.MALFORMED_JSON) from None
+        data = parse_body(body)
     if not isinstance(data, dict):
         raise FhirError.of(Code.MALFORMED_REQUEST, "The body must be a JSON object (a FHIR resource).")
     if resource_type and data.get("resourceType") != resource_type:
         raise FhirError.of(
             Code.INVALID_RESOURCE, f"Expected a {resource_type} resource.", "resourceType"
         )
+    if model is not None:
+        validated(model, data)
     return data
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Options for the aiohttp server (AppRunner or TestServer): the connection-level timeouts."""
+    # aiohttp arms its keep-alive timer when a connection opens and stops it only once a request's headers
+    # are complete, so the keep-alive timeout is also the limit on sending headers (a slowloris client).
+    return {"keepalive_timeout": settings.http_header_timeout_seconds}
+
+
+async def idle_limited(request: web.Request, pending: Awaitable[T]) -> T:
+    """One read of a request body, bounded: a client that stops sending is answered 408 and disconnected."""
+    idle = request.app[RUNTIME].settings.http_body_idle_seconds
+    try:
+        async with asyncio.timeout(idle):
+            return await pending
+    except TimeoutError:
+        raise FhirError.of(Code.REQUEST_TIMEOUT, f"No part of the request body arrived for {idle:g} seconds.",
+                           headers={"Connection": "close"}) from None
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, no larger than the app's limit (413), with no pause longer than the idle limit (408)."""
+    limit = request.app[RUNTIME].settings.max_inline_bytes * 2
+    if (request.content_length or 0) > limit:
+        raise FhirError.of(Code.TOO_LARGE, "The request body exceeds the size limit.")
+    body = bytearray()
+    while chunk := await idle_limited(request, request.content.readany()):
+        body.extend(chunk)
+        if len(body) > limit:
+            raise FhirError.of(Code.TOO_LARGE, "The request body exceeds the size limit.")
+    return bytes(body)
 
 
 def _from_xml(body: bytes, model: Any) -> dict[str, Any]:
@@ -316,6 +349,19 @@ def _metadata_handler(specs: Sequence[ServiceSpec]) -> Any:
     return metadata
 
 
+def _openapi_handler(app: web.Application) -> Any:
+    """The description of the routes this app serves (a single service's process describes its own)."""
+    described: list[dict[str, Any]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        if not described:  # the router is frozen by now: every route is known
+            served = {(r.method, openapi.canonical(r.resource.canonical)) for r in app.router.routes() if r.resource}
+            described.append(openapi.document([o for o in openapi.OPERATIONS if (o[0], o[1]) in served]))
+        return web.json_response(described[0])
+
+    return handler
+
+
 async def jwks(request: web.Request) -> web.Response:
     issuer = request.app[RUNTIME].issuer
     if issuer is None:
@@ -332,11 +378,30 @@ def _ports_context(runtime: Runtime) -> Any:
         await runtime.ports.objects.start()
         runtime.health.add("bus", runtime.ports.bus.is_healthy)
         runtime.health.add("objects", runtime.ports.objects.is_healthy)
+        sweeper = asyncio.create_task(_expire_abandoned(runtime.ports.objects, SWEEP_SECONDS))
         yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await runtime.ports.objects.close()
         await runtime.ports.bus.close()
 
     return ports
+
+
+SWEEP_SECONDS = 3600.0
+
+
+async def _expire_abandoned(objects: ObjectStore, every: float) -> None:
+    """The file store's stand-in for the bucket lifecycle rule: abandoned staging objects are swept."""
+    while True:
+        try:
+            removed = await objects.expire_abandoned()
+            if removed:
+                log.info("objects.expired count=%d", removed, extra={"code": "OBJ001"})
+        except Exception:  # a failed sweep is retried at the next one; it must not stop the service
+            log.warning("objects.expiry_failed", extra={"code": "OBJ002"}, exc_info=True)
+        await asyncio.sleep(every)
 
 
 async def _verifier(runtime: Runtime) -> TokenVerifier:
@@ -391,4 +456,5 @@ def build_app(
     app.router.add_get("/.well-known/jwks.json", jwks)
     for spec in specs:
         spec.install(app)
+    app.router.add_get("/openapi.json", _openapi_handler(app))
     return app

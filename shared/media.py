@@ -3,9 +3,12 @@ a document becomes available)."""
 
 from __future__ import annotations
 
-import json
 import xml.parsers.expat
 
+from shared.fhir.jsonbody import loads_bounded
+
+# A document is only checked to be JSON, never walked by our code: deeper is allowed than in a request body.
+CONTENT_MAX_DEPTH = 10_000
 PDF_MAGIC = b"%PDF-"
 JSON_TYPES = {"application/json", "application/fhir+json"}
 XML_TYPES = {"application/xml", "text/xml", "application/fhir+xml", "application/hl7-v3+xml"}
@@ -38,6 +41,12 @@ def safe_xml(data: bytes) -> None:
         raise MediaMismatch("the content is not well-formed XML") from None
 
 
+def needs_whole(content_type: str) -> bool:
+    """Whether checking this media type parses the whole content (else the first bytes are enough)."""
+    media = base_type(content_type)
+    return media in JSON_TYPES or media in XML_TYPES or media == "text/plain"
+
+
 def check(content_type: str, head: bytes, whole: bytes | None) -> None:
     """``head``: the first bytes; ``whole``: all of it when small enough to parse (else None)."""
     media = base_type(content_type)
@@ -47,7 +56,7 @@ def check(content_type: str, head: bytes, whole: bytes | None) -> None:
         raise MediaMismatch(f"declared {media} but the content is not that image format")
     if media in JSON_TYPES and whole is not None:
         try:
-            json.loads(whole)
+            loads_bounded(whole, max_depth=CONTENT_MAX_DEPTH)
         except ValueError:
             raise MediaMismatch(f"declared {media} but the content is not JSON") from None
     if media in XML_TYPES and whole is not None:

@@ -17,7 +17,8 @@ from aiohttp import web
 
 from shared import logs, telemetry
 from shared.config import BusKind, ObjectStoreKind, Settings, UnsafeSettings, check_serving, load_settings
-from shared.http import build_app
+from shared.http import build_app, server_options
+from shared.server import HeaderDeadlineSite
 from shared.service import ServiceSpec
 
 # Long enough for consumers to finish in-flight messages after SIGTERM (the Helm chart's grace period
@@ -65,10 +66,12 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     A second signal while stopping (Ctrl-C reaching both make and this process, or an impatient
     orchestrator) must not cancel the drain half-way: it is logged and the shutdown carries on.
     """
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                           **server_options(settings))
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        await HeaderDeadlineSite(runner, settings.http_host, settings.http_port,
+                                 header_timeout=settings.http_header_timeout_seconds).start()
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
 

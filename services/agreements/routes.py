@@ -10,6 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from fhir.resources.R4B.careteam import CareTeam
+from fhir.resources.R4B.consent import Consent
+from fhir.resources.R4B.contract import Contract
+from fhir.resources.R4B.organization import Organization
+from fhir.resources.R4B.parameters import Parameters
+from fhir.resources.R4B.relatedperson import RelatedPerson
 
 from services.agreements import console, resources
 from services.agreements.domain import Service
@@ -101,7 +107,7 @@ def _collection(resources_: list[dict[str, Any]]) -> dict[str, Any]:
 async def create_organization(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Organization", "c")
-    given = resources.parse_organization(await read_json(request, resource_type="Organization"))
+    given = resources.parse_organization(await read_json(request, resource_type="Organization", model=Organization))
     state = await _service(request).directory.register(who, given)
     return fhir_response(await _organization(_service(request), state), status=201,
                          headers={"Location": f"/fhir/Organization/{state.ods_code}"})
@@ -110,7 +116,7 @@ async def create_organization(request: web.Request) -> web.Response:
 async def update_organization(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Organization", "u")
-    given = resources.parse_organization(await read_json(request, resource_type="Organization"))
+    given = resources.parse_organization(await read_json(request, resource_type="Organization", model=Organization))
     state = await _service(request).directory.update(who, request.match_info["id"], given)
     return fhir_response(await _organization(_service(request), state))
 
@@ -118,7 +124,7 @@ async def update_organization(request: web.Request) -> web.Response:
 async def create_careteam(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("CareTeam", "c")
-    body = await read_json(request, resource_type="CareTeam")
+    body = await read_json(request, resource_type="CareTeam", model=CareTeam)
     team_id = body.get("id")
     if not isinstance(team_id, str) or not TEAM_ID.match(team_id):
         raise FhirError.of(Code.INVALID_RESOURCE, "id must be a short lower-case slug, e.g. rj1-lung.", "CareTeam.id")
@@ -130,7 +136,7 @@ async def create_careteam(request: web.Request) -> web.Response:
 async def update_careteam(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("CareTeam", "u")
-    body = await read_json(request, resource_type="CareTeam")
+    body = await read_json(request, resource_type="CareTeam", model=CareTeam)
     team = resources.parse_careteam(body, careteam_id=request.match_info["id"])
     state = await _service(request).directory.save_team(who, team, create=False)
     return fhir_response(resources.careteam(state))
@@ -141,7 +147,7 @@ async def update_careteam(request: web.Request) -> web.Response:
 async def propose(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Contract", "c")
-    draft = resources.parse_contract(await read_json(request, resource_type="Contract"))
+    draft = resources.parse_contract(await read_json(request, resource_type="Contract", model=Contract))
     state = await _service(request).isas.propose(who, draft)
     return fhir_response(await _contract(_service(request), state), status=201,
                          headers={"Location": f"/fhir/Contract/{state.agreement_id}"})
@@ -171,7 +177,7 @@ def _join_decision(approve: bool) -> Callable[[web.Request], Any]:
         who = caller(request)
         who.require("Contract", "u")
         orgs = [o.rpartition("|")[2].removeprefix("Organization/")
-                for o in _parameters(await read_json(request), "organization")]
+                for o in _parameters(await read_json(request, resource_type="Parameters", model=Parameters), "organization")]
         if len(orgs) != 1:
             raise FhirError.of(Code.INVALID_RESOURCE, "Name the one organisation (organization).", "Parameters.parameter")
         state = await _service(request).isas.decide_join(who, request.match_info["id"], orgs[0], approve=approve)
@@ -223,7 +229,7 @@ def _parameters(body: dict[str, Any], name: str) -> list[Any]:
 async def retire(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Contract", "u")
-    kept = _parameters(await read_json(request), "replacedBy")
+    kept = _parameters(await read_json(request, resource_type="Parameters", model=Parameters), "replacedBy")
     if len(kept) != 1:
         raise FhirError.of(Code.INVALID_RESOURCE, "Name the one agreement that replaces it (replacedBy).",
                            "Parameters.parameter")
@@ -234,7 +240,7 @@ async def retire(request: web.Request) -> web.Response:
 async def merge(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Contract", "c")
-    body = await read_json(request)
+    body = await read_json(request, resource_type="Parameters", model=Parameters)
     ids = tuple(_parameters(body, "agreement"))
     titles = _parameters(body, "title")
     state = await _service(request).isas.merge(who, ids, titles[0] if titles else "Merged information sharing agreement")
@@ -310,7 +316,7 @@ async def set_preferences(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Consent", "u")
     nhs = _service(request).patients.patient_of(who, request.query.get("patient"))
-    wanted = resources.parse_preferences(await read_json(request, resource_type="Consent"))
+    wanted = resources.parse_preferences(await read_json(request, resource_type="Consent", model=Consent))
     state = await _service(request).patients.set_preferences(who, nhs, wanted)
     return fhir_response(resources.preferences_consent(state, nhs, EXCEPTIONS))
 
@@ -325,7 +331,7 @@ async def grant_carer(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Consent", "c")
     nhs = _service(request).patients.patient_of(who, request.query.get("patient"))
-    wanted = resources.parse_related_person(await read_json(request, resource_type="RelatedPerson"))
+    wanted = resources.parse_related_person(await read_json(request, resource_type="RelatedPerson", model=RelatedPerson))
     grant = await _service(request).patients.grant(who, nhs, wanted)
     return fhir_response(resources.related_person(grant), status=201,
                          headers={"Location": f"/fhir/RelatedPerson/{grant.grant_id}"})

@@ -7,7 +7,7 @@ from aiohttp import web
 from services.intake import catalogue, consumers, routes
 from services.intake.collections import COLLECTIONS
 from services.intake.domain import Intake
-from services.intake.limits import RateLimiter
+from services.intake.limits import RateLimiter, UploadSlots
 from shared import topology
 from shared.config import Settings
 from shared.http import build_app
@@ -25,6 +25,7 @@ def install(app: web.Application) -> None:
     settings = runtime.settings
     document_types = catalogue.load(settings.intake_document_types)  # a bad file stops the start-up
     app[routes.LIMITER] = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app[routes.UPLOADS] = UploadSlots(settings.max_concurrent_uploads_per_org)
     mount(app, name=NAME, key=routes.INTAKE,
           build=lambda ctx: Intake(ctx, runtime.ports.objects, document_types,
                                    max_document_bytes=settings.max_document_bytes),

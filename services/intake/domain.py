@@ -89,12 +89,13 @@ class Accepted:
 class ContentTap:
     """Passes a document's bytes through while taking its SHA-1, its first bytes and (if small) all of it."""
 
-    def __init__(self, chunks: AsyncIterable[bytes], limit: int) -> None:
+    def __init__(self, chunks: AsyncIterable[bytes], limit: int, *, keep_whole: bool = True) -> None:
         self._chunks = chunks
         self._limit = limit
         self.sha1 = hashlib.sha1(usedforsecurity=False)
         self.head = bytearray()
-        self.whole: bytearray | None = bytearray()
+        # A PDF or an image is recognised by its first bytes: only text formats are kept whole to be parsed.
+        self.whole: bytearray | None = bytearray() if keep_whole else None
         self.size = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -113,6 +114,14 @@ class ContentTap:
             yield chunk
 
 
+def _media_problem(content_type: str, tap: ContentTap) -> str | None:
+    try:
+        media.check(content_type, bytes(tap.head), bytes(tap.whole) if tap.whole is not None else None)
+    except media.MediaMismatch as exc:
+        return str(exc)
+    return None
+
+
 class Intake:
     def __init__(self, ctx: ServiceContext, objects: ObjectStore, catalogue: Catalogue, *, max_document_bytes: int) -> None:
         self.ctx = ctx
@@ -128,7 +137,7 @@ class Intake:
         """Stream the document to the staging area and check it; nothing stays behind if it fails."""
         document_id, submission_id = str(uuid.uuid4()), str(uuid.uuid4())
         staging_key = f"staging/{submission_id}"
-        tap = ContentTap(chunks, self.max_document_bytes)
+        tap = ContentTap(chunks, self.max_document_bytes, keep_whole=media.needs_whole(meta.content_type))
         try:
             info = await self.objects.put(staging_key, tap, content_type=meta.content_type)
         except ObjectStoreUnavailable:
@@ -136,12 +145,12 @@ class Intake:
         except BaseException:
             await self._forget(staging_key)
             raise
-        problem = None
         try:
-            media.check(meta.content_type, bytes(tap.head), bytes(tap.whole) if tap.whole is not None else None)
-        except media.MediaMismatch as exc:
-            problem = str(exc)
-        issues = content_issues(meta, size=info.size, sha1=tap.sha1.digest(), media_problem=problem)
+            issues = content_issues(meta, size=info.size, sha1=tap.sha1.digest(),
+                                    media_problem=_media_problem(meta.content_type, tap))
+        except BaseException:
+            await self._forget(staging_key)
+            raise
         if issues:
             await self._forget(staging_key)
             raise FhirError(issues)
@@ -191,7 +200,11 @@ class Intake:
         A repeat of an earlier submission (same master identifier or Idempotency-Key, same bytes) returns
         the original; the same identifier with different bytes is a conflict (409).
         """
-        repeats = [await self._earlier(s, who, idempotency_key) for s in staged]
+        try:
+            repeats = [await self._earlier(s, who, idempotency_key) for s in staged]
+        except BaseException:  # a conflicting repeat (409), the store down, the client gone: nothing stays
+            await self.discard(staged)
+            raise
         if all(r is not None for r in repeats):
             await self.discard(staged)
             return [Accepted(r, created=False) for r in repeats if r is not None]

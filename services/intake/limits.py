@@ -7,8 +7,10 @@ per-replica rate times the replica count (stated in the README).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -43,3 +45,32 @@ class RateLimiter:
             wait = math.ceil((cost - bucket.tokens) / self._rate) if self._rate else 60
             raise RateLimited(org, max(wait, 1))
         bucket.tokens -= cost
+
+
+class TooManyUploads(Exception):
+    """The organisation already has its maximum of uploads in progress on this process."""
+
+    def __init__(self, org: str) -> None:
+        super().__init__(f"concurrent upload limit reached for {org}")
+        self.org = org
+
+
+class UploadSlots:
+    """At most ``per_org`` uploads in progress per organisation and process: a sender cannot hold every
+    connection and worker with slow uploads (the rate limit counts starts, this counts what is open)."""
+
+    def __init__(self, per_org: int) -> None:
+        self._per_org = per_org
+        self._open: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def slot(self, org: str) -> Iterator[None]:
+        if self._open.get(org, 0) >= self._per_org:
+            raise TooManyUploads(org)
+        self._open[org] = self._open.get(org, 0) + 1
+        try:
+            yield
+        finally:
+            self._open[org] -= 1
+            if not self._open[org]:
+                del self._open[org]

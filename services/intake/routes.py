@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -15,17 +14,20 @@ from fhir.resources.R4B.documentreference import DocumentReference
 
 from services.intake import bundles, provide
 from services.intake.domain import Accepted, Intake, Pending, StagingUnavailable
-from services.intake.limits import RateLimited, RateLimiter
+from services.intake.limits import RateLimited, RateLimiter, TooManyUploads, UploadSlots
 from services.intake.registry import to_fhir
 from services.intake.search import search_filter
 from services.intake.validation import check_metadata, inline_content
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError, Issue, informational, operation_outcome
-from shared.http import caller, fhir_response, read_json, request_id
+from shared.fhir.jsonbody import parse_body
+from shared.http import caller, fhir_response, idle_limited, read_body, read_json, request_id
 from shared.objects import one_chunk
 
 INTAKE = web.AppKey("intake", Intake)
 LIMITER = web.AppKey("intake_limiter", RateLimiter)
+UPLOADS = web.AppKey("intake_uploads", UploadSlots)
+UPLOAD_RETRY_SECONDS = 5
 CHUNK = 256 * 1024
 METADATA_LIMIT = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,6 +43,9 @@ def _answers_domain_errors(handler: Handler) -> Handler:
         except RateLimited as exc:
             raise FhirError.of(Code.RATE_LIMITED, f"Submission rate limit reached for {exc.org}.",
                                headers={"Retry-After": str(exc.wait)}) from None
+        except TooManyUploads as exc:
+            raise FhirError.of(Code.RATE_LIMITED, f"Too many uploads in progress for {exc.org}; wait for one to "
+                               "finish.", headers={"Retry-After": str(UPLOAD_RETRY_SECONDS)}) from None
         except StagingUnavailable:
             raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.",
                                headers={"Retry-After": "5"}) from None
@@ -61,14 +66,15 @@ async def create_document(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
     request.app[LIMITER].take(who.org)
     key = request.headers.get("Idempotency-Key")
-    if request.content_type.startswith("multipart/"):
-        staged = await _stage_multipart(request, intake, who)
-    else:
-        data = await read_json(request, xml_model=DocumentReference, hint=" (or a multipart document)")
-        meta = check_metadata(data, who, intake.catalogue, inline=True)
-        content = inline_content(data)
-        await intake.check_references([("DocumentReference", meta)], who)
-        staged = await intake.stage(meta, one_chunk(content))
+    with request.app[UPLOADS].slot(who.org):
+        if request.content_type.startswith("multipart/"):
+            staged = await _stage_multipart(request, intake, who)
+        else:
+            data = await read_json(request, xml_model=DocumentReference, hint=" (or a multipart document)")
+            meta = check_metadata(data, who, intake.catalogue, inline=True)
+            content = inline_content(data)
+            await intake.check_references([("DocumentReference", meta)], who)
+            staged = await intake.stage(meta, one_chunk(content))
     accepted = await intake.accept([staged], who, request_id=request_id(request), address=request.remote,
                                    idempotency_key=key)
     return _created(request, accepted)
@@ -78,26 +84,23 @@ async def _stage_multipart(request: web.Request, intake: Intake, who: Any) -> An
     """Part one: the DocumentReference JSON; part two: the document, streamed to storage as it arrives."""
     try:
         reader = await request.multipart()
-        first = await reader.next()
+        first = await idle_limited(request, reader.next())
         if not isinstance(first, BodyPartReader):
             raise FhirError.of(Code.MALFORMED_REQUEST, "The first part must be the DocumentReference (JSON).")
-        raw = await first.read(decode=False)
+        raw = await idle_limited(request, first.read(decode=False))
         if len(raw) > METADATA_LIMIT:
             raise FhirError.of(Code.TOO_LARGE, "The DocumentReference part is too large.")
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise FhirError.of(Code.MALFORMED_JSON, "The first part is not valid JSON.") from None
+        data = parse_body(raw, what="The first part")
         if not isinstance(data, dict):
             raise FhirError.of(Code.MALFORMED_REQUEST, "The first part must be a DocumentReference.")
         meta = check_metadata(data, who, intake.catalogue, inline=False)
         await intake.check_references([("DocumentReference", meta)], who)
-        second = await reader.next()
+        second = await idle_limited(request, reader.next())
         if not isinstance(second, BodyPartReader):
             raise FhirError.of(Code.MALFORMED_REQUEST, "The second part must be the document.")
 
         async def chunks() -> AsyncIterator[bytes]:
-            while chunk := await second.read_chunk(CHUNK):
+            while chunk := await idle_limited(request, second.read_chunk(CHUNK)):
                 yield chunk
 
         return await intake.stage(meta, chunks())
@@ -111,9 +114,11 @@ async def transaction(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("DocumentReference", "c")
     intake = request.app[INTAKE]
-    bundle = bundles.parse(await read_json(request, xml_model=Bundle))
-    request.app[LIMITER].take(who.org, cost=len(bundle.documents))
-    provided = await provide.provide(intake, bundle, who, request_id=request_id(request), address=request.remote)
+    with request.app[UPLOADS].slot(who.org):
+        bundle = bundles.parse(await read_json(request, xml_model=Bundle))
+        request.app[LIMITER].take(who.org, cost=len(bundle.documents))
+        provided = await provide.provide(intake, bundle, who, request_id=request_id(request),
+                                         address=request.remote)
     status_url = f"/fhir/_bundle/{provided.bundle_id}"
     if "respond-async" in request.headers.get("Prefer", ""):
         return _still_storing("Accepted; poll the status URL.", {"Content-Location": status_url})
@@ -156,10 +161,7 @@ async def patch_document(request: web.Request) -> web.Response:
     who.require("DocumentReference", "u")
     if request.content_type not in ("application/json-patch+json", "application/json"):
         raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, "Send a JSON Patch (application/json-patch+json).")
-    try:
-        patch = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        raise FhirError.of(Code.MALFORMED_JSON) from None
+    patch = parse_body(await read_body(request))
     if patch != [{"op": "replace", "path": "/status", "value": "entered-in-error"}]:
         raise FhirError.of(Code.BUSINESS_RULE, "The only change allowed is "
                            '[{"op": "replace", "path": "/status", "value": "entered-in-error"}].')

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from fhir.resources.R4B.episodeofcare import EpisodeOfCare
+from fhir.resources.R4B.parameters import Parameters
+from fhir.resources.R4B.subscription import Subscription
 
 from services.notification.alerts import ACKNOWLEDGED, CARETEAM_PREFIX, OPEN, AlertQuery
 from services.notification.delivery import Deliverer
@@ -181,7 +184,7 @@ async def search_pathways(request: web.Request) -> web.Response:
 async def register_pathway(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
-    body = await read_json(request, resource_type="EpisodeOfCare")
+    body = await read_json(request, resource_type="EpisodeOfCare", model=EpisodeOfCare)
     patient = identifier_value(body.get("patient"), NHS_NUMBER)
     if not valid_nhs_number(patient):
         raise FhirError.of(Code.INVALID_NHS_NUMBER, None, "EpisodeOfCare.patient.identifier")
@@ -214,7 +217,7 @@ async def record_event(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
     notification = request.app[NOTIFICATION]
-    values = _parameters(await read_json(request))
+    values = _parameters(await read_json(request, resource_type="Parameters", model=Parameters))
     name = values.get("event")
     if not isinstance(name, str):
         raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need event (valueCode).",
@@ -228,7 +231,7 @@ async def transfer(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
     notification = request.app[NOTIFICATION]
-    values = _parameters(await read_json(request))
+    values = _parameters(await read_json(request, resource_type="Parameters", model=Parameters))
     team = values.get("team")
     reference = team.get("reference") if isinstance(team, dict) else None
     if not isinstance(reference, str) or not reference.startswith(CARETEAM_PREFIX):
@@ -263,7 +266,7 @@ async def tracking_list(request: web.Request) -> web.Response:
 
 async def create_subscription(request: web.Request) -> web.Response:
     who = caller(request)
-    resource = await read_json(request, resource_type="Subscription")
+    resource = await read_json(request, resource_type="Subscription", model=Subscription)
     created = await request.app[NOTIFICATION].subscribers.subscribe(who, resource)
     return fhir_response(created, status=201, headers={"Location": f"/fhir/Subscription/{created['id']}"})
 

@@ -27,6 +27,7 @@ from shared.events import (
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError
+from shared.media import needs_whole
 from shared.context import ServiceContext
 from shared.objects import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from shared.policy import PolicyView
@@ -118,7 +119,7 @@ class Storage:
     async def _copy_verified(self, received: DocumentReceived, key: str) -> None:
         facts = received.document
         head = bytearray()
-        whole = bytearray() if facts.size <= PARSE_LIMIT else None
+        whole = bytearray() if facts.size <= PARSE_LIMIT and needs_whole(facts.content_type) else None
 
         async def tee() -> AsyncIterator[bytes]:
             async for chunk in self.objects.get(received.staging_key):
@@ -140,7 +141,7 @@ class Storage:
             if len(head) < 1024:
                 head.extend(chunk[: 1024 - len(head)])
         check_digest(declared_size=facts.size, declared_sha256=facts.sha256, size=size, sha256=digest.hexdigest())
-        whole = await self.objects.read_all(key) if size <= PARSE_LIMIT else None
+        whole = await self.objects.read_all(key) if size <= PARSE_LIMIT and needs_whole(facts.content_type) else None
         check_media_type(facts.content_type, bytes(head), whole)
 
     async def _discard(self, key: str) -> None:

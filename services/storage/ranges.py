@@ -21,6 +21,22 @@ class RangeNotSatisfiable(Exception):
     pass
 
 
+class RangeMalformed(ValueError):
+    """A position longer than any object can be (int() would refuse past 4,300 digits, SQLite past 19)."""
+
+
+MAX_DIGITS = 19  # 2**63 - 1 has 19 digits; no object store holds more bytes than that
+
+
+def check_range(header: str | None) -> None:
+    """Refuse an absurd Range header before anything is looked up or put on the record."""
+    if not header:
+        return
+    match = _ONE_RANGE.match(header.strip().replace(" ", ""))
+    if match is not None and any(len(part) > MAX_DIGITS for part in match.groups()):
+        raise RangeMalformed
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The one range asked for, or None to send the whole document.
 
@@ -29,6 +45,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     """
     if not header:
         return None
+    check_range(header)
     match = _ONE_RANGE.match(header.strip().replace(" ", ""))
     if match is None:
         return None

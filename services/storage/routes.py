@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from services.storage import binary_json
 from services.storage.domain import Storage
 from services.storage.negotiation import acceptable
-from services.storage.ranges import RangeNotSatisfiable, parse_range
+from services.storage.ranges import RangeMalformed, RangeNotSatisfiable, check_range, parse_range
 from shared.fhir.errors import Code, FhirError
-from shared.http import caller, fhir_response, request_id
+from shared.http import FHIR_JSON, caller, request_id
 from shared.objects import ObjectNotFound, ObjectStoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,20 +43,25 @@ async def read_binary(request: web.Request) -> web.StreamResponse:
     who.require("Binary", "r")
     storage = request.app[STORAGE]
     document_id = request.match_info["id"]
+    try:
+        check_range(request.headers.get("Range"))
+    except RangeMalformed:
+        raise FhirError.of(Code.MALFORMED_REQUEST, "The Range header asks for a position beyond any document "
+                           "(more than 19 digits).") from None
     retrieval = await storage.authorise(document_id, who, request_id=request_id(request), address=request.remote,
                                         takes=lambda media: acceptable(request.headers.get("Accept"), media))
     facts = retrieval.facts
     etag = f'"{facts.sha256}"'
     if "application/fhir+json" in request.headers.get("Accept", ""):
-        # A FHIR client asked for the Binary resource rather than the raw bytes.
+        # A FHIR client asked for the Binary resource rather than the raw bytes: streamed, never held whole.
         first, rest = await _open(storage, retrieval.key)
-        data = first + b"".join([chunk async for chunk in rest])
-        return fhir_response({
-            "resourceType": "Binary",
-            "id": document_id,
-            "contentType": facts.content_type,
-            "data": base64.b64encode(data).decode(),
+        head, tail = binary_json.envelope(document_id, facts.content_type)
+        response = web.StreamResponse(headers={
+            "Content-Type": FHIR_JSON, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+            "Content-Length": str(len(head) + binary_json.encoded_length(facts.size) + len(tail)),
         })
+        return await _send(request, response, head, binary_json.base64_pieces(_chained(first, rest)), rest,
+                           document_id, tail=tail)
     url = await storage.presigned_url(retrieval)
     if url is not None:
         # The bytes come straight from the bucket; the access decision and the audit event are done.
@@ -82,11 +87,24 @@ async def read_binary(request: web.Request) -> web.StreamResponse:
             **headers, "Content-Length": str(wanted.end - wanted.start),
             "Content-Range": wanted.content_range(facts.size),
         })
+    return await _send(request, response, first, rest, rest, document_id)
+
+
+async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def _send(request: web.Request, response: web.StreamResponse, first: bytes, pieces: AsyncIterator[bytes],
+                source: AsyncIterator[bytes], document_id: str, *, tail: bytes = b"") -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(first)
-        async for chunk in rest:
-            await response.write(chunk)
+        async for piece in pieces:
+            await response.write(piece)
+        if tail:
+            await response.write(tail)
     except ObjectStoreUnavailable:
         # Headers are gone: cut the connection so the client sees a short body, never a wrong one.
         log.warning("storage.stream_interrupted document=%s", document_id, extra={"code": "STO007"})
@@ -94,7 +112,7 @@ async def read_binary(request: web.Request) -> web.StreamResponse:
             request.transport.close()
         return response
     finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+        await source.aclose()  # type: ignore[attr-defined]
     await response.write_eof()
     return response
 

@@ -9,18 +9,32 @@ from shared.fhir.errors import Code, FhirError
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+# Deeper paging is a bulk export, not a search; SQLite (and BSON) integers end at 2**63 - 1 anyway.
+MAX_OFFSET = 1_000_000
 
 
 def page_params(query: Any) -> tuple[int, int]:
-    """``_count`` and ``_offset`` from a query, validated (400 on nonsense)."""
-    try:
-        count = int(query.get("_count", DEFAULT_PAGE))
-        offset = int(query.get("_offset", 0))
-    except ValueError:
-        raise FhirError.of(Code.INVALID_PARAMETER, "_count and _offset must be integers.") from None
-    if not 1 <= count <= MAX_PAGE or offset < 0:
-        raise FhirError.of(Code.INVALID_PARAMETER, f"_count must be 1..{MAX_PAGE} and _offset >= 0.")
+    """``_count`` and ``_offset`` from a query, validated (400 naming the parameter on nonsense)."""
+    count = _integer(query, "_count", DEFAULT_PAGE)
+    offset = _integer(query, "_offset", 0)
+    if not 1 <= count <= MAX_PAGE:
+        raise FhirError.of(Code.INVALID_PARAMETER, f"_count must be 1..{MAX_PAGE}.", "_count")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise FhirError.of(Code.INVALID_PARAMETER, f"_offset must be 0..{MAX_OFFSET}.", "_offset")
     return count, offset
+
+
+def _integer(query: Any, name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    # int() itself refuses more than 4,300 digits, with a ValueError: either way not a page position.
+    if len(str(raw)) > 20:
+        raise FhirError.of(Code.INVALID_PARAMETER, f"{name} must be an integer.", name)
+    try:
+        return int(raw)
+    except ValueError:
+        raise FhirError.of(Code.INVALID_PARAMETER, f"{name} must be an integer.", name) from None
 
 
 def searchset(

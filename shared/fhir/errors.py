@@ -24,6 +24,7 @@ class Code(Enum):
     NOT_FOUND = (404, "not-found", "The resource does not exist or is not visible to the caller.")
     METHOD_NOT_ALLOWED = (405, "not-supported", "This method is not supported on this URL.")
     NOT_ACCEPTABLE = (406, "not-supported", "The requested representation cannot be served.")
+    REQUEST_TIMEOUT = (408, "timeout", "The request body stopped arriving; send it again.")
     CONFLICT = (409, "conflict", "The request conflicts with the current state of the resource.")
     GONE = (410, "deleted", "The resource is no longer available.")
     TOO_LARGE = (413, "too-large", "The request body is too large.")

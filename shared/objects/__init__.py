@@ -28,4 +28,4 @@ def open_object_store(settings: Settings) -> ObjectStore:
         return S3ObjectStore(settings)
     from shared.objects.fs import FileObjectStore
 
-    return FileObjectStore(settings.data_dir / "objects")
+    return FileObjectStore(settings.data_dir / "objects", staging_expiry_seconds=settings.staging_expiry_days * 86400)

@@ -93,5 +93,10 @@ class ObjectStore(ABC):
         """A URL serving ``key`` without credentials for ``ttl`` seconds; None where the store has none."""
         return None
 
+    async def expire_abandoned(self) -> int:
+        """Delete staged objects nobody claimed within the configured age (the bucket's lifecycle rule does
+        this for S3, so by default nothing); the number deleted."""
+        return 0
+
     async def read_all(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.get(key)])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,11 +15,23 @@ from shared.files import open_private, private_dir
 from shared.objects.base import CHUNK, HashingReader, ObjectInfo, ObjectNotFound, ObjectStore
 
 _META = ".meta.json"
+STAGING_PREFIX = "staging/"
+PART_EXPIRY_SECONDS = 86400  # like the bucket's AbortIncompleteMultipartUpload after one day
 
 
 class FileObjectStore(ObjectStore):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, staging_expiry_seconds: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._root = root
+        self._staging_expiry = staging_expiry_seconds
+        self._clock = clock
+
+    async def expire_abandoned(self) -> int:
+        """What the S3 lifecycle rule does for the bucket: staged objects older than the configured age, and
+        half-written uploads older than a day, are deleted (judged by the file's modification time)."""
+        if self._staging_expiry is None:
+            return 0
+        return await asyncio.to_thread(_expire, self._root, self._clock(), self._staging_expiry)
 
     async def start(self) -> None:
         await asyncio.to_thread(private_dir, self._root, tighten=True)
@@ -109,6 +122,26 @@ class FileObjectStore(ObjectStore):
 
     async def is_healthy(self) -> bool:
         return await asyncio.to_thread(os.access, self._root, os.W_OK)
+
+
+def _expire(root: Path, now: float, staging_age: float) -> int:
+    removed = 0
+    staging = root / STAGING_PREFIX.rstrip("/")
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            try:
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted meanwhile by its owner
+            if name.endswith(".part"):
+                if age > PART_EXPIRY_SECONDS:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            elif not name.endswith(_META) and path.is_relative_to(staging) and age > staging_age:
+                _remove(path)
+                removed += 1
+    return removed
 
 
 def _remove(path: Path) -> None:

@@ -93,5 +93,10 @@ async def test_a_carer_grant_is_validated(stack: TestClient, tokens: Any) -> Non
     response = await stack.post("/fhir/RelatedPerson", json={"resourceType": "RelatedPerson", "period": {"end": "soon"}},
                                 headers={**FHIR, **patient})
     assert response.status == 422
+    # Not a FHIR dateTime at all: the typed check of the body refuses it before the grant is looked at.
+    assert [i["expression"] for i in (await response.json())["issue"]] == [["RelatedPerson.period.end"]]
+    response = await stack.post("/fhir/RelatedPerson", json={"resourceType": "RelatedPerson", "period": {"end": "2020"}},
+                                headers={**FHIR, **patient})
+    assert response.status == 422
     assert [i["expression"] for i in (await response.json())["issue"]] == [
         ["RelatedPerson.identifier"], ["RelatedPerson.name"], ["RelatedPerson.period.end"]]
