@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from shared.bus.base import DEFAULT_DELIVERY_LIMIT, Bus, BusUnavailable, Consumer, Handler, Outcome, QueueSpec, deliver, topic_matches
+from shared.files import private_dir, private_file
 from shared.events import Event
 
 T = TypeVar("T")
@@ -129,7 +130,12 @@ class _Worker:
     def _main(self, opened: asyncio.Future[None]) -> None:
         assert self._loop is not None
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # Queued messages name patients: the file is this process's alone, as the stores' files are.
+            private_dir(self._path.parent, tighten=True)
+            private_file(self._path)
+            for suffix in ("-wal", "-shm"):
+                if (sidecar := self._path.with_name(self._path.name + suffix)).exists():
+                    private_file(sidecar)
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")

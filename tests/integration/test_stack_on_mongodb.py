@@ -101,7 +101,7 @@ async def test_store_init_creates_every_collection_and_index_and_can_run_again(
     for _ in range(2):
         assert await asyncio.to_thread(main, ["store", "init"]) == 0
         assert capsys.readouterr().out == (
-            "mongodb: collections and indexes ready for agreements, intake, storage, notification, audit\n"
+            "mongodb: collections and indexes ready for agreements, intake, storage, notification, audit, care\n"
         )
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database.url)

@@ -38,8 +38,6 @@ HTTP_SIDE = {
 # Domain modules that still reach a framework, and the issue whose later phase removes each. Nothing may be
 # added here: a new domain module that reaches aiohttp or aio-pika fails this test.
 KNOWN_VIOLATIONS = {
-    # Webhook delivery posts with aiohttp's client; issue 15 (notification split) moves it behind a port.
-    "services.notification.delivery": "issue 15, notification split",
     # 394 lines of HTML in Python answering with aiohttp; issue 15 turns it into static files and routes.
     "services.agreements.console": "issue 15, agreements console as static files",
 }
