@@ -423,6 +423,10 @@ async def _verifier(runtime: Runtime) -> TokenVerifier:
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
     # aiohttp would announce "Python/3.x aiohttp/x.y": versions help nobody but an attacker.
     response.headers["Server"] = "LHCIE"
+    # A streamed answer (Binary, the audit export) is sent before the edge middleware gets it back: its
+    # correlation id, the key to its audit records, must be on it here.
+    if (correlation_id := request.get(REQUEST_ID)) is not None:
+        response.headers[CORRELATION_HEADER] = correlation_id
 
 
 def open_ports(settings: Settings, name: str) -> Ports:

@@ -34,12 +34,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# Libraries whose INFO lines say nothing an operator needs; aiohttp's access log would also write every
+# URL with its query string, which may name a patient (``patient.identifier=…``).
+QUIET = ("aiormq", "aio_pika", "aiohttp.access")
+
+
 def configure(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiormq").setLevel("WARNING")
-    logging.getLogger("aio_pika").setLevel("WARNING")
-    logging.getLogger("aiohttp.access").setLevel("WARNING")
+    for name in QUIET:
+        logging.getLogger(name).setLevel("WARNING")

@@ -14,12 +14,14 @@ from typing import Any
 from services.agreements.registry import Registry
 from services.agreements.resources import CarerRequest, Preferences
 from shared.auth import Caller
+from services.agreements.isas import actor_of
 from shared.events import (
     CarerGrantState,
     DocumentStored,
     Event,
     OrganisationState,
     PatientPreferencesState,
+    RecordRead,
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError
@@ -80,6 +82,21 @@ class Patients:
                           "categories": sorted(row["categories"]), "first_stored": row["first_stored"],
                           "last_stored": row["last_stored"]})
         return found
+
+    async def on_record(self, who: Caller, nhs_number: str, resource: str, *, request_id: str | None,
+                        address: str | None) -> None:
+        """A carer's look at the patient's holders, preferences or carers discloses them to someone other
+        than the patient: it goes on the record, so into the patient's own access report. The patient's
+        own look discloses nothing and is not recorded."""
+        if who.role == "patient" and who.patient == nhs_number:
+            return
+        async with self.ctx.store.transaction() as session:
+            await self.ctx.publish(Event.new(
+                RoutingKey.RECORD_READ,
+                RecordRead(actor=actor_of(who, address), resource=resource, action="read",
+                           patient_nhs_number=nhs_number, rule="carer-grant"),
+                source=self.ctx.source, subject=resource, correlation_id=request_id), session=session)
+        self.ctx.outbox.notify()
 
     # -- who may act ---------------------------------------------------------------------------------
 

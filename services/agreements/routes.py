@@ -278,9 +278,15 @@ def _patient_reader(request: web.Request) -> tuple[Caller, str]:
     return who, _service(request).patients.patient_of(who, request.query.get("patient"))
 
 
+async def _on_record(request: web.Request, who: Caller, nhs: str, resource: str) -> None:
+    await _service(request).patients.on_record(who, nhs, resource, request_id=request_id(request),
+                                               address=request.remote)
+
+
 async def record_holders(request: web.Request) -> web.Response:
     who, nhs = _patient_reader(request)
     holders = await _service(request).patients.record_holders(who, nhs)
+    await _on_record(request, who, nhs, "Organization/$record-holders")
     entries = []
     for h in holders:
         org = await _service(request).registry.one(OrganisationState, h["organisation"])
@@ -302,6 +308,7 @@ async def consents(request: web.Request) -> web.Response:
     patients = _service(request).patients
     preferences = await patients.preferences(who, nhs)
     grants = await patients.carers(who, nhs)
+    await _on_record(request, who, nhs, "Consent")
     return fhir_response(_collection([resources.preferences_consent(preferences, nhs, EXCEPTIONS),
                                       *(resources.carer_consent(g) for g in grants)]))
 
@@ -309,6 +316,7 @@ async def consents(request: web.Request) -> web.Response:
 async def read_preferences(request: web.Request) -> web.Response:
     who, nhs = _patient_reader(request)
     preferences = await _service(request).patients.preferences(who, nhs)
+    await _on_record(request, who, nhs, "Consent/preferences")
     return fhir_response(resources.preferences_consent(preferences, nhs, EXCEPTIONS))
 
 
@@ -324,6 +332,7 @@ async def set_preferences(request: web.Request) -> web.Response:
 async def list_carers(request: web.Request) -> web.Response:
     who, nhs = _patient_reader(request)
     grants = await _service(request).patients.carers(who, nhs)
+    await _on_record(request, who, nhs, "RelatedPerson")
     return fhir_response(_collection([resources.related_person(g) for g in grants]))
 
 

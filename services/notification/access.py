@@ -51,6 +51,11 @@ class Access:
                             Decision.deny("mdt-not-of-organisation", f"CareTeam/{mdt} is not a team of {who.org}"),
                             request_id=request_id, error=_not_a_member())
 
+    async def member(self, who: Caller, *, resource: str, action: str, request_id: str | None = None) -> None:
+        """Refuse (403, audited) a caller who is staff of no MDT of their own organisation, before a change's
+        body is read: whoever may not change pathways learns nothing from its validation either."""
+        await self.team(who, who.mdt or "", resource=resource, action=action, request_id=request_id)
+
     async def transfer(self, who: Caller, *, resource: str, patient: str, to_org: str, to_mdt: str,
                        request_id: str | None) -> None:
         """A transfer discloses the patient's pathway to the receiving organisation: the one policy

@@ -184,6 +184,8 @@ async def search_pathways(request: web.Request) -> web.Response:
 async def register_pathway(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
+    await request.app[NOTIFICATION].access.member(who, resource="EpisodeOfCare",
+                                                  action="create", request_id=request_id(request))
     body = await read_json(request, resource_type="EpisodeOfCare", model=EpisodeOfCare)
     patient = identifier_value(body.get("patient"), NHS_NUMBER)
     if not valid_nhs_number(patient):
@@ -216,6 +218,8 @@ async def read_pathway(request: web.Request) -> web.Response:
 async def record_event(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
+    await request.app[NOTIFICATION].access.member(who, resource=f"EpisodeOfCare/{request.match_info['id']}",
+                                                  action="update", request_id=request_id(request))
     notification = request.app[NOTIFICATION]
     values = _parameters(await read_json(request, resource_type="Parameters", model=Parameters))
     name = values.get("event")
@@ -230,6 +234,8 @@ async def record_event(request: web.Request) -> web.Response:
 async def transfer(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
+    await request.app[NOTIFICATION].access.member(who, resource=f"EpisodeOfCare/{request.match_info['id']}",
+                                                  action="transfer", request_id=request_id(request))
     notification = request.app[NOTIFICATION]
     values = _parameters(await read_json(request, resource_type="Parameters", model=Parameters))
     team = values.get("team")
@@ -266,6 +272,7 @@ async def tracking_list(request: web.Request) -> web.Response:
 
 async def create_subscription(request: web.Request) -> web.Response:
     who = caller(request)
+    request.app[NOTIFICATION].subscribers.require_subscriber(who)  # refused before the body is read
     resource = await read_json(request, resource_type="Subscription", model=Subscription)
     created = await request.app[NOTIFICATION].subscribers.subscribe(who, resource)
     return fhir_response(created, status=201, headers={"Location": f"/fhir/Subscription/{created['id']}"})

@@ -41,9 +41,15 @@ class Subscribers:
         # The endpoint allow-list, the minimum heartbeat and the per-organisation cap.
         self.settings = settings
 
-    async def subscribe(self, who: Caller, resource: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def require_subscriber(who: Caller) -> None:
+        """Subscriptions are a hospital system's: their ``$events`` replay alerts in full, so an organisation's
+        other staff (an auditor, a clinician without an MDT claim) must not read them either."""
         if who.role != "system":
-            raise FhirError.of(Code.FORBIDDEN, "Only a hospital system (system token) may subscribe.")
+            raise FhirError.of(Code.FORBIDDEN, "Only a hospital system (system token) may use subscriptions.")
+
+    async def subscribe(self, who: Caller, resource: dict[str, Any]) -> dict[str, Any]:
+        self.require_subscriber(who)
         doc = parse_subscription(resource, org=who.org, min_heartbeat=self.settings.webhook_min_heartbeat_seconds)
         team = await self._policy.careteam(doc["mdt"])
         if team is None or team.organisation != who.org:
@@ -60,6 +66,7 @@ class Subscribers:
 
     async def get(self, who: Caller, key: str) -> Document:
         """The caller's own subscription; 404 for anyone else's, as for one that does not exist."""
+        self.require_subscriber(who)
         doc = await self._subscriptions.get(key)
         if doc is None or doc["org"] != who.org:
             raise FhirError.of(Code.NOT_FOUND)

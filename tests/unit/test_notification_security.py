@@ -44,6 +44,8 @@ class Watch:
 @pytest.fixture
 async def watch(stack: TestClient) -> AsyncIterator[Any]:
     async def make(*keys: RoutingKey) -> Watch:
+        # Events of earlier requests still in the outbox (a poll's record.read) must not reach the new queue.
+        await notification(stack).ctx.outbox.flush()
         w = Watch(stack, *keys)
         await stack.server.app[RUNTIME].ports.bus.declare([w.spec])
         return w
