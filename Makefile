@@ -29,8 +29,10 @@ $(VENV)/.runtime: pyproject.toml $(LOCKS)/runtime.lock | $(BIN)/python
 	$(PIP) --no-deps -e .
 	@touch $@
 
-$(VENV)/.test: $(VENV)/.runtime $(LOCKS)/test.lock $(LOCKS)/bench.lock
+$(VENV)/.test: $(VENV)/.runtime $(LOCKS)/test.lock $(LOCKS)/bench.lock tests/fhir_validator/package-lock.json
 	$(PIP) --require-hashes -r $(LOCKS)/test.lock -r $(LOCKS)/bench.lock
+	@# The independent FHIR R4 validator the MHD tests run every answer through (Medplum's, on Node).
+	cd tests/fhir_validator && npm ci --no-audit --no-fund --silent
 	@touch $@ $(VENV)/.bench
 
 $(VENV)/.bench: $(VENV)/.runtime $(LOCKS)/bench.lock

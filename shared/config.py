@@ -6,6 +6,7 @@ serves a request.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -110,6 +111,30 @@ class Settings(BaseSettings):
     http_header_timeout_seconds: float = Field(15.0, gt=0)
     http_body_idle_seconds: float = Field(30.0, gt=0)
     max_concurrent_uploads_per_org: int = Field(8, ge=1)
+
+    # The exchange's public address (scheme, host, optional path prefix, no trailing slash), e.g.
+    # https://exchange.example.nhs.uk: every URL a client follows (fullUrl, paging links, attachment.url,
+    # Location) is built on it. Unset: taken from the request; X-Forwarded-Proto/-Host are honoured only
+    # when the request comes from one of the trusted proxies (IP addresses or networks).
+    public_base_url: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("LHCIE_PUBLIC_BASE_URL must be an http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # a typo fails the start, not a request
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -16,7 +16,7 @@ from aiohttp import web
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from shared import correlation, openapi, telemetry
+from shared import correlation, fhir_format, openapi, telemetry
 from shared.auth import Caller, EmbeddedIssuer, Forbidden, KeySet, TokenVerifier, Unauthorized
 from shared.bus import Bus, open_bus
 from shared.config import Settings, UnsafeSettings
@@ -46,6 +46,8 @@ PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-kno
 PUBLIC_PATHS |= {"/dcc/", "/patient/", "/openapi.json"}
 # The care service's views (a plan, the transfers list): shells like the console's, their data by token.
 PUBLIC_PATHS |= {"/care/plan/", "/care/transfers/"}
+# The accepted document types (a ValueSet named in intake's 422): terminology, no data.
+PUBLIC_PATHS |= {"/fhir/ValueSet/lhcie-document-types"}
 
 REQUESTS = Counter("lhcie_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("lhcie_http_request_seconds", "HTTP request duration", ["route", "method"])
@@ -191,7 +193,9 @@ async def edge_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         kind=SpanKind.SERVER,
         attributes={"http.request.method": request.method, "http.route": route},
     ) as span:
+        wanted = None
         try:
+            wanted = fhir_format.negotiate(request)
             if request.path not in PUBLIC_PATHS and not request.path.startswith("/console/static"):
                 await _authenticate(request)
             response = await handler(request)
@@ -221,6 +225,8 @@ async def edge_middleware(request: web.Request, handler: Any) -> web.StreamRespo
                 FhirError.of(Code.INTERNAL, f"An unexpected error occurred (reference {reference}).")
             )
         span.set_attribute("http.response.status_code", response.status)
+    finished = fhir_format.finish(wanted, response)
+    response = _error_response(finished) if isinstance(finished, FhirError) else finished
     if response.status in (401, 403) and not ids.denial_recorded:
         await _record_refusal(request, refusal or _Refusal(f"http-{response.status}", "refused"), ids)
     response.headers[CORRELATION_HEADER] = ids.correlation_id
@@ -320,8 +326,25 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+def _one_entry_per_type(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """cpb-9: a resource type is described once per mode, though two services may serve it (intake's
+    transaction Bundle, care's discharge summaries): their interactions, parameters and operations merge."""
+    merged: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        into = merged.setdefault(entry["type"], {"type": entry["type"]})
+        for key, value in entry.items():
+            if key == "type":
+                continue
+            if isinstance(value, list):
+                seen = into.setdefault(key, [])
+                seen.extend(v for v in value if v not in seen)
+            else:
+                into.setdefault(key, value)
+    return list(merged.values())
+
+
 def _metadata_handler(specs: Sequence[ServiceSpec]) -> Any:
-    resources = [entry for spec in specs for entry in spec.capability]
+    resources = _one_entry_per_type([entry for spec in specs for entry in spec.capability])
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -330,7 +353,8 @@ def _metadata_handler(specs: Sequence[ServiceSpec]) -> Any:
         "software": {"name": "LHCIE exchange", "version": "0.1.0"},
         "implementation": {"description": "London Health & Care Information Exchange: " + ", ".join(s.name for s in specs)},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json"],
+        **({"instantiates": instantiates} if (instantiates := [c for s in specs for c in s.instantiates]) else {}),
+        "format": ["application/fhir+json", "application/fhir+xml"],
         "rest": [
             {
                 "mode": "server",
@@ -339,6 +363,8 @@ def _metadata_handler(specs: Sequence[ServiceSpec]) -> Any:
                     "description": "Bearer JWT carrying the caller's ODS code, role and SMART v2 scopes",
                 },
                 "resource": resources,
+                **({"interaction": [{"code": c} for s in specs for c in s.system_interactions]}
+                   if any(s.system_interactions for s in specs) else {}),
             }
         ],
     }

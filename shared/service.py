@@ -36,6 +36,9 @@ class ServiceSpec:
     install: Callable[[web.Application], None]
     # CapabilityStatement.rest[0].resource entries this service serves.
     capability: tuple[dict[str, Any], ...] = ()
+    # CapabilityStatements the service implements (``instantiates``) and whole-system interactions it serves.
+    instantiates: tuple[str, ...] = ()
+    system_interactions: tuple[str, ...] = ()
     # The collections and indexes the service opens, as data: ``lhcie store init`` creates them from this.
     collections: Schema = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ from aiohttp import web
 from services.intake import catalogue, consumers, routes
 from services.intake.collections import COLLECTIONS
 from services.intake.domain import Intake
+from services.intake.search import PARAM_TYPES
 from services.intake.limits import RateLimiter, UploadSlots
 from shared import topology
 from shared.config import Settings
@@ -16,8 +17,6 @@ from shared.lifecycle import mount
 from shared.service import Ports, ServiceSpec
 
 NAME = "intake"
-SEARCH_PARAMS = ("patient.identifier", "status", "type", "category", "date", "period", "creation", "identifier",
-                 "author", "custodian", "related", "setting", "facility", "format", "_count")
 
 
 def install(app: web.Application) -> None:
@@ -36,12 +35,19 @@ SPEC = ServiceSpec(
     NAME,
     install,
     collections=COLLECTIONS,
+    instantiates=("https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD.DocumentRecipient",
+                  "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD.DocumentResponder"),
+    system_interactions=("transaction",),
     capability=(
         {
+            # No profile claim: a document posted without masterIdentifier (lhcie post) meets none of MHD's
+            # DocumentReference profiles, and a claim must hold for every stored resource.
             "type": "DocumentReference",
-            "profile": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Comprehensive.DocumentReference",
-            "interaction": [{"code": "create"}, {"code": "read"}, {"code": "patch"}, {"code": "search-type"}],
-            "searchParam": [{"name": p, "type": "token"} for p in SEARCH_PARAMS],
+            "versioning": "versioned",
+            "readHistory": True,
+            "interaction": [{"code": c} for c in ("create", "read", "vread", "history-instance", "patch",
+                                                   "search-type")],
+            "searchParam": [{"name": p, "type": t} for p, t in PARAM_TYPES.items()],
         },
         {"type": "Bundle", "interaction": [{"code": "create"}],
          "documentation": "POST /fhir with a transaction Bundle: IHE MHD ITI-65 Provide Document Bundle"},

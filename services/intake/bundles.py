@@ -25,6 +25,8 @@ class ParsedBundle:
     submission_set_index: int
     entry_count: int
     warnings: tuple[Issue, ...]
+    # entry index of each document's Binary, in the order of ``documents``
+    binary_indices: tuple[int, ...] = ()
 
 
 def _is_submission_set(resource: dict[str, Any]) -> bool:
@@ -41,6 +43,8 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
     """Split a Provide Document Bundle into its documents, or raise ``FhirError`` listing every problem."""
     if bundle.get("resourceType") != "Bundle":
         raise FhirError.of(Code.INVALID_RESOURCE, "Expected a transaction Bundle.", "Bundle.resourceType")
+    if bundle.get("type") == "document":
+        raise FhirError.of(Code.FHIR_DOCUMENT_NOT_SUPPORTED, expression="Bundle.type")
     if bundle.get("type") != "transaction":
         raise FhirError.of(Code.INVALID_RESOURCE, "Bundle.type must be 'transaction'.", "Bundle.type")
     entries = bundle.get("entry")
@@ -48,7 +52,7 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
         raise FhirError.of(Code.INVALID_RESOURCE, "The Bundle has no entries.", "Bundle.entry")
     issues: list[Issue] = []
     warnings: list[Issue] = []
-    binaries: dict[str, bytes] = {}
+    binaries: dict[str, tuple[int, bytes]] = {}
     references: list[tuple[int, dict[str, Any]]] = []
     submission_sets: list[int] = []
     for i, entry in enumerate(entries):
@@ -67,7 +71,7 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
             if data is None or not isinstance(full_url, str):
                 issues.append(Issue(Code.INVALID_RESOURCE, "A Binary needs a fullUrl and base64 data.", where))
             else:
-                binaries[full_url] = data
+                binaries[full_url] = (i, data)
         elif kind == "DocumentReference":
             references.append((i, resource))
         elif _is_submission_set(resource):
@@ -82,6 +86,7 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
     if not references:
         issues.append(Issue(Code.INVALID_RESOURCE, "The Bundle holds no DocumentReference.", "Bundle.entry"))
     documents = []
+    binary_indices = []
     for i, resource in references:
         content = resource.get("content")
         attachment = content[0].get("attachment") if isinstance(content, list) and content and isinstance(content[0], dict) else None
@@ -92,7 +97,8 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
             continue
         inline = dict(resource)
         inline["content"] = [{**content[0], "attachment": {k: v for k, v in attachment.items() if k != "url"}}, *content[1:]]
-        documents.append(BundleDocument(i, inline, binaries[url]))
+        documents.append(BundleDocument(i, inline, binaries[url][1]))
+        binary_indices.append(binaries[url][0])
     if issues:
         raise FhirError(issues)
-    return ParsedBundle(tuple(documents), submission_sets[0], len(entries), tuple(warnings))
+    return ParsedBundle(tuple(documents), submission_sets[0], len(entries), tuple(warnings), tuple(binary_indices))

@@ -35,3 +35,23 @@ class Catalogue(BaseModel):
 def load(path: Path | None = None) -> Catalogue:
     """Raises ``pydantic.ValidationError`` or ``yaml.YAMLError``: a bad file stops the start-up."""
     return Catalogue.model_validate(yaml.safe_load((path or DEFAULT_FILE).read_text()))
+
+
+VALUE_SET_ID = "lhcie-document-types"
+
+
+def value_set(catalogue: Catalogue) -> dict[str, object]:
+    """The accepted document types as the FHIR ValueSet a source can check against (and the 422 names)."""
+    systems: dict[str, list[dict[str, str]]] = {}
+    for entry in catalogue.types:
+        systems.setdefault(entry.system, []).append({"code": entry.code, "display": entry.display})
+    return {
+        "resourceType": "ValueSet",
+        "id": VALUE_SET_ID,
+        "url": f"https://lhcie.london/fhir/ValueSet/{VALUE_SET_ID}",
+        "version": str(catalogue.version),
+        "name": "LHCIEDocumentTypes",
+        "title": "Document types the LHCIE exchange accepts",
+        "status": "active",
+        "compose": {"include": [{"system": system, "concept": concepts} for system, concepts in systems.items()]},
+    }

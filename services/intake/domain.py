@@ -21,11 +21,13 @@ from services.intake.registry import (
     ENTERED_IN_ERROR,
     RECEIVED,
     REJECTED,
+    SCAN_LIMIT,
     STORED,
     SUPERSEDED,
     Registry,
     facts_of,
     to_fhir,
+    version_of,
 )
 from services.intake.validation import Metadata, content_issues
 from shared import media
@@ -76,6 +78,15 @@ class Staged:
     staging_key: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """A page of search results; ``total`` is None when the search matched too many to count."""
+
+    resources: list[dict[str, Any]]
+    total: int | None
+    more: bool
 
 
 @dataclass(frozen=True)
@@ -194,6 +205,7 @@ class Intake:
         address: str | None,
         idempotency_key: str | None = None,
         bundle_id: str | None = None,
+        bundle_layout: dict[str, Any] | None = None,
     ) -> list[Accepted]:
         """Record every staged document and its event in one transaction: all or none.
 
@@ -214,7 +226,8 @@ class Intake:
         actor = actor_of(who, address)
         try:
             async with self.ctx.store.transaction() as session:
-                docs = [await self._record(s, i, actor, request_id, idempotency_key, bundle_id, session)
+                docs = [await self._record(s, i, actor, request_id, idempotency_key, bundle_id, session,
+                                           bundle_layout if i == 0 else None)
                         for i, s in enumerate(staged)]
         except DuplicateKey:
             # A concurrent duplicate won the race: answer as if it had come first.
@@ -242,11 +255,18 @@ class Intake:
                 if earlier["facts"]["sha256"] != staged.sha256 or earlier.get("status") == REJECTED:
                     raise FhirError.of(Code.CONFLICT, "This identifier was already used for a different document.",
                                        "DocumentReference.masterIdentifier" if "master_key" in where else None)
+                if earlier["resource"] != staged.meta.resource:
+                    # A repeat is the same submission: other metadata under the same identifier is not a
+                    # repeat, and answering "created" would tell the source its new metadata was kept.
+                    raise FhirError.of(Code.CONFLICT, "This identifier was already used with different metadata; "
+                                       "to change a document, replace it (relatesTo replaces).",
+                                       "DocumentReference.masterIdentifier" if "master_key" in where else None)
                 return earlier
         return None
 
     async def _record(self, s: Staged, index: int, actor: Actor, request_id: str, idempotency_key: str | None,
-                      bundle_id: str | None, session: Session) -> Document:
+                      bundle_id: str | None, session: Session,
+                      bundle_layout: dict[str, Any] | None = None) -> Document:
         meta = s.meta
         facts = DocumentFacts(
             document_id=s.document_id,
@@ -266,7 +286,8 @@ class Intake:
             replaces=meta.replaces,
             master_key=f"{meta.custodian}|{meta.master_identifier}" if meta.master_identifier else None,
             idempotency_key=f"{actor.org}|{idempotency_key}" if idempotency_key and index == 0 else None,
-            bundle_id=bundle_id, bundle_index=index if bundle_id else None, session=session,
+            bundle_id=bundle_id, bundle_index=index if bundle_id else None, bundle_layout=bundle_layout,
+            session=session,
         )
         await self.ctx.publish(Event.new(
             RoutingKey.DOCUMENT_RECEIVED,
@@ -290,12 +311,15 @@ class Intake:
                 await self._status_event(RoutingKey.DOCUMENT_SUPERSEDED, old, SUPERSEDED, actor, session,
                                          replaced_by=document_id)
 
-    async def withdraw(self, document_id: str, who: Caller, *, request_id: str) -> dict[str, Any]:
-        """The custodian marks its document entered-in-error."""
+    async def withdraw(self, document_id: str, who: Caller, *, request_id: str,
+                       if_match: int | None = None) -> dict[str, Any]:
+        """The custodian marks its document entered-in-error; ``if_match``: only if still at that version."""
         doc = await self.registry.get(document_id)
         if doc is None or doc["status"] != STORED or doc["custodian"] != who.org:
             raise FhirError.of(Code.NOT_FOUND) if doc is None or doc["custodian"] != who.org else FhirError.of(
                 Code.CONFLICT, "Only a stored document can be withdrawn.")
+        if if_match is not None and if_match != version_of(doc):
+            raise FhirError.of(Code.PRECONDITION_FAILED, f"The document is at version {version_of(doc)}.")
         if doc.get("fhir_status") == ENTERED_IN_ERROR:
             return to_fhir(doc)
         async with self.ctx.store.transaction() as session:
@@ -320,22 +344,28 @@ class Intake:
     # -- reading ----------------------------------------------------------------------------------
 
     async def read(
-        self, document_id: str, who: Caller, *, request_id: str, address: str | None = None
-    ) -> dict[str, Any] | Pending:
+        self, document_id: str, who: Caller, *, request_id: str, address: str | None = None,
+        version: int | None = None, history: bool = False,
+    ) -> dict[str, Any] | list[dict[str, Any]] | Pending:
+        """The current version, one ``version`` (vread), or every version newest first (``history``)."""
         doc = await self.registry.get(document_id)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
         submitter = doc["submitted_by"]["org"] == who.org
         if doc["status"] == STORED:
+            if version is not None and not 1 <= version <= version_of(doc):
+                raise FhirError.of(Code.NOT_FOUND, "No such version of this document.")
             decision = await self.policy.decide(who, facts_of(doc))
             if not decision.allowed:
                 await self.deny(who, f"DocumentReference/{document_id}", decision.rule, decision.reason,
                                 patient=doc["patient"], request_id=request_id)
             # Every read of the metadata is on the record (BALP PatientRead), so it reaches the patient's
             # access report as a Binary read does.
+            resource = f"DocumentReference/{document_id}" + (f"/_history/{version}" if version else "")
             event = Event.new(
                 RoutingKey.RECORD_READ,
-                RecordRead(actor=actor_of(who, address), resource=f"DocumentReference/{document_id}", action="read",
+                RecordRead(actor=actor_of(who, address), resource=resource,
+                           action="vread" if version or history else "read",
                            patient_nhs_number=doc["patient"], rule=decision.rule),
                 source=self.ctx.source, subject=f"DocumentReference/{document_id}", correlation_id=request_id,
                 client_request_id=client_request_id(),
@@ -343,7 +373,9 @@ class Intake:
             async with self.ctx.store.transaction() as session:
                 await self.ctx.publish(event, session=session)
             self.ctx.outbox.notify()
-            return to_fhir(doc)
+            if history:
+                return [to_fhir(doc, n) for n in range(version_of(doc), 0, -1)]
+            return to_fhir(doc, version)
         if not submitter:
             raise FhirError.of(Code.NOT_FOUND)
         if doc["status"] == RECEIVED:
@@ -353,25 +385,38 @@ class Intake:
                                "DocumentReference")])
 
     async def search(self, where: Filter, who: Caller, *, count: int, offset: int, query: str,
-                     request_id: str, address: str | None) -> tuple[list[dict[str, Any]], bool]:
-        # One extra row tells whether a next page exists; rows the caller may not see are left out.
-        docs = await self.registry.search(where, limit=count + 1, skip=offset)
+                     request_id: str, address: str | None) -> Found:
+        """One page of the documents ``who`` may see, and how many there are in all.
+
+        The policy is decided for every match before paging, so pages are full, ``total`` counts only what
+        the caller may see, and no page reveals that hidden documents exist.
+        """
+        docs = await self.registry.search(where)
+        complete = len(docs) <= SCAN_LIMIT
+        decisions: dict[str, bool] = {}
         visible = []
-        for doc in docs[:count]:
-            if (await self.policy.decide(who, facts_of(doc))).allowed:
-                visible.append(to_fhir(doc))
+        for doc in docs[:SCAN_LIMIT]:
+            facts = facts_of(doc)
+            # The decision depends on the document's organisation, type and patient, not on its id.
+            key = facts.model_dump_json(exclude={"document_id", "size", "sha256", "content_type"})
+            if key not in decisions:
+                decisions[key] = (await self.policy.decide(who, facts)).allowed
+            if decisions[key]:
+                visible.append(doc)
+        page = [to_fhir(doc) for doc in visible[offset:offset + count]]
         # Every search is audited (BALP PatientQuery), whatever it found.
         event = Event.new(
             RoutingKey.DOCUMENT_SEARCHED,
             DocumentSearched(actor=actor_of(who, address), patient_nhs_number=where["patient"], query=query,
-                             results=len(visible)),
+                             results=len(page)),
             source=self.ctx.source, subject="DocumentReference", correlation_id=request_id,
             client_request_id=client_request_id(),
         )
         async with self.ctx.store.transaction() as session:
             await self.ctx.publish(event, session=session)
         self.ctx.outbox.notify()
-        return visible, len(docs) > count
+        return Found(page, total=len(visible) if complete else None,
+                     more=offset + count < len(visible) or not complete)
 
     async def bundle_state(self, bundle_id: str, who: Caller) -> list[Document]:
         docs = await self.registry.in_bundle(bundle_id)

@@ -19,6 +19,7 @@ from services.intake.registry import REJECTED, STORED
 from services.intake.validation import Metadata, check_metadata
 from shared.auth import Caller
 from shared.fhir.errors import Code, FhirError, Issue
+from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE
 from shared.objects import one_chunk
 from shared.store import Document
 
@@ -32,6 +33,23 @@ class Provided:
 
     bundle_id: str
     document_ids: list[str]
+
+
+def _layout(bundle: ParsedBundle, metas: list[Metadata]) -> dict[str, Any]:
+    """What the transaction-response needs of the request, kept with the bundle so the status URL of an
+    asynchronous submission answers exactly what the synchronous answer would have."""
+    warnings = [w.to_fhir() for w in bundle.warnings]
+    for document, meta in zip(bundle.documents, metas):
+        prefix = f"Bundle.entry[{document.index}].resource"
+        warnings += [Issue(w.code, w.diagnostics, (w.expression or "").replace("DocumentReference", prefix, 1),
+                           w.severity).to_fhir() for w in meta.warnings]
+    return {
+        "entry_count": bundle.entry_count,
+        "submission_set_index": bundle.submission_set_index,
+        "documents": [d.index for d in bundle.documents],
+        "binaries": list(bundle.binary_indices),
+        "warnings": warnings,
+    }
 
 
 def check_documents(bundle: ParsedBundle, who: Caller, intake: Intake) -> list[Metadata]:
@@ -65,7 +83,8 @@ async def provide(intake: Intake, bundle: ParsedBundle, who: Caller, *, request_
         await intake.discard(staged)
         raise
     bundle_id = str(uuid.uuid4())
-    accepted = await intake.accept(staged, who, request_id=request_id, address=address, bundle_id=bundle_id)
+    accepted = await intake.accept(staged, who, request_id=request_id, address=address, bundle_id=bundle_id,
+                                   bundle_layout=_layout(bundle, metas))
     # An idempotent repeat answers with the original bundle's id.
     return Provided(accepted[0].document.get("bundle_id", bundle_id), [a.document["_id"] for a in accepted])
 
@@ -83,13 +102,13 @@ async def wait_until_decided(intake: Intake, document_ids: list[str], *,
     return None
 
 
-def answer(docs: list[Document], request: ParsedBundle | None = None) -> dict[str, Any] | None:
+def answer(docs: list[Document]) -> dict[str, Any] | None:
     """The transaction-response once every document is stored; None while any is still being stored.
 
-    A document storage rejected fails the whole answer (one issue each). With the ``request`` as parsed
-    (the synchronous path) each answer sits at its entry's position, the SubmissionSet's carries the
-    bundle's location and any warnings; without it (the status URL, which no longer has the request)
-    there is one entry per document, in bundle order.
+    A document storage rejected fails the whole answer (one issue each). The answer is built from the
+    bundle's layout kept with its first document, so the synchronous answer and the status URL's are the
+    same, entry for entry: each at its request entry's position, each with a ``location``, and the
+    warnings (folders, relatesTo codes not processed) on the SubmissionSet's entry.
     """
     rejected = [d for d in docs if d["status"] == REJECTED]
     if rejected:
@@ -97,21 +116,37 @@ def answer(docs: list[Document], request: ParsedBundle | None = None) -> dict[st
                                f"{d['rejection']['reason']}", "Bundle.entry") for d in rejected])
     if not all(d["status"] == STORED for d in docs):
         return None
-    if request is None:
+    layout = docs[0].get("bundle_layout")
+    if layout is None:  # recorded before layouts were kept
         return _response([{"status": "201 Created", "location": f"DocumentReference/{d['_id']}"} for d in docs])
-    by_index = {request.documents[i].index: d for i, d in enumerate(docs)}
-    entries: list[dict[str, Any]] = []
-    for i in range(request.entry_count):
-        response: dict[str, Any] = {"status": "201 Created"}
-        if i in by_index:
-            response["location"] = f"DocumentReference/{by_index[i]['_id']}"
-        elif i == request.submission_set_index:
-            response["location"] = f"List/{docs[0]['bundle_id']}"
-        entries.append(response)
-    if request.warnings:
-        entries[request.submission_set_index]["outcome"] = {
-            "resourceType": "OperationOutcome", "issue": [w.to_fhir() for w in request.warnings]}
+    entries: list[dict[str, Any]] = [{"status": "201 Created"} for _ in range(layout["entry_count"])]
+    for position, (index, doc) in enumerate(zip(layout["documents"], docs)):
+        entries[index]["location"] = f"DocumentReference/{doc['_id']}"
+        if position < len(layout["binaries"]):
+            entries[layout["binaries"][position]]["location"] = f"Binary/{doc['_id']}"
+    entries[layout["submission_set_index"]]["location"] = f"List/{docs[0]['bundle_id']}"
+    if layout["warnings"]:
+        entries[layout["submission_set_index"]]["outcome"] = {"resourceType": "OperationOutcome",
+                                                              "issue": layout["warnings"]}
     return _response(entries)
+
+
+def submission_set(bundle_id: str, docs: list[Document]) -> dict[str, Any]:
+    """The SubmissionSet of an accepted bundle as a List: who sent it, when, and its documents."""
+    first = docs[0]
+    return {
+        "resourceType": "List",
+        "id": bundle_id,
+        "meta": {"lastUpdated": first["received_at"]},
+        "status": "current",
+        "mode": "working",
+        "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
+                             "code": "submissionset"}]},
+        "subject": {"identifier": {"system": NHS_NUMBER, "value": first["patient"]}},
+        "source": {"identifier": {"system": ODS_CODE, "value": first["submitted_by"]["org"]}},
+        "date": first["received_at"],
+        "entry": [{"item": {"reference": f"DocumentReference/{d['_id']}"}} for d in docs],
+    }
 
 
 def _response(responses: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from services.intake.catalogue import Catalogue, DocumentType
 from shared.auth import Caller
+from shared.fhir import date_ranges as dates
 from shared.fhir.errors import Code, FhirError, Issue
 from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE, identifier_value, valid_nhs_number
 from shared.media import base_type
@@ -191,8 +193,9 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
     codings = _list(_dict(data.get("type")).get("coding"))
     document_type = next((t for c in codings if (t := catalogue.find(_dict(c).get("system"), _dict(c).get("code")))), None)
     if document_type is None:
-        issues.append(Issue(Code.BUSINESS_RULE, "type.coding must hold a document type this exchange accepts "
-                            "(see /fhir/metadata and the README).", "DocumentReference.type"))
+        issues.append(Issue(Code.BUSINESS_RULE, "type.coding must hold a document type this exchange accepts: "
+                            "one of ValueSet/lhcie-document-types (GET /fhir/ValueSet/lhcie-document-types).",
+                            "DocumentReference.type"))
 
     related: list[str] = []
     context = _dict(data.get("context"))
@@ -289,32 +292,100 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
 
 
 def search_fields(data: dict[str, Any], authors: list[str], custodian: str, related: list[str]) -> dict[str, Any]:
-    """The values ITI-67 searches match, flattened so the store can index and compare them."""
+    """The values ITI-67 searches match, flattened so the store can index and compare them.
+
+    Dates are kept as ranges (``<name>_low``/``<name>_high``, see shared/fhir/date_ranges.py) so a search compares
+    ranges as FHIR says; names as every prefix of their folded form, so ``author.given=jo`` finds "Joan".
+    """
     context = _dict(data.get("context"))
     content = [_dict(c) for c in _list(data.get("content"))]
     master = _dict(data.get("masterIdentifier"))
     identifiers = [_dict(i) for i in _list(data.get("identifier"))] + ([master] if master else [])
     period = _dict(context.get("period"))
-    return {
+    creation = _dict(content[0].get("attachment")).get("creation") if content else None
+    given, family = _author_names(data)
+    related_identifiers = [_dict(_dict(r).get("identifier")) for r in _list(context.get("related"))]
+    fields: dict[str, Any] = {
         "type": _tokens(_list(_dict(data.get("type")).get("coding"))),
         "category": [t for cat in _list(data.get("category")) for t in _tokens(_list(_dict(cat).get("coding")))],
         "date": data.get("date"),
         "period_start": period.get("start"),
         "period_end": period.get("end"),
-        "creation": _dict(content[0].get("attachment")).get("creation") if content else None,
-        "identifier": [t for i in identifiers if isinstance(i.get("value"), str)
-                       for t in (f"{i.get('system', '')}|{i['value']}", i["value"])],
+        "creation": creation,
+        "identifier": _identifier_tokens(identifiers),
         "author": authors,
+        "author_given": given,
+        "author_family": family,
         "custodian": custodian,
         "related": related,
+        "related_identifier": _identifier_tokens(related_identifiers),
+        "event": [t for e in _list(context.get("event")) for t in _tokens(_list(_dict(e).get("coding")))],
+        "security_label": [t for lab in _list(data.get("securityLabel")) for t in _tokens(_list(_dict(lab).get("coding")))],
         "setting": _tokens(_list(_dict(context.get("practiceSetting")).get("coding"))),
         "facility": _tokens(_list(_dict(context.get("facilityType")).get("coding"))),
         "format": [t for c in content for t in _tokens([c.get("format")] if c.get("format") else [])],
     }
+    for name, keys in (("date", _keys(data.get("date"), None, point=True)),
+                       ("creation", _keys(creation, None, point=True)),
+                       ("period", _keys(period.get("start"), period.get("end")))):
+        if keys:
+            fields[f"{name}_low"], fields[f"{name}_high"] = keys
+    return fields
+
+
+def _keys(start: Any, end: Any, *, point: bool = False) -> tuple[str, str] | None:
+    start = start if isinstance(start, str) else None
+    end = end if isinstance(end, str) else None
+    try:
+        return dates.target_keys(start, end, point=point)
+    except dates.InvalidDate:
+        return None  # the structure check has already refused a malformed date
+
+
+def _identifier_tokens(identifiers: list[dict[str, Any]]) -> list[str]:
+    return [t for i in identifiers if isinstance(i.get("value"), str)
+            for t in (f"{i.get('system', '')}|{i['value']}", i["value"])]
+
+
+NAME_PREFIX_LIMIT = 40
+
+
+def fold(text: str) -> str:
+    """FHIR string search is case and accent insensitive."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
+
+
+def _prefixes(names: list[str]) -> list[str]:
+    out: set[str] = set()
+    for name in names:
+        folded = fold(name)[:NAME_PREFIX_LIMIT]
+        out.update(folded[:n] for n in range(1, len(folded) + 1))
+    return sorted(out)
+
+
+def _author_names(data: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Given and family names of the authors that are (contained) Practitioners or PractitionerRoles."""
+    contained = {f"#{r.get('id')}": r for r in (_dict(c) for c in _list(data.get("contained"))) if r.get("id")}
+    people = []
+    for author in _list(data.get("author")):
+        target = contained.get(str(_dict(author).get("reference")))
+        if target and target.get("resourceType") == "PractitionerRole":
+            target = contained.get(str(_dict(target.get("practitioner")).get("reference")))
+        if target and target.get("resourceType") == "Practitioner":
+            people.append(target)
+    names = [_dict(n) for p in people for n in _list(p.get("name"))]
+    given = [g for n in names for g in _list(n.get("given")) if isinstance(g, str)]
+    family = [n["family"] for n in names if isinstance(n.get("family"), str)]
+    return _prefixes(given), _prefixes(family)
 
 
 def without_inline_data(data: dict[str, Any]) -> dict[str, Any]:
     resource = {k: v for k, v in data.items() if k not in ("id", "meta")}
+    # The source's profile claims and security labels are its own and kept; the rest of meta is the server's.
+    meta = {k: v for k, v in _dict(data.get("meta")).items() if k in ("profile", "security", "tag")}
+    if meta:
+        resource["meta"] = meta
     contents = []
     for item in _list(data.get("content")):
         item = dict(_dict(item))

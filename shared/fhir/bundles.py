@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -39,28 +41,41 @@ def _integer(query: Any, name: str, default: int) -> int:
 
 def searchset(
     path: str,
-    query: dict[str, str],
+    query: Mapping[str, str] | Sequence[tuple[str, str]],
     resources: list[dict[str, Any]],
     *,
     count: int,
     offset: int,
     has_more: bool,
+    total: int | None = None,
+    outcome: dict[str, Any] | None = None,
+    base: str = "",
 ) -> dict[str, Any]:
+    """A searchset Bundle. ``query``: the parameters the search used (repeats kept, paging left out);
+    ``base``: the public base URL that makes ``fullUrl`` and the links absolute (FHIR wants them so);
+    ``outcome``: an OperationOutcome about the search itself (``search.mode = outcome``)."""
+    pairs = list(query.items()) if isinstance(query, Mapping) else list(query)
+    pairs = [(k, v) for k, v in pairs if k not in ("_count", "_offset")]
+
     def link(relation: str, at: int) -> dict[str, str]:
-        params = {**query, "_count": str(count), "_offset": str(at)}
-        return {"relation": relation, "url": f"{path}?{urlencode(params)}"}
+        params = [*pairs, ("_count", str(count)), ("_offset", str(at))]
+        return {"relation": relation, "url": f"{base}{path}?{urlencode(params)}"}
 
     links = [link("self", offset)]
     if has_more:
         links.append(link("next", offset + count))
     if offset > 0:
         links.append(link("previous", max(offset - count, 0)))
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "link": links,
-        "entry": [
-            {"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-            for r in resources
-        ],
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
+    entries = [
+        {"fullUrl": f"{base}/fhir/{r['resourceType']}/{r['id']}" if base else f"{r['resourceType']}/{r['id']}",
+         "resource": r, "search": {"mode": "match"}}
+        for r in resources
+    ]
+    if outcome is not None:
+        entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": outcome, "search": {"mode": "outcome"}})
+    bundle["entry"] = entries
+    return bundle

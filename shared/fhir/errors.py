@@ -27,6 +27,7 @@ class Code(Enum):
     REQUEST_TIMEOUT = (408, "timeout", "The request body stopped arriving; send it again.")
     CONFLICT = (409, "conflict", "The request conflicts with the current state of the resource.")
     GONE = (410, "deleted", "The resource is no longer available.")
+    PRECONDITION_FAILED = (412, "conflict", "The resource has changed since the version named in If-Match.")
     TOO_LARGE = (413, "too-large", "The request body is too large.")
     UNSUPPORTED_MEDIA_TYPE = (415, "not-supported", "The Content-Type is not supported.")
     RANGE_NOT_SATISFIABLE = (416, "value", "The requested byte range is outside the document.")
@@ -35,6 +36,9 @@ class Code(Enum):
     WRONG_ORGANISATION = (422, "business-rule", "The caller may only submit as its own organisation.")
     BUSINESS_RULE = (422, "business-rule", "A business rule was broken.")
     PROCESSING = (422, "processing", "The document could not be processed.")
+    # MHD's error code for a FHIR document (Bundle.type = document) sent where a transaction is expected.
+    FHIR_DOCUMENT_NOT_SUPPORTED = (422, "not-supported", "FHIRDocumentNotSupported: send the document as the "
+                                   "Binary of a Provide Document Bundle (a transaction), not a document Bundle.")
     RATE_LIMITED = (429, "throttled", "Too many requests; try again later.")
     INTERNAL = (500, "exception", "An unexpected error occurred.")
     UNAVAILABLE = (503, "transient", "A dependency is unavailable; try again later.")

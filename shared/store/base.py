@@ -3,7 +3,7 @@
 Both adapters (SQLite now, MongoDB later) implement exactly this surface, checked by one contract
 suite. Documents carry their key in ``_id``. Filters are MongoDB's subset used here: equality on dotted
 paths (matching an array element too), ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$in`` and
-``$exists``. Every ``find`` is paged: a caller asks for at most ``MAX_PAGE`` documents at a time.
+``$exists``, and ``$or`` / ``$and`` over lists of filters. Every ``find`` is paged: a caller asks for at most ``MAX_PAGE`` documents at a time.
 """
 
 from __future__ import annotations

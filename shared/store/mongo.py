@@ -73,9 +73,9 @@ def check_filter(where: Filter | None) -> Filter:
     if not where:
         return {}
     for path, cond in where.items():
-        if path == "$or":
+        if path in ("$or", "$and"):
             if not isinstance(cond, list) or not cond:
-                raise ValueError("$or takes a non-empty list of filters")
+                raise ValueError(f"{path} takes a non-empty list of filters")
             for sub in cond:
                 check_filter(sub)
             continue

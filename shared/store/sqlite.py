@@ -56,9 +56,12 @@ def compile_filter(where: Filter | None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for path, cond in where.items():
-        if path == "$or":
+        if path in ("$or", "$and"):
+            if not isinstance(cond, list) or not cond:
+                raise ValueError(f"{path} takes a non-empty list of filters")
             parts = [compile_filter(sub) for sub in cond]
-            clauses.append("(" + " OR ".join(f"({sql})" for sql, _ in parts) + ")")
+            joiner = " OR " if path == "$or" else " AND "
+            clauses.append("(" + joiner.join(f"({sql})" for sql, _ in parts) + ")")
             for _, sub_params in parts:
                 params.extend(sub_params)
             continue

@@ -215,6 +215,10 @@ FILTERS: list[tuple[dict[str, Any] | None, list[str]]] = [
     ({"$or": [{"age": 29}, {"address.city": "London"}]}, ["p1", "p2", "p3", "p4"]),
     ({"$or": [{"age": 29}, {"address.city": "London"}], "name": {"$ne": "Bea"}}, ["p1", "p3", "p4"]),
     ({"$or": [{"tags": "physics"}, {"email": {"$exists": False}, "age": {"$gt": 50}}]}, ["p2", "p5"]),
+    # Two conditions on one field (a repeated search parameter), and an $or inside an $and.
+    ({"$and": [{"age": {"$gt": 20}}, {"age": {"$lt": 40}}]}, ["p1", "p2", "p4"]),
+    ({"$and": [{"$or": [{"age": 29}, {"tags": "physics"}]}, {"$or": [{"name": "Di"}, {"age": {"$gt": 50}}]}]},
+     ["p4"]),
     ({"name": "Nobody"}, []),
 ]
 
@@ -232,7 +236,9 @@ async def test_find_and_count_apply_every_filter_operator(new_store: StoreFactor
     {"age": {"$in": [[1]]}},
     {"address": {"city": "London"}},
     {"bad path": 1},
-    {"$and": [{"age": 29}]},
+    {"$nor": [{"age": 29}]},
+    {"$and": []},
+    {"$and": {"age": 29}},
 ])
 async def test_filters_outside_the_port_language_are_refused(new_store: StoreFactory, where: dict[str, Any]) -> None:
     _, people, _ = await people_store(new_store)

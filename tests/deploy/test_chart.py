@@ -38,6 +38,8 @@ ROUTES = {
     "/fhir/metadata": ("Exact", "intake"),
     "/fhir/DocumentReference": ("Prefix", "intake"),
     "/fhir/_bundle": ("Prefix", "intake"),  # status of an async (respond-async) ITI-65 transaction
+    "/fhir/List": ("Prefix", "intake"),  # the SubmissionSet an ITI-65 transaction-response points at
+    "/fhir/ValueSet": ("Prefix", "intake"),  # the accepted document types
     "/fhir/Binary": ("Prefix", "storage"),
     "/fhir/Communication": ("Prefix", "notification"),
     "/fhir/Subscription": ("Prefix", "notification"),

@@ -20,7 +20,7 @@ async def post_document(stack: TestClient, tokens: Any, resource: dict[str, Any]
                                 headers={**FHIR, **tokens.headers(org)})
     assert response.status == 202, await response.text()
     body = await response.json()
-    assert response.headers["Location"] == f"/fhir/DocumentReference/{body['id']}"
+    assert response.headers["Location"] == str(stack.make_url(f"/fhir/DocumentReference/{body['id']}"))
     return body["id"]
 
 
@@ -37,7 +37,7 @@ async def test_posted_document_is_stored_alerted_retrievable_and_audited(stack: 
     assert resource["status"] == "current"
     assert resource["content"][0]["attachment"] == {
         "contentType": "application/pdf",
-        "url": f"/fhir/Binary/{doc_id}",
+        "url": str(stack.make_url(f"/fhir/Binary/{doc_id}")),
         "size": len(PDF),
     }
 

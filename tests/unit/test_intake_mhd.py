@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import base64
 import hashlib
@@ -11,12 +13,17 @@ import os
 from typing import Any
 
 import aiohttp
+from yarl import URL
 from aiohttp.test_utils import TestClient
 
 from shared.fhir.identifiers import NHS_NUMBER
 from shared.config import Settings
 from tests.conftest import make_settings
 from tests.helpers import PDF, TEST_PATIENT, document_reference, eventually, settled
+from tests.fhir_validation import fhir_validator, validated_answers  # noqa: F401  (fixtures)
+
+# Every FHIR answer these tests read is checked by an independent R4 validator (tests/fhir_validation.py).
+pytestmark = pytest.mark.usefixtures("validated_answers")
 
 FHIR = {"Content-Type": "application/fhir+json"}
 SEARCH = f"/fhir/DocumentReference?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}"
@@ -128,14 +135,17 @@ async def test_provide_document_bundle_answers_when_every_document_is_stored(sta
     statuses = [e["response"]["status"] for e in body["entry"]]
     assert statuses == ["201 Created"] * len(bundle["entry"])
     locations = [e["response"].get("location", "") for e in body["entry"]]
-    assert locations[0].startswith("List/") and locations[1].startswith("DocumentReference/")
-    assert locations[3].startswith("DocumentReference/") and locations[2] == locations[4] == ""
+    first, second = locations[1].removeprefix("DocumentReference/"), locations[3].removeprefix("DocumentReference/")
+    assert locations[:5] == [f"List/{locations[0].removeprefix('List/')}", f"DocumentReference/{first}",
+                             f"Binary/{first}", f"DocumentReference/{second}", f"Binary/{second}"]
     outcome = body["entry"][0]["response"]["outcome"]
     assert outcome["issue"][0]["severity"] == "warning"
     assert outcome["issue"][0]["diagnostics"] == "PartialFolderContentNotProcessed"
-    for location in (locations[1], locations[3]):
-        doc = await stack.get(f"/fhir/{location}", headers=tokens.headers())
-        assert doc.status == 200  # stored before the answer, as MHD requires
+    for location in locations[:5]:
+        resolved = await stack.get(f"/fhir/{location}", headers=tokens.headers())
+        assert resolved.status == 200, location  # stored before the answer, as MHD requires
+    submission_set = await (await stack.get(f"/fhir/{locations[0]}", headers=tokens.headers())).json()
+    assert [e["item"]["reference"] for e in submission_set["entry"]] == [locations[1], locations[3]]
 
 
 async def test_bundle_with_one_invalid_document_stores_nothing(stack: TestClient, tokens: Any, settings: Any) -> None:
@@ -150,10 +160,12 @@ async def test_bundle_with_one_invalid_document_stores_nothing(stack: TestClient
 
 
 async def test_bundle_with_respond_async_gets_a_status_url(stack: TestClient, tokens: Any) -> None:
-    response = await stack.post("/fhir", json=provide_bundle(document_reference()),
+    appended = document_reference()
+    appended["relatesTo"] = [{"code": "appends", "target": {"reference": "DocumentReference/elsewhere"}}]
+    response = await stack.post("/fhir", json=provide_bundle(appended, document_reference()),
                                 headers={**FHIR, **tokens.headers(), "Prefer": "respond-async"})
     assert response.status == 202
-    status_url = response.headers["Content-Location"]
+    status_url = URL(response.headers["Content-Location"]).path_qs
 
     async def done() -> dict[str, Any] | None:
         polled = await stack.get(status_url, headers=tokens.headers())
@@ -162,7 +174,13 @@ async def test_bundle_with_respond_async_gets_a_status_url(stack: TestClient, to
 
     body = await eventually(done)
     assert body["type"] == "transaction-response"
-    assert body["entry"][0]["response"]["location"].startswith("DocumentReference/")
+    # Entry for entry what the synchronous answer gives: the SubmissionSet, each document and its Binary,
+    # and the relatesTo warning MHD requires on the SubmissionSet's entry.
+    responses = [e["response"] for e in body["entry"]]
+    assert [r["location"].split("/")[0] for r in responses] == ["List", "DocumentReference", "Binary",
+                                                                "DocumentReference", "Binary"]
+    assert [i["diagnostics"] for i in responses[0]["outcome"]["issue"]] == ["PartialAppendContentNotProcessed"]
+    assert responses[0]["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.relatesTo[0]"]
     other = await stack.get(status_url, headers=tokens.headers("RRV"))
     assert other.status == 404
 
@@ -195,6 +213,32 @@ async def test_resubmission_with_same_master_identifier_returns_the_original(sta
     conflict = await stack.post("/fhir/DocumentReference", json=changed, headers={**FHIR, **tokens.headers()})
     assert conflict.status == 409
     assert (await conflict.json())["issue"][0]["expression"] == ["DocumentReference.masterIdentifier"]
+    # The same bytes under the same identifier with other metadata is not a repeat either.
+    retyped = {**resource, "type": document_reference(type_code="57133-1")["type"]}
+    conflict = await stack.post("/fhir/DocumentReference", json=retyped, headers={**FHIR, **tokens.headers()})
+    assert conflict.status == 409
+    assert "different metadata" in (await conflict.json())["issue"][0]["diagnostics"]
+    assert (await stored(stack, tokens, doc_id))["type"]["coding"][0]["code"] == "11526-1"  # type: ignore[index]
+
+
+async def test_a_fhir_document_bundle_gets_mhds_error_code(stack: TestClient, tokens: Any) -> None:
+    document = {"resourceType": "Bundle", "type": "document", "entry": [{"resource": {"resourceType": "Composition"}}]}
+    response = await stack.post("/fhir", json=document, headers={**FHIR, **tokens.headers()})
+    assert response.status == 422
+    [issue] = (await response.json())["issue"]
+    assert issue["diagnostics"].startswith("FHIRDocumentNotSupported")
+    assert (issue["code"], issue["expression"]) == ("not-supported", ["Bundle.type"])
+
+
+async def test_transaction_response_in_xml(stack: TestClient, tokens: Any) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    response = await stack.post("/fhir", json=provide_bundle(document_reference()),
+                                headers={**FHIR, **tokens.headers(), "Accept": "application/fhir+xml"})
+    assert (response.status, response.content_type) == (200, "application/fhir+xml")
+    answer = Bundle.model_validate_xml(await response.read())
+    assert answer.type == "transaction-response"
+    assert [e.response.location.split("/")[0] for e in answer.entry] == ["List", "DocumentReference", "Binary"]
 
 
 async def test_concurrent_duplicates_create_one_document_and_one_alert(stack: TestClient, tokens: Any,
@@ -300,7 +344,7 @@ async def test_search_parameters_and_paging(stack: TestClient, tokens: Any) -> N
     page = await search(stack, tokens, "&_count=2")
     assert len(page["entry"]) == 2
     next_url = next(link["url"] for link in page["link"] if link["relation"] == "next")
-    second = await stack.get(next_url, headers=tokens.headers())
+    second = await stack.get(URL(next_url).path_qs, headers=tokens.headers())
     rest = await second.json()
     assert found(page) | found(rest) == set(ids)
     assert not any(link["relation"] == "next" for link in rest["link"])
@@ -309,7 +353,7 @@ async def test_search_parameters_and_paging(stack: TestClient, tokens: Any) -> N
                             data={"patient.identifier": f"{NHS_NUMBER}|{TEST_PATIENT}", "type": "57133-1"},
                             headers=tokens.headers())
     assert found(await form.json()) == {ids[1]}
-    bad = await stack.get(SEARCH + "&colour=blue", headers=tokens.headers())
+    bad = await stack.get(SEARCH + "&colour=blue", headers={**tokens.headers(), "Prefer": "handling=strict"})
     assert bad.status == 400
     assert (await bad.json())["issue"][0]["diagnostics"] == "Unsupported search parameter(s): colour."
 
