@@ -28,6 +28,10 @@ OPERATIONS: list[tuple[str, str, str, str | None]] = [
     ("GET", "/fhir/DocumentReference/{id}", "Read a document's metadata", None),
     ("PATCH", "/fhir/DocumentReference/{id}", "Mark a document entered-in-error", "json-patch"),
     ("GET", "/fhir/_bundle/{id}", "The status of a bundle sent with Prefer: respond-async", None),
+    ("GET", "/fhir/DocumentReference/{id}/_history", "A document reference's versions", None),
+    ("GET", "/fhir/DocumentReference/{id}/_history/{vid}", "One version of a document reference (vread)", None),
+    ("GET", "/fhir/List/{id}", "An ITI-65 SubmissionSet", None),
+    ("GET", "/fhir/ValueSet/{id}", "The accepted document types", None),
     # storage
     ("GET", "/fhir/Binary/{id}", "ITI-68: a document's bytes (or a FHIR Binary)", None),
     # agreements
@@ -111,7 +115,7 @@ OPERATIONS: list[tuple[str, str, str, str | None]] = [
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-known/jwks.json", "/openapi.json",
           "/console/", "/alerts/stream", "/dcc/", "/patient/", "/console/static/{filename}",
-          "/care/plan/", "/care/transfers/"}
+          "/care/plan/", "/care/transfers/", "/fhir/ValueSet/{id}"}
 
 _OUTCOME = {"$ref": "#/components/schemas/OperationOutcome"}
 BODIES: dict[str, dict[str, Any]] = {
