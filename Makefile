@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-runtime install-test install-bench run test test-fast soak bench lint lock rabbitmq \
-	chromium images clean
+	chromium oidc-provider images clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,13 +42,19 @@ $(VENV)/.bench: $(VENV)/.runtime $(LOCKS)/bench.lock
 run: install-runtime ## the whole exchange on http://127.0.0.1:8080 with embedded adapters and demo data
 	$(BIN)/lhcie run
 
+oidc-provider: tests/oidc/node_modules/.package-lock.json ## the certified OpenID provider the sign-in tests start (npm)
+
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 rabbitmq: ## make sure RabbitMQ runs on 127.0.0.1:5672 (installs Debian's package if missing)
 	@scripts/ensure-rabbitmq.sh
 
 chromium: ## make sure Debian's Chromium is installed for the browser tests
 	@scripts/ensure-chromium.sh
 
-test: install-test rabbitmq chromium ## the whole test suite (real RabbitMQ; starts what else it needs)
+test: install-test rabbitmq chromium oidc-provider ## the whole test suite (real RabbitMQ; starts what else it needs)
 	$(BIN)/python -m pytest
 
 test-fast: install-test ## unit and contract tests on the embedded adapters only

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import sys
 import urllib.error
@@ -12,7 +11,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from lhcie.bench.command import add_bench_parser, cmd_bench
+from lhcie.discovery import CliError, Exchange, announce, find, signing_key_dir, withdraw
 from lhcie.services import SPECS
 from shared.auth import PURPOSES_OF_USE, ROLES, EmbeddedIssuer
 from shared.config import Settings, load_settings
@@ -21,12 +23,30 @@ from shared.fhir.identifiers import LOINC, NHS_NUMBER, ODS_CODE
 TEST_PATIENT = "9000000009"
 
 
-def _base_url(settings: Settings, given: str | None) -> str:
-    return (given or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
+def _settings() -> Settings:
+    """The settings, or one line naming the ``LHCIE_*`` variable that is wrong."""
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = f"LHCIE_{str(first['loc'][0]).upper()}" if first.get("loc") else "an LHCIE_* setting"
+        raise CliError(f"{name} is not valid: {first['msg']}") from None
 
 
-def _issuer(settings: Settings) -> EmbeddedIssuer:
-    return EmbeddedIssuer(settings.data_dir, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+def _exchange(args: argparse.Namespace) -> Exchange:
+    return find(url=getattr(args, "url", None))
+
+
+def _issuer(settings: Settings, exchange: Exchange | None = None) -> EmbeddedIssuer:
+    """The running exchange's issuer; never a new key (its tokens would be refused)."""
+    data_dir = signing_key_dir(exchange or find())
+    return EmbeddedIssuer(data_dir, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+
+
+def _unreachable(url: str) -> CliError:
+    base = url.split("/fhir")[0]
+    return CliError(f"cannot reach the exchange at {base} (is `make run` running? set LHCIE_URL, or "
+                    "LHCIE_HTTP_HOST and LHCIE_HTTP_PORT)")
 
 
 def _request(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
@@ -38,9 +58,24 @@ def _request(method: str, url: str, token: str, body: dict[str, Any] | None = No
     })
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            return response.status, _json(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        return error.code, _json(error.read())
+    except (urllib.error.URLError, OSError):
+        raise _unreachable(url) from None
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(raw or b"{}")
+    except ValueError:
+        return {"issue": [{"diagnostics": raw[:200].decode(errors="replace")}]}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _diagnostics(body: dict[str, Any]) -> str:
+    issues = body.get("issue") or [{}]
+    return "; ".join(str(i.get("diagnostics") or i.get("code") or "") for i in issues).strip() or json.dumps(body)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -51,8 +86,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     banner = f"""
 LHCIE exchange running on {url} (all five services, embedded adapters, data in {settings.data_dir}/)
 
+  The MDT coordinator console (sign in as a demo person, e.g. Dr A. Smith):
+    {url}/console/
   Post a histopathology report for the test patient as Guy's and St Thomas' (RJ1):
-    .venv/bin/lhcie post some-report.pdf
+    .venv/bin/lhcie post examples/histopathology-report.pdf
+  Post with curl (the README's examples use these files):
+    curl -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/fhir+json' \\
+      -d @examples/document-reference.json {url}/fhir/DocumentReference
   See the alert the RJ1 lung cancer MDT coordinator receives:
     .venv/bin/lhcie alerts --mdt rj1-lung
   Check the audit log's hash chain:
@@ -63,9 +103,14 @@ LHCIE exchange running on {url} (all five services, embedded adapters, data in {
     .venv/bin/lhcie token --org RAL --role dcc-admin --console
     .venv/bin/lhcie token --org NHSLOGIN --role patient --patient 9000000009 --console
 
+Other terminals find this exchange (its address and signing key) without any LHCIE_* settings.
 Stop with Ctrl-C.
 """
-    run(settings, list(SPECS), banner=banner)
+    announce(url, settings.data_dir, max_inline_bytes=settings.max_inline_bytes)
+    try:
+        run(settings, list(SPECS), banner=banner)
+    finally:
+        withdraw(settings.data_dir)
     return 0
 
 
@@ -76,63 +121,112 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# The page each role works in (``lhcie token --console``).
+CONSOLE_PAGES = {"mdt-coordinator": "console", "patient": "patient", "carer": "patient", "dcc-admin": "dcc",
+                 "auditor": "dcc", "exchange-operator": "dcc"}
+
+
 def cmd_token(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _settings()
     if not 0 < args.ttl <= settings.jwt_max_lifetime_seconds:
         print(f"lhcie token: --ttl must be between 1 and {settings.jwt_max_lifetime_seconds} seconds "
               "(LHCIE_JWT_MAX_LIFETIME_SECONDS)", file=sys.stderr)
         return 2
-    minted = _issuer(settings).mint(org=args.org, role=args.role, mdt=args.mdt, patient=args.patient, ttl=args.ttl,
-                                    purpose=args.purpose)
+    exchange = _exchange(args)
+    page = CONSOLE_PAGES.get(args.role)
+    if getattr(args, "console", False) and page is None:
+        raise CliError(f"the {args.role} role has no console page (it is for {', '.join(sorted(CONSOLE_PAGES))})")
+    if page == "console" and getattr(args, "console", False) and not args.mdt:
+        raise CliError("the coordinator console needs --mdt (the CareTeam id, e.g. rj1-lung)")
+    minted = _issuer(settings, exchange).mint(org=args.org, role=args.role, mdt=args.mdt, patient=args.patient,
+                                              ttl=args.ttl, purpose=args.purpose)
     if getattr(args, "console", False):
-        # A link to the agreements console that signs in with this token (kept in the URL fragment).
-        page = "patient" if args.role in ("patient", "carer") else "dcc"
-        print(f"{_base_url(settings, None)}/{page}/#token={minted}")
+        # A link to the role's page that signs in with this token (kept in the URL fragment).
+        print(f"{exchange.url.rstrip('/')}/{page}/#token={minted}")
         return 0
     print(minted)
     return 0
 
 
-def document_reference(content: bytes, *, content_type: str, patient: str, org: str, type_code: str,
+def document_reference(*, content_type: str, patient: str, org: str, type_system: str, type_code: str,
                        mdt: str | None, title: str) -> dict[str, Any]:
+    """The metadata; the content goes inline or as a second part (lhcie/upload.py)."""
     resource: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "status": "current",
-        "type": {"coding": [{"system": LOINC, "code": type_code}]},
+        "type": {"coding": [{"system": type_system, "code": type_code}]},
         "subject": {"identifier": {"system": NHS_NUMBER, "value": patient}},
         "custodian": {"identifier": {"system": ODS_CODE, "value": org}},
         "author": [{"identifier": {"system": ODS_CODE, "value": org}}],
         "description": title,
-        "content": [{"attachment": {"contentType": content_type, "data": base64.b64encode(content).decode(),
-                                    "title": title}}],
+        "content": [{"attachment": {"contentType": content_type, "title": title}}],
     }
     if mdt:
         resource["context"] = {"related": [{"reference": f"CareTeam/{mdt}"}]}
     return resource
 
 
+def _document_type(given: str) -> tuple[str, str]:
+    """``system|code`` (e.g. ``http://snomed.info/sct|861421000000109``), or a bare LOINC code."""
+    system, bar, code = given.partition("|")
+    return (system, code) if bar else (LOINC, given)
+
+
+def cmd_types(args: argparse.Namespace) -> int:
+    from services.intake.catalogue import load
+
+    settings = _settings()
+    for entry in load(settings.intake_document_types).types:
+        print(f"{entry.system}|{entry.code}  {entry.display}  ({entry.category})")
+    return 0
+
+
 def cmd_post(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    from lhcie.upload import post_document
+
+    settings = _settings()
+    exchange = _exchange(args)
     path = Path(args.file)
-    content = path.read_bytes()
-    content_type = args.content_type or ("application/pdf" if content.startswith(b"%PDF-") else "text/plain")
-    resource = document_reference(content, content_type=content_type, patient=args.patient, org=args.org,
-                                  type_code=args.type, mdt=args.mdt, title=args.title or path.name)
-    token = args.token or _issuer(settings).mint(org=args.org, role="system")
-    status, body = _request("POST", f"{_base_url(settings, args.url)}/fhir/DocumentReference", token, resource)
-    print(json.dumps(body, indent=2) if args.json else (f"{status} document {body.get('id')}" if status == 202 else
-                                                         f"{status} {json.dumps(body)}"))
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    with path.open("rb") as handle:
+        head = handle.read(5)
+    content_type = args.content_type or ("application/pdf" if head.startswith(b"%PDF-") else "text/plain")
+    system, code = _document_type(args.type)
+    resource = document_reference(content_type=content_type, patient=args.patient.replace(" ", ""), org=args.org,
+                                  type_system=system, type_code=code, mdt=args.mdt or None,
+                                  title=args.title or path.name)
+    token = args.token or _issuer(settings, exchange).mint(org=args.org, role="system")
+    url = f"{exchange.url.rstrip('/')}/fhir/DocumentReference"
+    limit = exchange.max_inline_bytes or settings.max_inline_bytes
+    status, body, mode = asyncio.run(post_document(url, token, resource, path, content_type=content_type,
+                                                   max_inline_bytes=limit,
+                                                   progress=None if args.quiet else sys.stderr))
+    if args.json:
+        print(json.dumps(body, indent=2))
+    elif status == 202:
+        print(f"202 document {body.get('id')}")
+        if not args.quiet:
+            print(f"sent {mode}: {path.name}, {path.stat().st_size} bytes", file=sys.stderr)
+    else:
+        hint = " (`lhcie types` lists them)" if status == 422 and "document type" in _diagnostics(body) else ""
+        print(f"lhcie post: {status} {_diagnostics(body)}{hint}", file=sys.stderr)
     return 0 if status == 202 else 1
 
 
+def _spaced(nhs_number: str) -> str:
+    return f"{nhs_number[:3]} {nhs_number[3:6]} {nhs_number[6:]}" if len(nhs_number) == 10 else nhs_number
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _settings()
+    exchange = _exchange(args)
     org = args.org or args.mdt.split("-")[0].upper()
-    token = args.token or _issuer(settings).mint(org=org, role="mdt-coordinator", mdt=args.mdt)
-    status, body = _request("GET", f"{_base_url(settings, args.url)}/fhir/Communication?recipient=CareTeam/{args.mdt}",
+    token = args.token or _issuer(settings, exchange).mint(org=org, role="mdt-coordinator", mdt=args.mdt)
+    status, body = _request("GET", f"{exchange.url.rstrip('/')}/fhir/Communication?recipient=CareTeam/{args.mdt}",
                             token)
     if status != 200:
-        print(f"{status} {json.dumps(body)}", file=sys.stderr)
+        print(f"lhcie alerts: {status} {_diagnostics(body)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(body, indent=2))
@@ -141,14 +235,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     print(f"{len(entries)} alert(s) for CareTeam/{args.mdt}")
     for entry in entries:
         alert = entry["resource"]
+        patient = ((alert.get("subject") or {}).get("identifier") or {}).get("value", "")
         print(f"  {alert['sent'][:19]}  {alert['priority']:<8} {alert['status']:<12} "
+              f"patient {_spaced(patient) or '-':<12}  "
               f"{alert['payload'][0]['contentString']}  ({alert['about'][0]['reference']})")
     return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     if args.url:
-        settings = load_settings()
+        settings = _settings()
         token = _issuer(settings).mint(org=args.org, role="dcc-admin")
         since = f"?since={args.since_checkpoint}" if getattr(args, "since_checkpoint", None) else ""
         status, body = _request("GET", f"{args.url.rstrip('/')}/fhir/AuditEvent/$verify{since}", token)
@@ -165,7 +261,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 async def _verify_store(since: str | None = None) -> dict[str, Any]:
     from services.audit.tools import verify_store
 
-    return await verify_store(load_settings(), since)
+    # The running exchange's data directory when no LHCIE_DATA_DIR says otherwise (a second terminal).
+    return await verify_store(load_settings(data_dir=find().data_dir), since)
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -285,19 +382,25 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--purpose", choices=PURPOSES_OF_USE,
                        help="purpose of use the token states (default: the role's, direct or cancer care)")
     token.add_argument("--console", action="store_true",
-                       help="print a link to the DCC console (/dcc/) or patient page (/patient/) signed in with it")
+                       help="print a link to the role's page signed in with it: the coordinator console (/console/), "
+                            "the DCC console (/dcc/) or the patient page (/patient/)")
 
     post = sub.add_parser("post", help="post a document as a hospital system")
     post.add_argument("file")
     post.add_argument("--org", default="RJ1")
     post.add_argument("--patient", default=TEST_PATIENT)
-    post.add_argument("--type", default="11526-1", help="LOINC document type (default Pathology study)")
+    post.add_argument("--type", default="11526-1",
+                      help="document type: system|code (e.g. 'http://snomed.info/sct|861421000000109') or a LOINC "
+                           "code (default 11526-1, Pathology study); `lhcie types` lists them")
     post.add_argument("--mdt", default="rj1-lung", help="CareTeam to alert ('' for none)")
     post.add_argument("--content-type")
     post.add_argument("--title")
     post.add_argument("--url")
     post.add_argument("--token")
     post.add_argument("--json", action="store_true")
+    post.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("types", help="list the document types intake accepts (system|code, name, media types)")
 
     alerts = sub.add_parser("alerts", help="list an MDT's alerts as its coordinator")
     alerts.add_argument("--mdt", required=True)
@@ -348,6 +451,7 @@ HANDLERS = {
     "serve": cmd_serve,
     "token": cmd_token,
     "post": cmd_post,
+    "types": cmd_types,
     "alerts": cmd_alerts,
     ("audit", "verify"): cmd_audit_verify,
     ("audit", "export"): cmd_audit_export,
@@ -371,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
         key = ("store", args.store_command)
     elif key == "storage":
         key = ("storage", args.storage_command)
-    return HANDLERS[key](args)
+    try:
+        return HANDLERS[key](args)
+    except CliError as exc:
+        # One line that says what to set, never a traceback (issue 19).
+        print(f"lhcie {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

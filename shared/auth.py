@@ -103,6 +103,8 @@ class Caller:
     patient: str | None = None
     # The purpose of use the token states (IHE IUA / SMART ``purpose_of_use``); None: the role's default.
     purpose: str | None = None
+    # The person's display name from sign-in ("Dr A. Smith"); system tokens have none.
+    name: str | None = None
 
     def allows(self, resource: str, action: str) -> bool:
         """SMART v2: ``<context>/<Resource>.<cruds>``; ``*`` matches any resource."""
@@ -189,6 +191,7 @@ class EmbeddedIssuer:
         ttl: int = 3600,
         scopes: tuple[str, ...] | None = None,
         purpose: str | None = None,
+        name: str | None = None,
     ) -> str:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -211,6 +214,12 @@ class EmbeddedIssuer:
             claims["patient"] = patient
         if purpose:
             claims[PURPOSE_CLAIM] = check_purpose(purpose)
+        if name:
+            claims["name"] = name
+        return self.sign(claims)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """Signs any claims with this key (the development OpenID provider's ID tokens)."""
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
 
 
@@ -346,6 +355,7 @@ class TokenVerifier:
             mdt=claims.get("mdt"),
             patient=claims.get("patient"),
             purpose=purpose_claim(claims),
+            name=claims["name"] if isinstance(claims.get("name"), str) else None,
         )
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:

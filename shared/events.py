@@ -84,6 +84,8 @@ class Actor(Payload):
     subject: str
     mdt: str | None = None
     address: str | None = None
+    # The person's display name when they signed in (issue 19); absent for systems and older events.
+    name: str | None = None
 
 
 class DocumentFacts(Payload):

@@ -48,6 +48,9 @@ PUBLIC_PATHS |= {"/dcc/", "/patient/", "/openapi.json"}
 PUBLIC_PATHS |= {"/care/plan/", "/care/transfers/"}
 # The accepted document types (a ValueSet named in intake's 422): terminology, no data.
 PUBLIC_PATHS |= {"/fhir/ValueSet/lhcie-document-types"}
+# Sign-in and the development OpenID provider: how a person gets a token, so they cannot need one.
+PUBLIC_PATHS |= {"/signin"}
+PUBLIC_PREFIXES = ("/console/static", "/signin/", "/dev-oidc/")
 
 REQUESTS = Counter("lhcie_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("lhcie_http_request_seconds", "HTTP request duration", ["route", "method"])
@@ -196,7 +199,7 @@ async def edge_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         wanted = None
         try:
             wanted = fhir_format.negotiate(request)
-            if request.path not in PUBLIC_PATHS and not request.path.startswith("/console/static"):
+            if request.path not in PUBLIC_PATHS and not request.path.startswith(PUBLIC_PREFIXES):
                 await _authenticate(request)
             response = await handler(request)
         except FhirError as exc:

@@ -32,7 +32,7 @@ def _reference(request_id: str | None) -> str:
 
 
 def actor_of(who: Caller) -> Actor:
-    return Actor(org=who.org, role=who.role, subject=who.subject, mdt=who.mdt)
+    return Actor(org=who.org, role=who.role, subject=who.subject, mdt=who.mdt, name=who.name)
 
 
 class Access:

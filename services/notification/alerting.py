@@ -125,7 +125,8 @@ class Alerting:
                 at = stamp(self._clock.now())
                 if not await self._alerts.transition(key, {"status": OPEN}, {
                         "status": ACKNOWLEDGED, "state": ACK,
-                        "acknowledged": {"by": actor.subject, "org": actor.org, "at": at}}, session=session):
+                        "acknowledged": {"by": actor.subject, "name": actor.name, "org": actor.org,
+                                         "at": at}}, session=session):
                     return
                 await self._timers.cancel_for(key, session=session)
                 await self._feed.append(mdt=doc["mdt"], alert_id=key, kind="acknowledged", at=at, session=session)

@@ -152,7 +152,7 @@ def to_fhir(doc: Document, clocks: list[dict[str, Any]] | None = None) -> dict[s
         notes.append({"time": step["at"], "text": f"Escalated to {step['to']}: not acknowledged in time"})
     if ack := doc.get("acknowledged"):
         resource["received"] = ack["at"]
-        notes.append({"authorString": ack["by"], "time": ack["at"], "text": "Acknowledged"})
+        notes.append({"authorString": ack.get("name") or ack["by"], "time": ack["at"], "text": "Acknowledged"})
     if doc.get("resolved"):
         notes.append({"time": doc["resolved"]["at"], "text": f"Resolved: {doc['resolved']['reason']}"})
     if notes:

@@ -134,10 +134,12 @@ def _event(frame: Frame) -> bytes:
 # -- the console --
 
 # The DCC's policy (services/agreements/console.py), with 'self' for the console's own static script and
-# style in place of the DCC's nonces; frame-ancestors 'none' so no other site can frame its Acknowledge button.
+# style in place of the DCC's nonces; frame-ancestors 'none' so no other site can frame its Acknowledge button;
+# frame-src blob: for a document the page itself fetched with the person's token and shows in place.
 CONSOLE_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                                "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+                                "img-src 'self' blob:; frame-src blob:; frame-ancestors 'none'; base-uri 'none'; "
+                                "form-action 'none'"),
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import async_playwright
+from playwright.async_api import async_playwright, expect
 
 from lhcie.services import SPECS
 from shared.config import Settings
@@ -62,7 +62,8 @@ async def test_an_alert_appears_live_and_is_acknowledged_with_a_click(served: st
             await page.screenshot(path=str(ARTEFACTS / "console-alert.png"), full_page=True)
             await row.first.get_by_role("button", name="Acknowledge").click()
             # Acknowledged alerts leave the "Open" view; the "All" view shows it done.
-            await page.wait_for_function("document.querySelectorAll('#alerts tr').length === 0")
+            # Polled by locator, not wait_for_function: the console's CSP forbids the eval that would need.
+            await expect(page.locator("#alerts tr")).to_have_count(0)
             await page.select_option("#f-status", "")
             done = page.locator("#alerts tr").first
             assert await done.get_attribute("data-status") == "completed"

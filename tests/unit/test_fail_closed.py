@@ -203,6 +203,10 @@ def test_the_embedded_issuer_serves_only_when_enabled_and_says_so(tmp_path: Path
 
 
 def test_lhcie_token_mints_within_the_maximum_lifetime(tmp_path: Path) -> None:
+    from shared.auth import EmbeddedIssuer
+
+    # The running exchange's key: `lhcie token` never makes one of its own (issue 19).
+    EmbeddedIssuer(tmp_path, issuer="lhcie-embedded", audience="lhcie")
     env = {"LHCIE_DATA_DIR": str(tmp_path)}
     assert serve(env, "token", "--org", "RJ1", "--role", "system", "--ttl", str(24 * 3600)).returncode == 0
     refused = serve(env, "token", "--org", "RJ1", "--role", "system", "--ttl", str(24 * 3600 + 1))

@@ -1,162 +1,192 @@
-// The coordinator console: the MDT's alerts by urgency, live over SSE, acknowledged with one click.
-// The bearer token comes from #token=... (then kept in sessionStorage) or the sign-in form; the stream is
-// authorised by a short-lived signed query token because EventSource cannot send headers.
+// The coordinator console: the MDT's alerts by urgency, live all day over SSE, acknowledged with one
+// click, documents opened in place, and the patient tracking list. Sign-in and token renewal live in
+// session.js, the stream and its reconnection in live.js.
 "use strict";
-(function () {
-  const $ = (id) => document.getElementById(id);
-  const RANK = { stat: 3, asap: 2, urgent: 1, routine: 0 };
-  const CLOCKS = { fds: "28-day", dtt: "31-day", rtt: "62-day" };
-  const alerts = new Map();
-  let bearer = null, claims = null, source = null, lastEventId = null;
+import { Session } from "./session.js";
+import { Live } from "./live.js";
+import { openDocument, initViewer } from "./viewer.js";
+import { loadTracking, downloadCsv, clockBadge } from "./tracking.js";
 
-  function takeToken() {
-    const match = location.hash.match(/token=([^&]+)/);
-    if (match) {
-      sessionStorage.setItem("lhcie.token", decodeURIComponent(match[1]));
-      history.replaceState(null, "", location.pathname);  // keep the token out of the address bar
-    }
-    return sessionStorage.getItem("lhcie.token");
+const $ = (id) => document.getElementById(id);
+const RANK = { stat: 3, asap: 2, urgent: 1, routine: 0 };
+const CLOCKS = { fds: "28-day", dtt: "31-day", rtt: "62-day" };
+const URGENT = new Set(["urgent", "asap", "stat"]);
+const TITLE = document.title;
+const alerts = new Map();
+let live = null;
+
+const session = new Session({
+  page: "/console/",
+  onEnded: (message) => {
+    if (live) live.stop();
+    $("live").textContent = "Not connected";
+    const banner = $("session-ended");
+    banner.replaceChildren(document.createTextNode(message + " "));
+    const link = document.createElement("a");
+    link.href = session.signInUrl;
+    link.textContent = "Sign in again";
+    banner.appendChild(link);
+    banner.hidden = false;
+  },
+});
+
+function text(tag, value, cls) { const el = document.createElement(tag); el.textContent = value; if (cls) el.className = cls; return el; }
+function ext(alert, url) { return (alert.extension || []).filter((e) => e.url.endsWith(url)); }
+function patientOf(alert) { return alert.subject ? alert.subject.identifier.value : "—"; }
+function labelled(td, label) { td.dataset.label = label; return td; }
+const when = (iso) => new Date(iso).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" });
+
+function acknowledgement(alert) {
+  const note = (alert.note || []).find((n) => n.text === "Acknowledged");
+  return note ? `Acknowledged by ${note.authorString || "someone"}, ${when(note.time)}` : null;
+}
+
+function row(alert) {
+  const tr = document.createElement("tr");
+  tr.id = "alert-" + alert.id;
+  tr.className = "p-" + alert.priority;
+  tr.dataset.status = alert.status;
+  tr.appendChild(labelled(text("td", alert.priority), "Priority"));
+  tr.appendChild(labelled(text("td", patientOf(alert)), "Patient"));
+  const what = labelled(document.createElement("td"), "What");
+  const ref = (alert.payload || []).find((p) => p.contentReference);
+  if (ref) {
+    const a = text("a", alert.payload[0].contentString);
+    a.href = "/fhir/" + ref.contentReference.reference;  // kept for copy-link; a click opens it in place
+    a.addEventListener("click", (event) => {
+      event.preventDefault();
+      openDocument(session, ref.contentReference.reference, alert.payload[0].contentString);
+    });
+    what.appendChild(a);
+  } else {
+    what.textContent = alert.payload[0].contentString;
   }
-
-  function decode(token) {
-    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(atob(part + "===".slice((part.length + 3) % 4)));
+  tr.appendChild(what);
+  const clocks = labelled(document.createElement("td"), "Pathway clocks");
+  for (const clock of ext(alert, "cwt-clock")) {
+    const get = (name) => clock.extension.find((e) => e.url === name);
+    const badge = clockBadge(get("day").valueInteger, get("target").valueInteger, get("risk").valueCode, null);
+    const name = CLOCKS[get("clock").valueCode] || get("clock").valueCode;
+    badge.textContent = `${name} ${badge.textContent.charAt(0).toLowerCase()}${badge.textContent.slice(1)}`;
+    clocks.appendChild(badge);
   }
-
-  async function api(path, options) {
-    const response = await fetch(path, { ...options, headers: { Authorization: "Bearer " + bearer, Accept: "application/fhir+json" } });
-    if (response.status === 401) { sessionStorage.removeItem("lhcie.token"); showSignIn("Your session has expired."); throw new Error("401"); }
-    if (!response.ok) throw new Error(path + " " + response.status);
-    return response.json();
+  tr.appendChild(clocks);
+  tr.appendChild(labelled(text("td", when(alert.sent)), "Sent"));
+  const state = ext(alert, "alert-state")[0];
+  tr.appendChild(labelled(text("td", acknowledgement(alert) || (state ? state.valueCode : alert.status), "state"), "State"));
+  const action = document.createElement("td");
+  if (alert.status === "in-progress") {
+    const button = text("button", "Acknowledge");
+    button.setAttribute("aria-label", "Acknowledge alert for patient " + patientOf(alert));
+    button.addEventListener("click", () => acknowledge(alert.id, button));
+    action.appendChild(button);
+  } else {
+    action.textContent = "✓";
   }
+  tr.appendChild(action);
+  return tr;
+}
 
-  function showSignIn(message) {
-    $("board").hidden = true; $("signin").hidden = false;
-    $("live").textContent = message || "Not connected";
-    $("token").focus();
+function matches(alert) {
+  const status = $("f-status").value, priority = $("f-priority").value, patient = $("f-patient").value.replace(/\s/g, "");
+  return (!status || alert.status === status) && (!priority || alert.priority === priority) &&
+    (!patient || patientOf(alert) === patient);
+}
+
+function render(fresh) {
+  const body = $("alerts");
+  body.replaceChildren();
+  const shown = [...alerts.values()].filter(matches)
+    .sort((a, b) => (RANK[b.priority] - RANK[a.priority]) || b.sent.localeCompare(a.sent));
+  for (const alert of shown) {
+    const tr = row(alert);
+    if (fresh && fresh === alert.id) tr.classList.add("new");
+    body.appendChild(tr);
   }
+  $("empty").hidden = shown.length > 0;
+  const open = [...alerts.values()].filter((a) => a.status === "in-progress").length;
+  document.title = open ? `(${open}) ${TITLE}` : TITLE;
+}
 
-  function text(tag, value, cls) { const el = document.createElement(tag); el.textContent = value; if (cls) el.className = cls; return el; }
-
-  function ext(alert, url) { return (alert.extension || []).filter((e) => e.url.endsWith(url)); }
-
-  function patientOf(alert) { return alert.subject ? alert.subject.identifier.value : "—"; }
-
-  function row(alert) {
-    const tr = document.createElement("tr");
-    tr.id = "alert-" + alert.id;
-    tr.className = "p-" + alert.priority;
-    tr.dataset.status = alert.status;
-    tr.appendChild(text("td", alert.priority));
-    tr.appendChild(text("td", patientOf(alert)));
-    const what = document.createElement("td");
-    const ref = (alert.payload || []).find((p) => p.contentReference);
-    if (ref) {
-      const a = text("a", alert.payload[0].contentString);
-      a.href = "/fhir/" + ref.contentReference.reference;
-      what.appendChild(a);
-    } else {
-      what.textContent = alert.payload[0].contentString;
-    }
-    tr.appendChild(what);
-    const clocks = document.createElement("td");
-    for (const clock of ext(alert, "cwt-clock")) {
-      const get = (name) => clock.extension.find((e) => e.url === name);
-      const risk = get("risk").valueCode;
-      clocks.appendChild(text("span", `${CLOCKS[get("clock").valueCode] || get("clock").valueCode}: day ${get("day").valueInteger} of ${get("target").valueInteger}`, "clock " + risk));
-    }
-    tr.appendChild(clocks);
-    tr.appendChild(text("td", new Date(alert.sent).toLocaleString("en-GB")));
-    const state = ext(alert, "alert-state")[0];
-    tr.appendChild(text("td", state ? state.valueCode : alert.status));
-    const action = document.createElement("td");
-    if (alert.status === "in-progress") {
-      const button = text("button", "Acknowledge");
-      button.setAttribute("aria-label", "Acknowledge alert for patient " + patientOf(alert));
-      button.addEventListener("click", () => acknowledge(alert.id, button));
-      action.appendChild(button);
-    } else {
-      action.textContent = "✓";
-    }
-    tr.appendChild(action);
-    return tr;
+function announce(alert) {
+  if (!URGENT.has(alert.priority)) return;
+  const message = `New ${alert.priority} alert for patient ${patientOf(alert)}: ${alert.payload[0].contentString}`;
+  // Cleared first, so the same words twice are still announced.
+  $("announce").textContent = "";
+  setTimeout(() => { $("announce").textContent = message; }, 50);
+  if (window.Notification && Notification.permission === "granted" && document.hidden) {
+    new Notification("Urgent MDT alert", { body: alert.payload[0].contentString, tag: alert.id });
   }
+}
 
-  function matches(alert) {
-    const status = $("f-status").value, priority = $("f-priority").value, patient = $("f-patient").value.trim();
-    return (!status || alert.status === status) && (!priority || alert.priority === priority) &&
-      (!patient || patientOf(alert) === patient);
-  }
+async function loadAlerts() {
+  alerts.clear();
+  const response = await session.fetch(`/fhir/Communication?recipient=CareTeam/${encodeURIComponent(session.claims.mdt)}&_count=200`,
+    { headers: { Accept: "application/fhir+json" } });
+  if (!response.ok) throw new Error("alerts " + response.status);
+  const bundle = await response.json();
+  for (const entry of bundle.entry || []) alerts.set(entry.resource.id, entry.resource);
+  render();
+}
 
-  function render(fresh) {
-    const body = $("alerts");
-    body.replaceChildren();
-    const shown = [...alerts.values()].filter(matches)
-      .sort((a, b) => (RANK[b.priority] - RANK[a.priority]) || b.sent.localeCompare(a.sent));
-    for (const alert of shown) {
-      const tr = row(alert);
-      if (fresh && fresh === alert.id) tr.classList.add("new");
-      body.appendChild(tr);
-    }
-    $("empty").hidden = shown.length > 0;
-  }
-
-  async function load() {
-    alerts.clear();
-    let url = `/fhir/Communication?recipient=CareTeam/${encodeURIComponent(claims.mdt)}&_count=200`;
-    const bundle = await api(url);
-    for (const entry of bundle.entry || []) alerts.set(entry.resource.id, entry.resource);
+async function acknowledge(id, button) {
+  button.disabled = true;
+  try {
+    const response = await session.fetch(`/fhir/Communication/${id}/$acknowledge`, { method: "POST", headers: { Accept: "application/fhir+json" } });
+    if (!response.ok) throw new Error("acknowledge " + response.status);
+    alerts.set(id, await response.json());
     render();
-  }
+  } catch (err) { button.disabled = false; }
+}
 
-  async function acknowledge(id, button) {
-    button.disabled = true;
-    try {
-      const updated = await api(`/fhir/Communication/${id}/$acknowledge`, { method: "POST" });
-      alerts.set(id, updated);
-      render();
-    } catch (err) { button.disabled = false; }
-  }
+function showSignIn(message) {
+  $("board").hidden = true; $("tracking").hidden = true; $("tabs").hidden = true;
+  $("signin").hidden = false;
+  $("signin-message").textContent = message || "";
+  $("signin-link").href = session.signInUrl;
+  $("live").textContent = "Not connected";
+}
 
-  async function connect() {
-    const grant = await fetch(`/alerts/stream-token?team=CareTeam/${encodeURIComponent(claims.mdt)}`,
-      { method: "POST", headers: { Authorization: "Bearer " + bearer } }).then((r) => r.json());
-    if (lastEventId === null) { lastEventId = grant.lastEventId; await load(); }
-    if (source) source.close();
-    // Resume after the last event seen: the server replays anything missed while disconnected.
-    source = new EventSource(`/alerts/stream?token=${encodeURIComponent(grant.token)}&lastEventId=${lastEventId}`);
-    source.addEventListener("open", () => { $("live").textContent = "Live"; });
-    source.addEventListener("alert", (event) => {
-      lastEventId = event.lastEventId;
-      const data = JSON.parse(event.data);
+function selectTab(name) {
+  for (const [tab, panel] of [["tab-alerts", "board"], ["tab-tracking", "tracking"]]) {
+    const on = panel === name;
+    $(tab).setAttribute("aria-selected", String(on));
+    $(panel).hidden = !on;
+  }
+  if (name === "tracking") loadTracking(session, session.claims.mdt).catch(() => { $("ptl-empty").textContent = "The tracking list could not be loaded."; $("ptl-empty").hidden = false; });
+}
+
+async function start() {
+  const begun = await session.begin();
+  if (!begun.ok) { showSignIn(begun.message); return; }
+  if (!session.claims.mdt) { showSignIn("You are signed in, but not as a member of an MDT."); return; }
+  $("signin").hidden = true; $("tabs").hidden = false;
+  selectTab("board");
+  $("who").textContent = `${session.name} · ${session.claims.org} · CareTeam/${session.claims.mdt}`;
+  $("signout").hidden = false;
+  if (window.Notification && Notification.permission === "default") $("notify").hidden = false;
+  live = new Live({
+    session, team: session.claims.mdt, onLoad: loadAlerts,
+    onAlert: (data) => {
       alerts.set(data.alert.id, data.alert);
       render(data.kind === "raised" ? data.alert.id : null);
-    });
-    // The stream token's time is up (the server then closes the stream): carry on with a fresh one at once.
-    source.addEventListener("expired", () => { source.close(); connect().catch(() => {}); });
-    source.addEventListener("error", () => {
-      $("live").textContent = "Reconnecting…";
-      // A new signed token each time: the old one may have expired.
-      source.close();
-      setTimeout(() => connect().catch(() => {}), 2000);
-    });
-  }
-
-  async function start(token) {
-    bearer = token;
-    try { claims = decode(token); } catch (err) { showSignIn("That is not a valid token."); return; }
-    if (!claims.mdt) { showSignIn("This token is not for an MDT member."); return; }
-    $("signin").hidden = true; $("board").hidden = false;
-    $("who").textContent = `${claims.sub} · CareTeam/${claims.mdt}`;
-    await connect();
-  }
-
-  for (const id of ["f-status", "f-priority", "f-patient"]) $(id).addEventListener("input", () => render());
-  $("signin").addEventListener("submit", (event) => {
-    event.preventDefault();
-    sessionStorage.setItem("lhcie.token", $("token").value.trim());
-    start($("token").value.trim());
+      if (data.kind === "raised") announce(data.alert);
+    },
+    onStatus: (status, offline) => {
+      $("live").textContent = status;
+      $("offline").textContent = offline || "";
+      $("offline").hidden = !offline;
+    },
   });
-  const token = takeToken();
-  if (token) start(token); else showSignIn();
-})();
+  await live.connect();
+}
+
+for (const id of ["f-status", "f-priority", "f-patient"]) $(id).addEventListener("input", () => render());
+$("tab-alerts").addEventListener("click", () => selectTab("board"));
+$("tab-tracking").addEventListener("click", () => selectTab("tracking"));
+$("ptl-refresh").addEventListener("click", () => selectTab("tracking"));
+$("ptl-csv").addEventListener("click", () => downloadCsv(session, session.claims.mdt).catch(() => {}));
+$("signout").addEventListener("click", () => session.signOut());
+$("notify").addEventListener("click", async () => { await Notification.requestPermission(); $("notify").hidden = true; });
+initViewer();
+start();

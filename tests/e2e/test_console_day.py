@@ -1,0 +1,202 @@
+"""The coordinator console open all day, in headless Chromium: it reconnects after the exchange restarts
+and catches up, opens a document in place, says who acknowledged, counts and announces urgent alerts,
+fits a 390 px phone, and shows the tracking list with a distinct breached state. Screenshots are kept
+under test-artefacts/."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from lhcie.services import SPECS
+from shared.config import Settings
+from shared.http import build_app
+from tests.e2e.test_console_live import ARTEFACTS, CHROMIUM_ARGS
+from tests.helpers import document_reference, free_port
+
+pytestmark = pytest.mark.e2e
+ROUTE_URL = "https://lhcie.london/fhir/StructureDefinition/cwt-referral-route"
+COORDINATOR = {"mdt": "rj1-lung"}
+
+
+class Exchange:
+    """The embedded stack on a fixed loopback port that a test can stop and start again (a server blip)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(build_app(self.settings, list(SPECS.values())), shutdown_timeout=1)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@pytest.fixture
+async def exchange(settings: Settings) -> AsyncIterator[Exchange]:
+    served = Exchange(settings)
+    await served.start()
+    yield served
+    await served.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def post_document(url: str, token: str, **kw: Any) -> str:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/fhir/DocumentReference", json=document_reference(**kw),
+                             headers={"Content-Type": "application/fhir+json",
+                                      "Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 202, await response.text()
+            return str((await response.json())["id"])
+
+
+async def open_console(browser: Browser, url: str, token: str, *, width: int = 1280) -> Page:
+    page = await browser.new_page(viewport={"width": width, "height": 844 if width < 600 else 720},
+                                  accept_downloads=True)
+    await page.goto(f"{url}/console/#token={token}")
+    await page.wait_for_selector("#live:text('Live')")
+    return page
+
+
+async def test_the_console_reconnects_after_a_restart_and_catches_up(exchange: Exchange, browser: Browser,
+                                                                    tokens: Any) -> None:
+    page = await open_console(browser, exchange.url, tokens("RJ1", "mdt-coordinator", **COORDINATOR))
+    await exchange.stop()
+    # Down for longer than the old single retry (2 s): the page keeps trying and says for how long.
+    await page.wait_for_selector("#offline:text-matches('Offline for [3-9] s')", timeout=20000)
+    assert await page.locator("#live").text_content() == "Reconnecting…"
+    ARTEFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTEFACTS / "console-offline.png"), full_page=True)
+
+    await exchange.start()
+    # Posted while the page may not have reconnected yet: resuming from the last event number brings it in.
+    await post_document(exchange.url, tokens("RJ1"))
+    await page.locator("#alerts tr").first.wait_for(timeout=40000)
+    await page.wait_for_selector("#live:text('Live')", timeout=40000)
+    assert await page.locator("#offline").is_hidden()
+    assert await page.locator("#alerts tr").count() == 1
+
+
+async def test_a_document_opens_inside_the_console(exchange: Exchange, browser: Browser, tokens: Any) -> None:
+    page = await open_console(browser, exchange.url, tokens("RJ1", "mdt-coordinator", **COORDINATOR))
+    doc_id = await post_document(exchange.url, tokens("RJ1"), content=b"Histology: adenocarcinoma.\n",
+                                 content_type="text/plain")
+    link = page.locator("#alerts tr a").first
+    await link.wait_for(timeout=15000)
+    await link.click()
+    dialog = page.locator("#viewer")
+    await dialog.wait_for(state="visible")
+    await page.wait_for_selector("#viewer-text:text('Histology: adenocarcinoma.')", timeout=10000)
+    assert await page.locator("#viewer-meta").text_content() != ""
+    assert page.url.endswith("/console/")  # not navigated to a raw 401
+    download = page.locator("#viewer-download")
+    assert (await download.get_attribute("href") or "").startswith("blob:")
+    assert await download.get_attribute("download") == doc_id
+    await page.screenshot(path=str(ARTEFACTS / "console-document.png"), full_page=True)
+    await page.click("#viewer-close")
+    await dialog.wait_for(state="hidden")
+
+
+async def test_urgent_alerts_are_counted_announced_and_acknowledged_by_name(exchange: Exchange, browser: Browser,
+                                                                           tokens: Any) -> None:
+    page = await open_console(browser, exchange.url, tokens("RJ1", "mdt-coordinator", **COORDINATOR))
+    assert await page.title() == "MDT coordinator console · LHCIE"
+    await post_document(exchange.url, tokens("RJ1"))
+    await page.locator("#alerts tr").first.wait_for(timeout=15000)
+    await expect(page).to_have_title("(1) MDT coordinator console · LHCIE")
+    assert await page.locator("#announce").get_attribute("aria-live") == "assertive"
+    await page.wait_for_selector("#announce:text-matches('New urgent alert for patient 9000000009')")
+
+    await page.get_by_role("button", name="Acknowledge").first.click()
+    await expect(page).to_have_title("MDT coordinator console · LHCIE")
+    await page.select_option("#f-status", "")
+    state = page.locator("#alerts tr td.state").first
+    assert (await state.text_content() or "").startswith("Acknowledged by mdt-coordinator@RJ1, ")
+
+
+async def test_the_console_fits_a_390_px_phone(exchange: Exchange, browser: Browser, tokens: Any) -> None:
+    page = await open_console(browser, exchange.url, tokens("RJ1", "mdt-coordinator", **COORDINATOR), width=390)
+    await post_document(exchange.url, tokens("RJ1"))
+    await page.locator("#alerts tr").first.wait_for(timeout=15000)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert await page.locator("#alerts tr").first.evaluate("tr => getComputedStyle(tr).display") == "block"
+    patient = page.locator("#alerts tr td[data-label='Patient']").first
+    assert await patient.evaluate("td => getComputedStyle(td, '::before').content") == '"Patient: "'
+    await page.screenshot(path=str(ARTEFACTS / "console-390px.png"), full_page=True)
+
+
+async def register(url: str, token: str, patient: str, started: date) -> dict[str, Any]:
+    body = {"resourceType": "EpisodeOfCare", "status": "active",
+            "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": patient}},
+            "team": [{"reference": "CareTeam/rj1-lung"}], "period": {"start": started.isoformat()},
+            "extension": [{"url": ROUTE_URL, "valueCode": "urgent-suspected-cancer"}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/fhir/EpisodeOfCare", json=body,
+                             headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 201, await response.text()
+            return dict(await response.json())
+
+
+async def test_the_tracking_list_tab_shows_buckets_breaches_a_legend_and_a_csv(exchange: Exchange, browser: Browser,
+                                                                              tokens: Any, tmp_path: Path) -> None:
+    coordinator = tokens("RJ1", "mdt-coordinator", **COORDINATOR)
+    today = date.today()
+    late = await register(exchange.url, coordinator, "9434765919", today - timedelta(days=92))
+    fresh = await register(exchange.url, coordinator, "9000000009", today - timedelta(days=3))
+    page = await open_console(browser, exchange.url, coordinator)
+    await page.get_by_role("tab", name="Tracking list").click()
+    assert await page.get_by_role("tab", name="Tracking list").get_attribute("aria-selected") == "true"
+    late_row = page.locator(f"#ptl-{late['id']}")
+    await late_row.wait_for(timeout=10000)
+    assert await late_row.get_attribute("data-state") == "breached"
+    assert await late_row.locator(".breached-flag").text_content() == "BREACHED"
+    assert await late_row.locator("td[data-label='62-day'] .clock").text_content() == "Breached: day 92 of 62"
+    fresh_row = page.locator(f"#ptl-{fresh['id']}")
+    assert await fresh_row.get_attribute("data-state") == "on-track"
+    assert await fresh_row.locator(".breached-flag").count() == 0
+    # Breached is drawn unlike at-risk or an urgent letter's colour: an outline and a warning sign.
+    badge = late_row.locator(".clock.breached").first
+    assert await badge.evaluate("b => getComputedStyle(b).outlineStyle") == "solid"
+    assert await badge.evaluate("b => getComputedStyle(b, '::before').content") == '"⚠ "'
+    buckets = {await r.get_attribute("data-bucket"): await r.locator("td").all_text_contents()
+               for r in await page.locator("#ptl-buckets tbody tr").all()}
+    assert buckets == {"0-28": ["0", "1"], "29-62": ["0", "0"], "63-104": ["0", "1"], "over-104": ["0", "0"]}
+    legend = await page.locator("#legend").text_content() or ""
+    for words in ("28-day", "31-day", "62-day", "At risk", "Breached"):
+        assert words in legend
+    await page.screenshot(path=str(ARTEFACTS / "console-tracking-list.png"), full_page=True)
+
+    async with page.expect_download() as waiting:
+        await page.click("#ptl-csv")
+    download = await waiting.value
+    assert download.suggested_filename == f"ptl-rj1-lung-{today.isoformat()}.csv"
+    saved = tmp_path / "ptl.csv"
+    await download.save_as(saved)
+    rows = list(csv.DictReader(io.StringIO(saved.read_text())))
+    assert [(r["patient"], r["day"], r["bucket"]) for r in rows] == [("9434765919", "92", "63-104"),
+                                                                     ("9000000009", "3", "0-28")]

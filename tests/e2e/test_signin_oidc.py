@@ -1,0 +1,124 @@
+"""Sign-in against a real, certified OpenID provider (panva/oidc-provider, started here by Node on a
+loopback port) in headless Chromium: the coordinator signs in on the provider's own pages, the console
+names them, their acknowledgement carries their name, the session renews silently, and the page says
+plainly when the provider can no longer renew it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from playwright.async_api import async_playwright, expect
+
+from lhcie.runner import build
+from lhcie.services import SPECS
+from shared.config import Settings
+from tests.e2e.test_console_live import ARTEFACTS, CHROMIUM_ARGS
+from tests.helpers import document_reference, free_port
+
+pytestmark = pytest.mark.e2e
+PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc"
+
+
+@dataclass
+class Provider:
+    issuer: str
+    process: asyncio.subprocess.Process
+
+
+async def start_provider(port: int, redirect_uri: str, secret: str, access_seconds: int) -> Provider:
+    if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+        pytest.fail("the test OpenID provider is not installed: run `make oidc-provider` (npm ci in tests/oidc)")
+    node = shutil.which("node")
+    assert node, "Node.js is needed for the test OpenID provider"
+    process = await asyncio.create_subprocess_exec(
+        node, str(PROVIDER_DIR / "provider.mjs"), str(port), redirect_uri, secret, str(access_seconds),
+        cwd=PROVIDER_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+    assert line.decode().startswith("ready "), line
+    return Provider(line.decode().split()[1], process)
+
+
+@pytest.fixture
+async def exchange_with_provider(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                 tmp_path: Path) -> AsyncIterator[tuple[str, Provider]]:
+    port, provider_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret-for-tests\n")
+    os.chmod(secret, 0o600)
+    # The provider's access token outlives the renewal margin by 5 s, and the exchange token lives 10 s:
+    # the page renews every few seconds and every renewal goes to the provider with the refresh token.
+    provider = await start_provider(provider_port, f"{url}/signin/callback", "s3cret-for-tests", 125)
+    for name, value in {"ISSUER": provider.issuer, "CLIENT_ID": "lhcie-console",
+                        "CLIENT_SECRET_FILE": str(secret), "SCOPES": "openid profile lhcie offline_access",
+                        "TOKEN_TTL_SECONDS": "10"}.items():
+        monkeypatch.setenv(f"LHCIE_OIDC_{name}", value)
+    runner = web.AppRunner(build(settings, list(SPECS)), shutdown_timeout=1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield url, provider
+    finally:
+        await runner.cleanup()
+        if provider.process.returncode is None:
+            provider.process.terminate()
+            await provider.process.wait()
+
+
+async def test_a_coordinator_signs_in_at_a_certified_provider_and_is_named(
+        exchange_with_provider: tuple[str, Provider], tokens: Any) -> None:
+    url, provider = exchange_with_provider
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 720})
+            await page.goto(f"{url}/console/")
+            await page.get_by_role("link", name="Sign in").click()
+            # The provider's own login and consent pages (oidc-provider's development interactions).
+            await page.wait_for_url(f"{provider.issuer}/**")
+            await page.fill("input[name=login]", "smith-a")
+            await page.fill("input[name=password]", "any")
+            await page.click("button[type=submit]")
+            await page.get_by_role("button", name="Continue").click()
+            await page.wait_for_url(f"{url}/console/")
+            await page.wait_for_selector("#live:text('Live')")
+            assert (await page.locator("#who").text_content() or "").startswith("Dr A. Smith · RJ1 · ")
+            ARTEFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTEFACTS / "console-signed-in.png"), full_page=True)
+
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{url}/fhir/DocumentReference", json=document_reference(),
+                                     headers={"Content-Type": "application/fhir+json",
+                                              "Authorization": f"Bearer {tokens('RJ1')}"}) as response:
+                    assert response.status == 202
+            await page.locator("#alerts tr").first.wait_for(timeout=15000)
+            await page.get_by_role("button", name="Acknowledge").first.click()
+            await page.select_option("#f-status", "")
+            await page.wait_for_selector("#alerts tr td.state:text-matches('^Acknowledged by Dr A. Smith, ')")
+
+            # Silent renewal: the page fetches new tokens (through the provider's refresh) and stays live.
+            await expect(page.locator("body")).to_have_attribute("data-renewals", re.compile(r"^([2-9]|\d\d+)$"),
+                                                                 timeout=30000)
+            assert await page.locator("#session-ended").is_hidden()
+            assert await page.locator("#live").text_content() == "Live"
+
+            provider.process.terminate()  # the provider is gone: the next renewal cannot happen
+            await provider.process.wait()
+            banner = page.locator("#session-ended")
+            await banner.wait_for(state="visible", timeout=30000)
+            assert (await banner.text_content() or "").startswith("Your sign-in could not be renewed")
+            assert await banner.get_by_role("link", name="Sign in again").get_attribute("href") == "/signin?next=%2Fconsole%2F"
+            await page.screenshot(path=str(ARTEFACTS / "console-session-ended.png"), full_page=True)
+        finally:
+            await browser.close()
