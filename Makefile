@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-runtime install-test install-bench run test test-fast soak bench lint lock rabbitmq \
-	chromium oidc-provider images clean
+	chromium oidc-provider podman images chart-check test-images clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,8 +67,8 @@ BENCH_ARGS ?= --object-store fs
 bench: install-bench rabbitmq ## throughput, latency and memory beside raw RabbitMQ, raw S3 and MESH (bench/results/)
 	$(BIN)/lhcie bench $(BENCH_ARGS)
 
-soak: install-test rabbitmq ## long runs: RabbitMQ restarted mid-stream across five service processes; the API fuzzed at length
-	$(BIN)/python -m pytest -m soak tests/soak
+soak: install-test rabbitmq podman ## long runs: RabbitMQ restarted mid-stream, the API fuzzed at length, the images rebuilt from nothing
+	$(BIN)/python -m pytest -m soak tests/soak tests/images
 
 lint: install-test ## static checks
 	$(BIN)/python -m compileall -q lhcie services shared tests
@@ -85,8 +85,20 @@ lock: ## re-pin requirements/{runtime,test,bench}.lock, with hashes, from pyproj
 	$(COMPILE) pyproject.toml --extra test -c $(LOCKS)/runtime.lock -o $(LOCKS)/test.lock
 	$(COMPILE) pyproject.toml --extra bench -c $(LOCKS)/runtime.lock -c $(LOCKS)/test.lock -o $(LOCKS)/bench.lock
 
-images: ## build the six container images (needs a Docker engine)
+podman: ## make sure podman, buildah, runc and mmdebstrap are installed (Debian's packages)
+	@scripts/ensure-podman.sh
+
+images: ## build every image with podman from a local Debian base (scripts/build-images.sh; --list names them)
 	scripts/build-images.sh
+
+chart-check: install ## render the chart with every values file (embedded Helm) and validate every object
+	$(BIN)/python scripts/chart-check.py
+
+# The images built here and the chart's manifests started as podman pods against the real RabbitMQ, moto
+# and SecantusDB (tests/images; README, Kubernetes: what was proven here).
+test-images: install rabbitmq podman ## build the images and run the chart's pods: probes, helm test, a document trip, a rolling update
+	$(BIN)/python -m pytest -m "images and not soak" tests/images
+	@cat .lhcie/images-report.json
 
 clean: ## remove the virtual environment and local data
 	rm -rf $(VENV) $(VENV)-lock .lhcie
