@@ -56,7 +56,8 @@ def test_readme_quickstart_as_written(tmp_path: Path) -> None:
         assert doc_id, out
         assert "1 alert(s) for CareTeam/rj1-lung" in out
         assert f"(DocumentReference/{doc_id.group(1)})" in out
-        assert f'"url":"/fhir/Binary/{doc_id.group(1)}"' in out
+        # ITI-67: the attachment URL is absolute (here built from the request, no public base configured).
+        assert f'"url":"http://127.0.0.1:{port}/fhir/Binary/{doc_id.group(1)}"' in out
         assert re.search(r"^audit chain intact: \d+ record\(s\) checked\.", out, re.M), out
     finally:
         server.terminate()
