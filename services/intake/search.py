@@ -14,7 +14,7 @@ from typing import Any
 
 from services.intake.validation import fold
 from shared.fhir import date_ranges as dates
-from shared.fhir.bundles import DEFAULT_PAGE, MAX_PAGE
+from shared.fhir.bundles import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import NHS_NUMBER, parse_token, valid_nhs_number
 
@@ -189,6 +189,8 @@ def _paging(search: Search, name: str, value: str) -> None:
     if number < 0:
         raise FhirError.of(Code.INVALID_PARAMETER, f"{name} must not be negative.", name)
     if name == "_offset":
+        if number > MAX_OFFSET:  # deeper paging is an export; and SQLite integers end at 2**63 - 1
+            raise FhirError.of(Code.INVALID_PARAMETER, f"_offset must be 0..{MAX_OFFSET}.", "_offset")
         search.offset = number
     elif number == 0:
         search.summary_count = True

@@ -36,6 +36,7 @@ URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
 ROUTES = {
     "/fhir": ("Exact", "intake"),
     "/fhir/metadata": ("Exact", "intake"),
+    "/openapi.json": ("Exact", "intake"),  # every service serves the whole description; one answers
     "/fhir/DocumentReference": ("Prefix", "intake"),
     "/fhir/_bundle": ("Prefix", "intake"),  # status of an async (respond-async) ITI-65 transaction
     "/fhir/List": ("Prefix", "intake"),  # the SubmissionSet an ITI-65 transaction-response points at
@@ -497,7 +498,7 @@ def test_ingress_reaches_every_public_route_of_every_service(chart: Chart, tmp_p
             if route in internal:
                 continue
             concrete = re.sub(r"\{[^}]+\}", "x", route)
-            expected = name("intake") if route == "/fhir/metadata" else name(service)
+            expected = name("intake") if route in ("/fhir/metadata", "/openapi.json") else name(service)
             assert ingress_backend(paths, concrete) == expected, f"{service} serves {route}"
             checked += 1
     assert checked > 20

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from services.care import examples
-from shared.auth import Caller, TokenVerifier, Unauthorized
+from shared.auth import Caller, EmbeddedIssuer, TokenVerifier, Unauthorized
 from shared.config import Settings
 from shared.events import AgreementState, AgreementStatus, DocumentFacts
 from shared.fhir.identifiers import LOINC, SNOMED
@@ -70,6 +70,8 @@ def test_lhcie_token_mints_a_purpose(settings: Settings, monkeypatch: pytest.Mon
     from lhcie.cli import main
 
     monkeypatch.setenv("LHCIE_DATA_DIR", str(settings.data_dir))
+    # lhcie token signs with a running exchange's key and never makes one: the exchange's start makes it.
+    EmbeddedIssuer(settings.data_dir, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
     assert main(["token", "--org", "RAL", "--role", "clinician", "--purpose", "end-of-life-care"]) == 0
     minted = capsys.readouterr().out.strip()
     assert jwt.decode(minted, options={"verify_signature": False})["purpose_of_use"] == "end-of-life-care"

@@ -27,7 +27,8 @@ async def test_the_inline_example_is_accepted(stack: TestClient, tokens: Any) ->
     response = await stack.post("/fhir/DocumentReference", data=(EXAMPLES / "document-reference.json").read_bytes(),
                                 headers={**FHIR, **tokens.headers("RJ1")})
     assert response.status == 202, await response.text()
-    assert response.headers["Location"].startswith("/fhir/DocumentReference/")
+    # Absolute (ITI-67/MHD: every URL a client follows), built from the request when no public base is set.
+    assert response.headers["Location"].startswith(f"{stack.make_url('/fhir/DocumentReference/')}")
 
 
 async def test_the_streamed_example_is_accepted(stack: TestClient, tokens: Any) -> None:
