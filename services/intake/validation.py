@@ -193,9 +193,10 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
     codings = _list(_dict(data.get("type")).get("coding"))
     document_type = next((t for c in codings if (t := catalogue.find(_dict(c).get("system"), _dict(c).get("code")))), None)
     if document_type is None:
-        issues.append(Issue(Code.BUSINESS_RULE, "type.coding must hold a document type this exchange accepts: "
-                            "one of ValueSet/lhcie-document-types (GET /fhir/ValueSet/lhcie-document-types).",
-                            "DocumentReference.type"))
+        accepted = ", ".join(f"{t.system}|{t.code} ({t.display})" for t in catalogue.types)
+        issues.append(Issue(Code.BUSINESS_RULE, "type.coding must hold a document type this exchange accepts "
+                            "(ValueSet/lhcie-document-types, GET /fhir/ValueSet/lhcie-document-types): "
+                            f"{accepted}.", "DocumentReference.type"))
 
     related: list[str] = []
     context = _dict(data.get("context"))
