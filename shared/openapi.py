@@ -30,7 +30,8 @@ OPERATIONS: list[tuple[str, str, str, str | None]] = [
     ("GET", "/fhir/_bundle/{id}", "The status of a bundle sent with Prefer: respond-async", None),
     ("GET", "/fhir/DocumentReference/{id}/_history", "A document reference's versions", None),
     ("GET", "/fhir/DocumentReference/{id}/_history/{vid}", "One version of a document reference (vread)", None),
-    ("GET", "/fhir/List/{id}", "An ITI-65 SubmissionSet", None),
+    ("GET", "/fhir/List/{id}", "An ITI-65 SubmissionSet or an MHD Folder", None),
+    ("GET", "/fhir/Patient/{id}", "The patient an ITI-65 bundle's Patient entry was matched to", None),
     ("GET", "/fhir/ValueSet/{id}", "The accepted document types", None),
     # storage
     ("GET", "/fhir/Binary/{id}", "ITI-68: a document's bytes (or a FHIR Binary)", None),

@@ -15,4 +15,5 @@ COLLECTIONS: Schema = {
         Index(("master_key",), unique=True),
         Index(("idempotency_key",), unique=True),
     ),
+    "folders": (Index(("org",)),),
 }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.intake.catalogue import Catalogue
+from services.intake.folders import Folders
 from services.intake.registry import (
     CURRENT,
     ENTERED_IN_ERROR,
@@ -140,6 +141,7 @@ class Intake:
         self.catalogue = catalogue
         self.max_document_bytes = max_document_bytes
         self.registry = Registry(ctx.store)
+        self.folders = Folders(ctx.store)
         self.policy = PolicyView(ctx.store)
 
     # -- submission -------------------------------------------------------------------------------
@@ -206,8 +208,10 @@ class Intake:
         idempotency_key: str | None = None,
         bundle_id: str | None = None,
         bundle_layout: dict[str, Any] | None = None,
+        folders: Sequence[Document] = (),
     ) -> list[Accepted]:
-        """Record every staged document and its event in one transaction: all or none.
+        """Record every staged document and its event, and the bundle's ``folders``, in one transaction:
+        all or none.
 
         A repeat of an earlier submission (same master identifier or Idempotency-Key, same bytes) returns
         the original; the same identifier with different bytes is a conflict (409).
@@ -229,6 +233,8 @@ class Intake:
                 docs = [await self._record(s, i, actor, request_id, idempotency_key, bundle_id, session,
                                            bundle_layout if i == 0 else None)
                         for i, s in enumerate(staged)]
+                for folder in folders:
+                    await self.folders.save(folder, session)
         except DuplicateKey:
             # A concurrent duplicate won the race: answer as if it had come first.
             repeats = [await self._earlier(s, who, idempotency_key) for s in staged]

@@ -15,7 +15,8 @@ from typing import Any
 
 from services.intake.bundles import ParsedBundle
 from services.intake.domain import Intake, Staged
-from services.intake.registry import REJECTED, STORED
+from services.intake.folders import PlannedFolder
+from services.intake.registry import REJECTED, STORED, version_of
 from services.intake.validation import Metadata, check_metadata
 from shared.auth import Caller
 from shared.fhir.errors import Code, FhirError, Issue
@@ -35,9 +36,16 @@ class Provided:
     document_ids: list[str]
 
 
-def _layout(bundle: ParsedBundle, metas: list[Metadata]) -> dict[str, Any]:
+def _layout(bundle: ParsedBundle, metas: list[Metadata], bundle_id: str, folders: list[PlannedFolder]) -> dict[str, Any]:
     """What the transaction-response needs of the request, kept with the bundle so the status URL of an
     asynchronous submission answers exactly what the synchronous answer would have."""
+    # [entry index, status, location] of the entries that are not documents: the Patient was matched, not
+    # created (200, as a conditional create that found its match); a patched DocumentReference was updated.
+    responses: list[list[Any]] = []
+    if bundle.patient is not None:
+        responses.append([bundle.patient.index, "200 OK", f"Patient/{bundle_id}"])
+    responses += [[p.index, "200 OK", f"DocumentReference/{p.target}"] for p in bundle.patches]
+    responses += [[f.index, "201 Created" if f.created else "200 OK", f"List/{f.folder_id}"] for f in folders]
     warnings = [w.to_fhir() for w in bundle.warnings]
     for document, meta in zip(bundle.documents, metas):
         prefix = f"Bundle.entry[{document.index}].resource"
@@ -49,6 +57,7 @@ def _layout(bundle: ParsedBundle, metas: list[Metadata]) -> dict[str, Any]:
         "documents": [d.index for d in bundle.documents],
         "binaries": list(bundle.binary_indices),
         "warnings": warnings,
+        "responses": responses,
     }
 
 
@@ -68,11 +77,41 @@ def check_documents(bundle: ParsedBundle, who: Caller, intake: Intake) -> list[M
     return metas
 
 
+async def check_patches(intake: Intake, bundle: ParsedBundle, metas: list[Metadata], who: Caller) -> list[Issue]:
+    """UpdateDocumentRefs: the custodian's own document, one this bundle replaces, at the version named.
+
+    The patched document becomes superseded when its replacement is stored (``Intake.on_stored``), so the
+    patch and the replacement take effect together or not at all.
+    """
+    replaced = {target for meta in metas for target in meta.replaces}
+    issues = []
+    for patch in bundle.patches:
+        where = f"Bundle.entry[{patch.index}].request"
+        old = await intake.registry.get(patch.target)
+        if old is None or old["custodian"] != who.org:
+            issues.append(Issue(Code.FORBIDDEN, "Only the custodian of a DocumentReference may patch it.", f"{where}.url"))
+        elif patch.target not in replaced:
+            issues.append(Issue(Code.BUSINESS_RULE, "A PATCH entry marks superseded a document that a DocumentReference "
+                                f"of this bundle replaces (relatesTo replaces DocumentReference/{patch.target}).",
+                                f"{where}.url"))
+        elif patch.if_match is not None and patch.if_match != version_of(old):
+            issues.append(Issue(Code.PRECONDITION_FAILED, f"The document is at version {version_of(old)}.",
+                                f"{where}.ifMatch"))
+    return issues
+
+
 async def provide(intake: Intake, bundle: ParsedBundle, who: Caller, *, request_id: str,
                   address: str | None) -> Provided:
     """All documents of the bundle are accepted or none is: anything staged before a failure is deleted
-    (``Intake.accept`` deletes the staged copies itself when its transaction fails)."""
+    (``Intake.accept`` deletes the staged copies itself when its transaction fails). Folders are written
+    in the same transaction as the documents."""
     metas = check_documents(bundle, who, intake)
+    issues = await check_patches(intake, bundle, metas, who)
+    planned, folder_issues = await intake.folders.plan(bundle.folders, [m.patient_nhs_number for m in metas], who,
+                                                       intake.registry)
+    issues += folder_issues
+    if issues:
+        raise FhirError(issues, status=max(i.code.status for i in issues))
     await intake.check_references([(f"Bundle.entry[{d.index}].resource", m) for d, m in zip(bundle.documents, metas)],
                                   who)
     staged: list[Staged] = []
@@ -83,8 +122,9 @@ async def provide(intake: Intake, bundle: ParsedBundle, who: Caller, *, request_
         await intake.discard(staged)
         raise
     bundle_id = str(uuid.uuid4())
+    folders = [f.document(who.org, [s.document_id for s in staged]) for f in planned]
     accepted = await intake.accept(staged, who, request_id=request_id, address=address, bundle_id=bundle_id,
-                                   bundle_layout=_layout(bundle, metas))
+                                   bundle_layout=_layout(bundle, metas, bundle_id, planned), folders=folders)
     # An idempotent repeat answers with the original bundle's id.
     return Provided(accepted[0].document.get("bundle_id", bundle_id), [a.document["_id"] for a in accepted])
 
@@ -108,7 +148,7 @@ def answer(docs: list[Document]) -> dict[str, Any] | None:
     A document storage rejected fails the whole answer (one issue each). The answer is built from the
     bundle's layout kept with its first document, so the synchronous answer and the status URL's are the
     same, entry for entry: each at its request entry's position, each with a ``location``, and the
-    warnings (folders, relatesTo codes not processed) on the SubmissionSet's entry.
+    warnings (relatesTo codes not processed) on the SubmissionSet's entry.
     """
     rejected = [d for d in docs if d["status"] == REJECTED]
     if rejected:
@@ -125,6 +165,8 @@ def answer(docs: list[Document]) -> dict[str, Any] | None:
         if position < len(layout["binaries"]):
             entries[layout["binaries"][position]]["location"] = f"Binary/{doc['_id']}"
     entries[layout["submission_set_index"]]["location"] = f"List/{docs[0]['bundle_id']}"
+    for index, status, location in layout.get("responses", []):
+        entries[index] = {"status": status, "location": location}
     if layout["warnings"]:
         entries[layout["submission_set_index"]]["outcome"] = {"resourceType": "OperationOutcome",
                                                               "issue": layout["warnings"]}
@@ -147,6 +189,16 @@ def submission_set(bundle_id: str, docs: list[Document]) -> dict[str, Any]:
         "date": first["received_at"],
         "entry": [{"item": {"reference": f"DocumentReference/{d['_id']}"}} for d in docs],
     }
+
+
+def matched_patient(bundle_id: str, docs: list[Document]) -> dict[str, Any]:
+    """Where a bundle's Patient entry points: the patient its documents were filed under. Intake keeps no
+    patient record; this is the match, named by NHS number only."""
+    if not any(location == f"Patient/{bundle_id}" for _, _, location in (docs[0].get("bundle_layout") or {})
+               .get("responses", [])):
+        raise FhirError.of(Code.NOT_FOUND)
+    return {"resourceType": "Patient", "id": bundle_id, "meta": {"lastUpdated": docs[0]["received_at"]},
+            "identifier": [{"system": NHS_NUMBER, "value": docs[0]["patient"]}]}
 
 
 def _response(responses: list[dict[str, Any]]) -> dict[str, Any]:

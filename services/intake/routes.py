@@ -12,7 +12,7 @@ from aiohttp import BodyPartReader, web
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.documentreference import DocumentReference
 
-from services.intake import bundles, catalogue, provide
+from services.intake import bundles, catalogue, folders, provide
 from services.intake.domain import Accepted, Intake, Pending, StagingUnavailable
 from services.intake.limits import RateLimited, RateLimiter, TooManyUploads, UploadSlots
 from services.intake.registry import to_fhir
@@ -169,12 +169,26 @@ async def document_types(request: web.Request) -> web.Response:
 
 
 async def submission_set(request: web.Request) -> web.Response:
-    """``List/{id}``, where a transaction-response's SubmissionSet entry points: the submitting organisation
-    reads which documents the submission made (others see 404, as for the bundle's status URL)."""
+    """``List/{id}``, where a transaction-response's SubmissionSet and Folder entries point: the submitting
+    organisation reads which documents the submission made, or the folder (others see 404, as for the
+    bundle's status URL)."""
+    who = caller(request)
+    who.require("DocumentReference", "r")
+    intake = request.app[INTAKE]
+    folder = await intake.folders.get(request.match_info["id"])
+    if folder is not None and folder["org"] == who.org:
+        resource = folders.to_fhir(folder)
+        return fhir_response(resource, headers=_etag(resource))
+    docs = await intake.bundle_state(request.match_info["id"], who)
+    return fhir_response(provide.submission_set(request.match_info["id"], docs))
+
+
+async def bundle_patient(request: web.Request) -> web.Response:
+    """``Patient/{id}``, where the Patient entry of an ITI-65 bundle points: the patient it was matched to."""
     who = caller(request)
     who.require("DocumentReference", "r")
     docs = await request.app[INTAKE].bundle_state(request.match_info["id"], who)
-    return fhir_response(provide.submission_set(request.match_info["id"], docs))
+    return fhir_response(provide.matched_patient(request.match_info["id"], docs))
 
 
 async def read_document(request: web.Request) -> web.Response:
@@ -286,4 +300,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/fhir/DocumentReference/{id}", patch_document)
     app.router.add_get("/fhir/_bundle/{id}", bundle_status)
     app.router.add_get("/fhir/List/{id}", submission_set)
+    app.router.add_get("/fhir/Patient/{id}", bundle_patient)
     app.router.add_get("/fhir/ValueSet/{id}", document_types)

@@ -39,7 +39,8 @@ ROUTES = {
     "/openapi.json": ("Exact", "intake"),  # every service serves the whole description; one answers
     "/fhir/DocumentReference": ("Prefix", "intake"),
     "/fhir/_bundle": ("Prefix", "intake"),  # status of an async (respond-async) ITI-65 transaction
-    "/fhir/List": ("Prefix", "intake"),  # the SubmissionSet an ITI-65 transaction-response points at
+    "/fhir/List": ("Prefix", "intake"),  # the SubmissionSet and Folders an ITI-65 transaction-response points at
+    "/fhir/Patient": ("Prefix", "intake"),  # the patient an ITI-65 Patient entry was matched to
     "/fhir/ValueSet": ("Prefix", "intake"),  # the accepted document types
     "/fhir/Binary": ("Prefix", "storage"),
     "/fhir/Communication": ("Prefix", "notification"),

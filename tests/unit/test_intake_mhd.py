@@ -138,10 +138,10 @@ async def test_provide_document_bundle_answers_when_every_document_is_stored(sta
     first, second = locations[1].removeprefix("DocumentReference/"), locations[3].removeprefix("DocumentReference/")
     assert locations[:5] == [f"List/{locations[0].removeprefix('List/')}", f"DocumentReference/{first}",
                              f"Binary/{first}", f"DocumentReference/{second}", f"Binary/{second}"]
-    outcome = body["entry"][0]["response"]["outcome"]
-    assert outcome["issue"][0]["severity"] == "warning"
-    assert outcome["issue"][0]["diagnostics"] == "PartialFolderContentNotProcessed"
-    for location in locations[:5]:
+    # The Folder is kept (no PartialFolderContentNotProcessed any more): its entry has its own List.
+    assert "outcome" not in body["entry"][0]["response"]
+    assert locations[5].startswith("List/") and locations[5] != locations[0]
+    for location in locations:
         resolved = await stack.get(f"/fhir/{location}", headers=tokens.headers())
         assert resolved.status == 200, location  # stored before the answer, as MHD requires
     submission_set = await (await stack.get(f"/fhir/{locations[0]}", headers=tokens.headers())).json()
@@ -189,10 +189,12 @@ async def test_malformed_bundles_get_every_problem(stack: TestClient, tokens: An
     bundle = provide_bundle(document_reference())
     bundle["entry"][1]["resource"]["content"][0]["attachment"]["url"] = "urn:uuid:missing"
     bundle["entry"].append({"resource": {"resourceType": "Patient"}, "request": {"method": "PUT"}})
+    bundle["entry"].append({"resource": {"resourceType": "Observation"}, "request": {"method": "POST"}})
     response = await stack.post("/fhir", json=bundle, headers={**FHIR, **tokens.headers()})
     assert response.status == 422
     expressions = [i["expression"][0] for i in (await response.json())["issue"]]
-    assert expressions == ["Bundle.entry[3].request", "Bundle.entry[3].resource.resourceType",
+    assert expressions == ["Bundle.entry[3].request", "Bundle.entry[4].resource.resourceType",
+                           "Bundle.entry[3].resource.identifier",
                            "Bundle.entry[1].resource.content[0].attachment.url"]
     response = await stack.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": []},
                                 headers={**FHIR, **tokens.headers()})
