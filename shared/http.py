@@ -50,7 +50,7 @@ PUBLIC_PATHS |= {"/care/plan/", "/care/transfers/"}
 PUBLIC_PATHS |= {"/fhir/ValueSet/lhcie-document-types"}
 # Sign-in and the development OpenID provider: how a person gets a token, so they cannot need one.
 PUBLIC_PATHS |= {"/signin"}
-PUBLIC_PREFIXES = ("/console/static", "/signin/", "/dev-oidc/")
+PUBLIC_PREFIXES = ("/console/static", "/signin/", "/dev-oidc/", "/dcc/static/", "/patient/static/")
 
 REQUESTS = Counter("lhcie_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("lhcie_http_request_seconds", "HTTP request duration", ["route", "method"])

@@ -69,6 +69,10 @@ OPERATIONS: list[tuple[str, str, str, str | None]] = [
     ("POST", "/fhir/RelatedPerson/{id}/$revoke", "Revoke a carer's access", None),
     ("GET", "/dcc/", "The data controllers' console (HTML shell)", None),
     ("GET", "/patient/", "The patient's console (HTML shell)", None),
+    ("GET", "/dcc/static/{filename}", "The DCC's scripts and styles", None),
+    ("GET", "/patient/static/{filename}", "The patient page's scripts and styles", None),
+    ("GET", "/dcc/static/vocabulary.json", "Purposes, document categories and organisation types in words", None),
+    ("GET", "/patient/static/vocabulary.json", "Purposes, document categories and organisation types in words", None),
     # notification
     ("GET", "/fhir/Communication", "Alerts for an MDT", None),
     ("POST", "/fhir/Communication/{id}/$acknowledge", "Acknowledge an alert", None),
@@ -116,7 +120,9 @@ OPERATIONS: list[tuple[str, str, str, str | None]] = [
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-known/jwks.json", "/openapi.json",
           "/console/", "/alerts/stream", "/dcc/", "/patient/", "/console/static/{filename}",
-          "/care/plan/", "/care/transfers/", "/fhir/ValueSet/{id}"}
+          "/care/plan/", "/care/transfers/", "/fhir/ValueSet/{id}",
+          "/dcc/static/{filename}", "/patient/static/{filename}", "/dcc/static/vocabulary.json",
+          "/patient/static/vocabulary.json"}
 
 _OUTCOME = {"$ref": "#/components/schemas/OperationOutcome"}
 BODIES: dict[str, dict[str, Any]] = {
@@ -173,4 +179,4 @@ def document(operations: list[tuple[str, str, str, str | None]] = OPERATIONS) ->
 
 def canonical(path: str) -> str:
     """A router resource's canonical path as described here (the static folder serves files under it)."""
-    return "/console/static/{filename}" if path == "/console/static" else path
+    return f"{path}/{{filename}}" if path in ("/console/static", "/dcc/static", "/patient/static") else path

@@ -71,7 +71,7 @@ async def seed(service: Service) -> bool:
         )
     await registry.save(
         CarerGrantState(grant_id="grant-demo", patient_nhs_number=DEMO_PATIENT, carer_subject=DEMO_CARER_SUBJECT,
-                        carer_name="Sam Carer", relationship="daughter", version=1),
+                        carer_name="T. Brown", relationship="daughter", version=1),
         RoutingKey.POLICY_CONSENT_CARER_GRANTED,
     )
     return True

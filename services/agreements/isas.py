@@ -35,6 +35,7 @@ from shared.policy import DIRECT_CARE
 LIVE = (AgreementStatus.PROPOSED, AgreementStatus.ACCEPTED)
 OPERATOR = "exchange-operator"
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+MAX_REASON = 500
 
 
 def actor_of(who: Caller, address: str | None = None) -> Actor:
@@ -130,7 +131,7 @@ class Agreements:
                 await self._retire(replaced, state, actor_of(who))
         return state
 
-    async def reject(self, who: Caller, agreement_id: str) -> AgreementState:
+    async def reject(self, who: Caller, agreement_id: str, reason: str | None = None) -> AgreementState:
         async def refuse(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
             ag = self._party_step(current, who)
             if ag.status is not AgreementStatus.PROPOSED or ag.template:
@@ -138,9 +139,10 @@ class Agreements:
             return ag.model_copy(update={"status": AgreementStatus.REJECTED, "actor": actor_of(who)}), \
                 RoutingKey.POLICY_AGREEMENT_REJECTED
 
-        return await self.registry.change(AgreementState, agreement_id, refuse)
+        details = await self._decided(who, agreement_id, "reject", reason)
+        return await self.registry.change(AgreementState, agreement_id, refuse, details=details)
 
-    async def revoke(self, who: Caller, agreement_id: str) -> AgreementState:
+    async def revoke(self, who: Caller, agreement_id: str, reason: str | None = None) -> AgreementState:
         """Either party ends an ISA; a template's signatory leaves it, and its owner ends it for all."""
 
         async def end(current: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
@@ -156,7 +158,22 @@ class Agreements:
             return ag.model_copy(update={"status": AgreementStatus.REVOKED, "actor": actor_of(who)}), \
                 RoutingKey.POLICY_AGREEMENT_REVOKED
 
-        return await self.registry.change(AgreementState, agreement_id, end)
+        current = await self.registry.require(AgreementState, agreement_id)
+        action = "leave" if current.template and who.org != current.proposed_by else "revoke"
+        details = await self._decided(who, agreement_id, action, reason)
+        return await self.registry.change(AgreementState, agreement_id, end, details=details)
+
+    async def _decided(self, who: Caller, agreement_id: str, action: str, reason: str | None) -> dict[str, Any]:
+        """The agreement's details with this decision added: who ended or refused it, when and why, kept
+        with the agreement so that the other parties (and a later audit) can read the reason."""
+        details = await self.registry.details_of(AgreementState, agreement_id)
+        if reason is not None and len(reason) > MAX_REASON:
+            raise FhirError.of(Code.INVALID_RESOURCE, f"The reason is longer than {MAX_REASON} characters.",
+                               "Parameters.parameter.where(name='reason')")
+        details.setdefault("decisions", []).append({
+            "action": action, "organisation": who.org, "person": who.name or who.subject,
+            "reason": reason.strip() if reason and reason.strip() else None, "at": _now()})
+        return details
 
     async def join(self, who: Caller, agreement_id: str) -> tuple[AgreementState, bool]:
         """Ask to sign a template ISA; returns the state and whether the organisation has joined.
@@ -315,6 +332,8 @@ class Agreements:
             raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}) from None
         details = await self.registry.details_of(AgreementState, agreement_id)
         details["document_size"] = info.size
+        # A countersigned copy replaces the proposer's: the Contract says who attached the one it holds.
+        details["document_attached"] = {"organisation": who.org, "at": _now()}
 
         async def attach(state: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
             assert state is not None

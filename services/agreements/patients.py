@@ -102,7 +102,8 @@ class Patients:
 
     def patient_of(self, who: Caller, asked: str | None) -> str:
         """The patient a request is about: a patient's own; a carer names theirs (``?patient=``)."""
-        nhs = asked or (who.patient if who.role == "patient" else None)
+        # People write NHS numbers in groups ("900 000 0009"); the number is the digits.
+        nhs = "".join(asked.split()) if asked else (who.patient if who.role == "patient" else None)
         if not nhs:
             raise FhirError.of(Code.INVALID_PARAMETER, "Name the patient (patient=<NHS number>).", "patient")
         if not valid_nhs_number(nhs):

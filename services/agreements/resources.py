@@ -44,6 +44,32 @@ PURPOSE_LABELS = {
     "end-of-life-care": "end-of-life care",
     "transfer-of-care": "transfer of care",
 }
+# Document categories (shared.policy.CATEGORIES) in the words a data controller or a patient uses.
+CATEGORY_LABELS = {
+    "care-plan": "care plans",
+    "clinic-letter": "clinic letters",
+    "discharge-summary": "discharge summaries",
+    "end-of-life-care": "end-of-life care records",
+    "imaging": "imaging reports (X-ray, CT, MRI)",
+    "pathology": "test results (pathology)",
+    "referral": "referral letters",
+    "transfer-of-care": "transfer of care records",
+    "other": "other documents",
+}
+ORGANISATION_KIND_LABELS = {
+    "acute-trust": "hospital trust",
+    "gp-practice": "GP practice",
+    "mental-health": "mental health trust",
+    "community": "community health service",
+    "social-care": "social care provider",
+    "hospice": "hospice",
+}
+DECISION_EXTENSION = f"{BASE}/StructureDefinition/agreement-decision"
+ATTACHED_BY_EXTENSION = f"{BASE}/StructureDefinition/attached-by"
+
+
+def category_label(code: str) -> str:
+    return CATEGORY_LABELS.get(code, code.replace("-", " "))
 
 
 def _ods_ref(code: str) -> dict[str, Any]:
@@ -85,7 +111,12 @@ def careteam(state: CareTeamState) -> dict[str, Any]:
 def contract(state: AgreementState, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """``details``: what agreements keeps beside the state (when each party signed, the PDF's size)."""
     details = details or {}
-    signed_at = details.get("signed_at", {})
+    signed_at = dict(details.get("signed_at", {}))
+    # Signature.when is required (FHIR R4): an agreement recorded before signing times were kept (the demo
+    # data, older state) was signed by the time it came into force.
+    for party in state.accepted_by or state.parties:
+        if party not in signed_at and state.valid_from:
+            signed_at[party] = state.valid_from.isoformat()
     resource: dict[str, Any] = {
         "resourceType": "Contract",
         "id": state.agreement_id,
@@ -102,15 +133,16 @@ def contract(state: AgreementState, details: dict[str, Any] | None = None) -> di
              "party": _ods_ref(p),
              "signature": [{"type": [{"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.7",
                                       "display": "Consent Signature"}],
-                            **({"when": signed_at[p]} if p in signed_at else {}),
-                            "who": _ods_ref(p)}]}
+                            "when": signed_at[p], "who": _ods_ref(p)}]}
             for p in (state.accepted_by or (state.parties if state.status is AgreementStatus.ACCEPTED else ()))
+            if p in signed_at
         ],
     }
     if state.proposed_by:
         resource["author"] = _ods_ref(state.proposed_by)
     if state.categories:
-        resource["term"] = [{"asset": [{"type": [{"coding": [{"system": CATEGORY_SYSTEM, "code": c}]}
+        resource["term"] = [{"asset": [{"type": [{"coding": [{"system": CATEGORY_SYSTEM, "code": c,
+                                                               "display": category_label(c)}]}
                                                   for c in state.categories]}], "offer": {"text": "documents"}}]
     if state.valid_from or state.valid_to:
         resource["applies"] = {k: v.isoformat() for k, v in (("start", state.valid_from), ("end", state.valid_to)) if v}
@@ -135,20 +167,40 @@ def contract(state: AgreementState, details: dict[str, Any] | None = None) -> di
             "size": details.get("document_size"),
             "title": "Signed agreement",
         }
+        attached = details.get("document_attached")
+        if attached:
+            resource["legallyBindingAttachment"]["creation"] = attached["at"]
+            resource["legallyBindingAttachment"]["extension"] = [
+                {"url": ATTACHED_BY_EXTENSION, "valueReference": _ods_ref(attached["organisation"])}]
+    # Who rejected, revoked or left it, when, and why: the reason the data controller gave.
+    decisions = [{"url": DECISION_EXTENSION, "extension": [
+        {"url": "action", "valueCode": d["action"]},
+        {"url": "organization", "valueReference": _ods_ref(d["organisation"])},
+        *([{"url": "person", "valueString": d["person"]}] if d.get("person") else []),
+        {"url": "when", "valueDateTime": d["at"]},
+        *([{"url": "reason", "valueString": d["reason"]}] if d.get("reason") else []),
+    ]} for d in details.get("decisions", [])]
+    if decisions:
+        resource["extension"] = [*resource.get("extension", []), *decisions]
     return resource
 
 
 CONSENT_SCOPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}
 
 
-def preferences_consent(state: PatientPreferencesState | None, nhs_number: str, exceptions: tuple[str, ...]) -> dict[str, Any]:
+def preferences_consent(state: PatientPreferencesState | None, nhs_number: str, exceptions: tuple[str, ...],
+                        names: dict[str, str] | None = None) -> dict[str, Any]:
+    """``names``: organisation names by ODS code, so that a patient reads who they opted out of."""
     denials: list[dict[str, Any]] = []
     categories = state.opted_out_categories if state else ()
     organisations = state.opted_out_organisations if state else ()
+    names = names or {}
     if categories:
-        denials.append({"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": c} for c in categories]})
+        denials.append({"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": c, "display": category_label(c)}
+                                                  for c in categories]})
     for org in organisations:
-        denials.append({"type": "deny", "actor": [{"role": {"text": "recipient"}, "reference": _ods_ref(org)}]})
+        reference = _ods_ref(org) | ({"display": names[org]} if org in names else {})
+        denials.append({"type": "deny", "actor": [{"role": {"text": "recipient"}, "reference": reference}]})
     return {
         "resourceType": "Consent",
         "id": "preferences",

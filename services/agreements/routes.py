@@ -17,7 +17,7 @@ from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.relatedperson import RelatedPerson
 
-from services.agreements import console, resources
+from services.agreements import pages, resources
 from services.agreements.domain import Service
 from services.agreements.isas import MAX_DOCUMENT_BYTES, overlap_json
 from services.agreements.patients import EXCEPTIONS
@@ -153,15 +153,27 @@ async def propose(request: web.Request) -> web.Response:
                          headers={"Location": f"/fhir/Contract/{state.agreement_id}"})
 
 
-def _step(action: str) -> Callable[[web.Request], Any]:
-    async def step(request: web.Request) -> web.Response:
+async def _accept(request: web.Request) -> web.Response:
+    who = caller(request)
+    who.require("Contract", "u")
+    state = await _service(request).isas.accept(who, request.match_info["id"])
+    return fhir_response(await _contract(_service(request), state))
+
+
+def _decision(action: str) -> Callable[[web.Request], Any]:
+    """$reject and $revoke: an optional Parameters body gives the reason, kept with the agreement."""
+
+    async def decide(request: web.Request) -> web.Response:
         who = caller(request)
         who.require("Contract", "u")
-        isas = _service(request).isas
-        state = await getattr(isas, action)(who, request.match_info["id"])
+        reason = None
+        if request.body_exists:
+            given = _parameters(await read_json(request, resource_type="Parameters", model=Parameters), "reason")
+            reason = given[0] if given else None
+        state = await getattr(_service(request).isas, action)(who, request.match_info["id"], reason)
         return fhir_response(await _contract(_service(request), state))
 
-    return step
+    return decide
 
 
 async def join(request: web.Request) -> web.Response:
@@ -313,11 +325,17 @@ async def consents(request: web.Request) -> web.Response:
                                       *(resources.carer_consent(g) for g in grants)]))
 
 
+async def _names(service: Service, codes: tuple[str, ...]) -> dict[str, str]:
+    found = {code: await service.registry.one(OrganisationState, code) for code in codes}
+    return {code: org.name for code, org in found.items() if org is not None}
+
+
 async def read_preferences(request: web.Request) -> web.Response:
     who, nhs = _patient_reader(request)
     preferences = await _service(request).patients.preferences(who, nhs)
     await _on_record(request, who, nhs, "Consent/preferences")
-    return fhir_response(resources.preferences_consent(preferences, nhs, EXCEPTIONS))
+    names = await _names(_service(request), preferences.opted_out_organisations if preferences else ())
+    return fhir_response(resources.preferences_consent(preferences, nhs, EXCEPTIONS, names))
 
 
 async def set_preferences(request: web.Request) -> web.Response:
@@ -326,7 +344,8 @@ async def set_preferences(request: web.Request) -> web.Response:
     nhs = _service(request).patients.patient_of(who, request.query.get("patient"))
     wanted = resources.parse_preferences(await read_json(request, resource_type="Consent", model=Consent))
     state = await _service(request).patients.set_preferences(who, nhs, wanted)
-    return fhir_response(resources.preferences_consent(state, nhs, EXCEPTIONS))
+    names = await _names(_service(request), state.opted_out_organisations)
+    return fhir_response(resources.preferences_consent(state, nhs, EXCEPTIONS, names))
 
 
 async def list_carers(request: web.Request) -> web.Response:
@@ -371,8 +390,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/fhir/CareTeam", create_careteam)
     r.add_put("/fhir/CareTeam/{id}", update_careteam)
     r.add_post("/fhir/Contract", propose)
-    for action in ("accept", "reject", "revoke"):
-        r.add_post(f"/fhir/Contract/{{id}}/${action}", _step(action))
+    r.add_post("/fhir/Contract/{id}/$accept", _accept)
+    for action in ("reject", "revoke"):
+        r.add_post(f"/fhir/Contract/{{id}}/${action}", _decision(action))
     r.add_post("/fhir/Contract/{id}/$join", join)
     r.add_post("/fhir/Contract/{id}/$approve-join", _join_decision(approve=True))
     r.add_post("/fhir/Contract/{id}/$reject-join", _join_decision(approve=False))
@@ -383,4 +403,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/fhir/RelatedPerson", list_carers)
     r.add_post("/fhir/RelatedPerson", grant_carer)
     r.add_post("/fhir/RelatedPerson/{id}/$revoke", revoke_carer)
-    console.add_routes(app)
+    pages.add_routes(app)

@@ -40,7 +40,8 @@ VERIFIERS = ("dcc-admin", "auditor", "system", OPERATOR)
 # Events that tell which organisations hold a patient's documents, and who accessed them.
 HOLDING = "document.stored"
 NO_LONGER_HELD = ("document.superseded", "document.withdrawn")
-ACCESSES = ("document.retrieved", "record.read", "access.denied")
+# A search of the patient's documents is a look at their records too, whatever it found (issue 19).
+ACCESSES = ("document.retrieved", "document.searched", "record.read", "access.denied")
 
 
 @dataclass
@@ -59,6 +60,8 @@ class AccessReport:
     names: dict[str, str]
     # The access-decision rule behind each access (by AuditEvent id), for saying why in plain words.
     rules: dict[str, str] = field(default_factory=dict)
+    # What kind of document each one is (by document id), as its custodian named its type.
+    kinds: dict[str, str] = field(default_factory=dict)
 
 
 class Audit:
@@ -206,10 +209,13 @@ class Audit:
         accesses: list[dict[str, Any]] = []
         rules: dict[str, str] = {}
         custodians: dict[str, str] = {}
+        kinds: dict[str, str] = {}
         async for doc in self.chain.scan({"patient": nhs_number}):
             kind = doc.get("event_type")
             if kind == HOLDING:
                 custodian, document = (doc.get("orgs") or [None])[0], _document_of(doc)
+                if document and doc.get("document_type"):
+                    kinds[document] = doc["document_type"]
                 if custodian and document:
                     custodians[document] = custodian
                     holder = holders.setdefault(custodian, Holder(custodian, None))
@@ -225,7 +231,7 @@ class Audit:
                     # The holder opening its own record (a hospital system polling its submission) is not a
                     # sharing: it stays in the audit log, but the patient's report lists who else looked.
                     continue
-                accesses.append(_for_patient(doc["resource"]))
+                accesses.append(_for_patient(doc["resource"], kinds))
                 if doc.get("rule"):
                     rules[doc["resource"]["id"]] = doc["rule"]
         names: dict[str, str] = {}
@@ -238,7 +244,7 @@ class Audit:
             holder.name = names.get(holder.ods_code)
         held = [h for h in holders.values() if h.documents]
         return AccessReport(nhs_number, datetime.now(UTC), sorted(held, key=lambda h: h.ods_code),
-                            accesses, names, rules)
+                            accesses, names, rules, kinds)
 
 
 # Records that one organisation holds: a read or refusal of one involves its holder.
@@ -264,10 +270,16 @@ def _document_of(doc: dict[str, Any]) -> str | None:
                  if e.startswith("DocumentReference/")), None)
 
 
-def _for_patient(resource: dict[str, Any]) -> dict[str, Any]:
-    """The record as the patient sees it: staff network addresses are not theirs to see."""
+def _for_patient(resource: dict[str, Any], kinds: dict[str, str]) -> dict[str, Any]:
+    """The record as the patient sees it: staff network addresses are not theirs to see, and each
+    document it names says what kind of document it is (Reference.display)."""
     agents = [{k: v for k, v in a.items() if k != "network"} for a in resource.get("agent", [])]
-    return {**resource, "agent": agents}
+    entities = []
+    for entity in resource.get("entity", []):
+        ref = (entity.get("what") or {}).get("reference", "")
+        kind = kinds.get(ref.partition("/")[2]) if ref.startswith("DocumentReference/") else None
+        entities.append({**entity, "what": {**entity["what"], "display": kind}} if kind else entity)
+    return {**resource, "agent": agents, "entity": entities}
 
 
 def summary(resource: dict[str, Any]) -> dict[str, Any]:
@@ -286,5 +298,7 @@ def summary(resource: dict[str, Any]) -> dict[str, Any]:
                         if c.get("system") == "http://hl7.org/fhir/restful-interaction"), None)
     return {"org": org, "subject": subject, "role": role, "when": resource.get("period", {}).get("start"),
             "document": document, "allowed": resource.get("outcome") == "0", "refs": refs,
-            "search": interaction == "search"}
+            "search": interaction == "search",
+            # The LHCIE event type is always the second subtype (services/audit/records.py).
+            "event": (resource.get("subtype") or [{}, {}])[1].get("code") if len(resource.get("subtype") or []) > 1 else None}
 

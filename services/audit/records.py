@@ -303,6 +303,7 @@ def build(
     query: str | None = None,
     outcome_desc: str | None = None,
     rule: str | None = None,
+    document_type: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One BALP AuditEvent and its search fields (``rule``: the access-decision rule, kept for the
     patient's access report)."""
@@ -364,6 +365,9 @@ def build(
     }
     if rule:
         index["rule"] = rule
+    if document_type:
+        # Kept beside the record so the patient's report can say "your discharge summary", not an id.
+        index["document_type"] = document_type
     return resource, index
 
 
@@ -435,6 +439,7 @@ def records_for(event: Event, *, recorded: datetime | None = None) -> list[Recor
         recorded=at, kind=kind, custodian=f["custodian"], outcome_desc=str(reason) if reason else None,
         query=event.data["query"] if isinstance(event.data.get("query"), str) else None,
         rule=str(rule) if rule else None,
+        document_type=(event.data.get("document") or {}).get("type_display"),
     )
     records: list[Record] = []
     basis = consent_basis(event, f["who"])

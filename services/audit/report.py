@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import datetime
 from html import escape
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from services.audit.domain import AccessReport, summary
 from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE
@@ -31,14 +34,28 @@ REFUSALS = {
     "unknown-organisation": "their organisation is not registered with the exchange",
 }
 REFUSED = "the sharing rules did not allow it"
+# A patient in London reads London time; the report says which (GMT or BST) beside every time.
+LOCAL = ZoneInfo("Europe/London")
 
 
-def described(s: dict[str, Any]) -> str:
-    """What was looked at, in plain words."""
+def local_time(iso: str | None) -> str:
+    if not iso:
+        return ""
+    at = datetime.fromisoformat(iso).astimezone(LOCAL)
+    return f"{at:%d %b %Y %H:%M} {at:%Z}"
+
+
+def described(s: dict[str, Any], kinds: dict[str, str] | None = None) -> str:
+    """What was looked at, in plain words: a document by its kind, and its number to quote if asked."""
     refs = [r for r in s["refs"] if not r.startswith("Binary/")] or s["refs"]
     kind, _, ident = (refs[0] if refs else "").partition("/")
+    if s.get("event") == "document.searched":
+        return "searched your documents"
     if kind == "DocumentReference":
-        return "searched your documents" if s["search"] else f"opened document {ident}"
+        if s["search"]:
+            return "searched your documents"
+        named = (kinds or {}).get(ident)
+        return f"opened your {named.lower()} (document {ident})" if named else f"opened document {ident}"
     if kind == "Communication":
         return "looked at alerts about you" if s["search"] else "looked at an alert about you"
     if kind == "EpisodeOfCare":
@@ -63,18 +80,41 @@ def bundle(report: AccessReport) -> dict[str, Any]:
         if holder.name:
             org["name"] = holder.name
         entries.append({"fullUrl": f"Organization/{holder.ods_code}", "resource": org})
+    # The organisations that looked without holding anything, named too: a patient reads names, not codes.
+    held = {h.ods_code for h in report.holders}
+    for ods, name in sorted(report.names.items()):
+        if ods not in held:
+            entries.append({"fullUrl": f"Organization/{ods}", "resource": {
+                "resourceType": "Organization", "id": ods, "identifier": [{"system": ODS_CODE, "value": ods}],
+                "name": name}})
     for event in report.accesses:
         entries.append({"fullUrl": f"AuditEvent/{event['id']}", "resource": event})
     return {
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": report.generated.isoformat(),
-        "total": len(report.accesses),
+        # No "total": FHIR allows it on a searchset or history only (bdl-1); this is a collection.
         "entry": entries,
     }
 
 
-def html_page(report: AccessReport) -> str:
+# A carer reads the same report about the person they care for: "their records", not "your records".
+THIRD_PERSON = (("you asked", "they asked"), ("have your permission", "have the patient's permission"),
+                ("only you may", "only the patient may"))
+
+
+def in_third_person(page: str) -> str:
+    for second, third in THIRD_PERSON:
+        page = page.replace(second, third)
+    return re.sub(r"\byou\b", "them", re.sub(r"\byour\b", "their", re.sub(r"\bYour\b", "Their", page)))
+
+
+def html_page(report: AccessReport, *, carer: bool = False) -> str:
+    page = _html_page(report)
+    return in_third_person(page) if carer else page
+
+
+def _html_page(report: AccessReport) -> str:
     def org_name(ods: str | None) -> str:
         if not ods:
             return "an unknown organisation"
@@ -86,12 +126,12 @@ def html_page(report: AccessReport) -> str:
     rows = []
     for event in report.accesses:
         s = summary(event)
-        when = escape((s["when"] or "")[:19].replace("T", " "))
+        when = escape(local_time(s["when"]))
         who = escape(f"{ROLE_NAMES.get(s['role'] or '', s['role'] or 'someone')} ({s['subject']})")
         outcome = "seen" if s["allowed"] else "refused"
         why = "" if s["allowed"] else REFUSALS.get(report.rules.get(event.get("id", ""), ""), REFUSED)
-        rows.append(f"<tr><td>{when} UTC</td><td>{escape(org_name(s['org']))}</td><td>{who}</td>"
-                    f"<td>{escape(described(s))}</td><td class=\"{outcome}\">{outcome}</td><td>{escape(why)}</td></tr>")
+        rows.append(f"<tr><td>{when}</td><td>{escape(org_name(s['org']))}</td><td>{who}</td>"
+                    f"<td>{escape(described(s, report.kinds))}</td><td class=\"{outcome}\">{outcome}</td><td>{escape(why)}</td></tr>")
     accesses = "".join(rows) or '<tr><td colspan="6">Nobody has looked at your records through the exchange.</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -103,7 +143,8 @@ th{{background:#f0f4f5}}.refused{{color:#d5281b;font-weight:bold}}.seen{{color:#
 </style></head>
 <body>
 <h1>Who has seen your records</h1>
-<p>Report for NHS number {escape(report.nhs_number)}, produced {escape(report.generated.strftime('%d %B %Y at %H:%M'))} UTC.</p>
+<p>Report for NHS number {escape(report.nhs_number)}, produced {escape(local_time(report.generated.isoformat()))}.
+Times are UK time (GMT in winter, BST in summer).</p>
 <h2>Organisations that hold documents about you</h2>
 <table><thead><tr><th>Organisation</th><th>Documents</th></tr></thead><tbody>{holders}</tbody></table>
 <h2>Every time someone looked at your records, or tried to</h2>

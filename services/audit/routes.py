@@ -91,7 +91,8 @@ async def access_report(request: web.Request) -> web.Response:
         who, patient_of(patient) if patient else None, address=request.remote, request_id=request_id(request),
     )
     if _wants_html(request):
-        return web.Response(text=html_page(report), content_type="text/html", charset="utf-8")
+        return web.Response(text=html_page(report, carer=who.role == "carer"), content_type="text/html",
+                            charset="utf-8")
     return fhir_response(bundle(report))
 
 

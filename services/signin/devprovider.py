@@ -51,7 +51,8 @@ PEOPLE = (
     DemoPerson("evans-j", "J. Evans", "RJ1", "dcc-admin", "direct-care", job="Data controller, Guy's and St Thomas'"),
     DemoPerson("brown-s", "S. Brown", "NHSLOGIN", "patient", "direct-care", patient="9000000009",
                job="Patient (NHS number 900 000 0009)"),
-    DemoPerson("carer", "T. Brown", "NHSLOGIN", "carer", "direct-care", patient="9000000009",
+    # The demo grant (services/agreements/demo.py) authorises this subject, as `lhcie token --role carer` does.
+    DemoPerson("carer@NHSLOGIN", "T. Brown", "NHSLOGIN", "carer", "direct-care", patient="9000000009",
                job="Carer of S. Brown"),
 )
 BY_SUB = {p.sub: p for p in PEOPLE}

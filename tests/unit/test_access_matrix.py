@@ -222,6 +222,10 @@ TABLE: tuple[Route, ...] = (
     Route("GET", "/openapi.json", EVERYONE, note="the API's description: no data"),
     Route("GET", "/dcc/", EVERYONE, note="a static page; its data needs a token"),
     Route("GET", "/patient/", EVERYONE, note="a static page; its data needs a token"),
+    Route("GET", "/dcc/static", EVERYONE, url="/dcc/static/dcc.js"),
+    Route("GET", "/patient/static", EVERYONE, url="/patient/static/patient.js"),
+    Route("GET", "/dcc/static/vocabulary.json", EVERYONE, note="words for codes: no data"),
+    Route("GET", "/patient/static/vocabulary.json", EVERYONE, note="words for codes: no data"),
 )
 
 

@@ -280,8 +280,11 @@ async def test_the_signed_agreement_pdf_is_kept_in_the_object_store(stack: TestC
     response = await stack.put(path, data=PDF, headers={"Content-Type": "application/pdf",
                                                          **tokens.headers("RJ1", "dcc-admin")})
     assert response.status == 200
-    assert (await response.json())["legallyBindingAttachment"] == {
-        "contentType": "application/pdf", "url": path, "size": len(PDF), "title": "Signed agreement"}
+    attachment = (await response.json())["legallyBindingAttachment"]
+    # Who attached the copy it holds, and when (a countersigned copy replaces the proposer's).
+    assert attachment.pop("extension")[0]["valueReference"]["identifier"]["value"] == "RJ1"
+    assert attachment.pop("creation")
+    assert attachment == {"contentType": "application/pdf", "url": path, "size": len(PDF), "title": "Signed agreement"}
     response = await stack.get(path, headers=tokens.headers("RAL", "dcc-admin"))
     assert (response.status, response.content_type, await response.read()) == (200, "application/pdf", PDF)
     objects = stack.server.app[AGREEMENTS].isas.objects

@@ -37,7 +37,7 @@ async def test_a_carer_sees_the_record_holders_only_while_the_grant_is_active(st
     assert holding["url"] == "https://lhcie.london/fhir/StructureDefinition/record-holding"
     assert holding["extension"][:2] == [{"url": "documents", "valueInteger": 1}, {"url": "category", "valueCode": "pathology"}]
 
-    # The demo carer (Sam, the patient's daughter) holds an active grant.
+    # The demo carer (T. Brown, the patient's daughter) holds an active grant.
     carer = tokens.headers("NHSLOGIN", "carer")
     status, seen = await holders(stack, carer, f"?patient={TEST_PATIENT}")
     assert (status, seen["entry"]) == (200, bundle["entry"])
@@ -46,7 +46,7 @@ async def test_a_carer_sees_the_record_holders_only_while_the_grant_is_active(st
     assert grant == {"resourceType": "RelatedPerson", "id": "grant-demo", "meta": {"versionId": "1"}, "active": True,
                      "identifier": [{"system": LOGIN, "value": "carer@NHSLOGIN"}],
                      "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": TEST_PATIENT}},
-                     "name": [{"text": "Sam Carer"}], "relationship": [{"text": "daughter"}]}
+                     "name": [{"text": "T. Brown"}], "relationship": [{"text": "daughter"}]}
 
     # Another carer without a grant, and the carer naming someone else, are refused.
     status, body = await holders(stack, tokens.headers("NHSLOGIN", "carer", subject="stranger@NHSLOGIN"),

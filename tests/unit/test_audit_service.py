@@ -77,15 +77,17 @@ async def test_the_access_report_lists_exactly_the_holders_and_the_accesses(stac
     report = await response.json()
     assert report["resourceType"] == "Bundle" and report["type"] == "collection"
     kinds = [e["resource"]["resourceType"] for e in report["entry"]]
-    assert kinds == ["Patient", "Organization", "Organization", "AuditEvent", "AuditEvent"]
+    # The holders (with their counts), then RAL, which looked without holding anything: named too.
+    assert kinds == ["Patient", "Organization", "Organization", "Organization", "AuditEvent", "AuditEvent"]
     assert report["entry"][0]["resource"] == {"resourceType": "Patient",
                                               "identifier": [{"system": NHS_SYSTEM, "value": TEST_PATIENT}]}
     holders = [e["resource"] for e in report["entry"][1:3]]
     assert [(h["id"], h["extension"][0]["valueInteger"]) for h in holders] == [("RJ1", 1), ("RRV", 1)]
     assert all(h.get("name") for h in holders)
 
-    accesses = [e["resource"] for e in report["entry"][3:]]
-    assert report["total"] == 2
+    assert report["entry"][3]["resource"]["id"] == "RAL" and "extension" not in report["entry"][3]["resource"]
+    accesses = [e["resource"] for e in report["entry"][4:]]
+    assert "total" not in report  # bdl-1: a collection Bundle carries no total
     summary = [(a["subtype"][1]["code"], a["outcome"],
                 next(ag["who"]["identifier"]["value"] for ag in a["agent"] if ag["type"]["coding"][0]["code"] == "PROV"),
                 next(e["what"]["reference"] for e in a["entity"] if e["what"].get("reference", "").startswith("DocumentReference/")))
@@ -115,8 +117,10 @@ async def test_a_withdrawn_document_is_no_longer_held_but_its_accesses_stay_list
     await stack.server.app[AUDIT].record(Event.new(RoutingKey.DOCUMENT_WITHDRAWN, withdrawn, source="urn:lhcie:service:intake"))
     response = await stack.get("/fhir/AuditEvent/$access-report", headers=tokens.headers("RJ1", "patient", patient=TEST_PATIENT))
     report = await response.json()
-    assert [e["resource"].get("id") for e in report["entry"] if e["resource"]["resourceType"] == "Organization"] == ["RJ1"]
-    assert report["total"] == 2
+    holders = [e["resource"].get("id") for e in report["entry"]
+               if e["resource"]["resourceType"] == "Organization" and "extension" in e["resource"]]
+    assert holders == ["RJ1"]  # RRV still appears, named, as an organisation that looked
+    assert len([e for e in report["entry"] if e["resource"]["resourceType"] == "AuditEvent"]) == 2
 
 
 async def test_the_access_report_is_for_the_patient_and_their_authorised_carers(stack: TestClient, tokens: Any) -> None:
@@ -310,3 +314,30 @@ async def test_the_access_report_lists_reads_of_the_patients_records_in_plain_wo
                   "searched your records"):
         assert words in html, words
     assert "doc-x" not in html and html.count('class="seen">seen<') == 4
+
+
+async def test_the_access_report_names_the_document_the_time_zone_and_lists_searches(stack: TestClient,
+                                                                                      tokens: Any) -> None:
+    rj1_doc = await post_document(stack, tokens, "RJ1")
+    # RRV searches the patient's documents through ITI-67, then opens the one RJ1 holds.
+    found = await stack.get(f"/fhir/DocumentReference?patient.identifier={NHS_SYSTEM}|{TEST_PATIENT}",
+                            headers=tokens.headers("RRV", "clinician"))
+    assert found.status == 200
+    assert (await stack.get(f"/fhir/Binary/{rj1_doc}", headers=tokens.headers("RRV", "clinician"))).status == 200
+    patient = tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT)
+
+    async def both_listed() -> list[dict[str, Any]] | None:
+        report = await (await stack.get("/fhir/AuditEvent/$access-report", headers=patient)).json()
+        events = [e["resource"] for e in report["entry"] if e["resource"]["resourceType"] == "AuditEvent"]
+        codes = {e["subtype"][1]["code"] for e in events}
+        return events if {"document.searched", "document.retrieved"} <= codes else None
+
+    events = await eventually(both_listed)
+    opened = next(e for e in events if e["subtype"][1]["code"] == "document.retrieved")
+    shown = next(e["what"] for e in opened["entity"] if e["what"].get("reference") == f"DocumentReference/{rj1_doc}")
+    assert shown["display"] == "Pathology study"  # the patient's copy says what kind of document it was
+    html = await (await stack.get("/fhir/AuditEvent/$access-report?_format=html", headers=patient)).text()
+    assert f"opened your pathology study (document {rj1_doc})" in html
+    assert "searched your documents" in html
+    assert "Times are UK time (GMT in winter, BST in summer)" in html
+    assert re.search(r"<tr><td>\d\d \w{3} \d{4} \d\d:\d\d (GMT|BST)</td>", html)

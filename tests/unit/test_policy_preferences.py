@@ -65,7 +65,8 @@ async def test_a_category_opt_out_stops_retrieval_search_and_alerts_but_not_the_
     consent = await set_preferences(stack, tokens, preferences(
         {"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": "pathology"}]}))
     assert consent["provision"] == {"type": "permit", "provision": [
-        {"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": "pathology"}]}]}
+        {"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": "pathology",
+                                    "display": "test results (pathology)"}]}]}
 
     # A pathology report (opted out) and a discharge summary (not), each for RJ1's and UCLH's MDTs.
     teams = ("CareTeam/rj1-lung", "CareTeam/rrv-haematology")
