@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ["ES256", "RS256"]
 # The longest a token may be valid (exp - iat), unless LHCIE_JWT_MAX_LIFETIME_SECONDS says otherwise.
 DEFAULT_MAX_LIFETIME = 24 * 3600
-ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "patient", "carer", "auditor", "exchange-operator")
+ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "patient", "carer", "auditor", "exchange-operator",
+         "bed-manager")
 
 # SMART v2 scopes each role receives from the embedded issuer (``lhcie token``).
 DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
@@ -73,6 +74,12 @@ DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
         "user/CareTeam.rs",
         "user/Contract.rs",
         "system/Communication.u",
+    ),
+    # A trust's bed managers (issue 18): the repatriations coming in (read only) and their alerts.
+    "bed-manager": (
+        "user/Communication.rus",
+        "user/Task.rs",
+        "user/Organization.rs",
     ),
 }
 

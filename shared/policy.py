@@ -273,7 +273,7 @@ def purpose_admits(agreement: AgreementState, purpose: str, category: str) -> bo
 
 def never_applies(agreement: AgreementState) -> str | None:
     """Why no request could ever be admitted under this ISA, or None: for the DCC to warn on."""
-    if len(set(agreement.parties)) < 2:
+    if len(set(agreement.parties)) < 2 and not agreement.template:  # a template waits for others to join
         return "it has fewer than two parties"
     if agreement.valid_from and agreement.valid_to and agreement.valid_to <= agreement.valid_from:
         return "it ends before it starts"

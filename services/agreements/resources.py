@@ -17,7 +17,7 @@ from shared.events import (
 )
 from shared.fhir.errors import Code, FhirError, Issue
 from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE, identifier_value
-from shared.policy import CATEGORIES, PURPOSES
+from shared.policy import CATEGORIES, PURPOSES, never_applies
 
 # ISA lifecycle -> FHIR Contract.status (http://hl7.org/fhir/contract-status)
 CONTRACT_STATUS = {
@@ -32,6 +32,8 @@ PURPOSE_SYSTEM = f"{BASE}/CodeSystem/sharing-purpose"
 CATEGORY_SYSTEM = f"{BASE}/CodeSystem/document-category"
 ORG_TYPE_SYSTEM = f"{BASE}/CodeSystem/organisation-type"
 TEMPLATE_EXTENSION = f"{BASE}/StructureDefinition/template-agreement"
+# Why no request could ever be admitted under this ISA (shared.policy.never_applies): the DCC warns on it.
+NEVER_APPLIES_EXTENSION = f"{BASE}/StructureDefinition/never-applies"
 # A template that admits any organisation of this type without its owner's approval (said in advance).
 ADMITS_EXTENSION = f"{BASE}/StructureDefinition/template-admits-organisation-type"
 # An organisation waiting for the template's owner to approve its joining.
@@ -155,6 +157,9 @@ def contract(state: AgreementState, details: dict[str, Any] | None = None) -> di
                 {"url": "organization", "valueReference": _ods_ref(r["organisation"])},
                 {"url": "requested", "valueDateTime": r["requested_at"]}]}
             for r in details.get("join_requests", [])]
+    if (why := never_applies(state)) is not None:
+        resource.setdefault("extension", []).append(
+            {"url": NEVER_APPLIES_EXTENSION, "valueString": f"This agreement can never apply: {why}."})
     if state.supersedes:
         resource["relevantHistory"] = [{"display": f"supersedes Contract/{s}"} for s in state.supersedes]
     if state.replaced_by:

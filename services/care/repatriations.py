@@ -155,6 +155,8 @@ class Repatriations:
 
 
 def _party(row: Document | None, who: Caller) -> str | None:
+    if row is not None and who.role == "bed-manager":  # the receiving trust's, reading (their scopes: Task.rs)
+        return RECEIVER if who.org == row["receiver"] else None
     if row is None or who.role not in ("clinician", "system"):
         return None
     return SENDER if who.org == row["sender"] else RECEIVER if who.org == row["receiver"] else None

@@ -154,6 +154,8 @@ async def search_tasks(request: web.Request) -> web.Response:
         raise FhirError.of(Code.INVALID_PARAMETER, "Search with owner=<your ODS code> or requester=<your ODS code> "
                            "(and optionally status=pending).")
     party = "receiver" if "owner" in params else "sender"
+    if who.role == "bed-manager" and party != "receiver":
+        raise FhirError.of(Code.FORBIDDEN, "Bed managers see the transfers coming into their trust (owner=).")
     _, org = parse_token(params.get("owner") or params.get("requester") or "")
     if org != who.org:
         raise FhirError.of(Code.FORBIDDEN, "An organisation sees its own transfers.")

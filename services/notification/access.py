@@ -18,6 +18,8 @@ from shared.fhir.identifiers import LOINC
 from shared.policy import CANCER_CARE, Decision, PolicyView
 
 STAFF_ROLES = ("mdt-coordinator", "clinician")
+# A trust's bed managers' alerts (repatriations into it) are kept under this key instead of an MDT's.
+BEDS, BED_MANAGER = "beds:", "bed-manager"
 # A transfer hands the whole pathway to another provider: for the policy it is an inter-provider referral.
 TRANSFER_TYPE = (LOINC, "57133-1")
 NO_CONTENT = "0" * 64
@@ -42,7 +44,16 @@ class Access:
 
     async def team(self, who: Caller, mdt: str, *, resource: str, action: str = "read",
                    request_id: str | None = None) -> None:
-        """Refuse (403, audited) unless ``who`` is staff of the MDT ``mdt`` of their own organisation."""
+        """Refuse (403, audited) unless ``who`` is staff of the MDT ``mdt`` of their own organisation, or,
+        for a trust's bed managers' alerts (``beds:<ODS>``), one of that trust's bed managers."""
+        if mdt.startswith(BEDS):
+            if who.role != BED_MANAGER or who.org != mdt.removeprefix(BEDS):
+                await self.deny(who, resource, action,
+                                Decision.deny("not-bed-manager", f"not a bed manager of {mdt.removeprefix(BEDS)}"),
+                                request_id=request_id,
+                                error=FhirError.of(Code.FORBIDDEN, "Only the trust's bed managers may see its "
+                                                   "transfer alerts."))
+            return
         if who.role not in STAFF_ROLES or who.mdt != mdt:
             await self.deny(who, resource, action, Decision.deny("not-mdt-member", f"not a member of CareTeam/{mdt}"),
                             request_id=request_id, error=_not_a_member())

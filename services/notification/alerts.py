@@ -145,11 +145,12 @@ def to_fhir(doc: Document, clocks: list[dict[str, Any]] | None = None) -> dict[s
     if doc.get("pathway_id"):
         resource["partOf"] = [{"reference": f"EpisodeOfCare/{doc['pathway_id']}"}]
     if "about" not in resource:  # a pathway alert is about the pathway; a digest about the MDT
-        target = f"EpisodeOfCare/{doc['pathway_id']}" if doc.get("pathway_id") else doc["recipient"]
+        target = f"EpisodeOfCare/{doc['pathway_id']}" if doc.get("pathway_id") else doc.get("about") or doc["recipient"]
         resource["about"] = [{"reference": target}]
     notes = []
     for step in doc.get("escalations", []):
-        notes.append({"time": step["at"], "text": f"Escalated to {step['to']}: not acknowledged in time"})
+        why = step.get("reason") or "not acknowledged in time"
+        notes.append({"time": step["at"], "text": f"Escalated to {step['to']}: {why}"})
     if ack := doc.get("acknowledged"):
         resource["received"] = ack["at"]
         notes.append({"authorString": ack.get("name") or ack["by"], "time": ack["at"], "text": "Acknowledged"})

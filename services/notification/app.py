@@ -92,6 +92,7 @@ def install(app: web.Application, settings: NotificationSettings | None = None) 
 
     async def end_streams(_: web.Application) -> None:
         notification.live.close()
+        notification.subscription_streams.close()
 
     app.cleanup_ctx.append(timers)
     app.on_shutdown.append(end_streams)
@@ -113,7 +114,8 @@ CAPABILITY = (
             "type": "Subscription",
             "interaction": [{"code": "create"}, {"code": "read"}],
             "operation": [{"name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"},
-                          {"name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"}],
+                          {"name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"},
+                          {"name": "stream", "definition": "https://lhcie.london/fhir/OperationDefinition/subscription-stream"}],
         },
         {
             "type": "EpisodeOfCare",

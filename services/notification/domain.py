@@ -9,7 +9,9 @@ The parts, by concern:
 - ``reconciliation.py``: the alerts the stored documents call for and that are missing;
 - ``pathway_actions.py``: what an MDT's staff do with its pathways;
 - ``live.py``: the live stream of an MDT's alerts;
-- ``subscribers.py`` and ``delivery.py``: rest-hook subscriptions and their delivery.
+- ``subscribers.py`` and ``delivery.py``: rest-hook subscriptions and their delivery;
+- ``care_plans.py`` and ``subscription_streams.py``: care plan changes for subscribers, by rest-hook or SSE;
+- ``transfer_alerts.py``: the receiving trust's bed managers' alerts for repatriations.
 
 Every effect of an event or a timer is written in one transaction with its outbox event and its feed
 entry, so a redelivery, a reconciliation pass or a second replica never doubles an alert.
@@ -25,6 +27,7 @@ from services.notification.access import Access
 from services.notification.alerting import ESCALATE, Alerting
 from services.notification.alerts import AlertRenderer, Alerts
 from services.notification.breach_checks import BREACH_CHECK, BreachChecks
+from services.notification.care_plans import CarePlanNotices
 from services.notification.clock import AdjustableClock, Clock, SystemClock, day_of
 from services.notification.delivery import Deliverer, OpenClient
 from services.notification.digest import DIGEST, Digest
@@ -39,8 +42,10 @@ from services.notification.rules import RuleSet
 from services.notification.settings import NotificationSettings
 from services.notification.streams import StreamSlots
 from services.notification.subscribers import Subscribers
+from services.notification.subscription_streams import SubscriptionStreams
 from services.notification.subscriptions import Subscriptions
 from services.notification.timers import Timers
+from services.notification.transfer_alerts import TransferAlerts
 from shared.events import Event
 from shared.policy import PolicyView
 from shared.store import DocumentStore, Session
@@ -111,6 +116,12 @@ class Notification:
         self.subscribers = Subscribers(
             store=store, subscriptions=self.subscriptions, alerts=self.alerts, render=self.render,
             policy=self.policy, clock=self.clock, write=write, settings=settings)
+        self.care_plans = CarePlanNotices(subscriptions=self.subscriptions, policy=self.policy, clock=self.clock,
+                                          once=ctx.once, write=write)
+        self.transfer_alerts = TransferAlerts(alerts=self.alerts, alerting=self.alerting, feed=self.feed,
+                                              outgoing=outgoing, clock=self.clock, once=ctx.once, write=write)
+        self.subscription_streams = SubscriptionStreams(subscriptions=self.subscriptions, listeners=self.listeners,
+                                                        poll_seconds=settings.stream_poll_seconds)
         self.deliverer = Deliverer(
             store=store, subscriptions=self.subscriptions, alerts=self.alerts, render=self.render,
             outgoing=outgoing, write=write, clock=self.clock, settings=settings, open_client=open_client)

@@ -1,5 +1,6 @@
-"""Notification's HTTP surface: alerts (FHIR Communication), their live stream, the coordinator console,
-and cancer pathways (FHIR EpisodeOfCare) with the patient tracking list."""
+"""Notification's HTTP surface: alerts (FHIR Communication, an MDT's or a trust's bed managers'), their live
+stream, the coordinator console, cancer pathways (FHIR EpisodeOfCare) with the patient tracking list, and
+FHIR Subscriptions (rest-hook, and SSE for care plan changes)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from services.notification.live import Change, Expired, Frame, Heartbeat
 from services.notification.pathways import ROUTE_URL
 from services.notification.rules import PRIORITIES
 from services.notification.stream_tokens import BadStreamToken, StreamTokens
+from services.notification.transfer_alerts import beds_key
 from shared.auth import Caller
 from shared.fhir import dates
 from shared.fhir.bundles import page_params, searchset
@@ -35,6 +37,7 @@ NOTIFICATION = web.AppKey("notification", Notification)
 STREAM_TOKENS = web.AppKey("notification.stream_tokens", StreamTokens)
 DELIVERER = web.AppKey("notification.deliverer", Deliverer)
 CONSOLE_DIR = Path(__file__).with_name("console")
+ORGANIZATION_PREFIX = "Organization/"
 
 
 def _team(request: web.Request, name: str) -> str:
@@ -42,6 +45,14 @@ def _team(request: web.Request, name: str) -> str:
     if not value.startswith(CARETEAM_PREFIX) or len(value) == len(CARETEAM_PREFIX):
         raise FhirError.of(Code.INVALID_PARAMETER, f"Search needs {name}=CareTeam/<mdt-id>.", name)
     return value.removeprefix(CARETEAM_PREFIX)
+
+
+def _alert_audience(request: web.Request, name: str) -> str:
+    """An MDT's alerts (``CareTeam/<mdt-id>``), or a trust's bed managers' (``Organization/<ODS>``)."""
+    value = request.query.get(name, "")
+    if value.startswith(ORGANIZATION_PREFIX) and len(value) > len(ORGANIZATION_PREFIX):
+        return beds_key(value.removeprefix(ORGANIZATION_PREFIX))
+    return _team(request, name)
 
 
 async def search_alerts(request: web.Request) -> web.Response:
@@ -59,7 +70,7 @@ async def search_alerts(request: web.Request) -> web.Response:
         patient = patient.rpartition("|")[2]
     sent = dates.parse_all(query.getall("sent", []), "sent")
     count, offset = page_params(query)
-    alert_query = AlertQuery(mdt=_team(request, "recipient"), patient=patient, status=status, priority=priority,
+    alert_query = AlertQuery(mdt=_alert_audience(request, "recipient"), patient=patient, status=status, priority=priority,
                              sent=sent)
     alerts, more = await request.app[NOTIFICATION].alerting.search(
         who, alert_query, count=count, offset=offset, search=request.query_string, request_id=request_id(request))
@@ -87,7 +98,7 @@ async def stream_token(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
     notification = request.app[NOTIFICATION]
-    mdt = _team(request, "team")
+    mdt = _alert_audience(request, "team")
     position = await notification.live.position(who, mdt, request_id=request_id(request))
     token, expires = request.app[STREAM_TOKENS].issue(
         mdt=mdt, subject=who.subject, org=who.org, role=who.role, ttl=notification.settings.stream_token_seconds)
@@ -133,7 +144,7 @@ def _event(frame: Frame) -> bytes:
 
 # -- the console --
 
-# The DCC's policy (services/agreements/console.py), with 'self' for the console's own static script and
+# The DCC's policy (services/agreements/pages.py), with 'self' for the console's own static script and
 # style in place of the DCC's nonces; frame-ancestors 'none' so no other site can frame its Acknowledge button;
 # frame-src blob: for a document the page itself fetched with the person's token and shows in place.
 CONSOLE_HEADERS = {
@@ -309,6 +320,34 @@ async def subscription_events(request: web.Request) -> web.Response:
     return fhir_response(bundle)
 
 
+async def subscription_stream(request: web.Request) -> web.StreamResponse:
+    """A care plan subscription's SSE channel: its notification bundles as they are made."""
+    notification = request.app[NOTIFICATION]
+    sub = await notification.subscribers.get(caller(request), request.match_info["id"])
+    streams = notification.subscription_streams
+    streams.check(sub)
+    last = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or "0"
+    after = int(last) if last.isdigit() else 0
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    await response.write(b"retry: 1000\n\n")
+    # Bounded like a console's grant: the token is checked again when the subscriber reconnects.
+    frames = streams.follow(sub, after, seconds=notification.settings.stream_token_seconds)
+    try:
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                if isinstance(frame, Heartbeat):
+                    await response.write(b": heartbeat\n\n")
+                    continue
+                number, bundle = frame
+                data = json.dumps(bundle, separators=(",", ":"))
+                await response.write(f"id: {number}\nevent: notification\ndata: {data}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/fhir/Communication", search_alerts)
     app.router.add_post("/fhir/Communication/$reconcile", reconcile)
@@ -327,3 +366,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/fhir/Subscription/{id}", read_subscription)
     app.router.add_get("/fhir/Subscription/{id}/$status", subscription_status)
     app.router.add_get("/fhir/Subscription/{id}/$events", subscription_events)
+    app.router.add_get("/fhir/Subscription/{id}/$stream", subscription_stream)

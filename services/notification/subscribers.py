@@ -1,6 +1,8 @@
 """What a subscribing hospital system may do: create a rest-hook Subscription to its own organisation's
-MDTs (its endpoint checked, its organisation's cap kept), read it, and ask for its ``$status`` or its
-``$events`` again to fill a gap. The stored form and the FHIR shapes are ``subscriptions.py``'s."""
+MDTs, or a rest-hook or SSE Subscription to care plan changes (its endpoint checked, its organisation's cap
+kept), read it, and ask for its ``$status`` or its ``$events`` again to fill a gap. Which care plans it
+hears of is the sharing policy's decision at each change (``care_plans.py``). The stored form and the FHIR
+shapes are ``subscriptions.py``'s."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from services.notification.clock import Clock, stamp
 from services.notification.feed import Writer
 from services.notification.settings import NotificationSettings
 from services.notification.subscriptions import (
+    CAREPLAN_TOPIC,
     EVENT,
+    SSE,
     Subscriptions,
     check_endpoint,
     notification_bundle,
@@ -51,10 +55,12 @@ class Subscribers:
     async def subscribe(self, who: Caller, resource: dict[str, Any]) -> dict[str, Any]:
         self.require_subscriber(who)
         doc = parse_subscription(resource, org=who.org, min_heartbeat=self.settings.webhook_min_heartbeat_seconds)
-        team = await self._policy.careteam(doc["mdt"])
-        if team is None or team.organisation != who.org:
-            raise FhirError.of(Code.FORBIDDEN, "A system may only subscribe to its own organisation's MDTs.")
-        await check_endpoint(self.settings.webhook_policy(), doc["endpoint"])
+        if doc["topic"] != CAREPLAN_TOPIC:
+            team = await self._policy.careteam(doc["mdt"])
+            if team is None or team.organisation != who.org:
+                raise FhirError.of(Code.FORBIDDEN, "A system may only subscribe to its own organisation's MDTs.")
+        if doc["channel"] != SSE:
+            await check_endpoint(self.settings.webhook_policy(), doc["endpoint"])
 
         async def work() -> None:
             async with self._store.transaction() as session:
@@ -86,7 +92,8 @@ class Subscribers:
         since, until = max(since or 1, 1), min(until or last, last)
         rows = await self._subscriptions.events(key, since, until) if since <= until else []
         payload = content or sub["payload"]
-        if payload == "full-resource" and not sub["endpoint"].startswith("https://"):
+        if payload == "full-resource" and (sub.get("topic") == CAREPLAN_TOPIC
+                                           or not (sub["endpoint"] or "").startswith("https://")):
             payload = "id-only"
         events = [(r["number"], r["created"], r["focus"]) for r in rows if r["kind"] == EVENT]
         resources = {}

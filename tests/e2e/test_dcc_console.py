@@ -209,3 +209,26 @@ async def test_a_person_who_is_not_a_data_controller_is_told_so(exchange: str, b
     await expect(page.locator("#signin-message")).to_have_text(
         "You are signed in, but not as a data controller: this console is for your organisation's data controllers.")
     assert not await page.locator("#app").is_visible()
+
+
+async def test_the_dcc_warns_of_an_agreement_that_can_never_apply(exchange: str, browser: Browser, tokens: Any) -> None:
+    url = exchange
+    body = {"resourceType": "Contract", "title": "End-of-life ISA for imaging",
+            "authority": [{"identifier": {"system": ODS_CODE, "value": "RAL"}}],
+            "scope": {"coding": [{"code": "end-of-life-care"}]},
+            "term": [{"asset": [{"type": [{"coding": [
+                {"system": "https://lhcie.london/fhir/CodeSystem/document-category", "code": "imaging"}]}]}],
+                "offer": {"text": "documents"}}]}
+    status, made = await call("POST", f"{url}/fhir/Contract", {**FHIR, **tokens.headers("RJ1", "dcc-admin")}, json=body)
+    assert status == 201, made
+    never = made["id"]
+    fine = await propose(url, tokens, "RJ1", "RAL", "GSTT and Royal Free lung ISA")
+    page = await new_page(browser)
+    await sign_in(page, url, "/dcc/", "jones-m")
+    await page.wait_for_selector(f"#pending button[data-id='{fine}']")
+    warning = page.locator(f"#pending .never-applies[data-id='{never}']")
+    assert await warning.text_content() == ("\u26a0 This agreement can never apply: its purposes "
+                                            "(end-of-life-care) admit none of its document categories (imaging).")
+    assert await page.locator(f"#pending .never-applies[data-id='{fine}']").count() == 0
+    await page.wait_for_selector(f"#agreements .never-applies[data-id='{never}']")
+    assert errors(page) == []

@@ -33,7 +33,7 @@ from tests.unit.test_notification_subscriptions import subscription
 from tests.unit.test_policy_preferences import preferences, set_preferences
 
 ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "auditor", "exchange-operator", "patient", "carer",
-         "anonymous")
+         "bed-manager", "anonymous")
 STAFF = ("system", "mdt-coordinator", "clinician", "dcc-admin", "auditor")
 CLINICAL = ("system", "mdt-coordinator", "clinician")
 ADMIN = ("dcc-admin", "auditor")
@@ -148,6 +148,8 @@ TABLE: tuple[Route, ...] = (
     Route("GET", "/fhir/Subscription/{id}", ("system",), url="/fhir/Subscription/{subscription}"),
     Route("GET", "/fhir/Subscription/{id}/$status", ("system",), url="/fhir/Subscription/{subscription}/$status"),
     Route("GET", "/fhir/Subscription/{id}/$events", ("system",), url="/fhir/Subscription/{subscription}/$events"),
+    Route("GET", "/fhir/Subscription/{id}/$stream", ("system",), url="/fhir/Subscription/{subscription}/$stream",
+          note="the SSE channel of a care plan subscription; this one is rest-hook (422 once past the access check)"),
     # audit
     Route("GET", "/fhir/AuditEvent", ADMIN + ("exchange-operator",), url="/fhir/AuditEvent?" + SEARCH_DOCS,
           records=AUDIT_OWN),
@@ -157,8 +159,8 @@ TABLE: tuple[Route, ...] = (
     Route("GET", "/fhir/AuditEvent/$access-report", PEOPLE, url="/fhir/AuditEvent/$access-report?patient={patient}",
           person_relations=True, records=AUDIT_OWN),
     # agreements: the directory is for staff; agreements for their parties' admins
-    Route("GET", "/fhir/Organization", STAFF + ("exchange-operator",)),
-    Route("GET", "/fhir/Organization/{id}", STAFF + ("exchange-operator",), url="/fhir/Organization/RJ1"),
+    Route("GET", "/fhir/Organization", STAFF + ("exchange-operator", "bed-manager")),
+    Route("GET", "/fhir/Organization/{id}", STAFF + ("exchange-operator", "bed-manager"), url="/fhir/Organization/RJ1"),
     Route("POST", "/fhir/Organization", ("dcc-admin",), body={}),
     Route("PUT", "/fhir/Organization/{id}", ("dcc-admin",), url="/fhir/Organization/none", body={}),
     Route("GET", "/fhir/Organization/$record-holders", PEOPLE, url="/fhir/Organization/$record-holders?patient={patient}",
@@ -206,8 +208,10 @@ TABLE: tuple[Route, ...] = (
     Route("GET", "/fhir/CarePlan/{id}/_history/{vid}", ("system", "clinician", "patient"),
           url="/fhir/CarePlan/none/_history/1"),
     Route("POST", "/fhir/Task", ("system", "clinician"), body={}),
-    Route("GET", "/fhir/Task", ("system", "clinician"), url="/fhir/Task?owner=RJ1", records=READ),
-    Route("GET", "/fhir/Task/{id}", ("system", "clinician"), url="/fhir/Task/none"),
+    # A trust's bed managers read the transfers coming in (tests/unit/test_transfer_alerts.py: their alerts,
+    # recipient=Organization/<ODS>, which no other role and no other trust's bed managers may search).
+    Route("GET", "/fhir/Task", ("system", "clinician", "bed-manager"), url="/fhir/Task?owner=RJ1", records=READ),
+    Route("GET", "/fhir/Task/{id}", ("system", "clinician", "bed-manager"), url="/fhir/Task/none"),
     Route("POST", "/fhir/Task/{id}/$advance", ("system", "clinician"), url="/fhir/Task/none/$advance", body={}),
     Route("POST", "/fhir/Bundle", ("system", "clinician"), body={}),
     Route("GET", "/fhir/Bundle", ("system", "clinician"), url="/fhir/Bundle?recipient=RJ1", records=READ),

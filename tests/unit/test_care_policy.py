@@ -22,6 +22,8 @@ from shared.fhir.identifiers import LOINC, SNOMED
 from shared.policy import covers, purpose_for
 from tests.helpers import eventually
 from tests.unit.care_support import (  # noqa: F401
+    CATEGORY_SYSTEM,
+    FHIR,
     PATIENT,
     audit_types,
     call,
@@ -200,3 +202,27 @@ def test_an_isa_that_can_never_apply_is_named(purposes: tuple[str, ...], categor
     from shared.policy import never_applies
 
     assert never_applies(_isa(purposes, categories)) == why
+
+
+async def test_the_dcc_is_warned_of_an_isa_that_can_never_apply(care_stack: TestClient, tokens: Any) -> None:
+    """The agreements API marks such an ISA on every Contract it returns (proposal, read, acceptance)."""
+    never = "https://lhcie.london/fhir/StructureDefinition/never-applies"
+    body = {"resourceType": "Contract", "title": "End-of-life ISA for pathology",
+            "authority": [{"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "RRV"}}],
+            "scope": {"coding": [{"code": "end-of-life-care"}]},
+            "term": [{"asset": [{"type": [{"coding": [{"system": CATEGORY_SYSTEM, "code": "pathology"}]}]}],
+                      "offer": {"text": "documents"}}]}
+    warning = {"url": never, "valueString": "This agreement can never apply: its purposes (end-of-life-care) admit "
+                                            "none of its document categories (pathology)."}
+    response = await care_stack.post("/fhir/Contract", json=body, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")})
+    assert response.status == 201
+    proposed = await response.json()
+    assert proposed["extension"] == [warning]
+    response = await care_stack.post(f"/fhir/Contract/{proposed['id']}/$accept", headers=tokens.headers("RRV", "dcc-admin"))
+    assert (await response.json())["extension"] == [warning]
+    response = await care_stack.get(f"/fhir/Contract/{proposed['id']}", headers=tokens.headers("RRV", "dcc-admin"))
+    assert (await response.json())["extension"] == [warning]
+    # One that can apply carries no warning.
+    body["term"][0]["asset"][0]["type"][0]["coding"][0]["code"] = "end-of-life-care"
+    response = await care_stack.post("/fhir/Contract", json=body, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")})
+    assert "extension" not in await response.json()

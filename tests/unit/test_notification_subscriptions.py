@@ -17,7 +17,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.notification.clock import FixedClock
 from services.notification.routes import DELIVERER
-from services.notification.subscriptions import FILTER_URL, PAYLOAD_URL, SECRET_URL, TOPIC
+from services.notification.subscriptions import (
+    FILTER_URL,
+    PAYLOAD_URL,
+    SECRET_URL,
+    STATUS_PROFILE,
+    TOPIC,
+    status_fields,
+)
 from shared.bus import QueueSpec
 from shared.events import Event, RoutingKey
 from shared.keys import RUNTIME
@@ -53,8 +60,8 @@ class Receiver:
             self.bad_signatures += 1
             return web.Response(status=401)
         bundle = json.loads(body)
-        status = bundle["entry"][0]["resource"]
-        numbers = [int(e["eventNumber"]) for e in status.get("notificationEvent", [])] or [0]
+        status = status_fields(bundle["entry"][0]["resource"])
+        numbers = [int(e["event-number"]) for e in status["notification-event"]] or [0]
         if self.fail_first > 0 or set(numbers) & self.fail:
             self.fail_first -= 1
             self.refused += 1
@@ -65,8 +72,8 @@ class Receiver:
     def kinds(self) -> list[tuple[str, list[str]]]:
         out = []
         for bundle in self.received:
-            status = bundle["entry"][0]["resource"]
-            out.append((status["type"], [e["eventNumber"] for e in status.get("notificationEvent", [])]))
+            status = status_fields(bundle["entry"][0]["resource"])
+            out.append((status["type"], [e["event-number"] for e in status["notification-event"]]))
         return out
 
 
@@ -136,8 +143,13 @@ async def test_notifications_arrive_signed_in_order_exactly_once_after_receiver_
     first = got.received[1]
     assert first["type"] == "history"
     status = first["entry"][0]["resource"]
-    assert status["eventsSinceSubscriptionStart"] == "1"
-    assert status["subscription"] == {"reference": f"Subscription/{created['id']}"}
+    # The R4 form of the Backport IG: the status is a Parameters resource (the server declares FHIR 4.0.1).
+    assert status["resourceType"] == "Parameters"
+    assert status["meta"]["profile"] == [STATUS_PROFILE]
+    fields = status_fields(status)
+    assert fields["events-since-subscription-start"] == "1"
+    assert fields["subscription"] == {"reference": f"Subscription/{created['id']}"}
+    assert fields["topic"] == TOPIC
     # id-only: the alert is referenced, no patient data travels.
     assert "resource" not in first["entry"][1]
     assert first["entry"][1]["fullUrl"].startswith("Communication/")
@@ -148,7 +160,7 @@ async def test_notifications_arrive_signed_in_order_exactly_once_after_receiver_
     assert "extension" not in await read.json()  # the secret is shown once only
     status_bundle = await (await stack.get(f"/fhir/Subscription/{created['id']}/$status",
                                            headers=tokens.headers("RJ1"))).json()
-    assert status_bundle["entry"][0]["resource"]["eventsSinceSubscriptionStart"] == "3"
+    assert status_fields(status_bundle["entry"][0]["resource"])["events-since-subscription-start"] == "3"
 
 
 async def _has(n: Any, sub: str, count: int) -> bool:
@@ -192,9 +204,9 @@ async def test_after_the_retry_window_a_notification_is_dead_lettered_and_recove
                                 headers=tokens.headers("RJ1"))
     bundle = await recovered.json()
     assert bundle["type"] == "history"
-    status = bundle["entry"][0]["resource"]
+    status = status_fields(bundle["entry"][0]["resource"])
     assert status["type"] == "query-event"
-    assert [e["eventNumber"] for e in status["notificationEvent"]] == ["1"]
+    assert [e["event-number"] for e in status["notification-event"]] == ["1"]
 
 
 @pytest.mark.parametrize(("change", "status", "expression"), [

@@ -23,6 +23,14 @@ const joinRequests = (c) => (c.extension || []).filter((x) => x.url === EXT + "j
   .map((x) => x.extension.find((y) => y.url === "organization").valueReference.identifier.value);
 const namesOf = (codes) => codes.map(orgName).join(", ");
 
+// The agreement's title, and the exchange's warning when no request could ever be admitted under it.
+function titled(c) {
+  const e = (c.extension || []).find((x) => x.url === EXT + "never-applies");
+  const cell = el("span", c.title);
+  if (e) cell.append(" ", el("strong", "\u26a0 " + e.valueString, { class: "never-applies", "data-id": c.id }));
+  return cell;
+}
+
 // The last rejection, revocation or leaving, as "revoked by Royal Free (M. Jones): reason".
 function lastDecision(c) {
   const found = (c.extension || []).filter((x) => x.url === EXT + "agreement-decision");
@@ -131,7 +139,7 @@ async function loadPending() {
     cell.append(
       button("Accept", () => step(c, "accept"), { "data-action": "accept", "data-id": c.id }),
       button("Reject", async () => confirmStep(c, "reject"), { "data-action": "reject", "data-id": c.id }, "danger"));
-    const tr = row("pending", [c.title, namesOf(parties(c)), purposes(c), categories(c),
+    const tr = row("pending", [titled(c), namesOf(parties(c)), purposes(c), categories(c),
       c.author ? orgName(c.author.identifier.value) : "", namesOf(signed(c)), cell]);
     tr.dataset.id = c.id;
   }
@@ -157,7 +165,7 @@ async function loadAgreements() {
     const statusCell = el("span", status);
     const decision = lastDecision(c);
     if (decision) statusCell.append(el("span", decision, { class: "reason" }));
-    const tr = row("agreements", [c.id, c.title, statusCell, namesOf(parties(c)), purposes(c), categories(c),
+    const tr = row("agreements", [c.id, titled(c), statusCell, namesOf(parties(c)), purposes(c), categories(c),
       c.applies && c.applies.end ? c.applies.end.slice(0, 10) : "", actions]);
     tr.dataset.id = c.id;
   }

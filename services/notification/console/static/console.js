@@ -119,9 +119,14 @@ function announce(alert) {
   }
 }
 
+// Whose alerts: the MDT's, or for a trust's bed managers the repatriations into their trust (issue 18).
+function audience() {
+  return session.claims.role === "bed-manager" ? `Organization/${session.claims.org}` : `CareTeam/${session.claims.mdt}`;
+}
+
 async function loadAlerts() {
   alerts.clear();
-  const response = await session.fetch(`/fhir/Communication?recipient=CareTeam/${encodeURIComponent(session.claims.mdt)}&_count=200`,
+  const response = await session.fetch(`/fhir/Communication?recipient=${encodeURIComponent(audience())}&_count=200`,
     { headers: { Accept: "application/fhir+json" } });
   if (!response.ok) throw new Error("alerts " + response.status);
   const bundle = await response.json();
@@ -159,14 +164,16 @@ function selectTab(name) {
 async function start() {
   const begun = await session.begin();
   if (!begun.ok) { showSignIn(begun.message); return; }
-  if (!session.claims.mdt) { showSignIn("You are signed in, but not as a member of an MDT."); return; }
+  const beds = session.claims.role === "bed-manager";
+  if (!session.claims.mdt && !beds) { showSignIn("You are signed in, but not as a member of an MDT."); return; }
   $("signin").hidden = true; $("tabs").hidden = false;
+  $("tab-tracking").hidden = beds;  // cancer pathways are the MDT's
   selectTab("board");
-  $("who").textContent = `${session.name} · ${session.claims.org} · CareTeam/${session.claims.mdt}`;
+  $("who").textContent = `${session.name} · ${session.claims.org} · ${audience()}`;
   $("signout").hidden = false;
   if (window.Notification && Notification.permission === "default") $("notify").hidden = false;
   live = new Live({
-    session, team: session.claims.mdt, onLoad: loadAlerts,
+    session, team: audience(), onLoad: loadAlerts,
     onAlert: (data) => {
       alerts.set(data.alert.id, data.alert);
       render(data.kind === "raised" ? data.alert.id : null);

@@ -35,7 +35,7 @@ export class Live {
     if (this.stopped) return;
     let grant;
     try {
-      const response = await this.session.fetch(`/alerts/stream-token?team=CareTeam/${encodeURIComponent(this.team)}`,
+      const response = await this.session.fetch(`/alerts/stream-token?team=${encodeURIComponent(this.team)}`,
         { method: "POST" });
       if (!response.ok) throw new Error("stream-token " + response.status);
       grant = await response.json();
