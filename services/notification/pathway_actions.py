@@ -12,7 +12,7 @@ from services.notification.access import Access
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, alert_id
 from services.notification.breach_checks import BreachChecks
-from services.notification.clock import Clock, day_of
+from services.notification.clock import Clock, day_of, stamp
 from services.notification.feed import Writer
 from services.notification.pathways import ACTIVE, Pathways, tracking_list
 from services.notification.rules import RuleSet
@@ -78,31 +78,60 @@ class PathwayActions:
         created = await self._write(work)
         return self._pathways.to_fhir(created, self._today())
 
-    async def record_event(self, who: Caller, key: str, name: str, on: date, *,
-                           request_id: str | None = None) -> dict[str, Any]:
+    async def record_event(self, who: Caller, key: str, name: str, on: date, *, corrects: str | None = None,
+                           reason: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+        """Record an event on the pathway's clocks, or correct the date of one already recorded: the one
+        ``corrects`` names, or the earlier record of an event that happens once. A correction replays the
+        clocks, is kept in the event's history and is audited."""
         if name not in self._rules.events:
             raise FhirError.of(Code.INVALID_PARAMETER,
                                f"event must be one of {', '.join(sorted(self._rules.events))}.", "event")
         doc = await self._pathways.get(key)
         if doc is None:
             raise FhirError.of(Code.NOT_FOUND)
-        await self._access.team(who, doc["mdt"], resource=f"EpisodeOfCare/{key}", action="update",
-                                request_id=request_id)
-        if doc["status"] != ACTIVE:
+        resource = f"EpisodeOfCare/{key}"
+        await self._access.team(who, doc["mdt"], resource=resource, action="update", request_id=request_id)
+        earlier = self._earlier(doc, name, corrects)
+        if earlier is not None and earlier["date"] == on.isoformat():
+            return self._pathways.to_fhir(doc, self._today())  # the same record again changes nothing
+        if earlier is None and doc["status"] != ACTIVE:
             raise FhirError.of(Code.CONFLICT, "The pathway is finished.")
+        corrected: list[str] = []
 
         async def work() -> Document:
             async with self._store.transaction() as session:
                 current = await self._pathways.get(key, session=session)
                 assert current is not None
-                started = self._pathways.apply_event(current, name, on, by=who.subject)
+                target = self._earlier(current, name, corrects)
+                if target is not None:
+                    corrected.append(self._pathways.correct_event(current, target, on, by=who.subject,
+                                                                  at=stamp(self._clock.now()), reason=reason))
+                    started = [n for n, c in current["clocks"].items() if not c.get("stop")]
+                else:
+                    started = self._pathways.apply_event(current, name, on, by=who.subject)
                 await self._pathways.save(current, session=session)
+                # Scheduling is idempotent per clock start, and a check whose start moved finds nothing.
                 await self._breach_checks.schedule(current, started, session)
                 await self._breach_checks.resolve_stopped(current, session)
                 return current
 
         updated = await self._write(work)
+        if corrected:
+            detail = f"{name} corrected from {corrected[0]} to {on.isoformat()}" + (f": {reason}" if reason else "")
+            await self._access.invoked(who, "$record-event", resource, "success", detail, request_id=request_id)
         return self._pathways.to_fhir(updated, self._today())
+
+    def _earlier(self, doc: Document, name: str, corrects: str | None) -> Document | None:
+        """The recorded event a new record of ``name`` corrects, if it is a correction."""
+        if corrects is not None:
+            found = self._pathways.recorded(doc, event_id=corrects)
+            if found is None or found["event"] != name:
+                raise FhirError.of(Code.INVALID_PARAMETER,
+                                   f"corrects must name a recorded {name} event of this pathway.", "corrects")
+            return found
+        if self._pathways.repeatable(name):
+            return None
+        return self._pathways.recorded(doc, name=name)
 
     async def transfer(self, who: Caller, key: str, to_mdt: str, on: date, *,
                        request_id: str | None = None) -> dict[str, Any]:

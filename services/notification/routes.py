@@ -22,7 +22,7 @@ from services.notification.alerts import ACKNOWLEDGED, CARETEAM_PREFIX, OPEN, Al
 from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
 from services.notification.live import Change, Expired, Frame, Heartbeat
-from services.notification.pathways import ROUTE_URL
+from services.notification.pathways import ROUTE_URL, tracking_list_parameters
 from services.notification.rules import PRIORITIES
 from services.notification.stream_tokens import BadStreamToken, StreamTokens
 from services.notification.transfer_alerts import beds_key
@@ -240,8 +240,15 @@ async def record_event(request: web.Request) -> web.Response:
         raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need event (valueCode).",
                            "Parameters.parameter.where(name='event')")
     on = _date_param(values, notification.today())
-    return fhir_response(await notification.pathway_actions.record_event(who, request.match_info["id"], name, on,
-                                                                         request_id=request_id(request)))
+    corrects, reason = values.get("corrects"), values.get("reason")
+    if corrects is not None and not isinstance(corrects, str):
+        raise FhirError.of(Code.INVALID_RESOURCE, "corrects is the id of a recorded event (valueString).",
+                           "Parameters.parameter.where(name='corrects')")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        raise FhirError.of(Code.INVALID_RESOURCE, "reason is a short text (valueString, at most 500 characters).",
+                           "Parameters.parameter.where(name='reason')")
+    return fhir_response(await notification.pathway_actions.record_event(
+        who, request.match_info["id"], name, on, corrects=corrects, reason=reason, request_id=request_id(request)))
 
 
 async def transfer(request: web.Request) -> web.Response:
@@ -268,6 +275,7 @@ CSV_COLUMNS = ("pathway", "patient", "tumour_site", "route", "start", "day", "bu
 async def tracking_list(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
+    # The operation's output is FHIR Parameters; the same list as a spreadsheet is CSV, asked for by name.
     as_csv = request.query.get("_format") == "csv" or "text/csv" in request.headers.get("Accept", "")
     report = await request.app[NOTIFICATION].pathway_actions.tracking_list(
         who, _team(request, "team"), export=as_csv, search=request.query_string, request_id=request_id(request))
@@ -278,7 +286,7 @@ async def tracking_list(request: web.Request) -> web.Response:
         writer.writerows(report["rows"])
         return web.Response(text=out.getvalue(), content_type="text/csv",
                             headers={"Content-Disposition": 'attachment; filename="ptl.csv"'})
-    return web.json_response(report)
+    return fhir_response(tracking_list_parameters(report))
 
 
 # -- FHIR Subscriptions --

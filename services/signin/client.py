@@ -1,5 +1,7 @@
 """The relying party: Authlib's OAuth 2 client runs the authorization code flow with PKCE (S256), joserfc
-checks the ID token against the provider's published keys."""
+checks the ID token against the provider's published keys. The client proves itself at the token endpoint
+with a secret (``client_secret_basic``), a private key (``private_key_jwt``, RFC 7523: what NHS login
+requires) or not at all (a public client)."""
 
 from __future__ import annotations
 
@@ -9,15 +11,28 @@ from typing import Any
 
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from services.signin.client_key import ClientKey
 from services.signin.identity import SignInRefused
 
 # Discovery documents and keys are fetched again after this, so a provider's key rotation is picked up.
 METADATA_TTL = 300.0
 CLOCK_LEEWAY = 60
+# A client assertion is used once, at once: a short life limits what a captured one is worth.
+ASSERTION_SECONDS = 60
+
+
+class _PrivateKeyJWT(PrivateKeyJWT):
+    """Authlib's ``private_key_jwt`` with a short-lived assertion (its default lives an hour)."""
+
+    def sign(self, auth: Any, token_endpoint: str) -> Any:
+        return private_key_jwt_sign(auth.client_secret, client_id=auth.client_id, token_endpoint=token_endpoint,
+                                    claims=self.claims, header=self.headers, alg=self.alg,
+                                    expires_in=ASSERTION_SECONDS)
 
 
 @dataclass
@@ -37,25 +52,37 @@ class ProviderUnavailable(Exception):
 
 
 class OidcClient:
-    def __init__(self, *, issuer: str, client_id: str, client_secret: str | None, scopes: str) -> None:
+    def __init__(self, *, issuer: str, client_id: str, client_secret: str | None, scopes: str,
+                 client_key: ClientKey | None = None) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
+        self._key = client_key
         self._scopes = scopes
         self._metadata: dict[str, Any] | None = None
         self._keys: KeySet | None = None
         self._fetched = 0.0
 
     def _client(self, redirect_uri: str | None = None, *, scope: bool = True) -> AsyncOAuth2Client:
-        return AsyncOAuth2Client(
+        if self._key is not None:
+            secret: Any = self._key.key
+            method = "private_key_jwt"
+        else:
+            secret, method = self._secret, "client_secret_basic" if self._secret else "none"
+        client = AsyncOAuth2Client(
             client_id=self.client_id,
-            client_secret=self._secret,
+            client_secret=secret,
             scope=self._scopes if scope else None,
             redirect_uri=redirect_uri,
             code_challenge_method="S256",
-            token_endpoint_auth_method="client_secret_basic" if self._secret else "none",
+            token_endpoint_auth_method=method,
             timeout=10,
         )
+        if self._key is not None:
+            # The assertion's audience is the token endpoint it is sent to (Authlib's default).
+            client.register_client_auth_method(_PrivateKeyJWT(
+                alg=self._key.alg, headers={"kid": self._key.key_id} if self._key.key_id else None))
+        return client
 
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None or time.monotonic() - self._fetched > METADATA_TTL:

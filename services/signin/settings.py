@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.signin.client_key import ClientKey
+
+KEY_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 
 
 class SignInSettings(BaseSettings):
@@ -17,6 +21,11 @@ class SignInSettings(BaseSettings):
     client_id: str = "lhcie-console"
     # The client secret by reference (a mounted Kubernetes Secret); unset: a public client (PKCE only).
     client_secret_file: Path | None = None
+    # Or a private key (PEM, RSA or EC; a mounted Secret) for private_key_jwt, the only client
+    # authentication NHS login accepts; its key id as registered in the public JWKS, and the algorithm.
+    client_key_file: Path | None = None
+    client_key_id: str | None = None
+    client_key_alg: str = "RS512"
     scopes: str = "openid profile"
     # The exchange's public base URL for the redirect URI; unset: taken from the request (one host).
     public_url: str | None = None
@@ -43,6 +52,22 @@ class SignInSettings(BaseSettings):
     # lasts as long as the provider keeps refreshing it, and at most session_hours.
     token_ttl_seconds: int = Field(600, ge=10, le=3600)
     session_hours: int = Field(12, ge=1, le=24)
+
+    @model_validator(mode="after")
+    def _one_client_authentication(self) -> SignInSettings:
+        if self.client_secret_file is not None and self.client_key_file is not None:
+            raise ValueError("set LHCIE_OIDC_CLIENT_SECRET_FILE or LHCIE_OIDC_CLIENT_KEY_FILE, not both")
+        if self.client_key_alg not in KEY_ALGS:
+            raise ValueError(f"LHCIE_OIDC_CLIENT_KEY_ALG must be one of {', '.join(KEY_ALGS)}")
+        return self
+
+    def client_key(self) -> ClientKey | None:
+        if self.client_key_file is None:
+            return None
+        try:
+            return ClientKey.load(self.client_key_file.read_bytes(), key_id=self.client_key_id, alg=self.client_key_alg)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"LHCIE_OIDC_CLIENT_KEY_FILE: {exc}") from None
 
     def client_secret(self) -> str | None:
         if self.client_secret_file is None:

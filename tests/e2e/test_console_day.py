@@ -1,12 +1,14 @@
 """The coordinator console open all day, in headless Chromium: it reconnects after the exchange restarts
 and catches up, opens a document in place, says who acknowledged, counts and announces urgent alerts,
-fits a 390 px phone, and shows the tracking list with a distinct breached state. Screenshots are kept
-under test-artefacts/."""
+fits a 390 px phone, shows the tracking list with a distinct breached state, and records and corrects
+pathway events from a pathway's details. Screenshots are kept under docs/screenshots/ (linked from the
+README)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from lhcie.services import SPECS
 from shared.config import Settings
 from shared.http import build_app
-from tests.e2e.test_console_live import ARTEFACTS, CHROMIUM_ARGS
+from tests.e2e.test_console_live import CHROMIUM_ARGS, SCREENSHOTS
 from tests.helpers import document_reference, free_port
 
 pytestmark = pytest.mark.e2e
@@ -90,8 +92,8 @@ async def test_the_console_reconnects_after_a_restart_and_catches_up(exchange: E
     # Down for longer than the old single retry (2 s): the page keeps trying and says for how long.
     await page.wait_for_selector("#offline:text-matches('Offline for [3-9] s')", timeout=20000)
     assert await page.locator("#live").text_content() == "Reconnecting…"
-    ARTEFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTEFACTS / "console-offline.png"), full_page=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-offline.png"), full_page=True)
 
     await exchange.start()
     # Posted while the page may not have reconnected yet: resuming from the last event number brings it in.
@@ -117,7 +119,7 @@ async def test_a_document_opens_inside_the_console(exchange: Exchange, browser: 
     download = page.locator("#viewer-download")
     assert (await download.get_attribute("href") or "").startswith("blob:")
     assert await download.get_attribute("download") == doc_id
-    await page.screenshot(path=str(ARTEFACTS / "console-document.png"), full_page=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-document.png"), full_page=True)
     await page.click("#viewer-close")
     await dialog.wait_for(state="hidden")
 
@@ -147,7 +149,7 @@ async def test_the_console_fits_a_390_px_phone(exchange: Exchange, browser: Brow
     assert await page.locator("#alerts tr").first.evaluate("tr => getComputedStyle(tr).display") == "block"
     patient = page.locator("#alerts tr td[data-label='Patient']").first
     assert await patient.evaluate("td => getComputedStyle(td, '::before').content") == '"Patient: "'
-    await page.screenshot(path=str(ARTEFACTS / "console-390px.png"), full_page=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-390px.png"), full_page=True)
 
 
 async def register(url: str, token: str, patient: str, started: date) -> dict[str, Any]:
@@ -189,7 +191,7 @@ async def test_the_tracking_list_tab_shows_buckets_breaches_a_legend_and_a_csv(e
     legend = await page.locator("#legend").text_content() or ""
     for words in ("28-day", "31-day", "62-day", "At risk", "Breached"):
         assert words in legend
-    await page.screenshot(path=str(ARTEFACTS / "console-tracking-list.png"), full_page=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-tracking-list.png"), full_page=True)
 
     async with page.expect_download() as waiting:
         await page.click("#ptl-csv")
@@ -200,3 +202,61 @@ async def test_the_tracking_list_tab_shows_buckets_breaches_a_legend_and_a_csv(e
     rows = list(csv.DictReader(io.StringIO(saved.read_text())))
     assert [(r["patient"], r["day"], r["bucket"]) for r in rows] == [("9434765919", "92", "63-104"),
                                                                      ("9000000009", "3", "0-28")]
+
+
+async def test_pathway_events_are_recorded_and_corrected_from_the_console(exchange: Exchange, browser: Browser,
+                                                                         tokens: Any) -> None:
+    coordinator = tokens("RJ1", "mdt-coordinator", **COORDINATOR)
+    today = date.today()
+    pathway = await register(exchange.url, coordinator, "9434765919", today - timedelta(days=10))
+    page = await open_console(browser, exchange.url, coordinator)
+    await page.get_by_role("tab", name="Tracking list").click()
+    row = page.locator(f"#ptl-{pathway['id']}")
+    await row.get_by_role("button", name="Pathway details and events for patient 9434765919").click()
+    dialog = page.locator("#pathway")
+    await dialog.wait_for(state="visible")
+    await expect(page.locator("#pathway-title")).to_have_text("Pathway for patient 9434765919")
+    await expect(page.locator("#pathway-clocks li[data-clock='fds'] .clock")).to_have_text("On track: day 10 of 28")
+    assert await page.locator("#pathway-no-events").is_visible()
+
+    # The patient was told three days ago.
+    await page.select_option("#pe-event", "diagnosis-communicated")
+    await page.fill("#pe-date", (today - timedelta(days=3)).isoformat())
+    await page.click("#pe-submit")
+    await expect(page.locator("#pathway-status")).to_have_text(re.compile("^Recorded: Diagnosis communicated"))
+    await expect(page.locator("#pathway-clocks li[data-clock='fds'] .clock")).to_have_text("Met: stopped on day 7 of 28")
+    assert await page.locator("#pathway-events tr").count() == 1
+    # The tracking list behind the dialog follows.
+    await expect(row.locator("td[data-label='28-day'] .clock")).to_have_text("Met: stopped on day 7 of 28")
+
+    # It was five days ago: corrected, not recorded twice, and the clock recomputed.
+    event = page.locator("#pathway-events tr[data-event='diagnosis-communicated']")
+    await event.get_by_role("button", name=re.compile("^Correct the date of diagnosis-communicated")).click()
+    assert await page.locator("#pe-event").is_disabled()
+    assert await page.input_value("#pe-date") == (today - timedelta(days=3)).isoformat()
+    await page.fill("#pe-date", (today - timedelta(days=5)).isoformat())
+    await page.fill("#pe-reason", "the clinic letter's date")
+    await page.click("#pe-submit")
+    await expect(page.locator("#pathway-status")).to_have_text(re.compile("^Corrected: Diagnosis communicated"))
+    await expect(page.locator("#pathway-clocks li[data-clock='fds'] .clock")).to_have_text("Met: stopped on day 5 of 28")
+    assert await page.locator("#pathway-events tr").count() == 1
+    await expect(event.locator(".corrected")).to_contain_text("corrected from")
+    await expect(row.locator("td[data-label='28-day'] .clock")).to_have_text("Met: stopped on day 5 of 28")
+    await page.screenshot(path=str(SCREENSHOTS / "console-pathway.png"), full_page=True)
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{exchange.url}/fhir/EpisodeOfCare/{pathway['id']}",
+                            headers={"Authorization": f"Bearer {coordinator}"}) as response:
+            stored = await response.json()
+    [fds] = [e for e in stored["extension"] if e["url"].endswith("cwt-clock")
+             and {"url": "clock", "valueCode": "fds"} in e["extension"]]
+    assert {"url": "stop", "valueDate": (today - timedelta(days=5)).isoformat()} in fds["extension"]
+
+    # A refusal is shown with the exchange's words, not swallowed (the form is back to recording).
+    assert await page.locator("#pe-cancel").is_hidden()
+    await page.evaluate("document.getElementById('pe-event').add(new Option('x', 'not-an-event'))")
+    await page.select_option("#pe-event", "not-an-event")
+    await page.click("#pe-submit")
+    await expect(page.locator("#pathway-status")).to_have_text(re.compile("^Not saved: event must be one of"))
+    await page.click("#pathway-close")
+    await dialog.wait_for(state="hidden")

@@ -19,6 +19,8 @@ from tests.helpers import document_reference, free_port
 
 pytestmark = pytest.mark.e2e
 ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts"
+# The console's screenshots are kept in the repository (linked from the README), rewritten by each run.
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -59,7 +61,7 @@ async def test_an_alert_appears_live_and_is_acknowledged_with_a_click(served: st
             assert await link.text_content() == "New Histopathology report from RJ1"
 
             ARTEFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTEFACTS / "console-alert.png"), full_page=True)
+            await page.screenshot(path=str(SCREENSHOTS / "console-alerts.png"), full_page=True)
             await row.first.get_by_role("button", name="Acknowledge").click()
             # Acknowledged alerts leave the "Open" view; the "All" view shows it done.
             # Polled by locator, not wait_for_function: the console's CSP forbids the eval that would need.
@@ -67,6 +69,6 @@ async def test_an_alert_appears_live_and_is_acknowledged_with_a_click(served: st
             await page.select_option("#f-status", "")
             done = page.locator("#alerts tr").first
             assert await done.get_attribute("data-status") == "completed"
-            await page.screenshot(path=str(ARTEFACTS / "console-acknowledged.png"), full_page=True)
+            await page.screenshot(path=str(SCREENSHOTS / "console-acknowledged.png"), full_page=True)
         finally:
             await browser.close()

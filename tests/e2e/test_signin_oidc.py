@@ -1,11 +1,14 @@
 """Sign-in against a real, certified OpenID provider (panva/oidc-provider, started here by Node on a
 loopback port) in headless Chromium: the coordinator signs in on the provider's own pages, the console
 names them, their acknowledgement carries their name, the session renews silently, and the page says
-plainly when the provider can no longer renew it."""
+plainly when the provider can no longer renew it; and the client authenticates with private_key_jwt (NHS
+login's only method) when given a private key, refused by the provider when the key is not the one it
+registered."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -17,12 +20,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import async_playwright, expect
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.jwk import RSAKey
+from playwright.async_api import Page, async_playwright, expect
 
 from lhcie.runner import build
 from lhcie.services import SPECS
 from shared.config import Settings
-from tests.e2e.test_console_live import ARTEFACTS, CHROMIUM_ARGS
+from tests.e2e.test_console_live import CHROMIUM_ARGS, SCREENSHOTS
 from tests.helpers import document_reference, free_port
 
 pytestmark = pytest.mark.e2e
@@ -35,14 +41,15 @@ class Provider:
     process: asyncio.subprocess.Process
 
 
-async def start_provider(port: int, redirect_uri: str, secret: str, access_seconds: int) -> Provider:
+async def start_provider(port: int, redirect_uri: str, secret: str, access_seconds: int,
+                         jwks: Path | None = None) -> Provider:
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         pytest.fail("the test OpenID provider is not installed: run `make oidc-provider` (npm ci in tests/oidc)")
     node = shutil.which("node")
     assert node, "Node.js is needed for the test OpenID provider"
     process = await asyncio.create_subprocess_exec(
         node, str(PROVIDER_DIR / "provider.mjs"), str(port), redirect_uri, secret, str(access_seconds),
-        cwd=PROVIDER_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        *([str(jwks)] if jwks else []), cwd=PROVIDER_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
     assert line.decode().startswith("ready "), line
@@ -94,8 +101,8 @@ async def test_a_coordinator_signs_in_at_a_certified_provider_and_is_named(
             await page.wait_for_url(f"{url}/console/")
             await page.wait_for_selector("#live:text('Live')")
             assert (await page.locator("#who").text_content() or "").startswith("Dr A. Smith · RJ1 · ")
-            ARTEFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTEFACTS / "console-signed-in.png"), full_page=True)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOTS / "console-signed-in.png"), full_page=True)
 
             async with aiohttp.ClientSession() as http:
                 async with http.post(f"{url}/fhir/DocumentReference", json=document_reference(),
@@ -119,6 +126,79 @@ async def test_a_coordinator_signs_in_at_a_certified_provider_and_is_named(
             await banner.wait_for(state="visible", timeout=30000)
             assert (await banner.text_content() or "").startswith("Your sign-in could not be renewed")
             assert await banner.get_by_role("link", name="Sign in again").get_attribute("href") == "/signin?next=%2Fconsole%2F"
-            await page.screenshot(path=str(ARTEFACTS / "console-session-ended.png"), full_page=True)
+            await page.screenshot(path=str(SCREENSHOTS / "console-session-ended.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
+def rsa_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+@pytest.fixture(params=["registered-key", "another-key"])
+async def exchange_with_key_provider(request: pytest.FixtureRequest, settings: Settings,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     tmp_path: Path) -> AsyncIterator[tuple[str, Provider, str]]:
+    """The provider knows the client by the public half of a key (its JWKS), as NHS login does; the
+    exchange signs with that key, or with another one."""
+    port, provider_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    registered = rsa_pem()
+    public = RSAKey.import_key(registered).as_dict(private=False)
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "lhcie-1", "use": "sig",
+                                                              "alg": "RS512"}]}))
+    key_file = tmp_path / "client-key.pem"
+    key_file.write_bytes(registered if request.param == "registered-key" else rsa_pem())
+    os.chmod(key_file, 0o600)
+    provider = await start_provider(provider_port, f"{url}/signin/callback", "unused", 125,
+                                    jwks=tmp_path / "jwks.json")
+    for name, value in {"ISSUER": provider.issuer, "CLIENT_ID": "lhcie-console", "CLIENT_KEY_FILE": str(key_file),
+                        "CLIENT_KEY_ID": "lhcie-1", "SCOPES": "openid profile lhcie offline_access",
+                        "TOKEN_TTL_SECONDS": "10"}.items():
+        monkeypatch.setenv(f"LHCIE_OIDC_{name}", value)
+    runner = web.AppRunner(build(settings, list(SPECS)), shutdown_timeout=1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield url, provider, request.param
+    finally:
+        await runner.cleanup()
+        if provider.process.returncode is None:
+            provider.process.terminate()
+            await provider.process.wait()
+
+
+async def sign_in_at_provider(page: Page, url: str, provider: Provider) -> None:
+    await page.goto(f"{url}/console/")
+    await page.get_by_role("link", name="Sign in").click()
+    await page.wait_for_url(f"{provider.issuer}/**")
+    await page.fill("input[name=login]", "smith-a")
+    await page.fill("input[name=password]", "any")
+    await page.click("button[type=submit]")
+    await page.get_by_role("button", name="Continue").click()
+    await page.wait_for_url(f"{url}/console/**")
+
+
+async def test_the_client_authenticates_with_private_key_jwt(
+        exchange_with_key_provider: tuple[str, Provider, str]) -> None:
+    url, provider, key = exchange_with_key_provider
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 720})
+            await sign_in_at_provider(page, url, provider)
+            if key == "another-key":
+                # The provider accepts only an assertion signed with the registered key: no session.
+                await expect(page.locator("#signin-message")).to_contain_text("the provider refused the sign-in")
+                assert await page.locator("#tabs").is_hidden()
+                return
+            await page.wait_for_selector("#live:text('Live')")
+            assert (await page.locator("#who").text_content() or "").startswith("Dr A. Smith · RJ1 · ")
+            # Each renewal is another token request, with a fresh assertion (oidc-provider refuses a replayed jti).
+            await expect(page.locator("body")).to_have_attribute("data-renewals", re.compile(r"^([2-9]|\d\d+)$"),
+                                                                 timeout=30000)
+            assert await page.locator("#session-ended").is_hidden()
         finally:
             await browser.close()

@@ -58,6 +58,12 @@ async def record(stack: TestClient, tokens: Any, pathway_id: str, event: str, on
     return await response.json()
 
 
+def parts(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """Each ``name`` parameter of a Parameters resource as {part name: value}."""
+    return [{p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in parameter["part"]}
+            for parameter in parameters["parameter"] if parameter["name"] == name]
+
+
 def test_clock_days_pauses_and_risk_thresholds() -> None:
     clock = waiting_times.new_clock(date(2026, 3, 2))
     fds, dtt, rtt = RULES.clocks["fds"], RULES.clocks["dtt"], RULES.clocks["rtt"]
@@ -178,11 +184,17 @@ async def test_tracking_list_buckets_and_csv(stack: TestClient, tokens: Any) -> 
     await record(stack, tokens, first["id"], "decision-to-treat", date(2026, 3, 25))
     response = await stack.get("/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung",
                                headers=tokens.headers(**COORDINATOR))
+    assert response.content_type == "application/fhir+json"
     report = await response.json()
-    assert report["buckets"]["29-62"] == {"with_dtt": 1, "without_dtt": 1}
-    assert report["buckets"]["0-28"] == {"with_dtt": 0, "without_dtt": 0}
-    assert sorted(report["passed_day_28_last_7_days"]) == sorted([r["pathway"] for r in report["rows"]])
-    assert report["new_referrals_by_route"] == {}  # opened 30 days ago: not new this week
+    assert report["resourceType"] == "Parameters"
+    buckets = {b["days"]: (b["withDecisionToTreat"], b["withoutDecisionToTreat"]) for b in parts(report, "bucket")}
+    assert buckets == {"0-28": (0, 0), "29-62": (1, 1), "63-104": (0, 0), "over-104": (0, 0)}
+    rows = parts(report, "row")
+    assert sorted(r["patient"]["value"] for r in rows) == ["9000000009", "9434765919"]
+    assert {r["day"] for r in rows} == {30}
+    passed = [p["valueReference"]["reference"] for p in report["parameter"] if p["name"] == "passedDay28Last7Days"]
+    assert sorted(passed) == sorted(r["pathway"]["reference"] for r in rows)
+    assert parts(report, "newReferrals") == []  # opened 30 days ago: not new this week
     csv = await stack.get("/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung&_format=csv",
                           headers=tokens.headers(**COORDINATOR))
     assert csv.content_type == "text/csv"

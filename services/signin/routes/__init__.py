@@ -19,6 +19,7 @@ def install(app: web.Application, settings: SignInSettings | None = None) -> Non
     from services.signin.routes import dev, signin
 
     app[SETTINGS] = settings or SignInSettings()
+    app[SETTINGS].client_key()  # a private key that cannot be read stops start-up, naming its setting
     app[SIGNINS] = SignIns()
     app[CLIENTS] = {}
     signin.add_routes(app)

@@ -45,7 +45,8 @@ def _client(request: web.Request) -> OidcClient:
     clients = request.app[CLIENTS]
     if issuer not in clients:
         clients[issuer] = OidcClient(issuer=issuer, client_id=settings.client_id,
-                                     client_secret=settings.client_secret(), scopes=settings.scopes)
+                                     client_secret=settings.client_secret(), scopes=settings.scopes,
+                                     client_key=settings.client_key())
     return clients[issuer]
 
 

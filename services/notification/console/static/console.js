@@ -6,6 +6,7 @@ import { Session } from "./session.js";
 import { Live } from "./live.js";
 import { openDocument, initViewer } from "./viewer.js";
 import { loadTracking, downloadCsv, clockBadge } from "./tracking.js";
+import { openPathway, initPathway } from "./pathway.js";
 
 const $ = (id) => document.getElementById(id);
 const RANK = { stat: 3, asap: 2, urgent: 1, routine: 0 };
@@ -69,6 +70,14 @@ function row(alert) {
     const name = CLOCKS[get("clock").valueCode] || get("clock").valueCode;
     badge.textContent = `${name} ${badge.textContent.charAt(0).toLowerCase()}${badge.textContent.slice(1)}`;
     clocks.appendChild(badge);
+  }
+  const pathway = ((alert.partOf || [])[0] || {}).reference;
+  if (pathway && pathway.startsWith("EpisodeOfCare/")) {
+    const open = text("button", "Pathway");
+    open.type = "button";
+    open.setAttribute("aria-label", "Pathway details and events for patient " + patientOf(alert));
+    open.addEventListener("click", () => showPathway(pathway.slice("EpisodeOfCare/".length)));
+    clocks.appendChild(open);
   }
   tr.appendChild(clocks);
   tr.appendChild(labelled(text("td", when(alert.sent)), "Sent"));
@@ -152,13 +161,18 @@ function showSignIn(message) {
   $("live").textContent = "Not connected";
 }
 
+// A pathway's details; a recorded or corrected event refreshes the tracking list behind the dialog.
+function showPathway(id) {
+  openPathway(session, id, () => loadTracking(session, session.claims.mdt, showPathway).catch(() => {}));
+}
+
 function selectTab(name) {
   for (const [tab, panel] of [["tab-alerts", "board"], ["tab-tracking", "tracking"]]) {
     const on = panel === name;
     $(tab).setAttribute("aria-selected", String(on));
     $(panel).hidden = !on;
   }
-  if (name === "tracking") loadTracking(session, session.claims.mdt).catch(() => { $("ptl-empty").textContent = "The tracking list could not be loaded."; $("ptl-empty").hidden = false; });
+  if (name === "tracking") loadTracking(session, session.claims.mdt, showPathway).catch(() => { $("ptl-empty").textContent = "The tracking list could not be loaded."; $("ptl-empty").hidden = false; });
 }
 
 async function start() {
@@ -196,4 +210,5 @@ $("ptl-csv").addEventListener("click", () => downloadCsv(session, session.claims
 $("signout").addEventListener("click", () => session.signOut());
 $("notify").addEventListener("click", async () => { await Notification.requestPermission(); $("notify").hidden = true; });
 initViewer();
+initPathway();
 start();

@@ -1,5 +1,6 @@
 // The patient tracking list: the MDT's open pathways, one row per patient with its 28-, 31- and 62-day
-// clocks, the 62-day buckets, and the CSV export (fetched with the token, so it cannot be a plain link).
+// clocks and a button to its details (pathway.js), the 62-day buckets from the $tracking-list operation's
+// Parameters, and the CSV export (fetched with the token, so it cannot be a plain link).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -36,7 +37,7 @@ function clocksOf(pathway) {
 
 function labelled(td, label) { td.dataset.label = label; return td; }
 
-function pathwayRow(pathway) {
+function pathwayRow(pathway, onDetails) {
   const tr = document.createElement("tr");
   tr.id = "ptl-" + pathway.id;
   const clocks = clocksOf(pathway);
@@ -63,33 +64,46 @@ function pathwayRow(pathway) {
   const state = labelled(document.createElement("td"), "State");
   state.appendChild(worst === "breached" ? text("strong", "BREACHED", "breached-flag") : text("span", STATES[worst]));
   tr.appendChild(state);
+  const action = document.createElement("td");
+  const details = text("button", "Details and events");
+  details.type = "button";
+  details.setAttribute("aria-label", "Pathway details and events for patient " + pathway.patient.identifier.value);
+  details.addEventListener("click", () => onDetails(pathway.id));
+  action.appendChild(details);
+  tr.appendChild(action);
   return tr;
 }
 
-export async function loadTracking(session, team) {
+// Each ``name`` parameter of a Parameters resource as {part name: value}.
+function parts(parameters, name) {
+  return (parameters.parameter || []).filter((p) => p.name === name).map((p) => Object.fromEntries(
+    (p.part || []).map((part) => [part.name, Object.entries(part).find(([k]) => k.startsWith("value"))[1]])));
+}
+
+export async function loadTracking(session, team, onDetails) {
   const query = `team=CareTeam/${encodeURIComponent(team)}`;
   const [pathways, ptl] = await Promise.all([
     session.fetch(`/fhir/EpisodeOfCare?${query}&_count=500`, { headers: { Accept: "application/fhir+json" } }),
-    session.fetch(`/fhir/EpisodeOfCare/$tracking-list?${query}`, { headers: { Accept: "application/json" } }),
+    session.fetch(`/fhir/EpisodeOfCare/$tracking-list?${query}`, { headers: { Accept: "application/fhir+json" } }),
   ]);
   if (!pathways.ok || !ptl.ok) throw new Error("tracking list " + pathways.status + "/" + ptl.status);
   const bundle = await pathways.json(), report = await ptl.json();
   const buckets = $("ptl-buckets").tBodies[0];
   buckets.replaceChildren();
-  for (const [key, counts] of Object.entries(report.buckets)) {
+  for (const bucket of parts(report, "bucket")) {
     const tr = document.createElement("tr");
-    tr.dataset.bucket = key;
-    tr.appendChild(text("th", BUCKETS[key] || key));
+    tr.dataset.bucket = bucket.days;
+    tr.appendChild(text("th", BUCKETS[bucket.days] || bucket.days));
     tr.firstChild.scope = "row";
-    tr.appendChild(text("td", String(counts.with_dtt)));
-    tr.appendChild(text("td", String(counts.without_dtt)));
+    tr.appendChild(text("td", String(bucket.withDecisionToTreat)));
+    tr.appendChild(text("td", String(bucket.withoutDecisionToTreat)));
     buckets.appendChild(tr);
   }
   const rows = $("ptl-rows");
   rows.replaceChildren();
   const open = (bundle.entry || []).map((e) => e.resource).filter((p) => p.status !== "finished");
   const order = { breached: 0, "at-risk": 1, "on-track": 2, met: 3 };
-  const built = open.map(pathwayRow).sort((a, b) => order[a.dataset.state] - order[b.dataset.state]);
+  const built = open.map((p) => pathwayRow(p, onDetails)).sort((a, b) => order[a.dataset.state] - order[b.dataset.state]);
   for (const tr of built) rows.appendChild(tr);
   $("ptl-empty").hidden = built.length > 0;
 }
