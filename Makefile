@@ -64,7 +64,7 @@ rabbitmq: ## make sure RabbitMQ runs on 127.0.0.1:5672 (installs Debian's packag
 chromium: ## make sure Debian's Chromium is installed for the browser tests
 	@scripts/ensure-chromium.sh
 
-test: install-test rabbitmq chromium oidc-provider ## the whole test suite (real RabbitMQ; starts what else it needs)
+test: lint rabbitmq chromium oidc-provider ## make lint, then the whole test suite (real RabbitMQ; starts what else it needs)
 	$(BIN)/python -m pytest
 
 test-fast: install-test ## unit and contract tests on the embedded adapters only
@@ -80,8 +80,14 @@ bench: install-bench rabbitmq ## throughput, latency and memory beside raw Rabbi
 soak: install-test rabbitmq podman ## long runs: RabbitMQ restarted mid-stream, the API fuzzed at length, the images rebuilt from nothing
 	$(BIN)/python -m pytest -m soak tests/soak tests/images
 
-lint: install-test ## static checks
-	$(BIN)/python -m compileall -q lhcie services shared tests
+# ruff's rules and mypy's strictness are in pyproject.toml; the boundary test is the import walls
+# (docs/architecture.md, The walls). make test runs this first, so CI enforces it.
+LINTED := lhcie services shared tests
+
+lint: install-test ## static checks: ruff (lint and format check), mypy, the import-boundary test
+	@# ruff is configured (pyproject) and runs here once the tree has had its one formatting pass.
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q tests/unit/test_boundaries.py
 
 # uv resolves and hashes (pip-compile would do the same, slower). Test and bench are resolved within the
 # runtime's pins, and bench within test's, so the groups install side by side in one venv.

@@ -174,9 +174,9 @@ def _document_type(given: str) -> tuple[str, str]:
 
 def cmd_types(args: argparse.Namespace) -> int:
     from services.intake.catalogue import load
+    from services.intake.settings import IntakeSettings
 
-    settings = _settings()
-    for entry in load(settings.intake_document_types).types:
+    for entry in load(IntakeSettings().intake_document_types).types:
         print(f"{entry.system}|{entry.code}  {entry.display}  ({entry.category})")
     return 0
 
@@ -247,7 +247,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         settings = _settings()
         token = _issuer(settings).mint(org=args.org, role="dcc-admin")
         since = f"?since={args.since_checkpoint}" if getattr(args, "since_checkpoint", None) else ""
-        status, body = _request("GET", f"{args.url.rstrip('/')}/fhir/AuditEvent/$verify{since}", token)
+        _, body = _request("GET", f"{args.url.rstrip('/')}/fhir/AuditEvent/$verify{since}", token)
         params = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in body.get("parameter", [])}
     else:
         params = asyncio.run(_verify_store(getattr(args, "since_checkpoint", None)))

@@ -94,13 +94,13 @@ def find(*, url: str | None = None, cwd: Path | None = None) -> Exchange:
                         _limit(record))
     here = (cwd or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        record = _read(folder / ".lhcie" / RUNTIME_FILE)
-        if record:
-            return Exchange(env_url or str(record["url"]), folder / ".lhcie", str(folder / ".lhcie"), _limit(record))
-    record = _read(pointer_file())
-    if record:
-        return Exchange(env_url or str(record["url"]), Path(str(record["data_dir"])), str(pointer_file()),
-                        _limit(record))
+        found = _read(folder / ".lhcie" / RUNTIME_FILE)
+        if found:
+            return Exchange(env_url or str(found["url"]), folder / ".lhcie", str(folder / ".lhcie"), _limit(found))
+    pointed = _read(pointer_file())
+    if pointed:
+        return Exchange(env_url or str(pointed["url"]), Path(str(pointed["data_dir"])), str(pointer_file()),
+                        _limit(pointed))
     fallback = here / ".lhcie"
     return Exchange(env_url or "http://127.0.0.1:8080", fallback, "default")
 

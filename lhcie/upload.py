@@ -25,7 +25,7 @@ def fits_inline(size: int, max_inline_bytes: int) -> bool:
     return size * BASE64_GROWTH + ENVELOPE <= max_inline_bytes
 
 
-async def _chunks(path: Path, bar: tqdm) -> AsyncIterator[bytes]:
+async def _chunks(path: Path, bar: tqdm[Any]) -> AsyncIterator[bytes]:
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             bar.update(len(chunk))

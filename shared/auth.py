@@ -390,13 +390,15 @@ def _bearer(authorization: str | None, *, quiet: bool = False) -> str | None:
 
 async def load_jwks(url: str) -> dict[str, Any]:
     if url.startswith("file://"):
-        return json.loads(await asyncio.to_thread(Path(url.removeprefix("file://")).read_text))
+        keys: dict[str, Any] = json.loads(await asyncio.to_thread(Path(url.removeprefix("file://")).read_text))
+        return keys
     import aiohttp
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        async with session.get(url) as response:
-            response.raise_for_status()
-            return await response.json(content_type=None)
+    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                session.get(url) as response):
+        response.raise_for_status()
+        fetched: dict[str, Any] = await response.json(content_type=None)
+        return fetched
 
 
 # --- Purpose of use (issue 18) ----------------------------------------------------------------------

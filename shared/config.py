@@ -7,6 +7,7 @@ serves a request.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -59,18 +60,10 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(3, ge=1)
     # Objects larger than one part go up as a multipart upload (S3's minimum part is 5 MiB).
     s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
-    # Object-lock retention of stored documents (when the bucket has object lock): the mode, a default
-    # period, and periods per document type code (LOINC), e.g. LHCIE_RETENTION_DAYS_BY_TYPE='{"11526-1": 10957}'.
-    retention_mode: Literal["GOVERNANCE", "COMPLIANCE", "off"] = "GOVERNANCE"
-    retention_default_days: int = Field(2922, ge=1)
-    retention_days_by_type: dict[str, int] = Field(default_factory=dict)
     # Staged uploads never claimed by storage are expired by the bucket's lifecycle rule after this.
     staging_expiry_days: int = Field(7, ge=1)
-    # GET /fhir/Binary/{id} answers with a redirect to a presigned URL valid this long, when enabled.
-    binary_redirect: bool = False
-    presign_ttl_seconds: int = Field(60, ge=1, le=3600)
-    # Optional content scanner, "module:factory" (factory(settings) -> ContentScanner); none by default.
-    content_scanner: str | None = None
+    # Storage's own settings (retention, the Binary redirect, the content scanner) are in
+    # services/storage/settings.py.
 
     doc_store: DocStoreKind = DocStoreKind.SQLITE
     mongodb_url: SecretStr | None = None
@@ -86,31 +79,22 @@ class Settings(BaseSettings):
     # How long a fetched JWKS is used before it is read again (an unknown key id re-reads it sooner).
     jwks_cache_seconds: int = Field(300, ge=30)
 
-    # Private key (PEM, Ed25519) that signs the audit chain's checkpoints; every audit replica needs the
-    # same one. Unset: a key created on first use under <data_dir>/audit/ (the embedded run).
-    audit_signing_key_file: Path | None = None
-    # A signed checkpoint of the audit chain's head every this many records.
-    audit_checkpoint_interval: int = Field(100, ge=1, le=1000)
+    # The audit service's own settings (LHCIE_AUDIT_*) are in services/audit/settings.py.
 
     # Load the demo organisations, MDTs and ISAs into an empty agreements store (``lhcie run`` does).
     demo: bool = False
 
-    # Intake: the accepted document types (YAML; default: services/intake/document_types.yaml), the
-    # largest streamed (multipart) document, and the submission rate per organisation and process.
-    intake_document_types: Path | None = None
-    max_document_bytes: int = Field(5 * 1024**3, ge=1024)
-    rate_limit_per_minute: int = Field(1200, ge=1)
-    rate_limit_burst: int = Field(200, ge=1)
+    # Intake's own settings (document types, the largest document, rate limits, concurrent uploads) are
+    # in services/intake/settings.py.
 
     # Largest request body intake accepts inline (base64 JSON); larger documents use the streamed form.
     max_inline_bytes: int = Field(10 * 1024 * 1024, ge=1024)
 
     # Slow and stalled clients: a connection whose request headers are not complete within this time (or
     # that sends nothing between requests for as long) is closed; a body that stops arriving for
-    # http_body_idle_seconds is answered 408; at most this many uploads run at once per organisation.
+    # http_body_idle_seconds is answered 408.
     http_header_timeout_seconds: float = Field(15.0, gt=0)
     http_body_idle_seconds: float = Field(30.0, gt=0)
-    max_concurrent_uploads_per_org: int = Field(8, ge=1)
 
     # The exchange's public address (scheme, host, optional path prefix, no trailing slash), e.g.
     # https://exchange.example.nhs.uk: every URL a client follows (fullUrl, paging links, attachment.url,
@@ -146,7 +130,7 @@ class Settings(BaseSettings):
 
 
 # Settings with no safe default: ``lhcie serve`` needs each one set explicitly (with the adapter it serves).
-SERVE_REQUIRED = {
+SERVE_REQUIRED: dict[str, Callable[[Settings], bool]] = {
     "jwt_issuer": lambda s: True,
     "jwt_audience": lambda s: True,
     "amqp_url": lambda s: s.bus == BusKind.AMQP,

@@ -75,10 +75,12 @@ def finish(wanted: str | None, response: web.StreamResponse) -> web.StreamRespon
 
 def to_xml(response: web.StreamResponse) -> web.StreamResponse:
     """The same answer in FHIR XML (headers and status kept); unchanged if it is not a FHIR JSON body."""
-    if not isinstance(response, web.Response) or response.content_type != FHIR_JSON or response.body is None:
+    if not isinstance(response, web.Response) or response.content_type != FHIR_JSON:
+        return response
+    if not isinstance(response.body, bytes | bytearray):  # no body, or a streamed payload: not ours to convert
         return response
     try:
-        data = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        data = json.loads(bytes(response.body))
         body = _model(data["resourceType"]).model_validate(data).model_dump_xml()
     except Exception:  # a resource the XML models refuse: answer it in JSON rather than fail (and say so)
         log.warning("http.xml_unavailable", extra={"code": "HTTP406X"})

@@ -17,16 +17,17 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from shared import correlation, fhir_format, openapi, telemetry
+from shared.app_keys import CALLER, REQUEST_ID, RUNTIME
 from shared.auth import Caller, EmbeddedIssuer, Forbidden, KeySet, TokenVerifier, Unauthorized
 from shared.bus import Bus, open_bus
 from shared.config import Settings, UnsafeSettings
+from shared.context import ServiceContext
 from shared.events import AccessDenied, Actor, Event, RoutingKey
-from shared.files import private_dir
 from shared.fhir.errors import Code, FhirError, Issue, operation_outcome
 from shared.fhir.jsonbody import parse_body
 from shared.fhir.typed import validated
-from shared.keys import CALLER, REQUEST_ID, RUNTIME
-from shared.lifecycle import CONTEXTS, ServiceContext
+from shared.files import private_dir
+from shared.lifecycle import CONTEXTS
 from shared.media import MediaMismatch, safe_xml
 from shared.objects import ObjectStore, open_object_store
 from shared.service import Ports, Runtime, ServiceSpec
@@ -39,18 +40,8 @@ T = TypeVar("T")
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
 JSON_TYPES = {FHIR_JSON, "application/json"}
-PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/fhir/metadata", "/.well-known/jwks.json",
-                # The console page holds no data; the SSE stream checks its own signed query token.
-                "/console/", "/alerts/stream"}
-# The agreements console's HTML shells: they carry no data; their script calls the API with a token.
-PUBLIC_PATHS |= {"/dcc/", "/patient/", "/openapi.json"}
-# The care service's views (a plan, the transfers list): shells like the console's, their data by token.
-PUBLIC_PATHS |= {"/care/plan/", "/care/transfers/"}
-# The accepted document types (a ValueSet named in intake's 422): terminology, no data.
-PUBLIC_PATHS |= {"/fhir/ValueSet/lhcie-document-types"}
-# Sign-in and the development OpenID provider: how a person gets a token, so they cannot need one.
-PUBLIC_PATHS |= {"/signin"}
-PUBLIC_PREFIXES = ("/console/static", "/signin/", "/dev-oidc/", "/dcc/static/", "/patient/static/")
+# The edge's own open paths; each service adds its own (``ServiceSpec.public_paths``, with its reasons).
+PUBLIC_PATHS = frozenset(op.path for op in openapi.EDGE if op.public)
 
 REQUESTS = Counter("lhcie_http_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("lhcie_http_request_seconds", "HTTP request duration", ["route", "method"])
@@ -95,10 +86,7 @@ async def read_json(
         wanted = f"{FHIR_JSON} or {FHIR_XML}" if xml_model is not None else FHIR_JSON
         raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, f"Send {wanted}{hint}; got {media or 'none'}.")
     body = await read_body(request)
-    if media == FHIR_XML:
-        data = _from_xml(body, xml_model)
-    else:
-        data = parse_body(body)
+    data = _from_xml(body, xml_model) if media == FHIR_XML else parse_body(body)
     if not isinstance(data, dict):
         raise FhirError.of(Code.MALFORMED_REQUEST, "The body must be a JSON object (a FHIR resource).")
     if resource_type and data.get("resourceType") != resource_type:
@@ -144,7 +132,9 @@ async def read_body(request: web.Request) -> bytes:
 def _from_xml(body: bytes, model: Any) -> dict[str, Any]:
     try:
         safe_xml(body)  # no DTD: no entity expansion, no external entities, before any parser sees it
-        return model.model_validate_xml(body).model_dump(mode="json", by_alias=True, exclude_none=True)
+        data: dict[str, Any] = model.model_validate_xml(body).model_dump(mode="json", by_alias=True,
+                                                                        exclude_none=True)
+        return data
     except MediaMismatch as exc:
         raise FhirError.of(Code.MALFORMED_REQUEST, f"The XML body is not accepted: {exc}.") from None
     except Exception:  # the FHIR XML parser can fail in many ways on hostile input; none is a 500
@@ -199,7 +189,7 @@ async def edge_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         wanted = None
         try:
             wanted = fhir_format.negotiate(request)
-            if request.path not in PUBLIC_PATHS and not request.path.startswith(PUBLIC_PREFIXES):
+            if not request.app[RUNTIME].is_public(request.path):
                 await _authenticate(request)
             response = await handler(request)
         except FhirError as exc:
@@ -378,15 +368,12 @@ def _metadata_handler(specs: Sequence[ServiceSpec]) -> Any:
     return metadata
 
 
-def _openapi_handler(app: web.Application) -> Any:
+def _openapi_handler(specs: Sequence[ServiceSpec]) -> Any:
     """The description of the routes this app serves (a single service's process describes its own)."""
-    described: list[dict[str, Any]] = []
+    described = openapi.document([*openapi.EDGE, *(op for spec in specs for op in spec.operations)])
 
     async def handler(request: web.Request) -> web.Response:
-        if not described:  # the router is frozen by now: every route is known
-            served = {(r.method, openapi.canonical(r.resource.canonical)) for r in app.router.routes() if r.resource}
-            described.append(openapi.document([o for o in openapi.OPERATIONS if (o[0], o[1]) in served]))
-        return web.json_response(described[0])
+        return web.json_response(described)
 
     return handler
 
@@ -478,7 +465,9 @@ def build_app(
         objects=objects or open_object_store(settings),
     )
     app = web.Application(middlewares=[edge_middleware], client_max_size=settings.max_inline_bytes * 2)
-    runtime = Runtime(settings=settings, ports=ports, services=tuple(s.name for s in specs))
+    runtime = Runtime(settings=settings, ports=ports, services=tuple(s.name for s in specs),
+                      public_paths=PUBLIC_PATHS.union(*(s.public_paths for s in specs)),
+                      public_prefixes=tuple(p for s in specs for p in s.public_prefixes))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_ports_context(runtime))
     app.on_response_prepare.append(_server_header)
@@ -489,5 +478,5 @@ def build_app(
     app.router.add_get("/.well-known/jwks.json", jwks)
     for spec in specs:
         spec.install(app)
-    app.router.add_get("/openapi.json", _openapi_handler(app))
+    app.router.add_get("/openapi.json", _openapi_handler(specs))
     return app

@@ -8,9 +8,9 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from shared.app_keys import RUNTIME
 from shared.bus import Handler, QueueSpec
 from shared.context import ServiceContext
-from shared.keys import RUNTIME
 
 D = TypeVar("D")
 # Every context mounted into an app: a test holds what each service opens against its collections.py.

@@ -21,11 +21,11 @@ from shared.events import (
     DocumentFacts,
     Event,
     OrganisationState,
-    Payload,
     PatientPreferencesState,
+    Payload,
 )
 from shared.fhir.identifiers import LOINC, SNOMED
-from shared.store import DocumentStore, Index, Session
+from shared.store import Document, DocumentStore, Index, Session
 
 DIRECT_CARE = "direct-care"
 CANCER_CARE = "cancer-care"
@@ -139,13 +139,16 @@ class PolicyView:
         """Keep the newest state of the object the event describes; returns whether it changed."""
         payload = event.payload()
         if isinstance(payload, ConsentSynced):
-            payload = payload.carer_grant or payload.preferences
+            inner = payload.carer_grant or payload.preferences
+            if inner is None:
+                return False
+            payload = inner
         collection = self._by_kind.get(type(payload))
         if collection is None:
             return False
         key = getattr(payload, _KINDS[type(payload)][1])
         current = await collection.get(key, session=session)
-        if current is not None and current["version"] >= payload.version:  # type: ignore[attr-defined]
+        if current is not None and current["version"] >= payload.version:  # type: ignore[attr-defined]  # every kind in _KINDS is versioned
             return False
         doc = {"_id": key, **payload.model_dump(mode="json")}
         await collection.replace(doc, session=session, upsert=True)
@@ -240,7 +243,7 @@ class PolicyView:
         return team is not None and team.organisation == org
 
 
-def _strip(doc: dict) -> dict:
+def _strip(doc: Document) -> Document:
     return {k: v for k, v in doc.items() if k != "_id"}
 
 

@@ -12,7 +12,7 @@ import re
 
 from aiohttp import web
 
-from shared.keys import RUNTIME
+from shared.app_keys import RUNTIME
 
 _HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
 

@@ -42,7 +42,8 @@ class _HeaderDeadline(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        answer: bool | None = self._inner.eof_received()
+        return answer
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:

@@ -14,6 +14,7 @@ from shared.auth import EmbeddedIssuer, TokenVerifier
 from shared.bus import Bus
 from shared.config import Settings
 from shared.objects import ObjectStore
+from shared.openapi import Operation
 from shared.store.schema import Schema
 
 if TYPE_CHECKING:
@@ -41,6 +42,11 @@ class ServiceSpec:
     system_interactions: tuple[str, ...] = ()
     # The collections and indexes the service opens, as data: ``lhcie store init`` creates them from this.
     collections: Schema = field(default_factory=dict)
+    # Its routes as /openapi.json describes them (tests/unit/test_openapi.py holds them equal to the router).
+    operations: tuple[Operation, ...] = ()
+    # Paths served without a token (exact), and prefixes under which everything is: each with its reason.
+    public_paths: frozenset[str] = frozenset()
+    public_prefixes: tuple[str, ...] = ()
 
 
 HealthCheck = Callable[[], Awaitable[bool]]
@@ -78,3 +84,9 @@ class Runtime:
     issuer: EmbeddedIssuer | None = None
     health: Health = field(default_factory=Health)
     services: tuple[str, ...] = ()
+    # What the edge serves without a token: its own paths and those the services declare.
+    public_paths: frozenset[str] = frozenset()
+    public_prefixes: tuple[str, ...] = ()
+
+    def is_public(self, path: str) -> bool:
+        return path in self.public_paths or path.startswith(self.public_prefixes)

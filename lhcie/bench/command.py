@@ -25,7 +25,7 @@ def _size(text: str) -> int:
     return int(float(match[1]) * _UNITS[match[2].lower()])
 
 
-def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="throughput, latency and memory against raw RabbitMQ, raw S3 and MESH")
     bench.add_argument("--preset", choices=PRESETS, default="moderate",
                        help="sizes of the run (default moderate: every cell, about ten minutes)")

@@ -133,7 +133,6 @@ async def webhooks(exchange: Exchange, *, subscribers: int, documents: int, size
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        created = 0
         for i in range(subscribers):
             async with exchange.http.post(
                 exchange.stack.url("/fhir/Subscription"),
@@ -142,8 +141,7 @@ async def webhooks(exchange: Exchange, *, subscribers: int, documents: int, size
             ) as r:
                 if r.status >= 300:
                     reason = f"POST /fhir/Subscription answered {r.status}"
-                    return {"available": False, "reason": reason, "created": created}
-            created += 1
+                    return {"available": False, "reason": reason, "created": i}  # the ones before this
         rss_before = _notification_mib(exchange)
         latencies: list[float] = []
         delivered = 0

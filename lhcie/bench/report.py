@@ -146,7 +146,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("-.", "d", [(f"raw AMQP ×{b['publishers']}", b["latency"])
                      for b in results.get("baselines", {}).get("amqp", [])]),
     ]
-    colours = plt.get_cmap("tab10").colors
+    colours = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # tab10 is a ListedColormap
     for style, marker, members in families:
         for i, (name, p) in enumerate(members):
             values = [p.get(k) or 0 for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]

@@ -11,12 +11,13 @@ from aiohttp import web
 
 from services.agreements import consumers, demo, routes
 from services.agreements.collections import COLLECTIONS
-from services.agreements.domain import Service
+from services.agreements.domain import AgreementsService
 from shared import topology
 from shared.config import Settings
 from shared.http import build_app
-from shared.keys import RUNTIME
+from shared.app_keys import RUNTIME
 from shared.lifecycle import mount
+from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec
 
 NAME = "agreements"
@@ -29,14 +30,14 @@ log = logging.getLogger(__name__)
 def install(app: web.Application) -> None:
     load_demo = app[RUNTIME].settings.demo
 
-    async def on_start(service: Service) -> None:
+    async def on_start(service: AgreementsService) -> None:
         if load_demo and await demo.seed(service):
             log.info("agreements.demo_loaded", extra={"code": "AGR001"})
             return
         count = await service.registry.announce_all()
         log.info("agreements.announced count=%d", count, extra={"code": "AGR002"})
 
-    service = mount(app, name=NAME, key=routes.AGREEMENTS, build=Service.build, add_routes=routes.add_routes,
+    service = mount(app, name=NAME, key=routes.AGREEMENTS, build=AgreementsService.build, add_routes=routes.add_routes,
                     queue=topology.AGREEMENTS, handler=consumers.handler, on_start=on_start)
 
     async def expiry(_: web.Application) -> AsyncIterator[None]:
@@ -50,7 +51,7 @@ def install(app: web.Application) -> None:
     app.cleanup_ctx.append(expiry)
 
 
-async def _expire_periodically(service: Service) -> None:
+async def _expire_periodically(service: AgreementsService) -> None:
     while True:
         try:
             expired = await service.isas.expire_due()
@@ -61,10 +62,61 @@ async def _expire_periodically(service: Service) -> None:
         await asyncio.sleep(EXPIRY_CHECK_SECONDS)
 
 
+# The routes as /openapi.json describes them.
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/fhir/Organization", "Search organisations"),
+    Operation("POST", "/fhir/Organization", "Register an organisation", "Organization"),
+    Operation("GET", "/fhir/Organization/$record-holders", "Who holds records about a patient"),
+    Operation("GET", "/fhir/Organization/{id}", "Read an organisation"),
+    Operation("PUT", "/fhir/Organization/{id}", "Update an organisation", "Organization"),
+    Operation("GET", "/fhir/CareTeam", "Search MDTs"),
+    Operation("POST", "/fhir/CareTeam", "Register an MDT", "CareTeam"),
+    Operation("GET", "/fhir/CareTeam/{id}", "Read an MDT"),
+    Operation("PUT", "/fhir/CareTeam/{id}", "Update an MDT", "CareTeam"),
+    Operation("GET", "/fhir/Contract", "Search information sharing agreements"),
+    Operation("POST", "/fhir/Contract", "Propose an agreement", "Contract"),
+    Operation("GET", "/fhir/Contract/$pending", "Agreements waiting on the caller"),
+    Operation("GET", "/fhir/Contract/$templates", "Template agreements"),
+    Operation("GET", "/fhir/Contract/$duplicates", "Overlapping agreements"),
+    Operation("POST", "/fhir/Contract/$merge", "Merge agreements", "Parameters"),
+    Operation("GET", "/fhir/Contract/{id}", "Read an agreement"),
+    Operation("POST", "/fhir/Contract/{id}/$accept", "Accept an agreement"),
+    Operation("POST", "/fhir/Contract/{id}/$reject", "Reject an agreement"),
+    Operation("POST", "/fhir/Contract/{id}/$revoke", "Revoke an agreement"),
+    Operation("POST", "/fhir/Contract/{id}/$join", "Join a template agreement"),
+    Operation("POST", "/fhir/Contract/{id}/$approve-join", "Approve a request to join", "Parameters"),
+    Operation("POST", "/fhir/Contract/{id}/$reject-join", "Refuse a request to join", "Parameters"),
+    Operation("POST", "/fhir/Contract/{id}/$retire", "Retire an agreement for its replacement", "Parameters"),
+    Operation("PUT", "/fhir/Contract/{id}/$document", "Attach the signed agreement", "pdf"),
+    Operation("GET", "/fhir/Contract/{id}/$document", "The signed agreement"),
+    Operation("GET", "/fhir/Consent", "A patient's consents"),
+    Operation("GET", "/fhir/Consent/preferences", "A patient's sharing preferences"),
+    Operation("PUT", "/fhir/Consent/preferences", "Set a patient's sharing preferences", "Consent"),
+    Operation("GET", "/fhir/RelatedPerson", "A patient's carers"),
+    Operation("POST", "/fhir/RelatedPerson", "Grant a carer access", "RelatedPerson"),
+    Operation("POST", "/fhir/RelatedPerson/{id}/$revoke", "Revoke a carer's access"),
+    Operation("GET", "/dcc/", "The data controllers' console (HTML shell)", public=True),
+    Operation("GET", "/patient/", "The patient's console (HTML shell)", public=True),
+    Operation("GET", "/dcc/static/{filename}", "The DCC's scripts and styles", public=True),
+    Operation("GET", "/patient/static/{filename}", "The patient page's scripts and styles", public=True),
+    Operation("GET", "/dcc/static/vocabulary.json", "Purposes, document categories and organisation types in words",
+              public=True),
+    Operation("GET", "/patient/static/vocabulary.json",
+              "Purposes, document categories and organisation types in words", public=True),
+)
+# The consoles' HTML shells and their scripts, styles and words: they carry no data; their script calls the
+# API with a token.
+PUBLIC_PATHS = frozenset({"/dcc/", "/patient/", "/dcc/static/vocabulary.json", "/patient/static/vocabulary.json"})
+PUBLIC_PREFIXES = ("/dcc/static", "/patient/static")
+
+
 SPEC = ServiceSpec(
     NAME,
     install,
     collections=COLLECTIONS,
+    operations=OPERATIONS,
+    public_paths=PUBLIC_PATHS,
+    public_prefixes=PUBLIC_PREFIXES,
     capability=(
         {"type": "Organization", "interaction": [{"code": c} for c in ("read", "search-type", "create", "update")],
          "operation": [{"name": "record-holders",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.agreements.domain import Service
+from services.agreements.domain import AgreementsService
 from shared.events import (
     AgreementState,
     AgreementStatus,
@@ -43,7 +43,7 @@ DEMO_PATIENT = "9000000009"
 DEMO_CARER_SUBJECT = f"carer@{PATIENT_LOGIN_ORG}"  # what ``lhcie token --org NHSLOGIN --role carer`` carries
 
 
-async def seed(service: Service) -> bool:
+async def seed(service: AgreementsService) -> bool:
     """Load the demo data into an empty registry; returns whether it did."""
     registry = service.registry
     if not await registry.is_empty():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.agreements.registry import Registry
+from services.agreements.registry import PolicyRegistry
 from services.agreements.resources import OrganisationInput
 from shared.auth import Caller
 from shared.events import CareTeamState, OrganisationState, RoutingKey
@@ -10,7 +10,7 @@ from shared.fhir.errors import Code, FhirError
 
 
 class Directory:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: PolicyRegistry) -> None:
         self.registry = registry
 
     async def register(self, who: Caller, given: OrganisationInput) -> OrganisationState:

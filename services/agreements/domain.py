@@ -7,19 +7,19 @@ from dataclasses import dataclass
 from services.agreements.directory import Directory
 from services.agreements.isas import Agreements
 from services.agreements.patients import Patients
-from services.agreements.registry import Registry
+from services.agreements.registry import PolicyRegistry
 from shared.context import ServiceContext
 
 
 @dataclass
-class Service:
-    registry: Registry
+class AgreementsService:
+    registry: PolicyRegistry
     directory: Directory
     isas: Agreements
     patients: Patients
 
     @classmethod
-    def build(cls, ctx: ServiceContext) -> Service:
-        registry = Registry(ctx)
+    def build(cls, ctx: ServiceContext) -> AgreementsService:
+        registry = PolicyRegistry(ctx)
         return cls(registry, Directory(registry), Agreements(registry, ctx.runtime.ports.objects),
                    Patients(ctx, registry))

@@ -1,7 +1,7 @@
 """The ISA lifecycle: propose, each party accepts or rejects, either revokes, it expires; templates that
 organisations join; what is pending on an organisation; duplicates and their rationalisation.
 
-Every step is one ``Registry.change`` (state + ``policy.agreement.*`` event in one transaction), so
+Every step is one ``PolicyRegistry.change`` (state + ``policy.agreement.*`` event in one transaction), so
 every step reaches the other services' policy views and the audit log.
 """
 
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from itertools import combinations
 from typing import Any
 
-from services.agreements.registry import Registry
+from services.agreements.registry import PolicyRegistry
 from services.agreements.resources import ContractInput
 from shared.auth import Caller
 from shared.events import (
@@ -61,7 +61,7 @@ class Overlap:
 
 
 class Agreements:
-    def __init__(self, registry: Registry, objects: ObjectStore) -> None:
+    def __init__(self, registry: PolicyRegistry, objects: ObjectStore) -> None:
         self.registry = registry
         self.objects = objects
 

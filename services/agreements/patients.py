@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from services.agreements.registry import Registry
+from services.agreements.registry import PolicyRegistry
 from services.agreements.resources import CarerRequest, Preferences
 from shared.auth import Caller
 from services.agreements.isas import actor_of
@@ -43,7 +43,7 @@ EXCEPTIONS = (
 
 
 class Patients:
-    def __init__(self, ctx: ServiceContext, registry: Registry) -> None:
+    def __init__(self, ctx: ServiceContext, registry: PolicyRegistry) -> None:
         self.ctx = ctx
         self.registry = registry
         self.holders = ctx.store.collection("record_holders", [Index(("patient",))])

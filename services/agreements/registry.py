@@ -28,7 +28,7 @@ from shared.store import ASCENDING, Document, Index, Session
 
 P = TypeVar("P", bound=Payload)
 
-SYNC_KEYS = {
+SYNC_KEYS: dict[type[Payload], RoutingKey] = {
     OrganisationState: RoutingKey.POLICY_ORGANISATION_SYNCED,
     CareTeamState: RoutingKey.POLICY_CARETEAM_SYNCED,
     AgreementState: RoutingKey.POLICY_AGREEMENT_SYNCED,
@@ -48,7 +48,7 @@ PAGE = 500
 Change = Callable[[P | None], Awaitable[tuple[P, RoutingKey]]]
 
 
-class Registry:
+class PolicyRegistry:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.organisations = ctx.store.collection("organisations")
@@ -108,12 +108,12 @@ class Registry:
     async def is_empty(self) -> bool:
         return await self.organisations.count() == 0
 
-    async def all(self, kind: type[P], where: dict | None = None, *, limit: int = PAGE, skip: int = 0) -> list[P]:
+    async def all(self, kind: type[P], where: dict[str, Any] | None = None, *, limit: int = PAGE, skip: int = 0) -> list[P]:
         collection = self._collections[kind]
         docs = await collection.find(where or {}, sort=[("_id", ASCENDING)], limit=limit, skip=skip)
         return [kind.model_validate(_state(d)) for d in docs]
 
-    async def every(self, kind: type[P], where: dict | None = None) -> list[P]:
+    async def every(self, kind: type[P], where: dict[str, Any] | None = None) -> list[P]:
         """Every matching object, page by page (the DCC's views are over hundreds, not millions)."""
         found: list[P] = []
         while page := await self.all(kind, where, limit=PAGE, skip=len(found)):

@@ -418,19 +418,19 @@ def parse_contract(body: dict[str, Any]) -> ContractInput:
                                 f"Contract.authority[{i}]"))
         elif org not in parties:
             parties.append(org)
-    scope = body.get("scope") if isinstance(body.get("scope"), dict) else {}
-    purposes = [c.get("code") for c in scope.get("coding") or [] if isinstance(c, dict)]
+    scope = body["scope"] if isinstance(body.get("scope"), dict) else {}
+    purposes = [str(c.get("code")) for c in scope.get("coding") or [] if isinstance(c, dict)]
     if not purposes or any(p not in PURPOSES for p in purposes):
         issues.append(Issue(Code.INVALID_RESOURCE, f"scope.coding must list purposes from {', '.join(PURPOSES)}",
                             "Contract.scope"))
-    categories = [c.get("code") for t in body.get("term") or [] if isinstance(t, dict)
+    categories = [str(c.get("code")) for t in body.get("term") or [] if isinstance(t, dict)
                   for a in t.get("asset") or [] if isinstance(a, dict)
                   for cc in a.get("type") or [] if isinstance(cc, dict)
                   for c in cc.get("coding") or [] if isinstance(c, dict)]
     if any(c not in CATEGORIES for c in categories):
         issues.append(Issue(Code.INVALID_RESOURCE, f"term.asset.type categories must be from {', '.join(CATEGORIES)}",
                             "Contract.term"))
-    applies = body.get("applies") if isinstance(body.get("applies"), dict) else {}
+    applies = body["applies"] if isinstance(body.get("applies"), dict) else {}
     valid_from = _date(applies.get("start"), "Contract.applies.start", issues)
     valid_to = _date(applies.get("end"), "Contract.applies.end", issues)
     if valid_from and valid_to and valid_to <= valid_from:

@@ -18,29 +18,30 @@ from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.relatedperson import RelatedPerson
 
 from services.agreements import pages, resources
-from services.agreements.domain import Service
+from services.agreements.domain import AgreementsService
 from services.agreements.isas import MAX_DOCUMENT_BYTES, overlap_json
 from services.agreements.patients import EXCEPTIONS
 from shared.auth import Caller
 from shared.events import AgreementState, AgreementStatus, CareTeamState, OrganisationState, Payload
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError
+from shared.fhir.identifiers import ODS_CODE
 from shared.http import caller, fhir_response, read_json, request_id
 
-AGREEMENTS = web.AppKey("agreements", Service)
+AGREEMENTS = web.AppKey("agreements", AgreementsService)
 HOLDING_EXTENSION = f"{resources.BASE}/StructureDefinition/record-holding"
 TEAM_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
-def _service(request: web.Request) -> Service:
+def _service(request: web.Request) -> AgreementsService:
     return request.app[AGREEMENTS]
 
 
-async def _contract(service: Service, state: AgreementState) -> dict[str, Any]:
+async def _contract(service: AgreementsService, state: AgreementState) -> dict[str, Any]:
     return resources.contract(state, await service.registry.details_of(AgreementState, state.agreement_id))
 
 
-async def _organization(service: Service, state: OrganisationState) -> dict[str, Any]:
+async def _organization(service: AgreementsService, state: OrganisationState) -> dict[str, Any]:
     details = await service.registry.details_of(OrganisationState, state.ods_code)
     return resources.organization(state, details.get("contacts"))
 
@@ -53,7 +54,7 @@ _TYPES: dict[str, tuple[type[Payload], str | None]] = {
 }
 
 
-async def _to_fhir(service: Service, state: Payload) -> dict[str, Any]:
+async def _to_fhir(service: AgreementsService, state: Payload) -> dict[str, Any]:
     if isinstance(state, AgreementState):
         return await _contract(service, state)
     if isinstance(state, OrganisationState):
@@ -304,7 +305,7 @@ async def record_holders(request: web.Request) -> web.Response:
         org = await _service(request).registry.one(OrganisationState, h["organisation"])
         resource = resources.organization(org) if org else {
             "resourceType": "Organization", "id": h["organisation"], "name": h["name"],
-            "identifier": [{"system": resources.ODS_CODE, "value": h["organisation"]}]}
+            "identifier": [{"system": ODS_CODE, "value": h["organisation"]}]}
         resource["extension"] = [{"url": HOLDING_EXTENSION, "extension": [
             {"url": "documents", "valueInteger": h["documents"]},
             *({"url": "category", "valueCode": c} for c in h["categories"]),
@@ -325,7 +326,7 @@ async def consents(request: web.Request) -> web.Response:
                                       *(resources.carer_consent(g) for g in grants)]))
 
 
-async def _names(service: Service, codes: tuple[str, ...]) -> dict[str, str]:
+async def _names(service: AgreementsService, codes: tuple[str, ...]) -> dict[str, str]:
     found = {code: await service.registry.one(OrganisationState, code) for code in codes}
     return {code: org.name for code, org in found.items() if org is not None}
 

@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 from aiohttp import web
 
 from services.audit import consumers, routes
 from services.audit.collections import COLLECTIONS
 from services.audit.domain import Audit
+from services.audit.settings import AuditSettings
 from shared import topology
 from shared.config import Settings
 from shared.http import build_app
 from shared.lifecycle import mount
+from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec
 
 NAME = "audit"
 
 
-def install(app: web.Application) -> None:
-    mount(app, name=NAME, key=routes.AUDIT, build=Audit,
+def install(app: web.Application, settings: AuditSettings | None = None) -> None:
+    """Put audit into ``app``; its settings are read from the environment here, once, unless given."""
+    own = settings or AuditSettings()
+    mount(app, name=NAME, key=routes.AUDIT, build=functools.partial(Audit, settings=own),
           add_routes=routes.add_routes, queue=topology.AUDIT, handler=consumers.handler)
+
+
+# The routes as /openapi.json describes them.
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/fhir/AuditEvent", "Search the audit trail"),
+    Operation("GET", "/fhir/AuditEvent/$verify", "Verify the audit chain"),
+    Operation("GET", "/fhir/AuditEvent/$export", "Export audit records"),
+    Operation("GET", "/fhir/AuditEvent/$access-report", "A patient's access report"),
+)
 
 
 SPEC = ServiceSpec(
     NAME,
     install,
     collections=COLLECTIONS,
+    operations=OPERATIONS,
     capability=(
         {
             "type": "AuditEvent",
@@ -48,5 +65,8 @@ SPEC = ServiceSpec(
 )
 
 
-def create_app(settings: Settings, ports: Ports | None = None) -> web.Application:
-    return build_app(settings, [SPEC], ports=ports)
+def create_app(settings: Settings, ports: Ports | None = None, *,
+               audit: AuditSettings | None = None) -> web.Application:
+    """The audit app; its own settings are read here, once, unless given."""
+    spec = dataclasses.replace(SPEC, install=functools.partial(install, settings=audit or AuditSettings()))
+    return build_app(settings, [spec], ports=ports)

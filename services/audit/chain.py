@@ -52,7 +52,7 @@ def record_hash(seq: int, prev_hash: str, resource: dict[str, Any], **fields: An
 
 def hash_of(doc: Document) -> str:
     fields = {k: v for k, v in doc.items() if k not in ("_id", "seq", "prev_hash", "hash", "resource")}
-    return record_hash(doc.get("seq"), doc.get("prev_hash"), doc.get("resource"), **fields)  # type: ignore[arg-type]
+    return record_hash(doc.get("seq"), doc.get("prev_hash"), doc.get("resource"), **fields)  # type: ignore[arg-type]  # fields holds none of the three named ones
 
 
 def _checkpoint_payload(cp: Document) -> bytes:
@@ -150,7 +150,7 @@ class AuditChain:
                         seq = (head["seq"] + 1) if head else 1
                         prev = head["hash"] if head else GENESIS
                         # Through JSON once, so the hash is over exactly what a later read returns.
-                        doc = json.loads(json.dumps({
+                        doc: Document = json.loads(json.dumps({
                             **index,
                             "_id": f"{seq:012d}",
                             "seq": seq,

@@ -22,6 +22,7 @@ from typing import Any
 
 from services.audit.chain import AuditChain, Verification
 from services.audit.records import AUDIT_SOURCE, KINDS, Who, audited, build, consent_decision, facts, records_for
+from services.audit.settings import AuditSettings
 from services.audit.signing import CheckpointSigner
 from shared.auth import Caller
 from shared.correlation import denial_recorded
@@ -65,13 +66,13 @@ class AccessReport:
 
 
 class Audit:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, settings: AuditSettings) -> None:
         self.ctx = ctx
-        settings = ctx.runtime.settings
+        data_dir = ctx.runtime.settings.data_dir
         self.chain = AuditChain(
             ctx.store,
-            signer=lambda: CheckpointSigner.for_settings(settings),
-            checkpoint_every=settings.audit_checkpoint_interval,
+            signer=lambda: CheckpointSigner.for_settings(settings, data_dir),
+            checkpoint_every=settings.checkpoint_interval,
             extra_indexes=[Index(("date",)), Index(("event_type",)), Index(("agent_orgs",))],
         )
         self.policy = PolicyView(ctx.store)

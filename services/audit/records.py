@@ -73,8 +73,6 @@ KINDS: dict[str, Kind] = {
     "document.withdrawn": Kind("D", "delete", "0", TREAT),
     "document.searched": Kind("E", "search", "0", TREAT),
     "access.denied": Kind("R", "read", "4", TREAT),
-    "record.read": Kind("R", "read", "0", TREAT),
-    "operation.invoked": Kind("E", "search", "0", HSYSADMIN),
     "alert.raised": Kind("C", "create", "0", TREAT),
     "alert.acknowledged": Kind("U", "update", "0", TREAT),
     "alert.escalated": Kind("U", "update", "0", TREAT),

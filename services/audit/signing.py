@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from shared.config import Settings
+from services.audit.settings import AuditSettings
 from shared.files import private_dir
 
 
@@ -41,11 +41,11 @@ class CheckpointSigner:
         return cls(key)
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> CheckpointSigner:
-        """The configured key file, or the embedded key (created on first use)."""
-        if settings.audit_signing_key_file is not None:
-            return cls.from_pem(settings.audit_signing_key_file.read_bytes())
-        return cls.from_pem(_load_or_create(settings.data_dir / "audit" / "checkpoint-key.pem"))
+    def for_settings(cls, settings: AuditSettings, data_dir: Path) -> CheckpointSigner:
+        """The configured key file, or the embedded key in ``data_dir`` (created on first use)."""
+        if settings.signing_key_file is not None:
+            return cls.from_pem(settings.signing_key_file.read_bytes())
+        return cls.from_pem(_load_or_create(data_dir / "audit" / "checkpoint-key.pem"))
 
     def sign(self, data: bytes) -> str:
         return base64.urlsafe_b64encode(self._key.sign(data)).decode()

@@ -10,16 +10,18 @@ from typing import IO, Any
 
 from services.audit.chain import AuditChain
 from services.audit.params import export_range
+from services.audit.settings import AuditSettings
 from services.audit.signing import CheckpointSigner
 from shared.config import Settings
 from shared.store import open_store
 
 
 @asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[AuditChain]:
+async def opened(settings: Settings, audit: AuditSettings | None = None) -> AsyncIterator[AuditChain]:
+    own = audit or AuditSettings()  # the CLI's one read of LHCIE_AUDIT_*
     store = open_store(settings, "audit")
-    chain = AuditChain(store, signer=lambda: CheckpointSigner.for_settings(settings),
-                       checkpoint_every=settings.audit_checkpoint_interval)
+    chain = AuditChain(store, signer=lambda: CheckpointSigner.for_settings(own, settings.data_dir),
+                       checkpoint_every=own.checkpoint_interval)
     await store.start()
     try:
         yield chain

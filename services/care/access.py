@@ -42,7 +42,7 @@ class Access:
                    request_id: str, session: Session, query: str | None = None, results: int | None = None) -> None:
         await self.ctx.publish(Event.new(
             RoutingKey.RECORD_READ,
-            RecordRead(actor=actor_of(who), resource=resource, action=action,  # type: ignore[arg-type]
+            RecordRead(actor=actor_of(who), resource=resource, action=action,
                        patient_nhs_number=patient, query=query, results=results, rule=rule),
             source=self.ctx.source, subject=resource.split("/", 1)[0], correlation_id=request_id,
         ), session=session)

@@ -15,9 +15,10 @@ from services.care.settings import CareSettings
 from shared import topology
 from shared.config import Settings
 from shared.http import build_app
-from shared.keys import RUNTIME
+from shared.app_keys import RUNTIME
 from shared.lifecycle import mount
 from services.care.collections import COLLECTIONS
+from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec
 
 NAME = "care"
@@ -58,10 +59,38 @@ def install(app: web.Application) -> None:
     app.cleanup_ctx.append(background)
 
 
+# The routes as /openapi.json describes them.
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", "/fhir/CarePlan", "Start or record an end-of-life care plan", "CarePlan"),
+    Operation("GET", "/fhir/CarePlan", "A patient's current care plans"),
+    Operation("GET", "/fhir/CarePlan/{id}", "Read a care plan (current version)"),
+    Operation("PUT", "/fhir/CarePlan/{id}", "A new version of a care plan (If-Match)", "CarePlan"),
+    Operation("GET", "/fhir/CarePlan/{id}/_history", "A care plan's versions"),
+    Operation("GET", "/fhir/CarePlan/{id}/_history/{vid}", "One version of a care plan"),
+    Operation("POST", "/fhir/Task", "Request a repatriation", "Task"),
+    Operation("GET", "/fhir/Task", "A trust's pending transfers"),
+    Operation("GET", "/fhir/Task/{id}", "Read a repatriation"),
+    Operation("POST", "/fhir/Task/{id}/$advance", "Move a repatriation to its next state", "Parameters"),
+    Operation("POST", "/fhir/Bundle", "Send a discharge summary (FHIR document)", "Bundle"),
+    Operation("GET", "/fhir/Bundle", "Discharge summaries delivered to the caller"),
+    Operation("GET", "/fhir/Bundle/{id}", "Read a discharge summary"),
+    Operation("POST", "/fhir/Bundle/{id}/$acknowledge", "Acknowledge a discharge summary (ITK3)", "Parameters"),
+    Operation("GET", "/fhir/Bundle/{id}/$status", "A discharge summary's acknowledgements"),
+    Operation("GET", "/fhir/Questionnaire", "The published forms"),
+    Operation("GET", "/fhir/Questionnaire/{id}", "Read a published form"),
+    Operation("GET", "/care/plan/", "The printable care plan view (HTML shell)", public=True),
+    Operation("GET", "/care/transfers/", "The bed managers' transfers list (HTML shell)", public=True),
+)
+# The views (a plan, the transfers list): shells like the console's, their data by token.
+PUBLIC_PATHS = frozenset({"/care/plan/", "/care/transfers/"})
+
+
 SPEC = ServiceSpec(
     NAME,
     install,
     collections=COLLECTIONS,
+    operations=OPERATIONS,
+   public_paths=PUBLIC_PATHS,
     capability=(
         {
             "type": "CarePlan",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.care.access import Access, actor_of, facts
-from services.care.clock import Clock, fhir_instant
+from shared.clock import Clock, fhir_instant
 from services.care.plans import END_OF_LIFE_CATEGORY, PlanInput, check_plan, version_view
 from shared.auth import Caller
 from shared.events import CarePlanChanged, Event, RoutingKey

@@ -1,5 +1,5 @@
 """Care's collections and indexes as data, for ``lhcie store init`` (careplans.py, transfers.py, discharges.py
-and timers.py open them)."""
+and shared/timers.py open them)."""
 
 from __future__ import annotations
 

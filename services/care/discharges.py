@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from services.care.access import Access, actor_of
-from services.care.clock import Clock, fhir_instant
+from shared.clock import Clock, fhir_instant
 from services.care.documents import (
     BUSINESS_CODES,
     INFRASTRUCTURE_OUTCOMES,
@@ -25,7 +25,7 @@ from services.care.documents import (
     check_summary,
 )
 from services.care.settings import CareSettings
-from services.care.timers import Timers
+from shared.timers import Timers
 from shared.auth import Caller
 from shared.events import DischargeChanged, Event, RoutingKey
 from shared.fhir.errors import Code, FhirError, Issue
@@ -95,7 +95,7 @@ class Discharges:
                     await self._deliveries.insert(delivery, session=session)
                     await self.timers.schedule(f"{ESCALATION}:{delivery['_id']}", ESCALATION,
                                                now + timedelta(hours=self.settings.discharge_ack_hours),
-                                               subject=delivery["_id"], session=session)
+                                               subject=str(delivery["_id"]), session=session)
                     await self._announce(RoutingKey.DISCHARGE_DELIVERED, row, session, who=who, recipient=recipient,
                                          request_id=request_id)
         except DuplicateKey:

@@ -6,11 +6,11 @@ from datetime import datetime
 
 from services.care.access import Access
 from services.care.careplans import CarePlans
-from services.care.clock import Clock, SystemClock
+from shared.clock import Clock, SystemClock
 from services.care.discharges import Discharges
 from services.care.repatriations import Repatriations
 from services.care.settings import CareSettings
-from services.care.timers import Timers
+from shared.timers import Timers
 from shared.events import Event
 from shared.context import ServiceContext
 from shared.policy import PolicyView
@@ -24,7 +24,7 @@ class Care:
         self.clock: Clock = clock or SystemClock()
         clock_holder = _ClockOf(self)
         self.access = Access(ctx)
-        self.timers = Timers(ctx.store, lambda: self.clock)
+        self.timers = Timers(ctx.store, clock_holder)
         self.plans = CarePlans(ctx, self.access, clock_holder)
         self.transfers = Repatriations(ctx, self.access, self.timers, self.settings, clock_holder)
         self.discharges = Discharges(ctx, self.access, self.timers, self.settings, clock_holder)

@@ -96,7 +96,8 @@ def _form(data: dict[str, Any], issues: list[Issue]) -> dict[str, Any] | None:
 
 
 def form_of(resource: dict[str, Any]) -> dict[str, Any]:
-    return resource["contained"][0]
+    form: dict[str, Any] = resource["contained"][0]
+    return form
 
 
 def version_view(plan_id: str, version: int, resource: dict[str, Any], *, updated: str, custodian: str,

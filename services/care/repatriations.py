@@ -14,9 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 from services.care.access import Access, actor_of, facts
-from services.care.clock import Clock, fhir_instant, hours_between, parse_stamp
+from shared.clock import Clock, fhir_instant, hours_between, parse_stamp
 from services.care.settings import CareSettings
-from services.care.timers import Timers
+from shared.timers import Timers
 from services.care.transfers import (
     PENDING,
     RECEIVER,

@@ -9,6 +9,7 @@ the FHIR API, so what a person sees is what their own token may read, audited li
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from string import Template
 
@@ -24,7 +25,7 @@ def page(name: str, nonce: str) -> str:
     return Template((HERE / name).read_text()).safe_substitute(nonce=nonce, common=common, refresh=REFRESH_SECONDS)
 
 
-def _serve(name: str) -> object:
+def _serve(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         nonce = secrets.token_urlsafe(16)
         return web.Response(text=page(name, nonce), content_type="text/html", headers={
@@ -40,5 +41,5 @@ def _serve(name: str) -> object:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/care/plan/", _serve("plan.html"))  # type: ignore[arg-type]
-    app.router.add_get("/care/transfers/", _serve("transfers.html"))  # type: ignore[arg-type]
+    app.router.add_get("/care/plan/", _serve("plan.html"))
+    app.router.add_get("/care/transfers/", _serve("transfers.html"))

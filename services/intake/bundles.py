@@ -247,18 +247,19 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
                                 f"Bundle.entry[{index}].resource.identifier"))
         else:
             patient = BundlePatient(index, nhs_number)
-    documents = []
+    documents: list[BundleDocument] = []
     binary_indices = []
     positions: dict[int, int] = {}  # entry index of a DocumentReference -> its position in ``documents``
     for i, resource in references:
         content = resource.get("content")
         attachment = content[0].get("attachment") if isinstance(content, list) and content and isinstance(content[0], dict) else None
         url = attachment.get("url") if isinstance(attachment, dict) else None
-        if not isinstance(url, str) or url not in binaries:
+        if not isinstance(url, str) or url not in binaries or not isinstance(attachment, dict):
             issues.append(Issue(Code.INVALID_RESOURCE, "content[0].attachment.url must be the fullUrl of a Binary "
                                 "in this Bundle.", f"Bundle.entry[{i}].resource.content[0].attachment.url"))
             continue
         inline = dict(resource)
+        assert isinstance(content, list)  # attachment came from content[0]
         inline["content"] = [{**content[0], "attachment": {k: v for k, v in attachment.items() if k != "url"}}, *content[1:]]
         subject = _subject(resource, patient_url, patient, f"Bundle.entry[{i}].resource", issues)
         if subject is not None:

@@ -25,7 +25,7 @@ from services.intake.registry import (
     SCAN_LIMIT,
     STORED,
     SUPERSEDED,
-    Registry,
+    DocumentRegistry,
     facts_of,
     to_fhir,
     version_of,
@@ -140,7 +140,7 @@ class Intake:
         self.objects = objects
         self.catalogue = catalogue
         self.max_document_bytes = max_document_bytes
-        self.registry = Registry(ctx.store)
+        self.registry = DocumentRegistry(ctx.store)
         self.folders = Folders(ctx.store)
         self.policy = PolicyView(ctx.store)
 

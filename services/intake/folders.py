@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.intake.bundles import BundleFolder
-from services.intake.registry import REJECTED, Registry
+from services.intake.registry import REJECTED, DocumentRegistry
 from shared.auth import Caller
 from shared.fhir.errors import Code, FhirError, Issue
 from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE
@@ -64,7 +64,7 @@ class Folders:
             raise FhirError.of(Code.CONFLICT, "The folder was changed by another submission; send the bundle again.")
 
     async def plan(self, folders: tuple[BundleFolder, ...], bundle_patients: list[str], who: Caller,
-                   registry: Registry) -> tuple[list[PlannedFolder], list[Issue]]:
+                   registry: DocumentRegistry) -> tuple[list[PlannedFolder], list[Issue]]:
         """Each folder of a bundle checked: whose it is, whose patient, whose documents.
 
         ``bundle_patients``: the NHS number of each of the bundle's documents, in bundle order.
@@ -111,7 +111,7 @@ class Folders:
         return planned, issues
 
     @staticmethod
-    async def _may_hold(document_id: str, patient: str, who: Caller, registry: Registry) -> bool:
+    async def _may_hold(document_id: str, patient: str, who: Caller, registry: DocumentRegistry) -> bool:
         doc = await registry.get(document_id)
         return (doc is not None and doc["custodian"] == who.org and doc["patient"] == patient
                 and doc["status"] != REJECTED)

@@ -8,11 +8,11 @@ Only stored documents are returned to readers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.events import Actor, DocumentFacts
-from shared.fhir import date_ranges as dates
+from shared.fhir import dates
 from shared.store import DESCENDING, Document, DocumentStore, Filter, Index, Session
 from shared.store.base import MAX_PAGE
 
@@ -21,7 +21,7 @@ SCAN_LIMIT = MAX_PAGE - 1  # a search reads at most this many of one patient's d
 CURRENT, SUPERSEDED, ENTERED_IN_ERROR = "current", "superseded", "entered-in-error"
 
 
-class Registry:
+class DocumentRegistry:
     def __init__(self, store: DocumentStore) -> None:
         self._documents = store.collection(
             "documents",
@@ -131,7 +131,7 @@ class Registry:
 
 def _touched(moment: datetime | None = None) -> dict[str, str]:
     """When a document last changed, as ``_lastUpdated`` searches compare it (a one-microsecond range)."""
-    low, high = dates.DateRange(moment := moment or datetime.now(UTC), moment + timedelta(microseconds=1)).keys()
+    low, high = dates.keys(dates.Range.instant(moment or datetime.now(UTC)))
     return {"updated_low": low, "updated_high": high}
 
 

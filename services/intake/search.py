@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.intake.validation import fold
-from shared.fhir import date_ranges as dates
+from shared.fhir import dates
 from shared.fhir.bundles import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import NHS_NUMBER, parse_token, valid_nhs_number
@@ -30,7 +30,7 @@ TOKEN_FIELDS = {
     "security-label": "search.security_label",
     "related:identifier": "search.related_identifier",
 }
-# parameter -> the pair of fields holding the target's range (shared/fhir/date_ranges.py)
+# parameter -> the pair of fields holding the target's range (shared/fhir/dates.py, range_filter)
 DATE_FIELDS = {
     "date": ("search.date_low", "search.date_high"),
     "creation": ("search.creation_low", "search.creation_high"),
@@ -172,13 +172,8 @@ def _ods(value: str) -> str:
 
 
 def _date(name: str, value: str) -> dict[str, Any]:
-    try:
-        wanted = dates.parse(value)
-    except dates.InvalidDate:
-        raise FhirError.of(Code.INVALID_PARAMETER, f"{name} must be a FHIR date, optionally prefixed "
-                           f"{'/'.join(dates.PREFIXES)}.", name) from None
     low, high = DATE_FIELDS[name]
-    return dates.condition(wanted, low, high)
+    return dates.range_filter(dates.parse(value, name), low, high)
 
 
 def _paging(search: Search, name: str, value: str) -> None:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from services.intake.catalogue import Catalogue, DocumentType
 from shared.auth import Caller
-from shared.fhir import date_ranges as dates
+from shared.fhir import dates
 from shared.fhir.errors import Code, FhirError, Issue
 from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE, identifier_value, valid_nhs_number
 from shared.media import base_type
@@ -295,7 +295,7 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
 def search_fields(data: dict[str, Any], authors: list[str], custodian: str, related: list[str]) -> dict[str, Any]:
     """The values ITI-67 searches match, flattened so the store can index and compare them.
 
-    Dates are kept as ranges (``<name>_low``/``<name>_high``, see shared/fhir/date_ranges.py) so a search compares
+    Dates are kept as ranges (``<name>_low``/``<name>_high``, see shared/fhir/dates.py) so a search compares
     ranges as FHIR says; names as every prefix of their folded form, so ``author.given=jo`` finds "Joan".
     """
     context = _dict(data.get("context"))
@@ -338,8 +338,8 @@ def _keys(start: Any, end: Any, *, point: bool = False) -> tuple[str, str] | Non
     start = start if isinstance(start, str) else None
     end = end if isinstance(end, str) else None
     try:
-        return dates.target_keys(start, end, point=point)
-    except dates.InvalidDate:
+        return dates.stored_keys(start, end, point=point)
+    except dates.BadDate:
         return None  # the structure check has already refused a malformed date
 
 

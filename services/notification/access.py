@@ -104,7 +104,7 @@ class Access:
         rows = rows or [(None, sum(counts.values()))]
         events = [self._outgoing.event(
             RoutingKey.RECORD_READ,
-            RecordRead(actor=actor_of(who), resource=resource, action=action,  # type: ignore[arg-type]
+            RecordRead(actor=actor_of(who), resource=resource, action=action,
                        patient_nhs_number=patient, query=query, results=n, rule="mdt-member"),
             subject=resource, correlation_id=request_id) for patient, n in rows]
         await self._outgoing.publish_now(*events)
@@ -114,6 +114,6 @@ class Access:
         await self._outgoing.publish_now(self._outgoing.event(
             RoutingKey.OPERATION_INVOKED,
             OperationInvoked(actor=actor_of(who), operation=operation, target=target,
-                             outcome=outcome, detail=detail),  # type: ignore[arg-type]
+                             outcome=outcome, detail=detail),
             subject=target, correlation_id=request_id))
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from services.notification.access import Access, actor_of
 from services.notification.alerts import ACK, ACKNOWLEDGED, ESCALATED, OPEN, RESOLVED, AlertQuery, Alerts
-from services.notification.clock import Clock, stamp
+from shared.clock import Clock, stamp
 from services.notification.feed import Feed, Writer
 from services.notification.outgoing import Outgoing
 from services.notification.rules import RuleSet
 from services.notification.subscriptions import Subscriptions
-from services.notification.timers import Timers
+from shared.timers import Timers
 from shared.auth import Caller
 from shared.events import AlertAcknowledged, AlertEscalated, AlertRaised, DocumentFacts, RoutingKey
 from shared.fhir.errors import Code, FhirError

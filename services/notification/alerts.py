@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.notification.clock import Clock, day_of, stamp
+from shared.clock import Clock, day_of, stamp
 from services.notification.pathways import Pathways
 from services.notification.rules import rank
 from shared.fhir.dates import DateSearch, instant_filter

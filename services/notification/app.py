@@ -21,8 +21,9 @@ from services.notification.webhook_http import HttpWebhookClient
 from shared import topology
 from shared.config import DocStoreKind, Settings
 from shared.http import build_app
-from shared.keys import RUNTIME
+from shared.app_keys import RUNTIME
 from shared.lifecycle import mount
+from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec
 
 NAME = "notification"
@@ -130,10 +131,39 @@ CAPABILITY = (
 )
 
 
+# The routes as /openapi.json describes them.
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/fhir/Communication", "Alerts for an MDT"),
+    Operation("POST", "/fhir/Communication/{id}/$acknowledge", "Acknowledge an alert"),
+    Operation("POST", "/fhir/Communication/$reconcile", "Reconcile alerts with stored documents (operator)"),
+    Operation("GET", "/fhir/EpisodeOfCare", "Cancer pathways of an MDT"),
+    Operation("POST", "/fhir/EpisodeOfCare", "Register a pathway", "EpisodeOfCare"),
+    Operation("GET", "/fhir/EpisodeOfCare/$tracking-list", "The patient tracking list (FHIR Parameters or CSV)"),
+    Operation("GET", "/fhir/EpisodeOfCare/{id}", "Read a pathway"),
+    Operation("POST", "/fhir/EpisodeOfCare/{id}/$record-event", "Record a pathway event", "Parameters"),
+    Operation("POST", "/fhir/EpisodeOfCare/{id}/$transfer", "Transfer a pathway to another MDT", "Parameters"),
+    Operation("POST", "/fhir/Subscription", "Subscribe to MDT alerts or care plan changes", "Subscription"),
+    Operation("GET", "/fhir/Subscription/{id}", "Read a subscription"),
+    Operation("GET", "/fhir/Subscription/{id}/$status", "A subscription's status"),
+    Operation("GET", "/fhir/Subscription/{id}/$events", "A subscription's recent events"),
+    Operation("GET", "/fhir/Subscription/{id}/$stream",
+              "A care plan subscription's notifications (server-sent events)"),
+    Operation("POST", "/alerts/stream-token", "A short-lived token for the live alert stream"),
+    Operation("GET", "/alerts/stream", "The live alert stream (server-sent events)", public=True),
+    Operation("GET", "/console/", "The MDT console (HTML shell)", public=True),
+    Operation("GET", "/console/static/{filename}", "The consoles' scripts and styles", public=True),
+)
+# The console page holds no data; the SSE stream checks its own signed query token.
+PUBLIC_PATHS = frozenset({"/console/", "/alerts/stream"})
+# The consoles' scripts and styles.
+PUBLIC_PREFIXES = ("/console/static",)
+
+
 def spec(settings: NotificationSettings | None = None) -> ServiceSpec:
     """The service for a process; with ``settings`` given, the environment is not read for them."""
     return ServiceSpec(NAME, functools.partial(install, settings=settings), collections=COLLECTIONS,
-                       capability=CAPABILITY)
+                       capability=CAPABILITY, operations=OPERATIONS, public_paths=PUBLIC_PATHS,
+                       public_prefixes=PUBLIC_PREFIXES)
 
 
 SPEC = spec()

@@ -10,10 +10,10 @@ from datetime import UTC, date, datetime, time
 from services.notification import waiting_times
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, Alerts, alert_id
-from services.notification.clock import Clock, day_of
+from shared.clock import Clock, day_of
 from services.notification.pathways import ACTIVE, Pathways
 from services.notification.rules import RuleSet
-from services.notification.timers import Timers
+from shared.timers import Timers
 from shared.store import Document, Session
 
 BREACH_CHECK = "breach-check"

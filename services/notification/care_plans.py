@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from services.notification.clock import Clock, stamp
+from shared.clock import Clock, stamp
 from services.notification.documents import Once
 from services.notification.feed import Writer
 from services.notification.subscriptions import CAREPLAN_TOPIC, Subscriptions

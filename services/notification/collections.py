@@ -16,6 +16,6 @@ COLLECTIONS: Schema = {
     "subscriptions": (Index(("mdt", "status")), Index(("org",))),  # subscriptions.py
     "deliveries": (Index(("status", "due")), Index(("subscription", "number"))),  # subscriptions.py
     "pathways": (Index(("patient", "mdt", "status")), Index(("mdt", "status"))),  # pathways.py
-    "timers": (Index(("status", "due")), Index(("subject",))),  # timers.py
+    "timers": (Index(("status", "due")), Index(("subject",))),  # shared/timers.py
     "secrets": (),  # stream_tokens.py
 }

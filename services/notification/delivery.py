@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from services.notification.alerts import Alerts
-from services.notification.clock import Clock, parse_stamp, stamp
+from shared.clock import Clock, parse_stamp, stamp
 from services.notification.endpoints import EndpointPolicy, Resolve, system_resolve
 from services.notification.feed import Writer
 from services.notification.outgoing import Outgoing

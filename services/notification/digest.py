@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, Alerts, alert_id
-from services.notification.clock import Clock, day_of
+from shared.clock import Clock, day_of
 from services.notification.pathways import Pathways
 from services.notification.rules import RuleSet
-from services.notification.timers import Timers
+from shared.timers import Timers
 from shared.store import Document, DocumentStore, Session
 
 DIGEST = "digest"

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, Alerts, alert_id
 from services.notification.breach_checks import BreachChecks
-from services.notification.clock import day_of, stamp
+from shared.clock import day_of, stamp
 from services.notification.feed import Writer
 from services.notification.pathways import Pathways
 from services.notification.rules import RuleSet

@@ -28,7 +28,7 @@ from services.notification.alerting import ESCALATE, Alerting
 from services.notification.alerts import AlertRenderer, Alerts
 from services.notification.breach_checks import BREACH_CHECK, BreachChecks
 from services.notification.care_plans import CarePlanNotices
-from services.notification.clock import AdjustableClock, Clock, SystemClock, day_of
+from shared.clock import AdjustableClock, Clock, SystemClock, day_of
 from services.notification.delivery import Deliverer, OpenClient
 from services.notification.digest import DIGEST, Digest
 from services.notification.documents import DocumentAlerts, StoredDocuments
@@ -44,8 +44,8 @@ from services.notification.streams import StreamSlots
 from services.notification.subscribers import Subscribers
 from services.notification.subscription_streams import SubscriptionStreams
 from services.notification.subscriptions import Subscriptions
-from services.notification.timers import Timers
 from services.notification.transfer_alerts import TransferAlerts
+from shared.timers import Timers
 from shared.events import Event
 from shared.policy import PolicyView
 from shared.store import DocumentStore, Session

@@ -17,7 +17,7 @@ from typing import Any
 
 from services.notification.access import Access
 from services.notification.alerts import Alerts
-from services.notification.clock import Clock, stamp
+from shared.clock import Clock, stamp
 from services.notification.feed import Feed
 from services.notification.streams import StreamSlots
 from shared.auth import Caller

@@ -12,7 +12,7 @@ from services.notification.access import Access
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, alert_id
 from services.notification.breach_checks import BreachChecks
-from services.notification.clock import Clock, day_of, stamp
+from shared.clock import Clock, day_of, stamp
 from services.notification.feed import Writer
 from services.notification.pathways import ACTIVE, Pathways, tracking_list
 from services.notification.rules import RuleSet

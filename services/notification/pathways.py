@@ -86,7 +86,8 @@ class Pathways:
         for index, event in reversed(list(enumerate(doc["events"]))):
             if (event_id is not None and event_id_of(event, index) == event_id) or \
                     (event_id is None and event["event"] == name):
-                return event
+                found: Document = event
+                return found
         return None
 
     def correct_event(self, doc: Document, event: Document, on: date, *, by: str, at: str,

@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 
 from services.notification.access import Access
-from services.notification.clock import parse_stamp
+from shared.clock import parse_stamp
 from services.notification.digest import Digest
 from services.notification.documents import DocumentAlerts, StoredDocuments
 from services.notification.feed import Writer

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.notification.alerts import Alerts
-from services.notification.clock import Clock, stamp
+from shared.clock import Clock, stamp
 from services.notification.feed import Writer
 from services.notification.settings import NotificationSettings
 from services.notification.subscriptions import (

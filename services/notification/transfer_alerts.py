@@ -17,7 +17,7 @@ from typing import Any
 from services.notification.access import BED_MANAGER, BEDS
 from services.notification.alerting import Alerting
 from services.notification.alerts import ESCALATED, OPEN, RESOLVED, Alerts, alert_id
-from services.notification.clock import Clock, stamp
+from shared.clock import Clock, stamp
 from services.notification.documents import Once
 from services.notification.feed import Feed, Writer
 from services.notification.outgoing import Outgoing

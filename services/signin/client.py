@@ -26,7 +26,7 @@ CLOCK_LEEWAY = 60
 ASSERTION_SECONDS = 60
 
 
-class _PrivateKeyJWT(PrivateKeyJWT):
+class _PrivateKeyJWT(PrivateKeyJWT):  # type: ignore[misc]  # Authlib ships no type hints
     """Authlib's ``private_key_jwt`` with a short-lived assertion (its default lives an hour)."""
 
     def sign(self, auth: Any, token_endpoint: str) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from services.storage.settings import StorageSettings
 from shared.config import ObjectStoreKind, Settings
 from shared.objects import ObjectNotFound, ObjectStoreUnavailable, open_object_store
 from shared.objects.s3 import S3ObjectStore, error_code, translated
@@ -43,7 +44,8 @@ class _Unsupported(Exception):
 async def _call(method: Any, **kw: Any) -> dict[str, Any]:
     try:
         with translated(""):
-            return await method(**kw)  # type: ignore[no-any-return]
+            answer: dict[str, Any] = await method(**kw)
+            return answer
     except ClientError as exc:
         if error_code(exc) in _UNSUPPORTED:
             raise _Unsupported(error_code(exc)) from None
@@ -61,10 +63,11 @@ async def _missing(method: Any, absent: set[str], **kw: Any) -> dict[str, Any] |
 
 
 class BucketSetup:
-    def __init__(self, store: S3ObjectStore, settings: Settings, *, apply: bool) -> None:
+    def __init__(self, store: S3ObjectStore, settings: Settings, storage: StorageSettings, *, apply: bool) -> None:
         self.s3 = store.client
         self.bucket = store.bucket
         self.settings = settings
+        self.storage = storage
         self.apply = apply
 
     async def run(self) -> list[Check]:
@@ -94,7 +97,7 @@ class BucketSetup:
         if self.settings.s3_region != "us-east-1":
             create["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.s3_region}
         try:
-            if self.settings.retention_mode != "off":
+            if self.storage.retention_mode != "off":
                 try:
                     # Object lock can be switched on most simply when the bucket is made.
                     await _call(self.s3.create_bucket, ObjectLockEnabledForBucket=True, **create)
@@ -134,7 +137,7 @@ class BucketSetup:
         return Check("default encryption", APPLIED, self.settings.s3_sse)
 
     async def object_lock(self) -> Check:
-        mode = self.settings.retention_mode
+        mode = self.storage.retention_mode
         if mode == "off":
             return Check("object lock", SKIPPED, "retention is off (LHCIE_RETENTION_MODE)")
         found = await _missing(self.s3.get_object_lock_configuration, {"ObjectLockConfigurationNotFoundError"},
@@ -187,8 +190,8 @@ class BucketSetup:
         return Check("public access block", APPLIED, "all public access blocked")
 
 
-async def prepare(settings: Settings, *, apply: bool = True) -> list[Check]:
-    """Create (``apply``) or only check the bucket and its settings."""
+async def prepare(settings: Settings, *, apply: bool = True, storage: StorageSettings | None = None) -> list[Check]:
+    """Create (``apply``) or only check the bucket and its settings (storage's read here unless given)."""
     if settings.object_store is not ObjectStoreKind.S3:
         return [Check("bucket", OK, f"filesystem object store under {settings.data_dir / 'objects'}: "
                                     "no encryption, lifecycle or object lock (use S3 in production)")]
@@ -196,7 +199,7 @@ async def prepare(settings: Settings, *, apply: bool = True) -> list[Check]:
     assert isinstance(store, S3ObjectStore)
     await store.start()
     try:
-        return await BucketSetup(store, settings, apply=apply).run()
+        return await BucketSetup(store, settings, storage or StorageSettings(), apply=apply).run()
     except ObjectStoreUnavailable as exc:
         return [Check("bucket", FAILED, f"the S3 endpoint is unavailable ({exc})")]
     finally:

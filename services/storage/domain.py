@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.storage.retention import retention_for
+from services.storage.settings import StorageSettings
 from services.storage.scanning import ContentScanner, ScannerUnavailable
 from services.storage.verification import ContentRejected, check_digest, check_media_type
 from shared.auth import Caller
@@ -31,7 +32,7 @@ from shared.media import needs_whole
 from shared.context import ServiceContext
 from shared.objects import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from shared.policy import PolicyView
-from shared.store import Index
+from shared.store import Index, Session
 
 CURRENT = "current"
 
@@ -53,11 +54,12 @@ class Retrieval:
 
 
 class Storage:
-    def __init__(self, ctx: ServiceContext, objects: ObjectStore, scanner: ContentScanner | None = None) -> None:
+    def __init__(self, ctx: ServiceContext, objects: ObjectStore, scanner: ContentScanner | None = None, *,
+                 settings: StorageSettings) -> None:
         self.ctx = ctx
         self.objects = objects
         self.scanner = scanner
-        self.settings = ctx.runtime.settings
+        self.settings = settings
         self.index = ctx.store.collection("objects", [Index(("facts.patient_nhs_number",))])
         self.policy = PolicyView(ctx.store)
 
@@ -102,7 +104,7 @@ class Storage:
             client_request_id=event.clientrequestid,
         )
 
-        async def record(session):  # noqa: ANN001, ANN202
+        async def record(session: Session) -> None:
             await self.index.insert(
                 {"_id": facts.document_id, "key": key, "facts": facts.model_dump(mode="json"),
                  "stored_at": stored.data["stored_at"],

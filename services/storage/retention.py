@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.config import Settings
+from services.storage.settings import StorageSettings
 from shared.events import DocumentFacts
 
 
@@ -15,7 +15,7 @@ class Retention:
     until: datetime
 
 
-def retention_for(settings: Settings, facts: DocumentFacts, now: datetime) -> Retention | None:
+def retention_for(settings: StorageSettings, facts: DocumentFacts, now: datetime) -> Retention | None:
     """The retention to lock ``facts``' object with, or None when retention is off."""
     if settings.retention_mode == "off":
         return None

@@ -27,11 +27,12 @@ class ContentScanner(Protocol):
         """Return when the content may be served; raise ``ContentRejected`` or ``ScannerUnavailable``."""
 
 
-def load_scanner(settings: Settings) -> ContentScanner | None:
-    """The configured scanner; a wrong setting fails at start-up, not on the first document."""
-    if not settings.content_scanner:
+def load_scanner(configured: str | None, settings: Settings) -> ContentScanner | None:
+    """The configured scanner (``module:factory``); a wrong setting fails at start-up, not on the first
+    document. The factory is given the process's settings."""
+    if not configured:
         return None
-    module_name, _, factory_name = settings.content_scanner.partition(":")
+    module_name, _, factory_name = configured.partition(":")
     if not factory_name:
         raise ValueError("LHCIE_CONTENT_SCANNER must be 'module:factory'")
     factory = getattr(importlib.import_module(module_name), factory_name)

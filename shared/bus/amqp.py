@@ -15,8 +15,18 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, DeliveryError
+from aiormq.abc import FieldValue
 
-from shared.bus.base import DEFAULT_DELIVERY_LIMIT, Bus, BusUnavailable, Consumer, Handler, Outcome, QueueSpec, deliver
+from shared.bus.base import (
+    DEFAULT_DELIVERY_LIMIT,
+    Bus,
+    BusUnavailable,
+    Consumer,
+    Disposition,
+    Handler,
+    QueueSpec,
+    deliver,
+)
 from shared.events import CONTENT_TYPE, DEAD_LETTER_EXCHANGE, EXCHANGE, Event
 
 log = logging.getLogger(__name__)
@@ -24,7 +34,7 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 10.0
 
 
-def queue_arguments(spec: QueueSpec, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> dict[str, object]:
+def queue_arguments(spec: QueueSpec, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> dict[str, FieldValue]:
     return {
         "x-queue-type": "quorum",
         "x-delivery-limit": spec.limit(delivery_limit),
@@ -187,9 +197,9 @@ class _AmqpConsumer(Consumer):
         self._in_flight.add(task)
         try:
             outcome = await deliver(self._handler, message.body, self._spec.name, self._stopping)
-            if outcome == Outcome.ACK:
+            if outcome == Disposition.ACK:
                 await message.ack()
-            elif outcome == Outcome.DEAD_LETTER:
+            elif outcome == Disposition.DEAD_LETTER:
                 await message.reject(requeue=False)
             else:
                 await message.nack(requeue=True)

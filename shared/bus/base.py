@@ -146,7 +146,9 @@ def next_backoff(previous: float | None, hint: float | None) -> float:
     return min(previous * 2, RETRY_BACKOFF_MAX)
 
 
-class Outcome:
+class Disposition:
+    """What the bus does with a message after its handler: not an OperationOutcome."""
+
     ACK = "ack"
     REQUEUE = "requeue"
     DEAD_LETTER = "dead-letter"
@@ -162,7 +164,7 @@ async def deliver(handler: Handler, body: bytes, queue: str, stopping: asyncio.E
         event = Event.from_bytes(body)
     except ValueError:
         log.warning("bus.malformed queue=%s", queue, extra={"code": "BUS001"})
-        return Outcome.DEAD_LETTER
+        return Disposition.DEAD_LETTER
     delay: float | None = None
     while True:
         with telemetry.span_from_headers(
@@ -173,7 +175,7 @@ async def deliver(handler: Handler, body: bytes, queue: str, stopping: asyncio.E
         ):
             try:
                 await handler(event)
-                return Outcome.ACK
+                return Disposition.ACK
             except Retry as exc:
                 delay = next_backoff(delay, exc.after)
                 log.warning(
@@ -183,17 +185,17 @@ async def deliver(handler: Handler, body: bytes, queue: str, stopping: asyncio.E
             except ValidationError as exc:
                 log.error("bus.contract_violation queue=%s type=%s errors=%d", queue, event.type,
                           exc.error_count(), extra={"code": "BUS005"})
-                return Outcome.DEAD_LETTER
+                return Disposition.DEAD_LETTER
             except Reject as exc:
                 log.error("bus.reject queue=%s type=%s reason=%s", queue, event.type, exc,
                           extra={"code": "BUS003"})
-                return Outcome.DEAD_LETTER
+                return Disposition.DEAD_LETTER
             except Exception:
                 log.exception("bus.handler_failed queue=%s type=%s", queue, event.type,
                               extra={"code": "BUS004"})
-                return Outcome.REQUEUE
+                return Disposition.REQUEUE
         try:
             await asyncio.wait_for(stopping.wait(), timeout=delay)
-            return Outcome.REQUEUE  # shutting down: hand the message back for another consumer
+            return Disposition.REQUEUE  # shutting down: hand the message back for another consumer
         except TimeoutError:
             continue

@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.bus.base import DEFAULT_DELIVERY_LIMIT, Bus, Consumer, Handler, Outcome, QueueSpec, deliver, topic_matches
+from shared.bus.base import DEFAULT_DELIVERY_LIMIT, Bus, Consumer, Disposition, Handler, QueueSpec, topic_matches
+from shared.bus.local import LocalConsumer
 from shared.events import Event
 
 
@@ -91,27 +92,20 @@ class MemoryBus(Bus):
         return True
 
     async def _settle(self, spec: QueueSpec, message: _Message, outcome: str) -> None:
-        if outcome == Outcome.ACK:
+        if outcome == Disposition.ACK:
             return
         message.delivery_count += 1
-        if outcome == Outcome.DEAD_LETTER or message.delivery_count >= spec.limit(self._delivery_limit):
+        if outcome == Disposition.DEAD_LETTER or message.delivery_count >= spec.limit(self._delivery_limit):
             await self._queues[spec.dead_letter_queue].put(_Message(message.body))
         else:
             await self._queues[spec.name].put(message, front=True)
 
 
-class _MemoryConsumer(Consumer):
+class _MemoryConsumer(LocalConsumer[_Message]):
     def __init__(self, bus: MemoryBus, spec: QueueSpec, handler: Handler, prefetch: int) -> None:
+        super().__init__(spec, handler)
         self._bus = bus
-        self._spec = spec
-        self._handler = handler
         self._slots = asyncio.Semaphore(prefetch)
-        self._stopping = asyncio.Event()
-        self._in_flight: dict[asyncio.Task[None], _Message] = {}
-        self._loop_task: asyncio.Task[None] | None = None
-
-    def begin(self) -> None:
-        self._loop_task = asyncio.create_task(self._run(), name=f"consume {self._spec.name}")
 
     async def _run(self) -> None:
         queue = self._bus._queues[self._spec.name]
@@ -124,39 +118,18 @@ class _MemoryConsumer(Consumer):
                     self._slots.release()
                     return
                 message = queue.ready.popleft()
-            task = asyncio.create_task(self._handle(message))
-            self._in_flight[task] = message
+            self._dispatch(message)
 
-    async def _handle(self, message: _Message) -> None:
-        try:
-            outcome = await deliver(self._handler, message.body, self._spec.name, self._stopping)
-            await self._bus._settle(self._spec, message, outcome)
-        finally:
-            self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self._slots.release()
+    async def _settle(self, message: _Message, outcome: str) -> None:
+        await self._bus._settle(self._spec, message, outcome)
 
-    async def _halt_loop(self) -> None:
-        self._stopping.set()
+    def _released(self) -> None:
+        self._slots.release()
+
+    async def _wake(self) -> None:
         queue = self._bus._queues[self._spec.name]
         async with queue.available:
             queue.available.notify_all()
-        if self._loop_task:
-            await self._loop_task
+
+    def _detach(self) -> None:
         self._bus._consumers.discard(self)
-
-    async def stop(self) -> None:
-        await self._halt_loop()
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-
-    async def abort(self) -> None:
-        self._stopping.set()
-        unacked = list(self._in_flight.items())
-        for task, _ in unacked:
-            task.cancel()
-        await asyncio.gather(*(t for t, _ in unacked), return_exceptions=True)
-        # A dead consumer's unacknowledged messages go back to the queue, counted as a delivery,
-        # exactly as RabbitMQ returns them when a channel closes.
-        for _, message in unacked:
-            await self._bus._settle(self._spec, message, Outcome.REQUEUE)
-        await self._halt_loop()

@@ -22,12 +22,23 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from shared.bus.base import DEFAULT_DELIVERY_LIMIT, Bus, BusUnavailable, Consumer, Handler, Outcome, QueueSpec, deliver, topic_matches
-from shared.files import private_dir, private_file
+from shared.bus.base import (
+    DEFAULT_DELIVERY_LIMIT,
+    Bus,
+    BusUnavailable,
+    Consumer,
+    Disposition,
+    Handler,
+    QueueSpec,
+    topic_matches,
+)
+from shared.bus.local import LocalConsumer
 from shared.events import Event
+from shared.files import private_dir, private_file
 
 T = TypeVar("T")
 FILE_NAME = "bus.sqlite3"
@@ -140,7 +151,7 @@ class _Worker:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.executescript(SCHEMA)
-        except Exception as exc:  # noqa: BLE001 - reported to the awaiting start()
+        except Exception as exc:
             self._loop.call_soon_threadsafe(self._settle, opened, None, BusUnavailable(f"bus file: {exc}"))
             return
         self._loop.call_soon_threadsafe(self._settle, opened, None, None)
@@ -174,7 +185,7 @@ class _Worker:
                 conn.execute("SAVEPOINT op")
                 try:
                     results.append((future, fn(conn), None))
-                except Exception as exc:  # noqa: BLE001 - handed to the operation's caller
+                except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     results.append((future, None, exc))
                 conn.execute("RELEASE op")
@@ -290,11 +301,11 @@ class SqliteBus(Bus):
         return await self._worker.run(take)
 
     async def _settle(self, spec: QueueSpec, message: _Taken, outcome: str) -> None:
-        if outcome == Outcome.ACK:
+        if outcome == Disposition.ACK:
             await self._worker.run(lambda c: c.execute("DELETE FROM messages WHERE id = ?", (message.id,)))
             return
         count = message.delivery_count + 1
-        if outcome == Outcome.DEAD_LETTER or count >= spec.limit(self._delivery_limit):
+        if outcome == Disposition.DEAD_LETTER or count >= spec.limit(self._delivery_limit):
             target, count = spec.dead_letter_queue, 0
         else:
             target = spec.name
@@ -352,19 +363,16 @@ class SqliteBus(Bus):
         return True
 
 
-class _SqliteConsumer(Consumer):
-    def __init__(self, bus: SqliteBus, spec: QueueSpec, handler: Handler, prefetch: int) -> None:
-        self._bus = bus
-        self._spec = spec
-        self._handler = handler
-        self._prefetch = prefetch
-        self._stopping = asyncio.Event()
-        self._slot_freed = asyncio.Event()
-        self._in_flight: dict[asyncio.Task[None], _Taken] = {}
-        self._loop_task: asyncio.Task[None] | None = None
+def _untake(message_id: int, conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE messages SET taken = 0 WHERE id = ?", (message_id,))
 
-    def begin(self) -> None:
-        self._loop_task = asyncio.create_task(self._run(), name=f"consume {self._spec.name}")
+
+class _SqliteConsumer(LocalConsumer[_Taken]):
+    def __init__(self, bus: SqliteBus, spec: QueueSpec, handler: Handler, prefetch: int) -> None:
+        super().__init__(spec, handler)
+        self._bus = bus
+        self._prefetch = prefetch
+        self._slot_freed = asyncio.Event()
 
     async def _run(self) -> None:
         ready = self._bus._event(self._spec.name)
@@ -383,14 +391,11 @@ class _SqliteConsumer(Consumer):
             if self._stopping.is_set():
                 # Taken as the consumer stopped: straight back, not counted as a delivery.
                 for message in taken:
-                    await self._bus._worker.run(
-                        lambda c, i=message.id: c.execute("UPDATE messages SET taken = 0 WHERE id = ?", (i,))
-                    )
+                    await self._bus._worker.run(partial(_untake, message.id))
                 self._bus._wake(self._spec.name)
                 return
             for message in taken:
-                task = asyncio.create_task(self._handle(message))
-                self._in_flight[task] = message
+                self._dispatch(message)
             if not taken:
                 try:
                     # Woken at once by this process's publishes; the timeout also picks up rows another
@@ -399,35 +404,15 @@ class _SqliteConsumer(Consumer):
                 except TimeoutError:
                     pass
 
-    async def _handle(self, message: _Taken) -> None:
-        try:
-            outcome = await deliver(self._handler, message.body, self._spec.name, self._stopping)
-            await self._bus._settle(self._spec, message, outcome)
-        finally:
-            self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self._slot_freed.set()
+    async def _settle(self, message: _Taken, outcome: str) -> None:
+        await self._bus._settle(self._spec, message, outcome)
 
-    async def _halt_loop(self) -> None:
-        self._stopping.set()
+    def _released(self) -> None:
+        self._slot_freed.set()
+
+    async def _wake(self) -> None:
         self._bus._wake(self._spec.name)
         self._slot_freed.set()
-        if self._loop_task:
-            await self._loop_task
+
+    def _detach(self) -> None:
         self._bus._consumers.discard(self)
-
-    async def stop(self) -> None:
-        await self._halt_loop()
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
-
-    async def abort(self) -> None:
-        self._stopping.set()
-        unacked = list(self._in_flight.items())
-        for task, _ in unacked:
-            task.cancel()
-        await asyncio.gather(*(t for t, _ in unacked), return_exceptions=True)
-        # A dead consumer's unacknowledged messages go back to the queue, counted as a delivery,
-        # exactly as RabbitMQ returns them when a channel closes.
-        for _, message in unacked:
-            await self._bus._settle(self._spec, message, Outcome.REQUEUE)
-        await self._halt_loop()

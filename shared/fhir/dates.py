@@ -8,6 +8,11 @@ how the target's range must relate to the search value's, and a parameter given 
 
 Ranges are half-open, ``[start, end)``, in UTC; ``None`` is an open end. A date without a time, or a
 time without a zone, is read in ``zone`` (UTC unless the caller says otherwise).
+
+Two ways to put the rules to a document store: ``instant_filter`` for a field holding one instant
+(notification's ``sent``), and ``range_filter`` for a date or Period kept as the pair of its bounds
+(intake's ``date``, ``period``, ``_lastUpdated``), each bound written by ``key`` as fixed-width UTC text so
+that the store compares them as strings (``stored_keys`` computes the pair when the resource is written).
 """
 
 from __future__ import annotations
@@ -228,3 +233,56 @@ def instant_filter(field: str, searches: Sequence[DateSearch], render: Callable[
         bounds = condition(ranges[0])
         return {field: bounds} if bounds else {}
     return {"$or": [{field: condition(r)} for r in ranges]}
+
+
+# A date or Period kept in a store as the pair of its bounds: open ends as the first and last instants.
+LOWEST = datetime(1, 1, 1, tzinfo=UTC)
+HIGHEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def key(moment: datetime) -> str:
+    """An instant as fixed-width UTC text (``YYYY-MM-DDThh:mm:ss.ffffffZ``): string order is time order."""
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
+
+
+def keys(r: Range) -> tuple[str, str]:
+    """The (low, high) keys a store holds for a range; an open end becomes the first or last instant."""
+    return key(r.start or LOWEST), key(r.end or HIGHEST)
+
+
+def stored_keys(start: str | None, end: str | None = None, *, point: bool = False) -> tuple[str, str] | None:
+    """The keys for a date (``point``: one value) or a Period; ``None`` if absent; BadDate if malformed."""
+    if point:
+        return keys(value_range(start)) if start else None
+    return keys(Range.period(start, end)) if start or end else None
+
+
+def range_filter(search: DateSearch, low_field: str, high_field: str) -> dict[str, Any]:
+    """``DateSearch.matches`` as a store filter over the fields holding a target's ``keys``.
+
+    A resource without the date has neither field and matches no prefix (not even ``ne``).
+    """
+    low, high = keys(search.value)
+    within = {low_field: {"$gte": low}, high_field: {"$lte": high}}
+    match search.prefix:
+        case "eq":
+            return within
+        case "ne":
+            return {"$and": [{low_field: {"$exists": True}},
+                             {"$or": [{low_field: {"$lt": low}}, {high_field: {"$gt": high}}]}]}
+        case "gt":
+            return {high_field: {"$gt": high}}
+        case "lt":
+            return {low_field: {"$lt": low}}
+        case "ge":
+            return {"$or": [{high_field: {"$gt": high}}, within]}
+        case "le":
+            return {"$or": [{low_field: {"$lt": low}}, within]}
+        case "sa":
+            return {low_field: {"$gte": high}}
+        case "eb":
+            return {high_field: {"$lte": low}}
+        case "ap":
+            return {low_field: {"$lt": high}, high_field: {"$gt": low}}
+    raise AssertionError(search.prefix)

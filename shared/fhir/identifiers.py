@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import nhs_number
+from nhs_number.validate import is_valid
 
 NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
@@ -13,7 +13,7 @@ SNOMED = "http://snomed.info/sct"
 
 
 def valid_nhs_number(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 10 and value.isdigit() and nhs_number.is_valid(value)
+    return isinstance(value, str) and len(value) == 10 and value.isdigit() and bool(is_valid(value))
 
 
 def identifier_value(reference: Any, system: str) -> str | None:

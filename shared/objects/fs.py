@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import time
@@ -111,7 +112,7 @@ class FileObjectStore(ObjectStore):
             if key.startswith(prefix):
                 yield key
 
-    def _keys(self) -> list[str]:
+    def _keys(self) -> builtins.list[str]:  # ``list`` here is the method above
         found = []
         for dirpath, _, files in os.walk(self._root):
             for name in files:

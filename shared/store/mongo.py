@@ -350,12 +350,12 @@ class MongoCollection(Collection):
                 raise ValueError(f"cannot set field {path!r}")
         query, values = check_filter(where), plain(changes)
         result = await self._store.run(session, lambda s: self._coll.update_many(query, {"$set": values}, session=s))
-        return result.matched_count
+        return int(result.matched_count)
 
     async def delete(self, where: Filter, *, session: Session | None = None) -> int:
         query = check_filter(where)
         result = await self._store.run(session, lambda s: self._coll.delete_many(query, session=s))
-        return result.deleted_count
+        return int(result.deleted_count)
 
     async def find(
         self,
@@ -379,7 +379,8 @@ class MongoCollection(Collection):
 
         async def page(s: AsyncClientSession | None) -> list[Document]:
             cursor = self._coll.find(query, sort=order, skip=skip, limit=limit, session=s)
-            return await cursor.to_list(length=limit)
+            found: list[Document] = await cursor.to_list(length=limit)
+            return found
 
         return await self._store.run(session, page)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from services.audit.chain import AuditChain
+from services.audit.settings import AuditSettings
 from services.audit.signing import CheckpointSigner
 from shared.bus.amqp import AmqpBus
 from shared.config import Settings
@@ -150,7 +151,7 @@ async def test_killing_the_audit_process_mid_stream_loses_nothing(amqp_url: str,
         await bus.close()
 
     store = SqliteStore(db)
-    chain = AuditChain(store, signer=CheckpointSigner.for_settings(Settings(data_dir=data_dir)),
+    chain = AuditChain(store, signer=CheckpointSigner.for_settings(AuditSettings(), data_dir),
                        checkpoint_every=CHECKPOINT_EVERY)
     await store.start()
     try:

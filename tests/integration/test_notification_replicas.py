@@ -20,12 +20,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from services.notification.domain import ESCALATE
 from shared.bus import QueueSpec
 from shared.bus.amqp import AmqpBus
 from shared.events import CareTeamState, Event, OrganisationState, RoutingKey
+from shared.timers import PENDING
 from shared.topology import ALL_QUEUES, NOTIFICATION
-from services.notification.domain import ESCALATE
-from services.notification.timers import PENDING
 from tests.helpers import PUBLISH_TAP, SERVE_ENV, eventually, free_port, outbox_rows, rabbitmq_settled
 from tests.unit.test_notification_alerts import stored_event
 

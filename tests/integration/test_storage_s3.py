@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import uuid
@@ -21,11 +22,11 @@ from lhcie import cli
 from lhcie.services import SPECS
 from services.storage.bucket import prepare, report
 from services.storage.integrity import verify
+from shared.app_keys import RUNTIME
 from shared.bus import QueueSpec
 from shared.config import Settings
 from shared.events import Actor, DocumentFacts, DocumentReceived, Event, RoutingKey
 from shared.http import build_app
-from shared.keys import RUNTIME
 from shared.objects import ObjectStore, ObjectStoreUnavailable, one_chunk, open_object_store
 from shared.objects.s3 import S3ObjectStore
 from tests.conftest import Tokens
@@ -190,9 +191,11 @@ async def test_storage_init_creates_then_checks_the_bucket(s3_settings: Settings
 
 
 async def test_filed_document_is_encrypted_retained_and_served_by_range(
-    stack_on: Callable[..., Any], s3_settings: Settings
+    stack_on: Callable[..., Any], s3_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = s3_settings.model_copy(update={"retention_days_by_type": {PATHOLOGY: 3653}})
+    # Storage reads its own settings from the environment when the app is built.
+    monkeypatch.setenv("LHCIE_RETENTION_DAYS_BY_TYPE", json.dumps({PATHOLOGY: 3653}))
+    settings = s3_settings
     stack = await stack_on(settings)
     tokens = Tokens(settings)
     doc_id = await post_and_store(stack, tokens)
@@ -245,9 +248,11 @@ async def test_filed_document_is_encrypted_retained_and_served_by_range(
 
 
 async def test_presigned_redirect_only_after_the_access_decision(
-    stack_on: Callable[..., Any], s3_settings: Settings
+    stack_on: Callable[..., Any], s3_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = s3_settings.model_copy(update={"binary_redirect": True, "presign_ttl_seconds": 30})
+    monkeypatch.setenv("LHCIE_BINARY_REDIRECT", "true")
+    monkeypatch.setenv("LHCIE_PRESIGN_TTL_SECONDS", "30")
+    settings = s3_settings
     stack = await stack_on(settings)
     tokens = Tokens(settings)
     doc_id = await post_and_store(stack, tokens)

@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from services.notification.clock import FixedClock, stamp
 from services.notification.subscriptions import parse_subscription
 from shared.bus import QueueSpec
+from shared.clock import FixedClock, stamp
 from shared.events import AgreementState, AgreementStatus, Event, OrganisationState, RoutingKey
 from shared.fhir.identifiers import ODS_CODE
 from tests.helpers import TEST_PATIENT, eventually

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 from pathlib import Path
@@ -13,8 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from services.audit.chain import GENESIS, hash_of
 from services.audit.routes import AUDIT
+from shared.app_keys import RUNTIME
 from shared.events import Actor, CarerGrantState, DocumentFacts, DocumentStatusChanged, Event, RecordRead, RoutingKey
-from shared.keys import RUNTIME
 from tests.helpers import TEST_PATIENT, document_reference, eventually
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -244,7 +245,7 @@ async def test_export_a_date_range_as_ndjson_that_still_verifies(stack: TestClie
     assert all(r["resource"]["resourceType"] == "AuditEvent" for r in lines)
     assert lines[0]["prev_hash"] == GENESIS
     assert all(hash_of(r) == r["hash"] for r in lines)
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(lines, lines[1:], strict=False))
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(lines))
 
     empty = await stack.get("/fhir/AuditEvent/$export?start=2000-01-01&end=2000-01-02", headers=admin)
     assert await empty.text() == ""

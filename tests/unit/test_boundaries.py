@@ -71,7 +71,7 @@ def _imports_in(nodes: list[ast.stmt], module: str, *, module_level: bool) -> It
             base = node.module or ""
             if node.level:
                 package = module.split(".")
-                if not _modules()[module].name == "__init__.py":
+                if _modules()[module].name != "__init__.py":
                     package = package[:-1]
                 package = package[: len(package) - (node.level - 1)]
                 base = ".".join([*package, base] if base else package)
@@ -162,7 +162,7 @@ def test_the_checks_see_an_indirect_import() -> None:
     """The reader itself: a domain module reaching aiohttp through shared/ is caught (lifecycle mounts apps)."""
     assert framework_chain("shared.lifecycle") == ["shared.lifecycle", "aiohttp"]
     assert imports("shared.service", module_level=True).isdisjoint({"aiohttp"})  # only under TYPE_CHECKING
-    assert framework_chain("shared.keys") == ["shared.keys", "aiohttp"]
+    assert framework_chain("shared.app_keys") == ["shared.app_keys", "aiohttp"]
 
 
 def test_a_domain_module_loads_no_framework_when_imported() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from services.care import examples
-from services.care.clock import FixedClock
+from shared.clock import FixedClock
 from tests.unit.care_support import PATIENT, call, care_of, care_stack, outcome  # noqa: F401
 
 GP = "G85001"

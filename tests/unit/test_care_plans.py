@@ -141,7 +141,7 @@ async def test_a_plan_change_publishes_an_event_for_subscribers(care_stack: Test
     from shared.bus import QueueSpec
 
     seen: list[Any] = []
-    bus = care_stack.server.app[__import__("shared.keys", fromlist=["RUNTIME"]).RUNTIME].ports.bus
+    bus = care_stack.server.app[__import__("shared.app_keys", fromlist=["RUNTIME"]).RUNTIME].ports.bus
     queue = QueueSpec("test.careplans", (RoutingKey.CAREPLAN_CREATED, RoutingKey.CAREPLAN_UPDATED))
     await bus.declare([queue])
 

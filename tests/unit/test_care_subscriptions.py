@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.care import examples
-from services.notification.clock import FixedClock
+from shared.clock import FixedClock
 from services.notification.subscriptions import (
     CAREPLAN_TOPIC,
     CHANNEL_SYSTEM,

@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from services.care import examples
-from services.care.clock import FixedClock
+from shared.app_keys import RUNTIME
 from shared.bus import QueueSpec
-from shared.keys import RUNTIME
+from shared.clock import FixedClock
 from tests.helpers import eventually
 from tests.unit.care_support import PATIENT, call, care_of, care_stack, isa, opt_out, outcome  # noqa: F401
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from shared.app_keys import RUNTIME
 from shared.bus import QueueSpec
 from shared.events import Event, RoutingKey
-from shared.keys import RUNTIME
 from shared.lifecycle import CONTEXTS
 from tests.helpers import TEST_PATIENT, document_reference, eventually
 from tests.unit.test_document_flow import FHIR, post_document, stored

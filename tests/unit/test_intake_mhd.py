@@ -388,14 +388,16 @@ async def test_unsupported_relation_gets_the_mhd_warning_code_in_validation() ->
     assert [w.diagnostics for w in meta.warnings] == ["PartialTransformContentNotProcessed"]
 
 
-async def test_rate_limit_per_organisation(tmp_path: Any) -> None:
+async def test_rate_limit_per_organisation(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiohttp.test_utils import TestServer
 
     from lhcie.services import SPECS
     from shared.http import build_app
     from tests.conftest import Tokens
 
-    settings = make_settings(tmp_path / "d", rate_limit_per_minute=1, rate_limit_burst=2)
+    monkeypatch.setenv("LHCIE_RATE_LIMIT_PER_MINUTE", "1")  # intake's own, read when its app is built
+    monkeypatch.setenv("LHCIE_RATE_LIMIT_BURST", "2")
+    settings = make_settings(tmp_path / "d")
     tokens = Tokens(settings)
     async with TestClient(TestServer(build_app(settings, list(SPECS.values())))) as client:
         statuses = []

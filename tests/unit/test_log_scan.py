@@ -101,7 +101,7 @@ async def test_a_document_trip_logs_no_nhs_number_and_no_name(service_logs: io.S
         headers = tokens.headers("NHSLOGIN", who, patient=TEST_PATIENT,
                                  subject="carer@NHSLOGIN" if who == "carer" else None)
 
-        async def reported() -> bool:
+        async def reported(headers: dict[str, str] = headers) -> bool:
             response = await stack.get(f"/fhir/AuditEvent/$access-report?patient={TEST_PATIENT}", headers=headers)
             assert response.status == 200
             return "document.retrieved" in await response.text() or "Binary" in await response.text()

@@ -9,22 +9,21 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 from zoneinfo import ZoneInfo
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from lhcie.services import SPECS
-from services.notification.clock import FixedClock
 from services.notification.domain import Notification
 from services.notification.routes import NOTIFICATION
+from shared.app_keys import RUNTIME
 from shared.bus import QueueSpec
+from shared.clock import FixedClock
+from shared.config import Settings
 from shared.events import CareTeamState, DocumentFacts, DocumentStored, Event, RoutingKey
 from shared.fhir.identifiers import LOINC
-from shared.config import Settings
 from shared.http import build_app
-from shared.keys import RUNTIME
 from tests.helpers import TEST_PATIENT, eventually, settled
 
 REFERRAL, PATHOLOGY, DISCHARGE = "57133-1", "11526-1", "18842-5"

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from services.notification import waiting_times
-from services.notification.clock import FixedClock
 from services.notification.rules import load_rules
+from shared.clock import FixedClock
 from tests.helpers import eventually
 from tests.unit.test_notification_alerts import (
     PATHOLOGY,

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from services.notification.clock import FixedClock
 from services.notification.routes import STREAM_TOKENS
+from shared.app_keys import RUNTIME
 from shared.bus import QueueSpec
+from shared.clock import FixedClock
 from shared.events import AgreementState, AgreementStatus, Event, RoutingKey
 from shared.fhir.identifiers import ODS_CODE
-from shared.keys import RUNTIME
 from tests.helpers import TEST_PATIENT, eventually, settled
-from tests.unit.test_notification_alerts import alert_count, entries, notification, publish, stored_event, teams_known
+from tests.unit.test_notification_alerts import alert_count, notification, publish
 from tests.unit.test_notification_pathways import COORDINATOR, START, open_pathway
 from tests.unit.test_policy_preferences import preferences, set_preferences
 

@@ -15,7 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.notification.clock import FixedClock
 from services.notification.routes import DELIVERER
 from services.notification.subscriptions import (
     FILTER_URL,
@@ -25,9 +24,10 @@ from services.notification.subscriptions import (
     TOPIC,
     status_fields,
 )
+from shared.app_keys import RUNTIME
 from shared.bus import QueueSpec
+from shared.clock import FixedClock
 from shared.events import Event, RoutingKey
-from shared.keys import RUNTIME
 from tests.helpers import eventually
 from tests.unit.test_notification_alerts import notification, publish, stored_event, teams_known
 

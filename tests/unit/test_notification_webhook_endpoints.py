@@ -11,11 +11,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.notification.clock import FixedClock, stamp
 from services.notification.endpoints import EndpointPolicy, EndpointRefused
 from services.notification.routes import DELIVERER
 from services.notification.settings import NotificationSettings
 from services.notification.subscriptions import ENDPOINT_REFUSED, HEARTBEAT_URL, parse_subscription
+from shared.clock import FixedClock, stamp
 from tests.unit.test_notification_alerts import notification, teams_known
 from tests.unit.test_notification_subscriptions import FHIR, subscription
 

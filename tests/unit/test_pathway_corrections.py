@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from services.notification.clock import FixedClock
+from shared.clock import FixedClock
 from shared.events import RoutingKey
 from tests.fhir_validation import fhir_validator, validated_answers  # noqa: F401  (fixtures)
 from tests.unit.test_notification_pathways import COORDINATOR, START, clock_parts, open_pathway, parts, record

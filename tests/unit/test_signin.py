@@ -16,9 +16,9 @@ from aiohttp import web
 from lhcie.runner import build
 from lhcie.services import SPECS
 from services.signin.routes import DEV, SIGNINS
+from shared.app_keys import RUNTIME
 from shared.auth import TokenVerifier
 from shared.config import Settings
-from shared.keys import RUNTIME
 from tests.helpers import free_port
 
 
@@ -127,10 +127,10 @@ async def test_a_callback_not_started_by_this_browser_is_refused(served: Served)
     async with browser() as http:
         params = await authorize(http, served.url)
         callback = await choose(http, served.url, params, "smith-a")
-    async with browser() as other:  # another browser (no state cookie) cannot complete it
-        async with other.get(callback, allow_redirects=False) as planted:
-            assert planted.status == 400
-            outcome = await planted.json()
+    # Another browser (no state cookie) cannot complete it.
+    async with browser() as other, other.get(callback, allow_redirects=False) as planted:
+        assert planted.status == 400
+        outcome = await planted.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["expression"] == ["state"]
 

@@ -27,9 +27,9 @@ from tests.unit.test_intake_errors import outcome
 
 
 @pytest.fixture
-def slow_settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "data", http_header_timeout_seconds=1.0, http_body_idle_seconds=1.0,
-                         max_concurrent_uploads_per_org=2)
+def slow_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("LHCIE_MAX_CONCURRENT_UPLOADS_PER_ORG", "2")  # intake's own, read when its app is built
+    return make_settings(tmp_path / "data", http_header_timeout_seconds=1.0, http_body_idle_seconds=1.0)
 
 
 @pytest.fixture
@@ -87,8 +87,9 @@ async def test_a_stalled_body_is_408(slow_stack: TestClient, slow_settings: Sett
                                             "No part of the request body arrived for 1 seconds.")
 
 
-async def test_concurrent_uploads_per_organisation_are_capped(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data", max_concurrent_uploads_per_org=2)
+async def test_concurrent_uploads_per_organisation_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LHCIE_MAX_CONCURRENT_UPLOADS_PER_ORG", "2")
+    settings = make_settings(tmp_path / "data")
     async with TestClient(TestServer(build_app(settings, list(SPECS.values())))) as stack:
         await _uploads_capped(stack, Tokens(settings))
 

@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 
 from lhcie.services import SPECS
+from shared.app_keys import RUNTIME
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
-from shared.keys import RUNTIME
 from shared.lifecycle import CONTEXTS
 from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime

@@ -13,9 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from services.care import examples
-from services.care.clock import FixedClock as CareClock
 from services.care.routes import CARE
-from services.notification.clock import FixedClock
+from shared.clock import FixedClock
 from shared.config import Settings
 from tests.helpers import eventually, settled
 from tests.unit.test_notification_alerts import entries, notification
@@ -45,7 +44,7 @@ def view(alert: dict[str, Any]) -> tuple[str, str, str, list[str]]:
 async def test_bed_managers_are_alerted_and_the_waiting_transfer_escalates_at_its_threshold(
         stack: TestClient, tokens: Any, settings: Settings) -> None:
     care = stack.server.app[CARE]
-    care.clock = CareClock(START)
+    care.clock = FixedClock(START)
     notification(stack).set_clock(FixedClock(START))
     await eventually(lambda: care.policy.agreements_between("RJ1", "RRV"))
     response = await stack.post("/fhir/Task", json=examples.repatriation(PATIENT, "RRV"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.signin.client import OidcClient
 from services.signin.devprovider import DevProvider
 from services.signin.sessions import SignIns
 from services.signin.settings import SignInSettings
 
 SETTINGS = web.AppKey("signin_settings", SignInSettings)
 SIGNINS = web.AppKey("signin_sessions", SignIns)
-CLIENTS = web.AppKey("signin_clients", dict)
+CLIENTS = web.AppKey("signin_clients", dict[str, OidcClient])
 DEV = web.AppKey("signin_dev_provider", DevProvider)
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from services.signin.devprovider import BY_SUB, PEOPLE, Grant
 from services.signin.routes import DEV, SETTINGS
 from shared.fhir.errors import Code, FhirError
-from shared.keys import RUNTIME
+from shared.app_keys import RUNTIME
 
 PREFIX = "/dev-oidc"
 
@@ -110,7 +110,7 @@ async def authorize_choose(request: web.Request) -> web.Response:
     code = request.app[DEV].authorize(person, nonce=str(form.get("nonce") or "") or None,
                                       challenge=str(form["code_challenge"]), redirect_uri=str(form["redirect_uri"]))
     query = urlencode({"code": code, "state": str(form["state"])})
-    return web.Response(status=302, headers={"Location": f"{form['redirect_uri']}?{query}"})
+    return web.Response(status=302, headers={"Location": f"{form['redirect_uri']!s}?{query}"})
 
 
 def _token_error(error: str, status: int = 400) -> web.Response:

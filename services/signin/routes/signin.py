@@ -17,7 +17,7 @@ from services.signin.client import OidcClient, ProviderUnavailable
 from services.signin.identity import SignInRefused, person_from_claims
 from services.signin.routes import CLIENTS, SETTINGS, SIGNINS
 from shared.fhir.errors import Code, FhirError
-from shared.keys import RUNTIME
+from shared.app_keys import RUNTIME
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""FHIR date search on ranges (shared/fhir/date_ranges.py): partial dates, Periods, every prefix, both evaluators."""
+"""FHIR date search on stored ranges (shared/fhir/dates.py, range_filter): partial dates, Periods, every prefix,
+the Python rule and the store filter saying the same."""
 
 from __future__ import annotations
 
@@ -7,24 +8,27 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.fhir import date_ranges as dates
+from shared.fhir import dates
+from shared.fhir.errors import FhirError
 from shared.store.sqlite import compile_filter
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 # A service period from 10 February to 10 March 2026, and some other targets.
-FEB_TO_MAR = dates.period_range("2026-02-10", "2026-03-10")
-OPEN_ENDED = dates.period_range("2026-02-10T09:00:00Z", None)
-ONE_DAY = dates.date_range("2026-03-05")
+FEB_TO_MAR = dates.Range.period("2026-02-10", "2026-03-10")
+OPEN_ENDED = dates.Range.period("2026-02-10T09:00:00Z", None)
+ONE_DAY = dates.value_range("2026-03-05")
 
 
 def test_partial_dates_are_ranges() -> None:
-    assert dates.date_range("2026") == dates.DateRange(datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
-    assert dates.date_range("2024-02").high == datetime(2024, 3, 1, tzinfo=UTC)
-    assert dates.date_range("2026-03-05T10:00+01:00").low == datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
-    assert dates.date_range("2026-03-05T10:00:07Z").high == datetime(2026, 3, 5, 10, 0, 8, tzinfo=UTC)
+    assert dates.value_range("2026") == dates.Range(datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    assert dates.value_range("2024-02").end == datetime(2024, 3, 1, tzinfo=UTC)
+    assert dates.value_range("2026-03-05T10:00+01:00").start == datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
+    assert dates.value_range("2026-03-05T10:00:07Z").end == datetime(2026, 3, 5, 10, 0, 8, tzinfo=UTC)
     for bad in ("2026-13", "26-01-01", "2026-02-30", "yesterday", "2026-01-01T25:00Z"):
-        with pytest.raises(dates.InvalidDate):
-            dates.date_range(bad)
+        with pytest.raises(dates.BadDate):
+            dates.value_range(bad)
+        with pytest.raises(FhirError):
+            dates.parse(f"ge{bad}")
 
 
 CASES = [
@@ -54,12 +58,12 @@ CASES = [
 
 
 @pytest.mark.parametrize(("search", "target", "expected"), CASES)
-def test_prefixes_compare_ranges(search: str, target: dates.DateRange, expected: bool) -> None:
-    parsed = dates.parse(search)
-    assert dates.matches(parsed, target, now=NOW) is expected
+def test_prefixes_compare_ranges(search: str, target: dates.Range, expected: bool) -> None:
+    parsed = dates.parse(search, now=NOW)
+    assert parsed.matches(target) is expected
     # The store filter says the same as the Python evaluation, on the same keys.
-    low, high = target.keys()
-    sql, params = compile_filter(dates.condition(parsed, "lo", "hi", now=NOW))
+    low, high = dates.keys(target)
+    sql, params = compile_filter(dates.range_filter(parsed, "lo", "hi"))
     con = sqlite3.connect(":memory:")
     con.execute("create table t (id text, doc text)")
     con.execute("insert into t values ('x', json(?))", (f'{{"lo": "{low}", "hi": "{high}"}}',))
@@ -71,12 +75,12 @@ def test_a_target_without_the_date_matches_no_prefix() -> None:
     con.execute("create table t (id text, doc text)")
     con.execute("insert into t values ('x', json('{}'))")
     for prefix in dates.PREFIXES:
-        sql, params = compile_filter(dates.condition(dates.parse(f"{prefix}2026-03-01"), "lo", "hi", now=NOW))
+        sql, params = compile_filter(dates.range_filter(dates.parse(f"{prefix}2026-03-01", now=NOW), "lo", "hi"))
         assert con.execute(f"select count(*) from t where {sql}", params).fetchone()[0] == 0, prefix
 
 
 def test_repeated_values_are_all_kept() -> None:
     both = dates.parse_all(["ge2026-03-01", "le2026-03-31"])
     assert [s.prefix for s in both] == ["ge", "le"]
-    assert all(dates.matches(s, FEB_TO_MAR) for s in both)
-    assert not all(dates.matches(s, dates.date_range("2026-04-02")) for s in both)
+    assert dates.matches_all(both, FEB_TO_MAR)
+    assert not dates.matches_all(both, dates.value_range("2026-04-02"))

@@ -1,4 +1,4 @@
-"""Time as the notification service sees it: injectable, so timers and pathway days can be tested."""
+"""Time as a service sees it: injectable, so timers, waiting hours and pathway days can be tested."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ class FixedClock:
 
 
 class AdjustableClock:
-    """The one clock every part of the service reads, so that a test or a drill moves time for all of
-    them at once (pathway days, timers, deliveries, alerts)."""
+    """The one clock every part of a service reads, so that a test or a drill moves time for all of
+    them at once (notification's pathway days, timers, deliveries, alerts)."""
 
     def __init__(self, clock: Clock) -> None:
         self.current = clock
@@ -43,7 +43,7 @@ class AdjustableClock:
 
 
 def stamp(at: datetime) -> str:
-    """A UTC timestamp whose string order is its time order (stored timers are compared as strings)."""
+    """A UTC timestamp whose string order is its time order (stored times are compared as strings)."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -56,3 +56,11 @@ def day_of(at: datetime) -> date:
     from zoneinfo import ZoneInfo
 
     return at.astimezone(ZoneInfo("Europe/London")).date()
+
+
+def fhir_instant(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def hours_between(start: datetime, end: datetime) -> float:
+    return round(max((end - start).total_seconds(), 0) / 3600, 1)

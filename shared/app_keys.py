@@ -1,4 +1,4 @@
-"""Typed application keys shared by every service app."""
+"""The aiohttp application and request keys (web.AppKey) shared by every service app: not cryptographic keys."""
 
 from __future__ import annotations
 
