@@ -77,8 +77,8 @@ BENCH_ARGS ?= --object-store fs
 bench: install-bench rabbitmq ## throughput, latency and memory beside raw RabbitMQ, raw S3 and MESH (bench/results/)
 	$(BIN)/lhcie bench $(BENCH_ARGS)
 
-soak: install-test rabbitmq podman ## long runs: RabbitMQ restarted mid-stream, the API fuzzed at length, the images rebuilt from nothing
-	$(BIN)/python -m pytest -m soak tests/soak tests/images
+soak: install-test rabbitmq podman ## long runs: RabbitMQ restarted mid-stream, the fault run (100 kills, broker, S3 and store outages), the API fuzzed at length, the images rebuilt from nothing
+	$(BIN)/python -m pytest -m soak tests/soak tests/faults tests/images
 
 # ruff's rules and mypy's strictness are in pyproject.toml; the boundary test is the import walls
 # (docs/architecture.md, The walls). make test runs this first, so CI enforces it.

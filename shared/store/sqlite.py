@@ -27,6 +27,7 @@ from shared.store.base import (
     Filter,
     Index,
     Session,
+    StoreUnavailable,
     check_limit,
 )
 
@@ -109,8 +110,9 @@ class _SqliteSession(Session):
 
 
 class SqliteStore(DocumentStore):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
         self._path = path
+        self._busy_timeout = busy_timeout
         self._collections: dict[str, SqliteCollection] = {}
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -147,10 +149,11 @@ class SqliteStore(DocumentStore):
                 private_file(sidecar)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
+                               timeout=self._busy_timeout)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
         return conn
 
     async def close(self) -> None:
@@ -184,7 +187,7 @@ class SqliteStore(DocumentStore):
                 raise
             else:
                 if session.begun:
-                    await self._on_writer(self._writer.execute, "COMMIT")
+                    await self._on_writer(_translate, lambda c: c.execute("COMMIT"), self._writer)
             finally:
                 self._active = None
 
@@ -216,7 +219,7 @@ class SqliteStore(DocumentStore):
 
 
 def _begin_then(session: _SqliteSession, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+    _translate(lambda c: c.execute("BEGIN IMMEDIATE"), conn)
     session.begun = True  # from here on the transaction must end in COMMIT or ROLLBACK
     return _translate(fn, conn)
 
@@ -227,6 +230,13 @@ def _translate(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) 
     except sqlite3.IntegrityError as exc:
         if "UNIQUE" in str(exc):
             raise DuplicateKey(str(exc).split(":")[-1].strip()) from None
+        raise
+    except sqlite3.OperationalError as exc:
+        # Another writer held the file past the busy timeout (a backup, a long transaction): an outage
+        # like a lost MongoDB connection, so 503 at the edge and a retry in place in a consumer, never
+        # a 500 or a failed delivery that counts towards the dead-letter limit.
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreUnavailable(f"sqlite: {exc}") from None
         raise
 
 

@@ -1,0 +1,56 @@
+"""A SQLite store whose file another writer holds past the busy timeout (a backup, a long transaction)
+is unavailable, not broken: ``StoreUnavailable`` (503 at the edge, a retry in place in a consumer).
+
+Found while building the fault run's store outage (tests/faults, whose long profile locks a store past the
+30 s busy timeout): before, the raw ``sqlite3.OperationalError: database is locked`` escaped, so the edge
+answered 500 and a consumer's failure counted towards the dead-letter limit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from shared.store import StoreUnavailable
+from shared.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "svc.sqlite3", busy_timeout=0.2)
+    s.collection("things")
+    await s.start()
+    yield s
+    await s.close()
+
+
+@contextmanager
+def held_by_another_writer(path: Path) -> Iterator[None]:
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_write_while_another_writer_holds_the_file_is_store_unavailable(
+        store: SqliteStore, tmp_path: Path) -> None:
+    things = store.collection("things")
+    await things.insert({"_id": "a", "n": 1})
+    with held_by_another_writer(tmp_path / "svc.sqlite3"):
+        with pytest.raises(StoreUnavailable):
+            await things.insert({"_id": "b", "n": 2})
+        with pytest.raises(StoreUnavailable):
+            async with store.transaction() as session:
+                await things.insert({"_id": "c", "n": 3}, session=session)
+        assert await things.find_one({"_id": "a"}) == {"_id": "a", "n": 1}  # WAL: reads go on
+    # Once the file is free again the same store writes, and nothing of the refused writes was kept.
+    await things.insert({"_id": "b", "n": 2})
+    assert await things.find_one({"_id": "b"}) == {"_id": "b", "n": 2}
+    assert await things.find_one({"_id": "c"}) is None
