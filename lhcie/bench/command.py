@@ -12,6 +12,7 @@ from pathlib import Path
 KIB = 1024
 # Defined in lhcie.bench.run, which is imported only when the bench runs (it pulls in aio-pika, botocore).
 PRESETS = ("smoke", "moderate", "full")
+SCENARIOS = ("latency", "large", "throughput", "baselines", "mesh", "audit", "fanout")
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 _SIZE = re.compile(r"([0-9.]+)\s*(|B|KiB|MiB|GiB|K|M|G)", re.IGNORECASE)
@@ -38,8 +39,13 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     bench.add_argument("--audit-records", type=int, help="chain length for $verify (default 1000000 in full)")
     bench.add_argument("--sse-connections", type=int)
     bench.add_argument("--webhook-subscribers", type=int)
+    bench.add_argument("--webhook-hosts", type=int,
+                       help="listening ports the webhook receivers share (default: one each)")
     bench.add_argument("--object-store", choices=("auto", "s3", "fs"), default="auto")
     bench.add_argument("--out", type=Path, default=RESULTS, help=f"results directory (default {RESULTS})")
+    bench.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",")],
+                       help="run only these scenarios: " + ",".join(SCENARIOS) + " (audit alone starts no stack)")
+    bench.add_argument("--audit-appends", type=int, help="durable appends timed in the audit scenario")
     bench.add_argument("--keep", type=Path, help="keep the stack's data and logs in this directory")
 
 
@@ -49,8 +55,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from lhcie.bench.run import BenchConfig, run_sync
 
     values = dict(SIZES[args.preset])
-    for name in ("sizes", "senders", "documents", "large_documents", "large_size", "audit_records",
-                 "sse_connections", "webhook_subscribers"):
+    unknown = set(args.only or ()) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))} (choose from {', '.join(SCENARIOS)})")
+    for name in ("only", "audit_appends", "sizes", "senders", "documents", "large_documents", "large_size", "audit_records",
+                 "sse_connections", "webhook_subscribers", "webhook_hosts"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     config = BenchConfig(embedded=args.embedded, object_store=args.object_store, work_dir=args.keep,
@@ -61,7 +70,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print()
     for t in results["targets"]:
         print(f"  {t['status']:<13} {t['target']}: {t['detail']}")
-    rec = results["reconciliation"]
-    print(f"\n  reconciliation: {rec['complete']}/{rec['documents']} documents stored, alerted and audited")
+    rec = results.get("reconciliation", {})
+    print(f"\n  reconciliation: {rec.get('complete')}/{rec.get('documents')} documents stored, alerted and audited")
+    for problem in ("error", "teardown_error"):
+        if results["meta"].get(problem):
+            print(f"  {problem.replace('_', ' ')}: {results['meta'][problem]}")
     print("\n  " + "\n  ".join(f"{k}: {p}" for k, p in paths.items()))
-    return 0 if rec["complete"] == rec["documents"] else 1
+    return 0 if rec and rec["complete"] == rec["documents"] and not results["meta"].get("error") else 1

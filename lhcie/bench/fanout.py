@@ -7,6 +7,7 @@ Either half reports "not available" when this tree's notification service does n
 from __future__ import annotations
 
 import asyncio
+import socket
 import json
 import re
 import time
@@ -16,7 +17,6 @@ import aiohttp
 from aiohttp import web
 
 from lhcie.bench.client import MDT, Exchange, encoded_body, percentiles
-from lhcie.bench.harness import free_port
 from lhcie.bench.memory import status_kib
 from lhcie.bench.tracking import DOCUMENT_REF, stream_url
 
@@ -116,7 +116,11 @@ async def _alert_of(exchange: Exchange, doc_id: str, timeout: float) -> str | No
 
 
 async def webhooks(exchange: Exchange, *, subscribers: int, documents: int, size: int,
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, hosts: int = 1) -> dict[str, Any]:
+    """``subscribers`` rest-hook receivers spread over ``hosts`` listening ports. The notification service
+    limits its requests in flight per host and port (``webhook_concurrency_per_host``): receivers all
+    behind one port measure that limit, receivers on their own ports (as a hundred subscribing trusts
+    are) measure the fan-out."""
     seen: list[dict[str, float]] = [{} for _ in range(subscribers)]
 
     async def hook(request: web.Request) -> web.Response:
@@ -130,13 +134,19 @@ async def webhooks(exchange: Exchange, *, subscribers: int, documents: int, size
     app.router.add_post("/hook/{i}", hook)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    ports = []
+    for _ in range(max(1, min(hosts, subscribers))):
+        # Bound here and handed over, not picked free and bound later: a hundred ports picked that way
+        # collide, with each other or with a neighbour.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        ports.append(sock.getsockname()[1])
+        await web.SockSite(runner, sock).start()
     try:
         for i in range(subscribers):
             async with exchange.http.post(
                 exchange.stack.url("/fhir/Subscription"),
-                data=json.dumps(_subscription(f"http://127.0.0.1:{port}/hook/{i}")),
+                data=json.dumps(_subscription(f"http://127.0.0.1:{ports[i % len(ports)]}/hook/{i}")),
                 headers={**exchange.headers("system"), "Content-Type": "application/fhir+json"},
             ) as r:
                 if r.status >= 300:
@@ -155,7 +165,8 @@ async def webhooks(exchange: Exchange, *, subscribers: int, documents: int, size
                 if alert_id in s:
                     delivered += 1
                     latencies.append(max(s[alert_id] - posted.answered, 0.0))
-        return {"available": True, "subscribers": subscribers, "documents": documents, "deliveries": delivered,
+        return {"available": True, "subscribers": subscribers, "hosts": len(ports), "documents": documents,
+                "deliveries": delivered,
                 "expected_deliveries": subscribers * documents, "latency": percentiles(latencies),
                 "notification_rss_before_mib": rss_before, "notification_rss_after_mib": _notification_mib(exchange)}
     finally:

@@ -20,13 +20,32 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def _cpu_table(cells: list[dict[str, Any]]) -> list[str]:
+    names = list(dict.fromkeys(n for c in cells for n in c.get("cpu_ms_per_doc", {})))
+    if not names:
+        return []
+    lines = ["", "## CPU cost per document (user + system CPU-ms of each process over the cell / documents)", "",
+             "| size | senders | " + " | ".join(names) + " | total net of idle polling | load average |",
+             "|---|---|" + "---|" * (len(names) + 2)]
+    for c in cells:
+        cost = c.get("cpu_ms_per_doc", {})
+        net = c.get("cpu_ms_per_doc_net_of_idle", {}).get("total", "-")
+        lines.append(f"| {_size(c['size'])} | {c['senders']} | " + " | ".join(str(cost.get(n, "-")) for n in names)
+                     + f" | {net} | {(c.get('load_average') or ['-'])[0]} |")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
         f"# LHCIE bench {meta['started']}",
         "",
         f"Stack: {meta['stack']}; object store `{meta['object_store']}`; alerts observed by "
-        f"{results.get('alert_method', '-')}; host {meta['cpus']} CPU(s). Command: `{meta['command']}`.",
+        f"{results.get('alert_method', '-')}; host {meta['cpus']} CPU(s); load average "
+        f"{meta.get('load_average_start', '-')} at the start, {meta.get('load_average_end', '-')} at the end. "
+        f"Command: `{meta['command']}`.",
+        *(["", f"**The run did not finish:** {meta['error']}"] if meta.get("error") else []),
+        *(["", f"Teardown: {meta['teardown_error']}"] if meta.get("teardown_error") else []),
         "",
         "## Targets",
         "",
@@ -37,8 +56,8 @@ def markdown(results: dict[str, Any]) -> str:
         "## Throughput (document posted → stored → alerted → audited)",
         "",
         "| size | senders | docs | docs/s | MiB/s | e2e p50 ms | e2e p99 ms | S3 PUT+GET ops/s | ×S3 | "
-        "MESH docs/s | ×MESH | MESH e2e p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "MESH docs/s | ×MESH | MESH e2e p50 ms | CPU-ms/doc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     s3 = {(b["size"], b["concurrency"]): b for b in results.get("baselines", {}).get("s3", [])}
     mesh = {(c["size"], c["senders"]): c for c in results.get("mesh", {}).get("cells", [])}
@@ -50,7 +69,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{c['mib_per_s']} | {_ms(c['end_to_end']['p50_ms'])} | {_ms(c['end_to_end']['p99_ms'])} | "
             f"{floor.get('ops_per_s', '-')} | {_ratio(c['docs_per_s'], floor.get('ops_per_s'))} | "
             f"{peer.get('docs_per_s', '-')} | {_ratio(c['docs_per_s'], peer.get('docs_per_s'))} | "
-            f"{_ms(peer.get('end_to_end', {}).get('p50_ms'))} |")
+            f"{_ms(peer.get('end_to_end', {}).get('p50_ms'))} | {c.get('cpu_ms_per_doc', {}).get('total', '-')} |")
+    lines += _cpu_table(results.get("throughput", []))
     lines += ["", "## Alert latency (POST answered → alert at the coordinator)", "",
               "| load | size | alerts | p50 ms | p95 ms | p99 ms | max ms | missed |",
               "|---|---|---|---|---|---|---|---|"]
@@ -84,9 +104,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "## Audit chain", "", f"Failed: {audit['error']}."]
     elif audit:
         lines += ["", "## Audit chain", "",
-                  f"{audit['appends_per_s']} appends/s ({audit['appends']} durable appends); `$verify` of "
+                  f"{audit['appends_per_s']} durable appends/s ({audit['appends']} appends, "
+                  f"{audit.get('append_concurrency', 1)} in flight; one at a time: "
+                  f"{audit.get('sequential_appends_per_s', '-')}/s; CPU-ms per append "
+                  f"{audit.get('cpu_ms_per_append', '-')} and {audit.get('sequential_cpu_ms_per_append', '-')}); "
+                  "`$verify` of "
                   f"{audit['records']} records (asked for {audit['requested_records']}; the build stops after "
-                  f"{audit['build_budget_s']:.0f} s) took {audit['verify_seconds']} s ({audit['verified_per_s']} "
+                  f"{audit['build_budget_s']:.0f} s) took {audit['verify_seconds']} s, {audit.get('verify_cpu_seconds', '-')} s of CPU ({audit['verified_per_s']} "
                   f"records/s, intact={audit['intact']}). The chain was built on {audit['chain_built_on']} at "
                   f"{audit['build_appends_per_s']} appends/s on average: {audit['build_first_per_s']}/s over the "
                   f"first 500 appends, {audit['build_last_per_s']}/s over the last 500."]
@@ -98,7 +122,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"- {kind}: not available ({f.get('reason')})")
         else:
             count = f.get("connections", f.get("subscribers"))
-            lines.append(f"- {kind}: {count} receivers × {f['documents']} alerts, {f['deliveries']}/"
+            on = f" on {f['hosts']} host:port(s)" if "hosts" in f else ""
+            lines.append(f"- {kind}: {count} receivers{on} × {f['documents']} alerts, {f['deliveries']}/"
                          f"{f['expected_deliveries']} delivered, p50 {_ms(f['latency']['p50_ms'])} ms, p99 "
                          f"{_ms(f['latency']['p99_ms'])} ms; notification RSS "
                          f"{f.get('notification_rss_open_mib', f.get('notification_rss_before_mib'))} → "
@@ -155,7 +180,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.set_yscale("log")
     right.set_ylabel("milliseconds, log scale")
     right.set_title("Latency distribution (percentiles)")
-    right.legend(fontsize=7)
+    if right.get_legend_handles_labels()[0]:  # a run that failed early has no lines to name
+        right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -16,7 +16,7 @@ from pathlib import Path
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from lhcie.bench import audit, baselines, fanout, latency, memory, mesh, targets, throughput
+from lhcie.bench import audit, cpu, baselines, fanout, latency, memory, mesh, targets, throughput
 from lhcie.bench.client import Exchange
 from lhcie.bench.harness import Stack
 from lhcie.bench.tracking import AlertWatcher, AuditTail, reconcile
@@ -43,12 +43,16 @@ class BenchConfig:
     audit_budget: float = 1800.0   # seconds for each of the two append runs, whatever the count reached
     sse_connections: int = 1000
     webhook_subscribers: int = 100
+    # Listening ports the receivers are spread over; 0: one each (a hundred trusts are a hundred hosts).
+    webhook_hosts: int = 0
     fanout_documents: int = 5
     timeout: float = 120.0         # the longest wait for any one thing to finish
     object_store: str = "auto"
     amqp_url: str | None = None    # an existing vhost; else the run makes and deletes its own
     work_dir: Path | None = None   # kept when given; else a temporary directory removed afterwards
     command: str = "lhcie bench"
+    # Run only these scenarios (lhcie.bench.command.SCENARIOS); empty: all of them. The audit chain alone needs no stack.
+    only: list[str] = field(default_factory=list)
 
     def count_for(self) -> dict[int, int]:
         return {s: (self.documents if s <= MIB else self.large_documents) for s in self.sizes}
@@ -94,47 +98,89 @@ async def run(config: BenchConfig) -> dict[str, Any]:
                  "five services as separate processes on RabbitMQ",
         "object_store": stack.store_kind,
         "cpus": os.cpu_count(),
+        "load_average_start": cpu.load_average(),
         "command": config.command,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
                    if k not in ("amqp_url", "work_dir")},
     }}
     timings: dict[str, float] = {}
     try:
-        t = _phase("starting the stack")
-        await stack.start()
-        timings["start"] = time.monotonic() - t
-        exchange = await Exchange.open(stack)
-        tail, alerts = AuditTail(exchange), AlertWatcher(exchange)
+        await _scenarios(config, stack, work_dir, results, timings)
+    except Exception as exc:  # noqa: BLE001 - the figures measured so far are still written
+        log.exception("bench.run_failed")
+        print(f"[bench] the run failed: {type(exc).__name__}: {exc}", flush=True)
+        results["meta"]["error"] = f"{type(exc).__name__}: {exc}"[:1000]
+    finally:
+        # A process that will not stop (moto under memory pressure) must not cost the run its results.
         try:
-            await tail.start()
-            await alerts.start()
-            results["alert_method"] = alerts.method
+            await stack.stop()
+        except Exception as exc:  # noqa: BLE001 - recorded, and the results are written anyway
+            log.exception("bench.teardown_failed")
+            results["meta"]["teardown_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+        if config.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    results["meta"]["phase_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    results["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["meta"]["load_average_end"] = cpu.load_average()
+    results["targets"] = targets.judge(results)
+    return results
 
-            t = _phase("warm-up and idle alert latency")
-            await throughput.run_cell(exchange, tail, size=10 * KIB, senders=1, count=3, timeout=config.timeout)
-            results["alert_latency"] = [await latency.idle(exchange, alerts, size=100 * KIB,
-                                                           count=config.latency_documents, timeout=config.timeout)]
-            timings["latency_idle"] = time.monotonic() - t
 
-            # Before the throughput cells: their inline 5 MiB bodies leave intake's heap large, and the
-            # streamed upload's own footprint is what this measures.
+async def _scenarios(config: BenchConfig, stack: Stack, work_dir: Path, results: dict[str, Any],
+                     timings: dict[str, float]) -> None:
+    def want(name: str) -> bool:
+        return not config.only or name in config.only
+
+    if config.only == ["audit"]:
+        t = _phase("audit chain")
+        results["audit"] = await _guarded("audit", audit.run(work_dir, appends=config.audit_appends,
+                                                              records=config.audit_records,
+                                                              budget=config.audit_budget))
+        timings["audit"] = time.monotonic() - t
+        return
+    t = _phase("starting the stack")
+    await stack.start()
+    timings["start"] = time.monotonic() - t
+    exchange = await Exchange.open(stack)
+    tail, alerts = AuditTail(exchange), AlertWatcher(exchange)
+    try:
+        await tail.start()
+        await alerts.start()
+        results["alert_method"] = alerts.method
+
+        t = _phase("warm-up and idle alert latency")
+        await throughput.run_cell(exchange, tail, size=10 * KIB, senders=1, count=3, timeout=config.timeout)
+        results["alert_latency"] = []
+        if want("latency"):
+            results["alert_latency"].append(await latency.idle(exchange, alerts, size=100 * KIB,
+                                                               count=config.latency_documents,
+                                                               timeout=config.timeout))
+        timings["latency_idle"] = time.monotonic() - t
+
+        # Before the throughput cells: their inline 5 MiB bodies leave intake's heap large, and the
+        # streamed upload's own footprint is what this measures.
+        if want("large"):
             t = _phase("large document")
             large = await _guarded("large document", memory.large_document(
                 exchange, tail, large_size=config.large_size, timeout=config.timeout))
             timings["memory"] = time.monotonic() - t
 
+        if want("throughput"):
             t = _phase("throughput")
             results["throughput"] = await throughput.run(exchange, tail, sizes=config.sizes, senders=config.senders,
                                                          count_for=config.count_for(), timeout=config.timeout)
-            results["memory"] = {"steady_state": memory.steady_state(stack.pids()), "large_document": large}
+            results["memory"] = {"steady_state": memory.steady_state(stack.pids()),
+                                 "large_document": large if want("large") else None}
             timings["throughput"] = time.monotonic() - t
 
+        if want("latency"):
             t = _phase("alert latency under load")
             results["alert_latency"].append(await latency.under_load(
                 exchange, alerts, tail, size=100 * KIB, senders=config.load_senders,
                 count=config.documents, timeout=config.timeout))
             timings["latency_load"] = time.monotonic() - t
 
+        if want("baselines"):
             t = _phase("baselines: raw AMQP and raw S3")
             assert stack.amqp_url is not None
             results["baselines"] = {
@@ -145,18 +191,21 @@ async def run(config: BenchConfig) -> dict[str, Any]:
             }
             timings["baselines"] = time.monotonic() - t
 
+        if want("mesh"):
             t = _phase("MESH sandbox")
             results["mesh"] = await _guarded("MESH", mesh.run(
                 work_dir, cells=[(s, n) for s in config.sizes for n in config.senders],
                 count=config.mesh_documents, timeout=config.timeout))
             timings["mesh"] = time.monotonic() - t
 
+        if want("audit"):
             t = _phase("audit chain")
             results["audit"] = await _guarded("audit", audit.run(work_dir, appends=config.audit_appends,
                                                                   records=config.audit_records,
                                                                   budget=config.audit_budget))
             timings["audit"] = time.monotonic() - t
 
+        if want("fanout"):
             t = _phase("fan-out")
             results["fanout"] = {
                 "sse": await _guarded("SSE fan-out", fanout.sse(
@@ -164,26 +213,19 @@ async def run(config: BenchConfig) -> dict[str, Any]:
                     size=10 * KIB, timeout=config.timeout)),
                 "webhooks": await _guarded("webhook fan-out", fanout.webhooks(
                     exchange, subscribers=config.webhook_subscribers, documents=config.fanout_documents,
-                    size=10 * KIB, timeout=config.timeout)),
+                    size=10 * KIB, timeout=config.timeout,
+                    hosts=config.webhook_hosts or config.webhook_subscribers)),
             }
             timings["fanout"] = time.monotonic() - t
 
-            t = _phase("reconciliation")
-            await tail.wait_for([p.doc_id for p in exchange.posted], timeout=config.timeout)
-            results["reconciliation"] = await reconcile(exchange)
-            timings["reconcile"] = time.monotonic() - t
-        finally:
-            await alerts.stop()
-            await tail.stop()
-            await exchange.close()
+        t = _phase("reconciliation")
+        await tail.wait_for([p.doc_id for p in exchange.posted], timeout=config.timeout)
+        results["reconciliation"] = await reconcile(exchange)
+        timings["reconcile"] = time.monotonic() - t
     finally:
-        await stack.stop()
-        if config.work_dir is None:
-            shutil.rmtree(work_dir, ignore_errors=True)
-    results["meta"]["phase_seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    results["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    results["targets"] = targets.judge(results)
-    return results
+        await alerts.stop()
+        await tail.stop()
+        await exchange.close()
 
 
 def run_sync(config: BenchConfig) -> dict[str, Any]:

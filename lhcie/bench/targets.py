@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 HELD, MISSED, NOT_MEASURED = "held", "missed", "not measured"
+CPU_MS_PER_DOC = 8.0
 
 
 def _target(name: str, status: str, detail: str) -> dict[str, str]:
@@ -63,4 +64,13 @@ def judge(results: dict[str, Any]) -> list[dict[str, str]]:
             details.append(f"{ours['size'] // 1024} KiB x{ours['senders']}: {ratio:.2f}x, p50 "
                            f"{ours['end_to_end']['p50_ms']:.0f} vs {theirs['end_to_end']['p50_ms']:.0f} ms")
         out.append(_target(name, HELD if ok else MISSED, "; ".join(details)))
+
+    costs = [(c, c["cpu_ms_per_doc"]["total"]) for c in cells if c.get("cpu_ms_per_doc", {}).get("total") is not None]
+    name = f"CPU per document < {CPU_MS_PER_DOC:.0f} ms (all services)"
+    if not costs:
+        out.append(_target(name, NOT_MEASURED, "no CPU figures"))
+    else:
+        ok = all(total < CPU_MS_PER_DOC for _, total in costs)
+        out.append(_target(name, HELD if ok else MISSED, ", ".join(
+            f"{c['size'] // 1024} KiB x{c['senders']}: {total} ms" for c, total in costs)))
     return out

@@ -10,8 +10,11 @@ import asyncio
 import time
 from typing import Any
 
+from lhcie.bench import cpu
 from lhcie.bench.client import Exchange, Posted, encoded_body, percentiles
 from lhcie.bench.tracking import AuditTail
+
+IDLE_WINDOW = 1.0
 
 
 async def post_all(exchange: Exchange, bodies: list[bytes], size: int, senders: int) -> list[Posted]:
@@ -32,6 +35,13 @@ async def post_all(exchange: Exchange, bodies: list[bytes], size: int, senders: 
 async def run_cell(exchange: Exchange, tail: AuditTail, *, size: int, senders: int, count: int,
                    timeout: float) -> dict[str, Any]:
     bodies = [encoded_body(size, f"bench {size}B #{i}") for i in range(count)]
+    pids = exchange.stack.pids()
+    # What the services spend with no documents moving (the bench's own audit tail and alert stream
+    # polling them, timers): over a short window first, so the cell's figure can be given net of it too.
+    idle_before, idle_started = cpu.sample(pids), time.monotonic()
+    await asyncio.sleep(IDLE_WINDOW)
+    cpu_before = cpu.sample(pids)
+    idle_per_s = cpu.per_second(idle_before, cpu_before, time.monotonic() - idle_started)
     started = time.monotonic()
     posted = await post_all(exchange, bodies, size, senders)
     posting_done = time.monotonic()
@@ -40,6 +50,10 @@ async def run_cell(exchange: Exchange, tail: AuditTail, *, size: int, senders: i
     done = [tail.completed[i] for i in ids if i in tail.completed]
     last = max(done) if done else time.monotonic()
     elapsed = max(last - started, 1e-9)
+    cpu_ms = cpu.per_document(cpu_before, cpu.sample(pids), len(done))
+    cpu_net = cpu.net_of_idle(cpu_ms, idle_per_s, elapsed, len(done))
+    print(f"[bench]   {size // 1024} KiB x{senders}: {len(done) / elapsed:.1f} docs/s, CPU-ms/doc "
+          + ", ".join(f"{k} {v}" for k, v in cpu_ms.items()) + f"; load average {cpu.load_average()[0]}", flush=True)
     return {
         "size": size,
         "senders": senders,
@@ -50,6 +64,10 @@ async def run_cell(exchange: Exchange, tail: AuditTail, *, size: int, senders: i
         "docs_per_s": round(len(done) / elapsed, 2),
         "mib_per_s": round(len(done) * size / elapsed / 2**20, 2),
         "post_docs_per_s": round(count / max(posting_done - started, 1e-9), 2),
+        "cpu_ms_per_doc": cpu_ms,
+        "cpu_ms_per_doc_net_of_idle": cpu_net,
+        "idle_cpu_ms_per_s": idle_per_s,
+        "load_average": cpu.load_average(),
         "post_latency": percentiles([p.answered - p.started for p in posted]),
         "end_to_end": percentiles([tail.completed[p.doc_id] - p.started for p in posted
                                    if p.doc_id in tail.completed]),

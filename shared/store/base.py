@@ -57,6 +57,11 @@ class Collection(ABC):
     @abstractmethod
     async def insert(self, doc: Document, *, session: Session | None = None) -> None: ...
 
+    async def insert_many(self, docs: Sequence[Document], *, session: Session | None = None) -> None:
+        """Insert every document (all or none when ``session`` is given); adapters may do it in one round trip."""
+        for doc in docs:
+            await self.insert(doc, session=session)
+
     @abstractmethod
     async def get(self, key: str, *, session: Session | None = None) -> Document | None: ...
 

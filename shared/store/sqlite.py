@@ -272,6 +272,34 @@ class SqliteCollection(Collection):
             session, lambda c: c.execute(f"INSERT INTO {self._table} (id, doc) VALUES (?, ?)", (key, body))
         )
 
+    async def insert_many(self, docs: Sequence[Document], *, session: Session | None = None) -> None:
+        rows = [(str(d["_id"]), json.dumps(d, separators=(",", ":"), default=str)) for d in docs]
+        if rows:
+            # One hop to the writer thread for the lot: a hop costs more than a row's insert.
+            await self._store.write(
+                session, lambda c: c.executemany(f"INSERT INTO {self._table} (id, doc) VALUES (?, ?)", rows)
+            )
+
+    async def insert_serialized(self, rows: Sequence[tuple[str, str]], *, session: Session | None = None) -> None:
+        """Insert ``(key, JSON text)`` rows as given: for a caller that has already serialised its documents
+        (the audit chain stores the exact bytes it hashed). The text must be a JSON object holding ``_id``."""
+        rows = list(rows)
+        if rows:
+            await self._store.write(
+                session, lambda c: c.executemany(f"INSERT INTO {self._table} (id, doc) VALUES (?, ?)", rows)
+            )
+
+    async def find_serialized(self, where: Filter | None, *, sort: Sequence[tuple[str, int]], limit: int,
+                              fields: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+        """Rows of ``(JSON text, *fields)`` without parsing the documents in Python (the fields are
+        extracted by SQLite)."""
+        check_limit(limit)
+        condition, params = compile_filter(where)
+        order = ", ".join(f"{_field(p)} {'DESC' if d < 0 else 'ASC'}" for p, d in sort) or "id"
+        columns = "".join(f", {_field(f)}" for f in fields)
+        sql = f"SELECT doc{columns} FROM {self._table} WHERE {condition} ORDER BY {order}, id LIMIT ?"
+        return await self._store.read(None, lambda c: c.execute(sql, [*params, limit]).fetchall())
+
     async def get(self, key: str, *, session: Session | None = None) -> Document | None:
         row = await self._store.read(
             session, lambda c: c.execute(f"SELECT doc FROM {self._table} WHERE id = ?", (key,)).fetchone()

@@ -24,6 +24,7 @@ TARGETS = [
     "alert latency p99 < 1000 ms under load",
     "intake peak RSS < 256 MiB for a 2 GiB upload",
     ">= 3x MESH sandbox docs/s with lower end-to-end latency",
+    "CPU per document < 8 ms (all services)",
 ]
 
 
@@ -56,6 +57,12 @@ async def test_every_scenario_completes_and_every_document_reconciles(
         assert cell["docs_per_s"] > 0
         assert_distribution(cell["end_to_end"], cell["documents"])
         assert_distribution(cell["post_latency"], cell["documents"])
+        cost = cell["cpu_ms_per_doc"]
+        assert set(cost) == {*({"lhcie"} if embedded else {"agreements", "intake", "storage", "notification",
+                                                          "audit"}), "total"}
+        assert cost["total"] == pytest.approx(sum(v for k, v in cost.items() if k != "total"), abs=0.05)
+        # Every document costs the process(es) that take it some CPU; a zero means the sample missed them.
+        assert cost["intake" if not embedded else "lhcie"] > 0
 
     idle, loaded = results["alert_latency"]
     assert (idle["load"], idle["missed"]) == ("idle", 0)
@@ -104,7 +111,7 @@ async def test_every_scenario_completes_and_every_document_reconciles(
     paths = report.write(results, tmp_path / "results", "smoke")
     assert json.loads(paths["json"].read_text()) == results
     table = paths["markdown"].read_text()
-    for heading in ("## Targets", "## Throughput", "## Alert latency", "## Messaging floor", "## Memory",
+    for heading in ("## Targets", "## Throughput", "## CPU cost per document", "## Alert latency", "## Messaging floor", "## Memory",
                     "## Audit chain", "## Fan-out", "## Reconciliation"):
         assert heading in table
     assert table.count(f"| {100 * KIB // KIB} KiB |") >= len(SMOKE["senders"])
