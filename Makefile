@@ -85,7 +85,8 @@ soak: install-test rabbitmq podman ## long runs: RabbitMQ restarted mid-stream, 
 LINTED := lhcie services shared tests
 
 lint: install-test ## static checks: ruff (lint and format check), mypy, the import-boundary test
-	@# ruff is configured (pyproject) and runs here once the tree has had its one formatting pass.
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests/unit/test_boundaries.py
 

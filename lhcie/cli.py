@@ -45,17 +45,24 @@ def _issuer(settings: Settings, exchange: Exchange | None = None) -> EmbeddedIss
 
 def _unreachable(url: str) -> CliError:
     base = url.split("/fhir")[0]
-    return CliError(f"cannot reach the exchange at {base} (is `make run` running? set LHCIE_URL, or "
-                    "LHCIE_HTTP_HOST and LHCIE_HTTP_PORT)")
+    return CliError(
+        f"cannot reach the exchange at {base} (is `make run` running? set LHCIE_URL, or "
+        "LHCIE_HTTP_HOST and LHCIE_HTTP_PORT)"
+    )
 
 
 def _request(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"Bearer {token}",
-        "Accept": "application/fhir+json",
-        **({"Content-Type": "application/fhir+json"} if data else {}),
-    })
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/fhir+json",
+            **({"Content-Type": "application/fhir+json"} if data else {}),
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, _json(response.read())
@@ -122,15 +129,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # The page each role works in (``lhcie token --console``).
-CONSOLE_PAGES = {"mdt-coordinator": "console", "patient": "patient", "carer": "patient", "dcc-admin": "dcc",
-                 "auditor": "dcc", "exchange-operator": "dcc"}
+CONSOLE_PAGES = {
+    "mdt-coordinator": "console",
+    "patient": "patient",
+    "carer": "patient",
+    "dcc-admin": "dcc",
+    "auditor": "dcc",
+    "exchange-operator": "dcc",
+}
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = _settings()
     if not 0 < args.ttl <= settings.jwt_max_lifetime_seconds:
-        print(f"lhcie token: --ttl must be between 1 and {settings.jwt_max_lifetime_seconds} seconds "
-              "(LHCIE_JWT_MAX_LIFETIME_SECONDS)", file=sys.stderr)
+        print(
+            f"lhcie token: --ttl must be between 1 and {settings.jwt_max_lifetime_seconds} seconds "
+            "(LHCIE_JWT_MAX_LIFETIME_SECONDS)",
+            file=sys.stderr,
+        )
         return 2
     exchange = _exchange(args)
     page = CONSOLE_PAGES.get(args.role)
@@ -138,8 +154,9 @@ def cmd_token(args: argparse.Namespace) -> int:
         raise CliError(f"the {args.role} role has no console page (it is for {', '.join(sorted(CONSOLE_PAGES))})")
     if page == "console" and getattr(args, "console", False) and not args.mdt:
         raise CliError("the coordinator console needs --mdt (the CareTeam id, e.g. rj1-lung)")
-    minted = _issuer(settings, exchange).mint(org=args.org, role=args.role, mdt=args.mdt, patient=args.patient,
-                                              ttl=args.ttl, purpose=args.purpose)
+    minted = _issuer(settings, exchange).mint(
+        org=args.org, role=args.role, mdt=args.mdt, patient=args.patient, ttl=args.ttl, purpose=args.purpose
+    )
     if getattr(args, "console", False):
         # A link to the role's page that signs in with this token (kept in the URL fragment).
         print(f"{exchange.url.rstrip('/')}/{page}/#token={minted}")
@@ -148,8 +165,9 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def document_reference(*, content_type: str, patient: str, org: str, type_system: str, type_code: str,
-                       mdt: str | None, title: str) -> dict[str, Any]:
+def document_reference(
+    *, content_type: str, patient: str, org: str, type_system: str, type_code: str, mdt: str | None, title: str
+) -> dict[str, Any]:
     """The metadata; the content goes inline or as a second part (lhcie/upload.py)."""
     resource: dict[str, Any] = {
         "resourceType": "DocumentReference",
@@ -193,15 +211,29 @@ def cmd_post(args: argparse.Namespace) -> int:
         head = handle.read(5)
     content_type = args.content_type or ("application/pdf" if head.startswith(b"%PDF-") else "text/plain")
     system, code = _document_type(args.type)
-    resource = document_reference(content_type=content_type, patient=args.patient.replace(" ", ""), org=args.org,
-                                  type_system=system, type_code=code, mdt=args.mdt or None,
-                                  title=args.title or path.name)
+    resource = document_reference(
+        content_type=content_type,
+        patient=args.patient.replace(" ", ""),
+        org=args.org,
+        type_system=system,
+        type_code=code,
+        mdt=args.mdt or None,
+        title=args.title or path.name,
+    )
     token = args.token or _issuer(settings, exchange).mint(org=args.org, role="system")
     url = f"{exchange.url.rstrip('/')}/fhir/DocumentReference"
     limit = exchange.max_inline_bytes or settings.max_inline_bytes
-    status, body, mode = asyncio.run(post_document(url, token, resource, path, content_type=content_type,
-                                                   max_inline_bytes=limit,
-                                                   progress=None if args.quiet else sys.stderr))
+    status, body, mode = asyncio.run(
+        post_document(
+            url,
+            token,
+            resource,
+            path,
+            content_type=content_type,
+            max_inline_bytes=limit,
+            progress=None if args.quiet else sys.stderr,
+        )
+    )
     if args.json:
         print(json.dumps(body, indent=2))
     elif status == 202:
@@ -223,8 +255,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     exchange = _exchange(args)
     org = args.org or args.mdt.split("-")[0].upper()
     token = args.token or _issuer(settings, exchange).mint(org=org, role="mdt-coordinator", mdt=args.mdt)
-    status, body = _request("GET", f"{exchange.url.rstrip('/')}/fhir/Communication?recipient=CareTeam/{args.mdt}",
-                            token)
+    status, body = _request(
+        "GET", f"{exchange.url.rstrip('/')}/fhir/Communication?recipient=CareTeam/{args.mdt}", token
+    )
     if status != 200:
         print(f"lhcie alerts: {status} {_diagnostics(body)}", file=sys.stderr)
         return 1
@@ -236,9 +269,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for entry in entries:
         alert = entry["resource"]
         patient = ((alert.get("subject") or {}).get("identifier") or {}).get("value", "")
-        print(f"  {alert['sent'][:19]}  {alert['priority']:<8} {alert['status']:<12} "
-              f"patient {_spaced(patient) or '-':<12}  "
-              f"{alert['payload'][0]['contentString']}  ({alert['about'][0]['reference']})")
+        print(
+            f"  {alert['sent'][:19]}  {alert['priority']:<8} {alert['status']:<12} "
+            f"patient {_spaced(patient) or '-':<12}  "
+            f"{alert['payload'][0]['contentString']}  ({alert['about'][0]['reference']})"
+        )
     return 0
 
 
@@ -253,8 +288,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         params = asyncio.run(_verify_store(getattr(args, "since_checkpoint", None)))
     intact = params.get("intact") is True
     detail = f" first broken record: {params['firstBroken']} ({params.get('problem')})" if not intact else ""
-    signed = f" {params.get('checkpoints', 0)} signed checkpoint(s) matched; {params.get('unsigned', 0)} newer record(s) not yet signed." if intact else ""
-    print(f"audit chain {'intact' if intact else 'BROKEN'}: {params.get('count', 0)} record(s) checked.{detail}{signed}")
+    signed = (
+        f" {params.get('checkpoints', 0)} signed checkpoint(s) matched; {params.get('unsigned', 0)} newer record(s) not yet signed."
+        if intact
+        else ""
+    )
+    print(
+        f"audit chain {'intact' if intact else 'BROKEN'}: {params.get('count', 0)} record(s) checked.{detail}{signed}"
+    )
     return 0 if intact else 1
 
 
@@ -312,8 +353,10 @@ def cmd_bus_dead_letters(args: argparse.Namespace) -> int:
         for body in bodies:
             try:
                 event = Event.from_bytes(body)
-                print(f"  {event.time.isoformat(timespec='seconds')}  {event.type:<28} {event.id}  "
-                      f"subject={event.subject or '-'}")
+                print(
+                    f"  {event.time.isoformat(timespec='seconds')}  {event.type:<28} {event.id}  "
+                    f"subject={event.subject or '-'}"
+                )
             except ValueError:
                 print(f"  (not a valid event: {len(body)} bytes)")
         return 0
@@ -379,19 +422,28 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--mdt", help="CareTeam id, for MDT staff")
     token.add_argument("--patient", help="NHS number, for the patient role")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
-    token.add_argument("--purpose", choices=PURPOSES_OF_USE,
-                       help="purpose of use the token states (default: the role's, direct or cancer care)")
-    token.add_argument("--console", action="store_true",
-                       help="print a link to the role's page signed in with it: the coordinator console (/console/), "
-                            "the DCC console (/dcc/) or the patient page (/patient/)")
+    token.add_argument(
+        "--purpose",
+        choices=PURPOSES_OF_USE,
+        help="purpose of use the token states (default: the role's, direct or cancer care)",
+    )
+    token.add_argument(
+        "--console",
+        action="store_true",
+        help="print a link to the role's page signed in with it: the coordinator console (/console/), "
+        "the DCC console (/dcc/) or the patient page (/patient/)",
+    )
 
     post = sub.add_parser("post", help="post a document as a hospital system")
     post.add_argument("file")
     post.add_argument("--org", default="RJ1")
     post.add_argument("--patient", default=TEST_PATIENT)
-    post.add_argument("--type", default="11526-1",
-                      help="document type: system|code (e.g. 'http://snomed.info/sct|861421000000109') or a LOINC "
-                           "code (default 11526-1, Pathology study); `lhcie types` lists them")
+    post.add_argument(
+        "--type",
+        default="11526-1",
+        help="document type: system|code (e.g. 'http://snomed.info/sct|861421000000109') or a LOINC "
+        "code (default 11526-1, Pathology study); `lhcie types` lists them",
+    )
     post.add_argument("--mdt", default="rj1-lung", help="CareTeam to alert ('' for none)")
     post.add_argument("--content-type")
     post.add_argument("--title")
@@ -414,8 +466,11 @@ def parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="check the hash chain; exit 0 only when intact")
     verify.add_argument("--url", help="ask a running audit service instead of reading its store")
     verify.add_argument("--org", default="RJ1")
-    verify.add_argument("--since-checkpoint", metavar="SEQ",
-                        help="start at this checkpoint (its record number, or 'latest') instead of record 1")
+    verify.add_argument(
+        "--since-checkpoint",
+        metavar="SEQ",
+        help="start at this checkpoint (its record number, or 'latest') instead of record 1",
+    )
     export = audit_sub.add_parser("export", help="write the records of a date range as NDJSON (for archiving)")
     export.add_argument("--start", required=True, help="first day (or dateTime), e.g. 2026-11-01")
     export.add_argument("--end", required=True, help="last day, inclusive, e.g. 2026-11-30")
@@ -438,8 +493,11 @@ def parser() -> argparse.ArgumentParser:
 
     storage = sub.add_parser("storage", help="document bucket tools")
     storage_sub = storage.add_subparsers(dest="storage_command", required=True)
-    storage_init = storage_sub.add_parser("init", help="create or check the bucket: versioning, encryption, "
-                                                       "object lock, staging lifecycle; report what is unsupported")
+    storage_init = storage_sub.add_parser(
+        "init",
+        help="create or check the bucket: versioning, encryption, "
+        "object lock, staging lifecycle; report what is unsupported",
+    )
     storage_init.add_argument("--check", action="store_true", help="only check; change nothing")
     storage_sub.add_parser("verify", help="re-read every filed object and check its SHA-256; exit 0 only if intact")
     add_bench_parser(sub)

@@ -37,8 +37,9 @@ def pointer_file() -> Path:
 
 def announce(url: str, data_dir: Path, *, max_inline_bytes: int) -> None:
     """Called by ``lhcie run`` as it starts: where it is, for other terminals."""
-    record = json.dumps({"url": url, "data_dir": str(data_dir.resolve()), "pid": os.getpid(),
-                         "max_inline_bytes": max_inline_bytes})
+    record = json.dumps(
+        {"url": url, "data_dir": str(data_dir.resolve()), "pid": os.getpid(), "max_inline_bytes": max_inline_bytes}
+    )
     for path in (data_dir / RUNTIME_FILE, pointer_file()):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +91,9 @@ def find(*, url: str | None = None, cwd: Path | None = None) -> Exchange:
     if env_dir:
         data_dir = Path(env_dir).expanduser()
         record = _read(data_dir / RUNTIME_FILE) or {}
-        return Exchange(env_url or str(record.get("url") or "http://127.0.0.1:8080"), data_dir, "LHCIE_DATA_DIR",
-                        _limit(record))
+        return Exchange(
+            env_url or str(record.get("url") or "http://127.0.0.1:8080"), data_dir, "LHCIE_DATA_DIR", _limit(record)
+        )
     here = (cwd or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         found = _read(folder / ".lhcie" / RUNTIME_FILE)
@@ -99,8 +101,9 @@ def find(*, url: str | None = None, cwd: Path | None = None) -> Exchange:
             return Exchange(env_url or str(found["url"]), folder / ".lhcie", str(folder / ".lhcie"), _limit(found))
     pointed = _read(pointer_file())
     if pointed:
-        return Exchange(env_url or str(pointed["url"]), Path(str(pointed["data_dir"])), str(pointer_file()),
-                        _limit(pointed))
+        return Exchange(
+            env_url or str(pointed["url"]), Path(str(pointed["data_dir"])), str(pointer_file()), _limit(pointed)
+        )
     fallback = here / ".lhcie"
     return Exchange(env_url or "http://127.0.0.1:8080", fallback, "default")
 
@@ -108,6 +111,8 @@ def find(*, url: str | None = None, cwd: Path | None = None) -> Exchange:
 def signing_key_dir(exchange: Exchange) -> Path:
     key = exchange.data_dir / "issuer" / "signing-key.pem"
     if not key.is_file():
-        raise CliError(f"no running exchange found: no signing key at {key} (start one with `make run`, or set "
-                       "LHCIE_DATA_DIR to its data directory, or pass --token)")
+        raise CliError(
+            f"no running exchange found: no signing key at {key} (start one with `make run`, or set "
+            "LHCIE_DATA_DIR to its data directory, or pass --token)"
+        )
     return exchange.data_dir

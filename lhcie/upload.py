@@ -32,15 +32,31 @@ async def _chunks(path: Path, bar: tqdm[Any]) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def post_document(url: str, token: str, resource: dict[str, Any], path: Path, *, content_type: str,
-                        max_inline_bytes: int, progress: TextIO | None) -> tuple[int, dict[str, Any], str]:
+async def post_document(
+    url: str,
+    token: str,
+    resource: dict[str, Any],
+    path: Path,
+    *,
+    content_type: str,
+    max_inline_bytes: int,
+    progress: TextIO | None,
+) -> tuple[int, dict[str, Any], str]:
     """Returns the status, the body and how it was sent ("inline" or "streamed")."""
     size = path.stat().st_size
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
     inline = fits_inline(size, max_inline_bytes)
     # A bar only where there is something to wait for: a streamed upload.
-    bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name, file=progress,
-               disable=progress is None or inline, leave=False)
+    bar = tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=path.name,
+        file=progress,
+        disable=progress is None or inline,
+        leave=False,
+    )
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as http:
             if inline:
@@ -65,10 +81,13 @@ async def post_document(url: str, token: str, resource: dict[str, Any], path: Pa
                     parsed = {"diagnostics": text[:200]}
                 return response.status, parsed, mode
     except aiohttp.ClientConnectorError:
-        raise CliError(f"cannot reach the exchange at {url.split('/fhir')[0]} (is `make run` running? set LHCIE_URL, "
-                       "or LHCIE_HTTP_HOST and LHCIE_HTTP_PORT)") from None
+        raise CliError(
+            f"cannot reach the exchange at {url.split('/fhir')[0]} (is `make run` running? set LHCIE_URL, "
+            "or LHCIE_HTTP_HOST and LHCIE_HTTP_PORT)"
+        ) from None
     except aiohttp.ClientError as exc:
-        raise CliError(f"the upload to {url} failed: {type(exc).__name__} (set LHCIE_URL if the exchange is "
-                       "elsewhere)") from None
+        raise CliError(
+            f"the upload to {url} failed: {type(exc).__name__} (set LHCIE_URL if the exchange is elsewhere)"
+        ) from None
     finally:
         bar.close()

@@ -27,8 +27,17 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ["ES256", "RS256"]
 # The longest a token may be valid (exp - iat), unless LHCIE_JWT_MAX_LIFETIME_SECONDS says otherwise.
 DEFAULT_MAX_LIFETIME = 24 * 3600
-ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "patient", "carer", "auditor", "exchange-operator",
-         "bed-manager")
+ROLES = (
+    "system",
+    "mdt-coordinator",
+    "clinician",
+    "dcc-admin",
+    "patient",
+    "carer",
+    "auditor",
+    "exchange-operator",
+    "bed-manager",
+)
 
 # SMART v2 scopes each role receives from the embedded issuer (``lhcie token``).
 DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
@@ -235,8 +244,14 @@ class KeySet:
     key it does not hold (the provider rotated its keys), at most once every ``min_refetch`` seconds so that
     tokens with made-up key ids cannot turn into a flood of fetches, and in any case once ``max_age`` old."""
 
-    def __init__(self, jwks: dict[str, Any] | None = None, *, url: str | None = None, min_refetch: float = 30.0,
-                 max_age: float = 3600.0) -> None:
+    def __init__(
+        self,
+        jwks: dict[str, Any] | None = None,
+        *,
+        url: str | None = None,
+        min_refetch: float = 30.0,
+        max_age: float = 3600.0,
+    ) -> None:
         self.url = url
         self._min_refetch = min_refetch
         self._max_age = max_age
@@ -290,8 +305,9 @@ def _parse_jwks(jwks: dict[str, Any]) -> dict[str | None, jwt.PyJWK]:
 
 
 class TokenVerifier:
-    def __init__(self, jwks: dict[str, Any] | KeySet, *, issuer: str, audience: str,
-                 max_lifetime: int = DEFAULT_MAX_LIFETIME) -> None:
+    def __init__(
+        self, jwks: dict[str, Any] | KeySet, *, issuer: str, audience: str, max_lifetime: int = DEFAULT_MAX_LIFETIME
+    ) -> None:
         self.keyset = jwks if isinstance(jwks, KeySet) else KeySet(jwks)
         self._issuer = issuer
         self._audience = audience
@@ -371,8 +387,9 @@ class TokenVerifier:
             raise Unauthorized("the token's 'exp' and 'iat' must be numbers", reason_code="invalid-claims")
         # Both measures: a token can claim a recent 'iat' and still be valid for years.
         if exp - iat > self._max_lifetime or exp - time.time() > self._max_lifetime:
-            raise Unauthorized(f"the token is valid for longer than {self._max_lifetime} seconds",
-                               reason_code="token-lifetime")
+            raise Unauthorized(
+                f"the token is valid for longer than {self._max_lifetime} seconds", reason_code="token-lifetime"
+            )
 
 
 def _bearer(authorization: str | None, *, quiet: bool = False) -> str | None:
@@ -394,8 +411,7 @@ async def load_jwks(url: str) -> dict[str, Any]:
         return keys
     import aiohttp
 
-    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-                session.get(url) as response):
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as response:
         response.raise_for_status()
         fetched: dict[str, Any] = await response.json(content_type=None)
         return fetched

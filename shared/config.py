@@ -144,8 +144,11 @@ class UnsafeSettings(ValueError):
 
 def check_serving(settings: Settings) -> None:
     """Fail closed: what ``lhcie serve`` needs beyond what ``lhcie run`` can default."""
-    problems = [f"LHCIE_{name.upper()} is not set" for name, needed in SERVE_REQUIRED.items()
-                if needed(settings) and name not in settings.model_fields_set]
+    problems = [
+        f"LHCIE_{name.upper()} is not set"
+        for name, needed in SERVE_REQUIRED.items()
+        if needed(settings) and name not in settings.model_fields_set
+    ]
     if settings.bus == BusKind.AMQP and "amqp_url" in settings.model_fields_set:
         url = urlsplit(settings.amqp_url.get_secret_value())
         if not url.username or not url.password:

@@ -375,8 +375,12 @@ class TransferChanged(Payload):
 class DischargeChanged(Payload):
     """A discharge summary delivered to one recipient, acknowledged by it, superseded, or escalated."""
 
-    routing_keys = (RoutingKey.DISCHARGE_DELIVERED, RoutingKey.DISCHARGE_ACKNOWLEDGED,
-                    RoutingKey.DISCHARGE_SUPERSEDED, RoutingKey.DISCHARGE_ESCALATED)
+    routing_keys = (
+        RoutingKey.DISCHARGE_DELIVERED,
+        RoutingKey.DISCHARGE_ACKNOWLEDGED,
+        RoutingKey.DISCHARGE_SUPERSEDED,
+        RoutingKey.DISCHARGE_ESCALATED,
+    )
     summary_id: str
     resource: str  # Bundle/{id}
     patient_nhs_number: str

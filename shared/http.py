@@ -90,9 +90,7 @@ async def read_json(
     if not isinstance(data, dict):
         raise FhirError.of(Code.MALFORMED_REQUEST, "The body must be a JSON object (a FHIR resource).")
     if resource_type and data.get("resourceType") != resource_type:
-        raise FhirError.of(
-            Code.INVALID_RESOURCE, f"Expected a {resource_type} resource.", "resourceType"
-        )
+        raise FhirError.of(Code.INVALID_RESOURCE, f"Expected a {resource_type} resource.", "resourceType")
     if model is not None:
         validated(model, data)
     return data
@@ -112,8 +110,11 @@ async def idle_limited(request: web.Request, pending: Awaitable[T]) -> T:
         async with asyncio.timeout(idle):
             return await pending
     except TimeoutError:
-        raise FhirError.of(Code.REQUEST_TIMEOUT, f"No part of the request body arrived for {idle:g} seconds.",
-                           headers={"Connection": "close"}) from None
+        raise FhirError.of(
+            Code.REQUEST_TIMEOUT,
+            f"No part of the request body arrived for {idle:g} seconds.",
+            headers={"Connection": "close"},
+        ) from None
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -132,14 +133,14 @@ async def read_body(request: web.Request) -> bytes:
 def _from_xml(body: bytes, model: Any) -> dict[str, Any]:
     try:
         safe_xml(body)  # no DTD: no entity expansion, no external entities, before any parser sees it
-        data: dict[str, Any] = model.model_validate_xml(body).model_dump(mode="json", by_alias=True,
-                                                                        exclude_none=True)
+        data: dict[str, Any] = model.model_validate_xml(body).model_dump(mode="json", by_alias=True, exclude_none=True)
         return data
     except MediaMismatch as exc:
         raise FhirError.of(Code.MALFORMED_REQUEST, f"The XML body is not accepted: {exc}.") from None
     except Exception:  # the FHIR XML parser can fail in many ways on hostile input; none is a 500
-        raise FhirError.of(Code.MALFORMED_REQUEST, "The XML body is not a valid FHIR resource of the expected "
-                           "type.") from None
+        raise FhirError.of(
+            Code.MALFORMED_REQUEST, "The XML body is not a valid FHIR resource of the expected type."
+        ) from None
 
 
 def request_id(request: web.Request) -> str:
@@ -257,8 +258,14 @@ def _action_of(request: web.Request) -> str:
         return "search"
     if last.startswith("$"):
         return "execute"
-    return {"GET": "read", "HEAD": "read", "POST": "create", "PUT": "update", "PATCH": "update",
-            "DELETE": "delete"}.get(request.method, request.method.lower())
+    return {
+        "GET": "read",
+        "HEAD": "read",
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "update",
+        "DELETE": "delete",
+    }.get(request.method, request.method.lower())
 
 
 def _owner(request: web.Request) -> ServiceContext | None:
@@ -271,16 +278,27 @@ def _owner(request: web.Request) -> ServiceContext | None:
 
 async def _record_refusal(request: web.Request, refusal: _Refusal, ids: correlation.RequestIds) -> None:
     who = request.get(CALLER)
-    actor = (Actor(org=who.org, role=who.role, subject=who.subject, mdt=who.mdt, address=request.remote)
-             if who is not None else Actor(**ANONYMOUS, address=request.remote))
+    actor = (
+        Actor(org=who.org, role=who.role, subject=who.subject, mdt=who.mdt, address=request.remote)
+        if who is not None
+        else Actor(**ANONYMOUS, address=request.remote)
+    )
     resource = _resource_of(request.path)
     owner = _owner(request)
     source = owner.source if owner is not None else "urn:lhcie:edge"
     event = Event.new(
         RoutingKey.ACCESS_DENIED,
-        AccessDenied(actor=actor, resource=resource, action=_action_of(request), reason_code=refusal.reason_code,
-                     reason=refusal.reason[:500]),
-        source=source, subject=resource, correlation_id=ids.correlation_id, client_request_id=ids.client_request_id,
+        AccessDenied(
+            actor=actor,
+            resource=resource,
+            action=_action_of(request),
+            reason_code=refusal.reason_code,
+            reason=refusal.reason[:500],
+        ),
+        source=source,
+        subject=resource,
+        correlation_id=ids.correlation_id,
+        client_request_id=ids.client_request_id,
     )
     try:
         # A refused token is published straight to the bus (with publisher confirms): through the outbox each
@@ -293,9 +311,13 @@ async def _record_refusal(request: web.Request, refusal: _Refusal, ids: correlat
         else:
             await request.app[RUNTIME].ports.bus.publish(event)
     except Exception:  # the answer stands; the gap in the record is logged for operations to see
-        log.warning("edge.denial_not_recorded reason_code=%s route=%s", refusal.reason_code,
-                    request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched",
-                    extra={"code": "EDGE001"}, exc_info=True)
+        log.warning(
+            "edge.denial_not_recorded reason_code=%s route=%s",
+            refusal.reason_code,
+            request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched",
+            extra={"code": "EDGE001"},
+            exc_info=True,
+        )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -344,7 +366,9 @@ def _metadata_handler(specs: Sequence[ServiceSpec]) -> Any:
         "date": "2026-11-25",
         "kind": "instance",
         "software": {"name": "LHCIE exchange", "version": "0.1.0"},
-        "implementation": {"description": "London Health & Care Information Exchange: " + ", ".join(s.name for s in specs)},
+        "implementation": {
+            "description": "London Health & Care Information Exchange: " + ", ".join(s.name for s in specs)
+        },
         "fhirVersion": "4.0.1",
         **({"instantiates": instantiates} if (instantiates := [c for s in specs for c in s.instantiates]) else {}),
         "format": ["application/fhir+json", "application/fhir+xml"],
@@ -356,8 +380,11 @@ def _metadata_handler(specs: Sequence[ServiceSpec]) -> Any:
                     "description": "Bearer JWT carrying the caller's ODS code, role and SMART v2 scopes",
                 },
                 "resource": resources,
-                **({"interaction": [{"code": c} for s in specs for c in s.system_interactions]}
-                   if any(s.system_interactions for s in specs) else {}),
+                **(
+                    {"interaction": [{"code": c} for s in specs for c in s.system_interactions]}
+                    if any(s.system_interactions for s in specs)
+                    else {}
+                ),
             }
         ],
     }
@@ -428,12 +455,16 @@ async def _verifier(runtime: Runtime) -> TokenVerifier:
     elif settings.embedded_issuer:
         runtime.issuer = EmbeddedIssuer(settings.data_dir, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
         keys = KeySet(runtime.issuer.jwks())
-        log.warning("auth.embedded_issuer: tokens signed by the key in the data directory are accepted "
-                    "(lhcie token); not for production", extra={"code": "AUTH003"})
+        log.warning(
+            "auth.embedded_issuer: tokens signed by the key in the data directory are accepted "
+            "(lhcie token); not for production",
+            extra={"code": "AUTH003"},
+        )
     else:
         raise UnsafeSettings("LHCIE_JWKS_URL is not set (or set LHCIE_EMBEDDED_ISSUER=true for a test deployment)")
-    return TokenVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-                         max_lifetime=settings.jwt_max_lifetime_seconds)
+    return TokenVerifier(
+        keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience, max_lifetime=settings.jwt_max_lifetime_seconds
+    )
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -465,9 +496,13 @@ def build_app(
         objects=objects or open_object_store(settings),
     )
     app = web.Application(middlewares=[edge_middleware], client_max_size=settings.max_inline_bytes * 2)
-    runtime = Runtime(settings=settings, ports=ports, services=tuple(s.name for s in specs),
-                      public_paths=PUBLIC_PATHS.union(*(s.public_paths for s in specs)),
-                      public_prefixes=tuple(p for s in specs for p in s.public_prefixes))
+    runtime = Runtime(
+        settings=settings,
+        ports=ports,
+        services=tuple(s.name for s in specs),
+        public_paths=PUBLIC_PATHS.union(*(s.public_paths for s in specs)),
+        public_prefixes=tuple(p for s in specs for p in s.public_prefixes),
+    )
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_ports_context(runtime))
     app.on_response_prepare.append(_server_header)

@@ -38,18 +38,36 @@ EDGE: tuple[Operation, ...] = (
 
 _OUTCOME = {"$ref": "#/components/schemas/OperationOutcome"}
 BODIES: dict[str, dict[str, Any]] = {
-    "form": {"application/x-www-form-urlencoded": {"schema": {"type": "object",
-                                                              "additionalProperties": {"type": "string"}}}},
-    "json-patch": {"application/json-patch+json": {"schema": {"type": "array", "items": {
-        "type": "object", "required": ["op", "path"],
-        "properties": {"op": {"type": "string"}, "path": {"type": "string"}, "value": {}}}}}},
+    "form": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}
+    },
+    "json-patch": {
+        "application/json-patch+json": {
+            "schema": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["op", "path"],
+                    "properties": {"op": {"type": "string"}, "path": {"type": "string"}, "value": {}},
+                },
+            }
+        }
+    },
     "pdf": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
 }
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
-    return {FHIR_JSON: {"schema": {"type": "object", "required": ["resourceType"], "additionalProperties": True,
-                                   "properties": {"resourceType": {"const": resource_type}}}}}
+    return {
+        FHIR_JSON: {
+            "schema": {
+                "type": "object",
+                "required": ["resourceType"],
+                "additionalProperties": True,
+                "properties": {"resourceType": {"const": resource_type}},
+            }
+        }
+    }
 
 
 def _operation(op: Operation) -> dict[str, Any]:
@@ -57,13 +75,18 @@ def _operation(op: Operation) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": op.summary,
         "operationId": f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', path)}".rstrip("_"),
-        "responses": {"default": {"description": "The answer, or an OperationOutcome explaining a refusal",
-                                  "content": {FHIR_JSON: {"schema": _OUTCOME}}}},
+        "responses": {
+            "default": {
+                "description": "The answer, or an OperationOutcome explaining a refusal",
+                "content": {FHIR_JSON: {"schema": _OUTCOME}},
+            }
+        },
     }
     names = re.findall(r"{(\w+)}", path)
     if names:
-        operation["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                                   for n in names]
+        operation["parameters"] = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+        ]
     if body is not None:
         operation["requestBody"] = {"required": True, "content": BODIES.get(body) or _resource(body)}
     if op.public:
@@ -77,15 +100,23 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "LHCIE exchange", "version": "0.1.0",
-                 "description": "The London Health & Care Information Exchange's public API (FHIR R4)."},
+        "info": {
+            "title": "LHCIE exchange",
+            "version": "0.1.0",
+            "description": "The London Health & Care Information Exchange's public API (FHIR R4).",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "schemas": {"OperationOutcome": {"type": "object", "required": ["resourceType"],
-                                             "properties": {"resourceType": {"type": "string"}}}},
+            "schemas": {
+                "OperationOutcome": {
+                    "type": "object",
+                    "required": ["resourceType"],
+                    "properties": {"resourceType": {"type": "string"}},
+                }
+            },
         },
     }
 

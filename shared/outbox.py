@@ -73,8 +73,7 @@ class Outbox:
                 delay = None
             except BusUnavailable as exc:
                 delay = next_backoff(delay, None)
-                log.warning("outbox.publish_failed retry_in=%.1fs reason=%s", delay, exc,
-                            extra={"code": "OUT001"})
+                log.warning("outbox.publish_failed retry_in=%.1fs reason=%s", delay, exc, extra={"code": "OUT001"})
                 await asyncio.sleep(delay)
                 self._wake.set()
             except Exception:

@@ -186,14 +186,16 @@ class PolicyView:
             now = datetime.now(UTC)
             for doc in await self._carer_grants.find({"patient_nhs_number": nhs_number}, limit=1000):
                 grant = CarerGrantState.model_validate(_strip(doc))
-                if grant.carer_subject == who.subject and grant.active and (grant.valid_to is None or now < grant.valid_to):
+                if (
+                    grant.carer_subject == who.subject
+                    and grant.active
+                    and (grant.valid_to is None or now < grant.valid_to)
+                ):
                     return Decision.permit("carer-grant", f"carer grant {grant.grant_id} is active")
             return Decision.deny("no-carer-grant", "no active carer grant from this patient")
         return Decision.deny("not-patient-facing", "only the patient or their authorised carer")
 
-    async def decide(
-        self, who: Caller, document: DocumentFacts, *, purpose: str | None = None
-    ) -> Decision:
+    async def decide(self, who: Caller, document: DocumentFacts, *, purpose: str | None = None) -> Decision:
         """May ``who`` see ``document`` for ``purpose``? Custodian; else an accepted, in-date ISA
         covering the purpose and the document's category, and no opt-out by the patient.
 
@@ -210,7 +212,9 @@ class PolicyView:
         now = datetime.now(UTC)
         category = category_of(document)
         agreements = await self.agreements_between(who.org, document.custodian)
-        permit = next((ag for ag in agreements if covers(ag, who.org, document.custodian, purpose, category, now)), None)
+        permit = next(
+            (ag for ag in agreements if covers(ag, who.org, document.custodian, purpose, category, now)), None
+        )
         if permit is None:
             # Name the category only when it is what an otherwise valid ISA lacks.
             other_category = any(
@@ -251,13 +255,15 @@ def _strip(doc: Document) -> Document:
 END_OF_LIFE_CARE = "end-of-life-care"
 TRANSFER_OF_CARE = "transfer-of-care"
 # SNOMED record types of NHS England's National Record Locator, and the care service's transfer records.
-CATEGORY_BY_TYPE.update({
-    (SNOMED, "861421000000109"): END_OF_LIFE_CARE,  # End of life care coordination summary
-    (SNOMED, "736373009"): END_OF_LIFE_CARE,  # End of life care plan
-    (SNOMED, "1382601000000107"): END_OF_LIFE_CARE,  # ReSPECT form
-    (SNOMED, "373942005"): TRANSFER_OF_CARE,  # Discharge summary (the care service's FHIR documents)
-    (SNOMED, "107724000"): TRANSFER_OF_CARE,  # Patient transfer (a repatriation request and its form)
-})
+CATEGORY_BY_TYPE.update(
+    {
+        (SNOMED, "861421000000109"): END_OF_LIFE_CARE,  # End of life care coordination summary
+        (SNOMED, "736373009"): END_OF_LIFE_CARE,  # End of life care plan
+        (SNOMED, "1382601000000107"): END_OF_LIFE_CARE,  # ReSPECT form
+        (SNOMED, "373942005"): TRANSFER_OF_CARE,  # Discharge summary (the care service's FHIR documents)
+        (SNOMED, "107724000"): TRANSFER_OF_CARE,  # Patient transfer (a repatriation request and its form)
+    }
+)
 CATEGORIES = (*sorted(set(CATEGORY_BY_TYPE.values())), OTHER_CATEGORY)
 # What an ISA limited to a purpose (and not to direct care) admits: an end-of-life ISA admits the
 # end-of-life records and nothing else. Cancer care keeps its older meaning (the categories it names).
@@ -282,8 +288,12 @@ def never_applies(agreement: AgreementState) -> str | None:
         return "it ends before it starts"
     if DIRECT_CARE in agreement.purposes or not agreement.categories:
         return None
-    if all(not (PURPOSE_CATEGORIES.get(p) is None or PURPOSE_CATEGORIES[p] & set(agreement.categories))
-           for p in agreement.purposes):
-        return (f"its purposes ({', '.join(agreement.purposes)}) admit none of its document categories "
-                f"({', '.join(agreement.categories)})")
+    if all(
+        not (PURPOSE_CATEGORIES.get(p) is None or PURPOSE_CATEGORIES[p] & set(agreement.categories))
+        for p in agreement.purposes
+    ):
+        return (
+            f"its purposes ({', '.join(agreement.purposes)}) admit none of its document categories "
+            f"({', '.join(agreement.categories)})"
+        )
     return None

@@ -50,6 +50,7 @@ def run(settings: Settings, specs: Sequence[ServiceSpec], *, banner: str | None 
     logs.configure("lhcie" if len(specs) > 1 else specs[0].name)
     app = build_app(settings, list(specs))
     if banner:
+
         async def show(_: web.Application) -> None:
             print(banner, flush=True)
 
@@ -66,12 +67,14 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     A second signal while stopping (Ctrl-C reaching both make and this process, or an impatient
     orchestrator) must not cancel the drain half-way: it is logged and the shutdown carries on.
     """
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                           **server_options(settings))
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, **server_options(settings)
+    )
     await runner.setup()
     try:
-        await HeaderDeadlineSite(runner, settings.http_host, settings.http_port,
-                                 header_timeout=settings.http_header_timeout_seconds).start()
+        await HeaderDeadlineSite(
+            runner, settings.http_host, settings.http_port, header_timeout=settings.http_header_timeout_seconds
+        ).start()
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
 

@@ -64,8 +64,15 @@ class _HeaderDeadline(asyncio.Protocol):
 
 
 class HeaderDeadlineSite(web.TCPSite):
-    def __init__(self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
-                 header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        header_timeout: float,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(runner, host, port, **kwargs)
         self._header_timeout = header_timeout
 
@@ -75,7 +82,13 @@ class HeaderDeadlineSite(web.TCPSite):
         assert server is not None
         timeout = self._header_timeout
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _HeaderDeadline(server(), timeout), self._host, self._port, ssl=self._ssl_context,
-            backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+            lambda: _HeaderDeadline(server(), timeout),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

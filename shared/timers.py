@@ -34,16 +34,18 @@ class Timers:
     def on(self, kind: str, action: Action) -> None:
         self._actions[kind] = action
 
-    async def schedule(self, key: str, kind: str, due: datetime, *, subject: str, session: Session,
-                       **data: Any) -> None:
+    async def schedule(
+        self, key: str, kind: str, due: datetime, *, subject: str, session: Session, **data: Any
+    ) -> None:
         """Create the timer ``key`` unless it exists (scheduling is idempotent)."""
         if await self._rows.get(key, session=session) is None:
-            await self._rows.insert({"_id": key, "kind": kind, "due": stamp(due), "status": PENDING,
-                                     "subject": subject, "data": data}, session=session)
+            await self._rows.insert(
+                {"_id": key, "kind": kind, "due": stamp(due), "status": PENDING, "subject": subject, "data": data},
+                session=session,
+            )
 
     async def cancel_for(self, subject: str, *, session: Session) -> int:
-        return await self._rows.update({"subject": subject, "status": PENDING}, {"status": CANCELLED},
-                                       session=session)
+        return await self._rows.update({"subject": subject, "status": PENDING}, {"status": CANCELLED}, session=session)
 
     async def pending(self) -> list[Document]:
         return await self._rows.find({"status": PENDING}, sort=[("due", ASCENDING)], limit=1000)
@@ -52,15 +54,17 @@ class Timers:
         """Fire every timer due now; returns how many this process fired."""
         fired = 0
         now = stamp(self.clock.now())
-        for row in await self._rows.find({"status": PENDING, "due": {"$lte": now}}, sort=[("due", ASCENDING)],
-                                         limit=200):
+        for row in await self._rows.find(
+            {"status": PENDING, "due": {"$lte": now}}, sort=[("due", ASCENDING)], limit=200
+        ):
             action = self._actions.get(row["kind"])
             if action is None:
                 log.error("timers.unknown_kind kind=%s", row["kind"], extra={"code": "TIM001"})
                 continue
             async with self._store.transaction() as session:
-                won = await self._rows.update({"_id": row["_id"], "status": PENDING},
-                                              {"status": FIRED, "fired": now}, session=session)
+                won = await self._rows.update(
+                    {"_id": row["_id"], "status": PENDING}, {"status": FIRED, "fired": now}, session=session
+                )
                 if won:
                     await action(row, session)
             if won:

@@ -19,10 +19,19 @@ INTAKE = QueueSpec(
 LIFECYCLE = (RoutingKey.DOCUMENT_SUPERSEDED, RoutingKey.DOCUMENT_WITHDRAWN)
 STORAGE = QueueSpec("storage.documents", (RoutingKey.DOCUMENT_RECEIVED, *LIFECYCLE, "policy.#"))
 # Notification also tells care plan subscribers of a plan's new version and bed managers of repatriations.
-NOTIFICATION = QueueSpec("notification.documents", (RoutingKey.DOCUMENT_STORED, *LIFECYCLE, "policy.#",
-                                                    RoutingKey.CAREPLAN_CREATED, RoutingKey.CAREPLAN_UPDATED,
-                                                    RoutingKey.TRANSFER_REQUESTED, RoutingKey.TRANSFER_UPDATED,
-                                                    RoutingKey.TRANSFER_ESCALATED))
+NOTIFICATION = QueueSpec(
+    "notification.documents",
+    (
+        RoutingKey.DOCUMENT_STORED,
+        *LIFECYCLE,
+        "policy.#",
+        RoutingKey.CAREPLAN_CREATED,
+        RoutingKey.CAREPLAN_UPDATED,
+        RoutingKey.TRANSFER_REQUESTED,
+        RoutingKey.TRANSFER_UPDATED,
+        RoutingKey.TRANSFER_ESCALATED,
+    ),
+)
 AUDIT = QueueSpec("audit.events", ("#",))
 # Agreements does not own documents; it keeps who holds records about each patient from these.
 AGREEMENTS = QueueSpec("agreements.documents", (RoutingKey.DOCUMENT_STORED,))

@@ -21,8 +21,9 @@ class Validator:
     def __init__(self) -> None:
         if not (HERE / "node_modules" / "@medplum" / "core").exists():
             raise RuntimeError("the FHIR validator is not installed: run make install (npm ci in tests/fhir_validator)")
-        self._process = subprocess.Popen(["node", str(HERE / "validate.mjs")], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True, cwd=HERE)
+        self._process = subprocess.Popen(
+            ["node", str(HERE / "validate.mjs")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE
+        )
         self._lock = threading.Lock()
 
     def errors(self, resource: dict[str, Any]) -> list[str]:

@@ -87,14 +87,34 @@ PUBLISH_TAP = QueueSpec("test.publish-tap", ("#",))
 def rabbitmq_queues(amqp_url: str) -> dict[str, tuple[int, int]]:
     """(ready, unacknowledged) of every queue of the vhost in ``amqp_url``."""
     vhost = amqp_url.rsplit("/", 1)[1]
-    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_ready",
-                          "messages_unacknowledged", "--formatter", "json"],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [
+            "rabbitmqctl",
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "--formatter",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     return {q["name"]: (int(q["messages_ready"]), int(q["messages_unacknowledged"])) for q in json.loads(out)}
 
 
-async def rabbitmq_settled(amqp_url: str, outbox_rows: Callable[[], Awaitable[int]], *,
-                           only: Collection[str] | None = None, timeout: float = 60.0) -> None:
+async def rabbitmq_settled(
+    amqp_url: str,
+    outbox_rows: Callable[[], Awaitable[int]],
+    *,
+    only: Collection[str] | None = None,
+    timeout: float = 60.0,
+) -> None:
     """The same barrier on RabbitMQ, for a vhost where ``PUBLISH_TAP`` was declared before any traffic:
     the tap's count P0; then every other non-dead queue empty (nothing ready or unacknowledged); then
     every outbox empty (``outbox_rows``); then the tap's count again, equal to P0 (the argument of
@@ -107,8 +127,11 @@ async def rabbitmq_settled(amqp_url: str, outbox_rows: Callable[[], Awaitable[in
     async def quiet() -> bool:
         before = await asyncio.to_thread(tap)
         queues = await asyncio.to_thread(rabbitmq_queues, amqp_url)
-        if any(r or u for name, (r, u) in queues.items()
-               if name != PUBLISH_TAP.name and not name.endswith(".dead") and (only is None or name in only)):
+        if any(
+            r or u
+            for name, (r, u) in queues.items()
+            if name != PUBLISH_TAP.name and not name.endswith(".dead") and (only is None or name in only)
+        ):
             return False
         if await outbox_rows():
             return False

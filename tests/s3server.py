@@ -57,7 +57,9 @@ def start_moto(workdir: Path) -> MotoServer:
     env = {**os.environ, "TMPDIR": str(workdir)}
     process = subprocess.Popen(
         [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     server = MotoServer(process, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 30

@@ -29,20 +29,34 @@ SHM = Path("/dev/shm")
 # A record the size and shape of the audit service's own (document.stored, IHE BALP basic shape).
 RESOURCE: dict[str, Any] = {
     "resourceType": "AuditEvent",
-    "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
-             "display": "RESTful Operation"},
-    "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": "create"},
-                {"system": "https://lhcie.london/fhir/CodeSystem/event-type", "code": "document.stored"}],
+    "type": {
+        "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+        "code": "rest",
+        "display": "RESTful Operation",
+    },
+    "subtype": [
+        {"system": "http://hl7.org/fhir/restful-interaction", "code": "create"},
+        {"system": "https://lhcie.london/fhir/CodeSystem/event-type", "code": "document.stored"},
+    ],
     "action": "C",
     "period": {"start": "2026-11-25T17:00:00+00:00", "end": "2026-11-25T17:00:00+00:00"},
     "recorded": "2026-11-25T17:00:00.010000+00:00",
     "outcome": "0",
     "agent": [{"who": {"display": "urn:lhcie:service:storage"}, "requestor": True}],
-    "source": {"observer": {"display": "urn:lhcie:service:storage"},
-               "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
-    "entity": [{"what": {"reference": "DocumentReference/00000000-0000-0000-0000-000000000000"},
-                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4",
-                         "display": "Domain Resource"}}],
+    "source": {
+        "observer": {"display": "urn:lhcie:service:storage"},
+        "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
+    },
+    "entity": [
+        {
+            "what": {"reference": "DocumentReference/00000000-0000-0000-0000-000000000000"},
+            "role": {
+                "system": "http://terminology.hl7.org/CodeSystem/object-role",
+                "code": "4",
+                "display": "Domain Resource",
+            },
+        }
+    ],
 }
 
 
@@ -81,9 +95,11 @@ async def _append(chain: AuditChain, count: int, *, budget: float, concurrency: 
             i = next_index
             next_index += 1
             doc = f"{i:08d}-0000-0000-0000-000000000000"
-            await chain.append(f"{run}-{i}", RESOURCE,
-                               {"entities": [f"DocumentReference/{doc}", f"Binary/{doc}"], "orgs": ["RJ1"],
-                                "patient": "9000000009"})
+            await chain.append(
+                f"{run}-{i}",
+                RESOURCE,
+                {"entities": [f"DocumentReference/{doc}", f"Binary/{doc}"], "orgs": ["RJ1"], "patient": "9000000009"},
+            )
             done += 1
             if done % WINDOW == 0:
                 marks.append(time.perf_counter())
@@ -94,8 +110,13 @@ async def _append(chain: AuditChain, count: int, *, budget: float, concurrency: 
     last = WINDOW / (marks[-1] - marks[-2]) if len(marks) > 1 else first
     # CPU of this process (the store's threads included): the figure a loaded machine moves least.
     cpu_ms = (time.process_time() - cpu_started) * 1000 / max(done, 1)
-    return {"appended": done, "seconds": seconds, "first_per_s": round(first, 1), "last_per_s": round(last, 1),
-            "cpu_ms_per_append": round(cpu_ms, 3)}
+    return {
+        "appended": done,
+        "seconds": seconds,
+        "first_per_s": round(first, 1),
+        "last_per_s": round(last, 1),
+        "cpu_ms_per_append": round(cpu_ms, 3),
+    }
 
 
 async def run(work_dir: Path, *, appends: int, records: int, budget: float) -> dict[str, Any]:
@@ -168,8 +189,12 @@ class BenchResult:
 async def bench(chain: AuditChain, records: int, *, resource: dict[str, Any] | None = None) -> BenchResult:
     """Time ``records`` appends one after another (each its own durable transaction, as the consumer
     does) and then a ``verify`` of the whole chain. The chain should start empty."""
-    body = resource or {"resourceType": "AuditEvent", "action": "R", "outcome": "0",
-                        "recorded": datetime.now(UTC).isoformat()}
+    body = resource or {
+        "resourceType": "AuditEvent",
+        "action": "R",
+        "outcome": "0",
+        "recorded": datetime.now(UTC).isoformat(),
+    }
     run = f"bench-{time.time_ns()}"
     started = time.perf_counter()
     for i in range(records):

@@ -13,7 +13,7 @@ from typing import Any
 import aio_pika
 from aiobotocore.session import get_session
 
-from lhcie.bench.client import percentiles, pdf_of
+from lhcie.bench.client import pdf_of, percentiles
 from lhcie.bench.harness import RAW_BUCKET, S3_ENV
 
 # About the size of one of the exchange's events (a CloudEvents envelope with document facts).
@@ -29,8 +29,7 @@ async def amqp(url: str, *, count: int, publishers: int, size: int = EVENT_SIZE,
     try:
         consume_channel = await connection.channel()
         await consume_channel.set_qos(prefetch_count=32)
-        queue = await consume_channel.declare_queue(queue_name, durable=True,
-                                                    arguments={"x-queue-type": "quorum"})
+        queue = await consume_channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with message.process():
@@ -51,7 +50,8 @@ async def amqp(url: str, *, count: int, publishers: int, size: int = EVENT_SIZE,
                 sent[message_id] = time.monotonic()
                 await channel.default_exchange.publish(
                     aio_pika.Message(body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=queue_name)
+                    routing_key=queue_name,
+                )
 
         await asyncio.gather(*(publisher(c, ids[i::publishers]) for i, c in enumerate(publish_channels)))
         published = time.monotonic()
@@ -80,9 +80,13 @@ async def s3(endpoint: str, *, size: int, count: int, concurrency: int) -> dict[
     body = pdf_of(size)
     session = get_session()
     latencies: list[float] = []
-    async with session.create_client("s3", endpoint_url=endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"],
-                                     aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-                                     aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"]) as client:
+    async with session.create_client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=S3_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+    ) as client:
         keys = [f"bench-raw/{uuid.uuid4().hex}" for _ in range(count)]
 
         async def worker(mine: list[str]) -> None:

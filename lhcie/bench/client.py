@@ -36,8 +36,15 @@ def document_reference(content: bytes, title: str) -> dict[str, Any]:
         "author": [{"identifier": {"system": ODS_CODE, "value": "RJ1"}}],
         "description": title,
         "context": {"related": [{"reference": f"CareTeam/{MDT}"}]},
-        "content": [{"attachment": {"contentType": "application/pdf", "data": base64.b64encode(content).decode(),
-                                    "title": title}}],
+        "content": [
+            {
+                "attachment": {
+                    "contentType": "application/pdf",
+                    "data": base64.b64encode(content).decode(),
+                    "title": title,
+                }
+            }
+        ],
     }
 
 
@@ -54,8 +61,13 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
     def at(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
 
-    return {"n": len(ordered), "p50_ms": round(statistics.median(ordered) * 1000, 2), "p95_ms": at(0.95),
-            "p99_ms": at(0.99), "max_ms": round(ordered[-1] * 1000, 2)}
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "max_ms": round(ordered[-1] * 1000, 2),
+    }
 
 
 @dataclass
@@ -83,8 +95,9 @@ class Exchange:
             "coordinator": issuer.mint(org="RJ1", role="mdt-coordinator", mdt=MDT, ttl=24 * 3600),
             "admin": issuer.mint(org="RJ1", role="dcc-admin", ttl=24 * 3600),
         }
-        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200),
-                                     timeout=aiohttp.ClientTimeout(total=600))
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=600)
+        )
         return cls(stack, http, tokens)
 
     async def close(self) -> None:
@@ -95,8 +108,9 @@ class Exchange:
 
     async def post(self, body: bytes, size: int) -> Posted:
         started = time.monotonic()
-        async with self.http.post(self.stack.url("/fhir/DocumentReference"), data=body,
-                                  headers={**self.headers(), "Content-Type": FHIR_JSON}) as r:
+        async with self.http.post(
+            self.stack.url("/fhir/DocumentReference"), data=body, headers={**self.headers(), "Content-Type": FHIR_JSON}
+        ) as r:
             answer = await r.read()
             if r.status != 202:
                 raise RuntimeError(f"POST DocumentReference answered {r.status}: {answer[:500]!r}")

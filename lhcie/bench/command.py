@@ -28,8 +28,12 @@ def _size(text: str) -> int:
 
 def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="throughput, latency and memory against raw RabbitMQ, raw S3 and MESH")
-    bench.add_argument("--preset", choices=PRESETS, default="moderate",
-                       help="sizes of the run (default moderate: every cell, about ten minutes)")
+    bench.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="moderate",
+        help="sizes of the run (default moderate: every cell, about ten minutes)",
+    )
     bench.add_argument("--embedded", action="store_true", help="the one-process stack instead of five processes")
     bench.add_argument("--sizes", type=lambda s: [_size(x) for x in s.split(",")], help="e.g. 10KiB,100KiB,5MiB")
     bench.add_argument("--senders", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1,8,32")
@@ -39,12 +43,16 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     bench.add_argument("--audit-records", type=int, help="chain length for $verify (default 1000000 in full)")
     bench.add_argument("--sse-connections", type=int)
     bench.add_argument("--webhook-subscribers", type=int)
-    bench.add_argument("--webhook-hosts", type=int,
-                       help="listening ports the webhook receivers share (default: one each)")
+    bench.add_argument(
+        "--webhook-hosts", type=int, help="listening ports the webhook receivers share (default: one each)"
+    )
     bench.add_argument("--object-store", choices=("auto", "s3", "fs"), default="auto")
     bench.add_argument("--out", type=Path, default=RESULTS, help=f"results directory (default {RESULTS})")
-    bench.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",")],
-                       help="run only these scenarios: " + ",".join(SCENARIOS) + " (audit alone starts no stack)")
+    bench.add_argument(
+        "--only",
+        type=lambda s: [x.strip() for x in s.split(",")],
+        help="run only these scenarios: " + ",".join(SCENARIOS) + " (audit alone starts no stack)",
+    )
     bench.add_argument("--audit-appends", type=int, help="durable appends timed in the audit scenario")
     bench.add_argument("--keep", type=Path, help="keep the stack's data and logs in this directory")
 
@@ -58,12 +66,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = set(args.only or ()) - set(SCENARIOS)
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))} (choose from {', '.join(SCENARIOS)})")
-    for name in ("only", "audit_appends", "sizes", "senders", "documents", "large_documents", "large_size", "audit_records",
-                 "sse_connections", "webhook_subscribers", "webhook_hosts"):
+    for name in (
+        "only",
+        "audit_appends",
+        "sizes",
+        "senders",
+        "documents",
+        "large_documents",
+        "large_size",
+        "audit_records",
+        "sse_connections",
+        "webhook_subscribers",
+        "webhook_hosts",
+    ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
-    config = BenchConfig(embedded=args.embedded, object_store=args.object_store, work_dir=args.keep,
-                         command="lhcie " + shlex.join(sys.argv[1:]), **values)
+    config = BenchConfig(
+        embedded=args.embedded,
+        object_store=args.object_store,
+        work_dir=args.keep,
+        command="lhcie " + shlex.join(sys.argv[1:]),
+        **values,
+    )
     results = run_sync(config)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     paths = report.write(results, args.out, stamp)

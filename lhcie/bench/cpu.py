@@ -21,7 +21,7 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: count fields after its closing one.
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -40,18 +40,23 @@ def per_document(before: dict[str, float], after: dict[str, float], documents: i
 
 def per_second(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
     """CPU-ms per second of each process over a window (the idle cost the bench itself causes)."""
-    return {name: round((after[name] - before[name]) * 1000 / max(seconds, 1e-9), 2)
-            for name in before if name in after}
+    return {
+        name: round((after[name] - before[name]) * 1000 / max(seconds, 1e-9), 2) for name in before if name in after
+    }
 
 
-def net_of_idle(cost: dict[str, float], idle_per_s: dict[str, float], seconds: float,
-                documents: int) -> dict[str, float]:
+def net_of_idle(
+    cost: dict[str, float], idle_per_s: dict[str, float], seconds: float, documents: int
+) -> dict[str, float]:
     """``cost`` (CPU-ms per document) less what the processes spend idle over the cell's ``seconds``: the
     audit tail polls every 20 ms, which weighs the more per document the slower the documents go."""
     if documents <= 0:
         return {}
-    out = {name: round(max(value - idle_per_s.get(name, 0.0) * seconds / documents, 0.0), 2)
-           for name, value in cost.items() if name != "total"}
+    out = {
+        name: round(max(value - idle_per_s.get(name, 0.0) * seconds / documents, 0.0), 2)
+        for name, value in cost.items()
+        if name != "total"
+    }
     out["total"] = round(sum(out.values()), 2)
     return out
 

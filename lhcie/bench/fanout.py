@@ -7,9 +7,9 @@ Either half reports "not available" when this tree's notification service does n
 from __future__ import annotations
 
 import asyncio
-import socket
 import json
 import re
+import socket
 import time
 from typing import Any
 
@@ -24,6 +24,8 @@ ALERT_REF = re.compile(r"Communication/([A-Za-z0-9\-.]{1,64})")
 # The exchange's subscription topic and the Subscriptions Backport IG (the API's published contract).
 TOPIC = "https://lhcie.london/fhir/SubscriptionTopic/alert-raised"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+
+
 def _notification_mib(exchange: Exchange) -> float:
     return round(status_kib(exchange.stack.pid("notification")).get("VmRSS", 0) / 1024, 1)
 
@@ -79,10 +81,18 @@ async def sse(exchange: Exchange, *, connections: int, documents: int, size: int
             for task in listeners:
                 task.cancel()
             await asyncio.gather(*listeners, return_exceptions=True)
-    return {"available": True, "connections": connections, "connections_opened": opened, "documents": documents,
-            "deliveries": delivered, "expected_deliveries": connections * documents,
-            "latency": percentiles(latencies), "notification_rss_idle_mib": rss_idle,
-            "notification_rss_open_mib": rss_open, "notification_rss_after_mib": rss_after}
+    return {
+        "available": True,
+        "connections": connections,
+        "connections_opened": opened,
+        "documents": documents,
+        "deliveries": delivered,
+        "expected_deliveries": connections * documents,
+        "latency": percentiles(latencies),
+        "notification_rss_idle_mib": rss_idle,
+        "notification_rss_open_mib": rss_open,
+        "notification_rss_after_mib": rss_after,
+    }
 
 
 def _subscription(endpoint: str) -> dict[str, Any]:
@@ -92,11 +102,20 @@ def _subscription(endpoint: str) -> dict[str, Any]:
         "status": "requested",
         "reason": "LHCIE bench fan-out",
         "criteria": TOPIC,
-        "_criteria": {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria",
-                                     "valueString": f"Communication?recipient=CareTeam/{MDT}"}]},
-        "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
-                    "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content",
-                                                "valueCode": "id-only"}]}},
+        "_criteria": {
+            "extension": [
+                {
+                    "url": f"{BACKPORT}/backport-filter-criteria",
+                    "valueString": f"Communication?recipient=CareTeam/{MDT}",
+                }
+            ]
+        },
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content", "valueCode": "id-only"}]},
+        },
     }
 
 
@@ -105,8 +124,9 @@ async def _alert_of(exchange: Exchange, doc_id: str, timeout: float) -> str | No
     document)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status, bundle = await exchange.get_json(f"/fhir/Communication?recipient=CareTeam/{MDT}&_count=50",
-                                                 "coordinator")
+        status, bundle = await exchange.get_json(
+            f"/fhir/Communication?recipient=CareTeam/{MDT}&_count=50", "coordinator"
+        )
         for entry in bundle.get("entry", []) if status == 200 else []:
             resource = entry["resource"]
             if any(a.get("reference") == f"DocumentReference/{doc_id}" for a in resource.get("about", [])):
@@ -115,8 +135,9 @@ async def _alert_of(exchange: Exchange, doc_id: str, timeout: float) -> str | No
     return None
 
 
-async def webhooks(exchange: Exchange, *, subscribers: int, documents: int, size: int,
-                   timeout: float, hosts: int = 1) -> dict[str, Any]:
+async def webhooks(
+    exchange: Exchange, *, subscribers: int, documents: int, size: int, timeout: float, hosts: int = 1
+) -> dict[str, Any]:
     """``subscribers`` rest-hook receivers spread over ``hosts`` listening ports. The notification service
     limits its requests in flight per host and port (``webhook_concurrency_per_host``): receivers all
     behind one port measure that limit, receivers on their own ports (as a hundred subscribing trusts
@@ -165,9 +186,16 @@ async def webhooks(exchange: Exchange, *, subscribers: int, documents: int, size
                 if alert_id in s:
                     delivered += 1
                     latencies.append(max(s[alert_id] - posted.answered, 0.0))
-        return {"available": True, "subscribers": subscribers, "hosts": len(ports), "documents": documents,
-                "deliveries": delivered,
-                "expected_deliveries": subscribers * documents, "latency": percentiles(latencies),
-                "notification_rss_before_mib": rss_before, "notification_rss_after_mib": _notification_mib(exchange)}
+        return {
+            "available": True,
+            "subscribers": subscribers,
+            "hosts": len(ports),
+            "documents": documents,
+            "deliveries": delivered,
+            "expected_deliveries": subscribers * documents,
+            "latency": percentiles(latencies),
+            "notification_rss_before_mib": rss_before,
+            "notification_rss_after_mib": _notification_mib(exchange),
+        }
     finally:
         await runner.cleanup()

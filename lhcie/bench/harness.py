@@ -135,8 +135,13 @@ class Stack:
             await self._ready(["lhcie"])
             return
         env = self._env("bus-init")
-        init = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "lhcie.cli", "bus", "init"],
-                                       env=env, capture_output=True, timeout=120)
+        init = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "lhcie.cli", "bus", "init"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
         if init.returncode != 0:
             raise RuntimeError(f"lhcie bus init failed: {init.stderr.decode()[-2000:]}")
         # Agreements first: its demo data becomes policy.* events the others need before documents flow.
@@ -150,45 +155,54 @@ class Stack:
         port = self.ports.setdefault(name, free_port())
         env = {k: v for k, v in os.environ.items() if not k.startswith("LHCIE_")}
         env.update(S3_ENV)
-        env.update({
-            "LHCIE_BUS": bus,
-            "LHCIE_AMQP_URL": self.amqp_url or "",
-            "LHCIE_OBJECT_STORE": self.store_kind,
-            "LHCIE_S3_ENDPOINT_URL": self.s3_url,
-            "LHCIE_S3_BUCKET": BUCKET,
-            "LHCIE_DATA_DIR": str(self.data_dir),
-            "LHCIE_HTTP_HOST": "127.0.0.1",
-            "LHCIE_HTTP_PORT": str(port),
-            "LHCIE_DEMO": "true" if demo or self.embedded else "false",
-            # The bench measures capacity, and posts as one organisation: the per-organisation
-            # submission rate limit would measure itself instead.
-            "LHCIE_RATE_LIMIT_PER_MINUTE": "100000000",
-            "LHCIE_RATE_LIMIT_BURST": "1000000",
-            # The fan-out scenario's rest-hook receivers listen on loopback, which is refused otherwise.
-            "LHCIE_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
-            # Its fan-out scenario opens every console as one coordinator of one MDT: lift the stream caps too.
-            "LHCIE_NOTIFICATION_STREAM_MAX_PER_SUBJECT": "100000",
-            "LHCIE_NOTIFICATION_STREAM_MAX_PER_MDT": "100000",
-            # Served services start only with these explicit (no safe default); the bench mints its tokens
-            # with the embedded issuer, enabled on purpose.
-            "LHCIE_EMBEDDED_ISSUER": "true",
-            "LHCIE_JWT_ISSUER": self.settings.jwt_issuer,
-            "LHCIE_JWT_AUDIENCE": self.settings.jwt_audience,
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "LHCIE_BUS": bus,
+                "LHCIE_AMQP_URL": self.amqp_url or "",
+                "LHCIE_OBJECT_STORE": self.store_kind,
+                "LHCIE_S3_ENDPOINT_URL": self.s3_url,
+                "LHCIE_S3_BUCKET": BUCKET,
+                "LHCIE_DATA_DIR": str(self.data_dir),
+                "LHCIE_HTTP_HOST": "127.0.0.1",
+                "LHCIE_HTTP_PORT": str(port),
+                "LHCIE_DEMO": "true" if demo or self.embedded else "false",
+                # The bench measures capacity, and posts as one organisation: the per-organisation
+                # submission rate limit would measure itself instead.
+                "LHCIE_RATE_LIMIT_PER_MINUTE": "100000000",
+                "LHCIE_RATE_LIMIT_BURST": "1000000",
+                # The fan-out scenario's rest-hook receivers listen on loopback, which is refused otherwise.
+                "LHCIE_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+                # Its fan-out scenario opens every console as one coordinator of one MDT: lift the stream caps too.
+                "LHCIE_NOTIFICATION_STREAM_MAX_PER_SUBJECT": "100000",
+                "LHCIE_NOTIFICATION_STREAM_MAX_PER_MDT": "100000",
+                # Served services start only with these explicit (no safe default); the bench mints its tokens
+                # with the embedded issuer, enabled on purpose.
+                "LHCIE_EMBEDDED_ISSUER": "true",
+                "LHCIE_JWT_ISSUER": self.settings.jwt_issuer,
+                "LHCIE_JWT_AUDIENCE": self.settings.jwt_audience,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         log = open(self.work_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.processes[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                cwd=Path(__file__).resolve().parents[2], preexec_fn=limit_memory)
+        self.processes[name] = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+            preexec_fn=limit_memory,
+        )
         log.close()
 
     async def _start_moto(self) -> None:
         port = free_port()
         self.s3_url = f"http://127.0.0.1:{port}"
-        self._spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                    {**os.environ, **S3_ENV})
+        self._spawn(
+            "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], {**os.environ, **S3_ENV}
+        )
         deadline = time.monotonic() + START_TIMEOUT
         async with aiohttp.ClientSession() as http:
             while True:
@@ -211,8 +225,13 @@ class Stack:
     async def _prepare_bucket(self) -> None:
         """The exchange's bucket as an operator prepares it (``lhcie storage init``: versioning, object
         lock, encryption where the server supports them); a plain bucket where the command is missing."""
-        init = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "lhcie.cli", "storage", "init"],
-                                       env=self._env("storage-init"), capture_output=True, timeout=120)
+        init = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "lhcie.cli", "storage", "init"],
+            env=self._env("storage-init"),
+            capture_output=True,
+            timeout=120,
+        )
         if init.returncode == 0:
             return
         if b"invalid choice" not in init.stderr:

@@ -27,8 +27,9 @@ async def idle(exchange: Exchange, alerts: AlertWatcher, *, size: int, count: in
     return {"load": "idle", "size": size, "documents": count, "missed": missed, **percentiles(latencies)}
 
 
-async def under_load(exchange: Exchange, alerts: AlertWatcher, tail: AuditTail, *, size: int, senders: int,
-                     count: int, timeout: float) -> dict[str, Any]:
+async def under_load(
+    exchange: Exchange, alerts: AlertWatcher, tail: AuditTail, *, size: int, senders: int, count: int, timeout: float
+) -> dict[str, Any]:
     bodies = [encoded_body(size, f"bench loaded #{i}") for i in range(count)]
     posted: list[Posted] = await post_all(exchange, bodies, size, senders)
     await tail.wait_for([p.doc_id for p in posted], timeout=timeout)
@@ -39,5 +40,4 @@ async def under_load(exchange: Exchange, alerts: AlertWatcher, tail: AuditTail, 
             missed += 1
         else:
             latencies.append(max(seen - p.answered, 0.0))
-    return {"load": f"{senders} senders", "size": size, "documents": count, "missed": missed,
-            **percentiles(latencies)}
+    return {"load": f"{senders} senders", "size": size, "documents": count, "missed": missed, **percentiles(latencies)}

@@ -46,8 +46,11 @@ def streamed_upload_available() -> bool:
 
 
 def steady_state(pids: dict[str, int]) -> dict[str, dict[str, float]]:
-    return {name: {"rss_mib": round(s.get("VmRSS", 0) / 1024, 1), "peak_mib": round(s.get("VmHWM", 0) / 1024, 1)}
-            for name, pid in pids.items() for s in [status_kib(pid)]}
+    return {
+        name: {"rss_mib": round(s.get("VmRSS", 0) / 1024, 1), "peak_mib": round(s.get("VmHWM", 0) / 1024, 1)}
+        for name, pid in pids.items()
+        for s in [status_kib(pid)]
+    }
 
 
 async def _stream_of(size: int) -> AsyncIterator[bytes]:
@@ -57,7 +60,7 @@ async def _stream_of(size: int) -> AsyncIterator[bytes]:
     yield head
     left = size - len(head) - len(tail)
     while left > 0:
-        piece = block[:min(left, CHUNK)]
+        piece = block[: min(left, CHUNK)]
         left -= len(piece)
         yield piece
     yield tail
@@ -71,10 +74,12 @@ async def _post_streamed(exchange: Exchange, size: int) -> Posted:
     with aiohttp.MultipartWriter("form-data") as writer:
         writer.append_json(resource, {"Content-Type": FHIR_JSON}).set_content_disposition("form-data", name="resource")
         writer.append(_stream_of(size), {"Content-Type": "application/pdf"}).set_content_disposition(
-            "form-data", name="document", filename="large.pdf")
+            "form-data", name="document", filename="large.pdf"
+        )
         started = time.monotonic()
-        async with exchange.http.post(exchange.stack.url("/fhir/DocumentReference"), data=writer,
-                                      headers=exchange.headers()) as r:
+        async with exchange.http.post(
+            exchange.stack.url("/fhir/DocumentReference"), data=writer, headers=exchange.headers()
+        ) as r:
             answer = await r.read()
             if r.status not in (200, 201, 202):
                 raise RuntimeError(f"streamed POST answered {r.status}: {answer[:500]!r}")

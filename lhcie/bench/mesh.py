@@ -31,12 +31,32 @@ class MeshSandbox:
         port = free_port()
         store = self.work_dir / "mesh-store"
         store.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "STORE_MODE": "file", "AUTH_MODE": "full", "SHARED_KEY": SHARED_KEY.decode(),
-               "FILE_STORE_DIR": str(store)}
+        env = {
+            **os.environ,
+            "STORE_MODE": "file",
+            "AUTH_MODE": "full",
+            "SHARED_KEY": SHARED_KEY.decode(),
+            "FILE_STORE_DIR": str(store),
+        }
         log = open(self.work_dir / "logs" / "mesh-sandbox.log", "ab")  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "mesh_sandbox.api:app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_memory)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "mesh_sandbox.api:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit_memory,
+        )
         log.close()
         self.url = f"http://127.0.0.1:{port}"
         from mesh_client import MeshClient
@@ -68,8 +88,11 @@ class MeshSandbox:
 
 
 def _transfer(sandbox: MeshSandbox, count: int, senders: int, send: Any, receive: Any, deadline: float) -> None:
-    with ThreadPoolExecutor(senders) as send_pool, ThreadPoolExecutor(senders) as receive_pool, \
-            sandbox.client(RECIPIENT) as lister:
+    with (
+        ThreadPoolExecutor(senders) as send_pool,
+        ThreadPoolExecutor(senders) as receive_pool,
+        sandbox.client(RECIPIENT) as lister,
+    ):
         sending = [send_pool.submit(send, i) for i in range(count)]
         taken: set[str] = set()
         receiving = []
@@ -103,8 +126,9 @@ def _run_transfer(sandbox: MeshSandbox, *, size: int, count: int, senders: int, 
 
     def send(i: int) -> None:
         t0 = time.monotonic()
-        message_id = client_for(SENDER).send_message(RECIPIENT, body, workflow_id=WORKFLOW,
-                                                     filename=f"bench-{i}.pdf", local_id=f"bench-{i}")
+        message_id = client_for(SENDER).send_message(
+            RECIPIENT, body, workflow_id=WORKFLOW, filename=f"bench-{i}.pdf", local_id=f"bench-{i}"
+        )
         with lock:
             sent_at[message_id] = t0
 
@@ -143,8 +167,11 @@ async def run(work_dir: Path, *, cells: list[tuple[int, int]], count: int, timeo
     try:
         results = []
         for size, senders in cells:
-            results.append(await asyncio.to_thread(_run_transfer, sandbox, size=size, count=max(count, senders),
-                                                   senders=senders, timeout=timeout))
+            results.append(
+                await asyncio.to_thread(
+                    _run_transfer, sandbox, size=size, count=max(count, senders), senders=senders, timeout=timeout
+                )
+            )
         return {"available": True, "store_mode": "file", "auth_mode": "full", "tls": False, "cells": results}
     finally:
         await asyncio.to_thread(sandbox.stop)

@@ -24,14 +24,21 @@ def _cpu_table(cells: list[dict[str, Any]]) -> list[str]:
     names = list(dict.fromkeys(n for c in cells for n in c.get("cpu_ms_per_doc", {})))
     if not names:
         return []
-    lines = ["", "## CPU cost per document (user + system CPU-ms of each process over the cell / documents)", "",
-             "| size | senders | " + " | ".join(names) + " | total net of idle polling | load average |",
-             "|---|---|" + "---|" * (len(names) + 2)]
+    lines = [
+        "",
+        "## CPU cost per document (user + system CPU-ms of each process over the cell / documents)",
+        "",
+        "| size | senders | " + " | ".join(names) + " | total net of idle polling | load average |",
+        "|---|---|" + "---|" * (len(names) + 2),
+    ]
     for c in cells:
         cost = c.get("cpu_ms_per_doc", {})
         net = c.get("cpu_ms_per_doc_net_of_idle", {}).get("total", "-")
-        lines.append(f"| {_size(c['size'])} | {c['senders']} | " + " | ".join(str(cost.get(n, "-")) for n in names)
-                     + f" | {net} | {(c.get('load_average') or ['-'])[0]} |")
+        lines.append(
+            f"| {_size(c['size'])} | {c['senders']} | "
+            + " | ".join(str(cost.get(n, "-")) for n in names)
+            + f" | {net} | {(c.get('load_average') or ['-'])[0]} |"
+        )
     return lines
 
 
@@ -69,23 +76,36 @@ def markdown(results: dict[str, Any]) -> str:
             f"{c['mib_per_s']} | {_ms(c['end_to_end']['p50_ms'])} | {_ms(c['end_to_end']['p99_ms'])} | "
             f"{floor.get('ops_per_s', '-')} | {_ratio(c['docs_per_s'], floor.get('ops_per_s'))} | "
             f"{peer.get('docs_per_s', '-')} | {_ratio(c['docs_per_s'], peer.get('docs_per_s'))} | "
-            f"{_ms(peer.get('end_to_end', {}).get('p50_ms'))} | {c.get('cpu_ms_per_doc', {}).get('total', '-')} |")
+            f"{_ms(peer.get('end_to_end', {}).get('p50_ms'))} | {c.get('cpu_ms_per_doc', {}).get('total', '-')} |"
+        )
     lines += _cpu_table(results.get("throughput", []))
-    lines += ["", "## Alert latency (POST answered → alert at the coordinator)", "",
-              "| load | size | alerts | p50 ms | p95 ms | p99 ms | max ms | missed |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Alert latency (POST answered → alert at the coordinator)",
+        "",
+        "| load | size | alerts | p50 ms | p95 ms | p99 ms | max ms | missed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results.get("alert_latency", []):
-        lines.append(f"| {r['load']} | {_size(r['size'])} | {r['n']} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
-                     f"{_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | {r['missed']} |")
-    lines += ["", "## Messaging floor (raw aio-pika, persistent, confirms, quorum queue, same broker)", "",
-              "| publishers | messages | msgs/s | p50 ms | p99 ms | exchange docs/s at 10 KiB | events/doc budget |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['load']} | {_size(r['size'])} | {r['n']} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
+            f"{_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | {r['missed']} |"
+        )
+    lines += [
+        "",
+        "## Messaging floor (raw aio-pika, persistent, confirms, quorum queue, same broker)",
+        "",
+        "| publishers | messages | msgs/s | p50 ms | p99 ms | exchange docs/s at 10 KiB | events/doc budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
     small = {c["senders"]: c for c in results.get("throughput", []) if c["size"] == 10 * 1024}
     for b in results.get("baselines", {}).get("amqp", []):
         ours = small.get(b["publishers"], {}).get("docs_per_s")
         budget = f"{b['msgs_per_s'] / ours:.1f}" if ours else "-"
-        lines.append(f"| {b['publishers']} | {b['consumed']}/{b['messages']} | {b['msgs_per_s']} | "
-                     f"{_ms(b['latency']['p50_ms'])} | {_ms(b['latency']['p99_ms'])} | {ours or '-'} | {budget} |")
+        lines.append(
+            f"| {b['publishers']} | {b['consumed']}/{b['messages']} | {b['msgs_per_s']} | "
+            f"{_ms(b['latency']['p50_ms'])} | {_ms(b['latency']['p99_ms'])} | {ours or '-'} | {budget} |"
+        )
     memory = results.get("memory", {})
     lines += ["", "## Memory", "", "| process | RSS MiB | peak MiB |", "|---|---|---|"]
     for name, m in memory.get("steady_state", {}).items():
@@ -94,26 +114,33 @@ def markdown(results: dict[str, Any]) -> str:
     if large.get("error"):
         lines += ["", f"Large document: failed ({large['error']})."]
     elif large:
-        lines += ["", f"Large document: {large['size'] / 2**20:.0f} MiB (asked for "
-                      f"{large['requested_size'] / 2**20:.0f} MiB) via {large['path']}: intake peak RSS "
-                      f"{large['intake_peak_mib']} MiB (from {large['intake_rss_before_mib']} MiB, "
-                      f"+{large['intake_growth_mib']} MiB), done in {large['seconds']} s "
-                      "(measured before the throughput cells)."]
+        lines += [
+            "",
+            f"Large document: {large['size'] / 2**20:.0f} MiB (asked for "
+            f"{large['requested_size'] / 2**20:.0f} MiB) via {large['path']}: intake peak RSS "
+            f"{large['intake_peak_mib']} MiB (from {large['intake_rss_before_mib']} MiB, "
+            f"+{large['intake_growth_mib']} MiB), done in {large['seconds']} s "
+            "(measured before the throughput cells).",
+        ]
     audit = results.get("audit") or {}
     if audit.get("error"):
         lines += ["", "## Audit chain", "", f"Failed: {audit['error']}."]
     elif audit:
-        lines += ["", "## Audit chain", "",
-                  f"{audit['appends_per_s']} durable appends/s ({audit['appends']} appends, "
-                  f"{audit.get('append_concurrency', 1)} in flight; one at a time: "
-                  f"{audit.get('sequential_appends_per_s', '-')}/s; CPU-ms per append "
-                  f"{audit.get('cpu_ms_per_append', '-')} and {audit.get('sequential_cpu_ms_per_append', '-')}); "
-                  "`$verify` of "
-                  f"{audit['records']} records (asked for {audit['requested_records']}; the build stops after "
-                  f"{audit['build_budget_s']:.0f} s) took {audit['verify_seconds']} s, {audit.get('verify_cpu_seconds', '-')} s of CPU ({audit['verified_per_s']} "
-                  f"records/s, intact={audit['intact']}). The chain was built on {audit['chain_built_on']} at "
-                  f"{audit['build_appends_per_s']} appends/s on average: {audit['build_first_per_s']}/s over the "
-                  f"first 500 appends, {audit['build_last_per_s']}/s over the last 500."]
+        lines += [
+            "",
+            "## Audit chain",
+            "",
+            f"{audit['appends_per_s']} durable appends/s ({audit['appends']} appends, "
+            f"{audit.get('append_concurrency', 1)} in flight; one at a time: "
+            f"{audit.get('sequential_appends_per_s', '-')}/s; CPU-ms per append "
+            f"{audit.get('cpu_ms_per_append', '-')} and {audit.get('sequential_cpu_ms_per_append', '-')}); "
+            "`$verify` of "
+            f"{audit['records']} records (asked for {audit['requested_records']}; the build stops after "
+            f"{audit['build_budget_s']:.0f} s) took {audit['verify_seconds']} s, {audit.get('verify_cpu_seconds', '-')} s of CPU ({audit['verified_per_s']} "
+            f"records/s, intact={audit['intact']}). The chain was built on {audit['chain_built_on']} at "
+            f"{audit['build_appends_per_s']} appends/s on average: {audit['build_first_per_s']}/s over the "
+            f"first 500 appends, {audit['build_last_per_s']}/s over the last 500.",
+        ]
     lines += ["", "## Fan-out", ""]
     for kind, f in results.get("fanout", {}).items():
         if f.get("error"):
@@ -123,18 +150,25 @@ def markdown(results: dict[str, Any]) -> str:
         else:
             count = f.get("connections", f.get("subscribers"))
             on = f" on {f['hosts']} host:port(s)" if "hosts" in f else ""
-            lines.append(f"- {kind}: {count} receivers{on} × {f['documents']} alerts, {f['deliveries']}/"
-                         f"{f['expected_deliveries']} delivered, p50 {_ms(f['latency']['p50_ms'])} ms, p99 "
-                         f"{_ms(f['latency']['p99_ms'])} ms; notification RSS "
-                         f"{f.get('notification_rss_open_mib', f.get('notification_rss_before_mib'))} → "
-                         f"{f['notification_rss_after_mib']} MiB")
+            lines.append(
+                f"- {kind}: {count} receivers{on} × {f['documents']} alerts, {f['deliveries']}/"
+                f"{f['expected_deliveries']} delivered, p50 {_ms(f['latency']['p50_ms'])} ms, p99 "
+                f"{_ms(f['latency']['p99_ms'])} ms; notification RSS "
+                f"{f.get('notification_rss_open_mib', f.get('notification_rss_before_mib'))} → "
+                f"{f['notification_rss_after_mib']} MiB"
+            )
     if results.get("mesh", {}).get("error"):
         lines += ["", f"MESH sandbox: failed ({results['mesh']['error']})."]
     rec = results.get("reconciliation", {})
-    lines += ["", "## Reconciliation", "",
-              f"{rec.get('documents')} documents posted: {rec.get('stored')} stored, {rec.get('alerted')} alerted, "
-              f"{rec.get('audited')} audited; {rec.get('complete')} complete"
-              + (f"; missing: {', '.join(rec['missing'])}" if rec.get("missing") else "."), ""]
+    lines += [
+        "",
+        "## Reconciliation",
+        "",
+        f"{rec.get('documents')} documents posted: {rec.get('stored')} stored, {rec.get('alerted')} alerted, "
+        f"{rec.get('audited')} audited; {rec.get('complete')} complete"
+        + (f"; missing: {', '.join(rec['missing'])}" if rec.get("missing") else "."),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -153,8 +187,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     width = 0.27
     left.bar([x - width for x in xs], [c["docs_per_s"] for c in cells], width, label="LHCIE (whole pipeline)")
     left.bar(list(xs), [s3.get((c["size"], c["senders"]), 0) for c in cells], width, label="raw S3 PUT+GET")
-    left.bar([x + width for x in xs], [mesh.get((c["size"], c["senders"]), 0) for c in cells], width,
-             label="MESH sandbox")
+    left.bar(
+        [x + width for x in xs], [mesh.get((c["size"], c["senders"]), 0) for c in cells], width, label="MESH sandbox"
+    )
     left.set_xticks(list(xs), labels)
     left.set_yscale("log")
     left.set_ylabel("documents (operations) per second, log scale")
@@ -164,19 +199,42 @@ def plot(results: dict[str, Any], path: Path) -> None:
     # One line style per family (alert, LHCIE, MESH, AMQP), one colour per member, so no two lines look alike.
     families: list[tuple[str, str, list[tuple[str, dict[str, Any]]]]] = [
         ("-", "o", [(f"alert, {r['load']}", r) for r in results.get("alert_latency", [])]),
-        ("--", "s", [(f"LHCIE e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"]) for c in cells
-                     if c["size"] == 100 * 1024]),
-        (":", "^", [(f"MESH e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"])
-                    for c in results.get("mesh", {}).get("cells", []) if c["size"] == 100 * 1024]),
-        ("-.", "d", [(f"raw AMQP ×{b['publishers']}", b["latency"])
-                     for b in results.get("baselines", {}).get("amqp", [])]),
+        (
+            "--",
+            "s",
+            [
+                (f"LHCIE e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"])
+                for c in cells
+                if c["size"] == 100 * 1024
+            ],
+        ),
+        (
+            ":",
+            "^",
+            [
+                (f"MESH e2e {_size(c['size'])} ×{c['senders']}", c["end_to_end"])
+                for c in results.get("mesh", {}).get("cells", [])
+                if c["size"] == 100 * 1024
+            ],
+        ),
+        (
+            "-.",
+            "d",
+            [(f"raw AMQP ×{b['publishers']}", b["latency"]) for b in results.get("baselines", {}).get("amqp", [])],
+        ),
     ]
     colours = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # tab10 is a ListedColormap
     for style, marker, members in families:
         for i, (name, p) in enumerate(members):
             values = [p.get(k) or 0 for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
-            right.plot(["p50", "p95", "p99", "max"], values, linestyle=style, marker=marker,
-                       color=colours[i % len(colours)], label=name)
+            right.plot(
+                ["p50", "p95", "p99", "max"],
+                values,
+                linestyle=style,
+                marker=marker,
+                color=colours[i % len(colours)],
+                label=name,
+            )
     right.set_yscale("log")
     right.set_ylabel("milliseconds, log scale")
     right.set_title("Latency distribution (percentiles)")

@@ -10,13 +10,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from lhcie.bench import audit, cpu, baselines, fanout, latency, memory, mesh, targets, throughput
+from lhcie.bench import audit, baselines, cpu, fanout, latency, memory, mesh, targets, throughput
 from lhcie.bench.client import Exchange
 from lhcie.bench.harness import Stack
 from lhcie.bench.tracking import AlertWatcher, AuditTail, reconcile
@@ -31,25 +31,25 @@ class BenchConfig:
     embedded: bool = False
     sizes: list[int] = field(default_factory=lambda: [10 * KIB, 100 * KIB, 5 * MIB])
     senders: list[int] = field(default_factory=lambda: [1, 8, 32])
-    documents: int = 64            # per throughput cell up to 1 MiB
-    large_documents: int = 16      # per throughput cell above 1 MiB
-    latency_documents: int = 50    # idle alert latency samples; the loaded sample is a throughput burst
+    documents: int = 64  # per throughput cell up to 1 MiB
+    large_documents: int = 16  # per throughput cell above 1 MiB
+    latency_documents: int = 50  # idle alert latency samples; the loaded sample is a throughput burst
     load_senders: int = 8
     amqp_messages: int = 2000
     mesh_documents: int = 32
     large_size: int = 2 * GIB
     audit_appends: int = 2000
     audit_records: int = 1_000_000
-    audit_budget: float = 1800.0   # seconds for each of the two append runs, whatever the count reached
+    audit_budget: float = 1800.0  # seconds for each of the two append runs, whatever the count reached
     sse_connections: int = 1000
     webhook_subscribers: int = 100
     # Listening ports the receivers are spread over; 0: one each (a hundred trusts are a hundred hosts).
     webhook_hosts: int = 0
     fanout_documents: int = 5
-    timeout: float = 120.0         # the longest wait for any one thing to finish
+    timeout: float = 120.0  # the longest wait for any one thing to finish
     object_store: str = "auto"
-    amqp_url: str | None = None    # an existing vhost; else the run makes and deletes its own
-    work_dir: Path | None = None   # kept when given; else a temporary directory removed afterwards
+    amqp_url: str | None = None  # an existing vhost; else the run makes and deletes its own
+    work_dir: Path | None = None  # kept when given; else a temporary directory removed afterwards
     command: str = "lhcie bench"
     # Run only these scenarios (lhcie.bench.command.SCENARIOS); empty: all of them. The audit chain alone needs no stack.
     only: list[str] = field(default_factory=list)
@@ -60,13 +60,35 @@ class BenchConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Every scenario at tiny sizes: the test suite's smoke run.
-    "smoke": dict(sizes=[10 * KIB, 100 * KIB], senders=[1, 2], documents=3, large_documents=2, latency_documents=3,
-                  load_senders=2, amqp_messages=50, mesh_documents=3, large_size=64 * KIB, audit_appends=20,
-                  audit_records=300, audit_budget=30.0, sse_connections=5, webhook_subscribers=3, fanout_documents=2,
-                  timeout=60.0),
+    "smoke": dict(
+        sizes=[10 * KIB, 100 * KIB],
+        senders=[1, 2],
+        documents=3,
+        large_documents=2,
+        latency_documents=3,
+        load_senders=2,
+        amqp_messages=50,
+        mesh_documents=3,
+        large_size=64 * KIB,
+        audit_appends=20,
+        audit_records=300,
+        audit_budget=30.0,
+        sse_connections=5,
+        webhook_subscribers=3,
+        fanout_documents=2,
+        timeout=60.0,
+    ),
     # The committed run: every cell, fewer documents per cell, bounded to about ten minutes.
-    "moderate": dict(documents=60, large_documents=8, latency_documents=50, amqp_messages=2000, mesh_documents=50,
-                     audit_appends=2000, audit_records=100_000, audit_budget=60.0),
+    "moderate": dict(
+        documents=60,
+        large_documents=8,
+        latency_documents=50,
+        amqp_messages=2000,
+        mesh_documents=50,
+        audit_appends=2000,
+        audit_records=100_000,
+        audit_budget=60.0,
+    ),
     "full": {},
 }
 
@@ -76,7 +98,7 @@ async def _guarded(name: str, work: Awaitable[T]) -> T | dict[str, Any]:
     the figures of the others (the targets then say "not measured")."""
     try:
         return await work
-    except Exception as exc:  # noqa: BLE001 - any failure of a scenario is a result of the run
+    except Exception as exc:
         log.exception("bench.scenario_failed %s", name)
         print(f"[bench] {name} failed: {type(exc).__name__}: {exc}", flush=True)
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -92,21 +114,27 @@ async def run(config: BenchConfig) -> dict[str, Any]:
     work_dir = config.work_dir or Path(tempfile.mkdtemp(prefix="lhcie-bench-"))
     stack = Stack(work_dir, embedded=config.embedded, amqp_url=config.amqp_url, object_store=config.object_store)
     started = datetime.now(UTC)
-    results: dict[str, Any] = {"meta": {
-        "started": started.isoformat(timespec="seconds"),
-        "stack": "one process, embedded adapters" if config.embedded else
-                 "five services as separate processes on RabbitMQ",
-        "object_store": stack.store_kind,
-        "cpus": os.cpu_count(),
-        "load_average_start": cpu.load_average(),
-        "command": config.command,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
-                   if k not in ("amqp_url", "work_dir")},
-    }}
+    results: dict[str, Any] = {
+        "meta": {
+            "started": started.isoformat(timespec="seconds"),
+            "stack": "one process, embedded adapters"
+            if config.embedded
+            else "five services as separate processes on RabbitMQ",
+            "object_store": stack.store_kind,
+            "cpus": os.cpu_count(),
+            "load_average_start": cpu.load_average(),
+            "command": config.command,
+            "config": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in dataclasses.asdict(config).items()
+                if k not in ("amqp_url", "work_dir")
+            },
+        }
+    }
     timings: dict[str, float] = {}
     try:
         await _scenarios(config, stack, work_dir, results, timings)
-    except Exception as exc:  # noqa: BLE001 - the figures measured so far are still written
+    except Exception as exc:
         log.exception("bench.run_failed")
         print(f"[bench] the run failed: {type(exc).__name__}: {exc}", flush=True)
         results["meta"]["error"] = f"{type(exc).__name__}: {exc}"[:1000]
@@ -114,7 +142,7 @@ async def run(config: BenchConfig) -> dict[str, Any]:
         # A process that will not stop (moto under memory pressure) must not cost the run its results.
         try:
             await stack.stop()
-        except Exception as exc:  # noqa: BLE001 - recorded, and the results are written anyway
+        except Exception as exc:
             log.exception("bench.teardown_failed")
             results["meta"]["teardown_error"] = f"{type(exc).__name__}: {exc}"[:1000]
         if config.work_dir is None:
@@ -126,16 +154,18 @@ async def run(config: BenchConfig) -> dict[str, Any]:
     return results
 
 
-async def _scenarios(config: BenchConfig, stack: Stack, work_dir: Path, results: dict[str, Any],
-                     timings: dict[str, float]) -> None:
+async def _scenarios(
+    config: BenchConfig, stack: Stack, work_dir: Path, results: dict[str, Any], timings: dict[str, float]
+) -> None:
     def want(name: str) -> bool:
         return not config.only or name in config.only
 
     if config.only == ["audit"]:
         t = _phase("audit chain")
-        results["audit"] = await _guarded("audit", audit.run(work_dir, appends=config.audit_appends,
-                                                              records=config.audit_records,
-                                                              budget=config.audit_budget))
+        results["audit"] = await _guarded(
+            "audit",
+            audit.run(work_dir, appends=config.audit_appends, records=config.audit_records, budget=config.audit_budget),
+        )
         timings["audit"] = time.monotonic() - t
         return
     t = _phase("starting the stack")
@@ -152,69 +182,119 @@ async def _scenarios(config: BenchConfig, stack: Stack, work_dir: Path, results:
         await throughput.run_cell(exchange, tail, size=10 * KIB, senders=1, count=3, timeout=config.timeout)
         results["alert_latency"] = []
         if want("latency"):
-            results["alert_latency"].append(await latency.idle(exchange, alerts, size=100 * KIB,
-                                                               count=config.latency_documents,
-                                                               timeout=config.timeout))
+            results["alert_latency"].append(
+                await latency.idle(
+                    exchange, alerts, size=100 * KIB, count=config.latency_documents, timeout=config.timeout
+                )
+            )
         timings["latency_idle"] = time.monotonic() - t
 
         # Before the throughput cells: their inline 5 MiB bodies leave intake's heap large, and the
         # streamed upload's own footprint is what this measures.
         if want("large"):
             t = _phase("large document")
-            large = await _guarded("large document", memory.large_document(
-                exchange, tail, large_size=config.large_size, timeout=config.timeout))
+            large = await _guarded(
+                "large document",
+                memory.large_document(exchange, tail, large_size=config.large_size, timeout=config.timeout),
+            )
             timings["memory"] = time.monotonic() - t
 
         if want("throughput"):
             t = _phase("throughput")
-            results["throughput"] = await throughput.run(exchange, tail, sizes=config.sizes, senders=config.senders,
-                                                         count_for=config.count_for(), timeout=config.timeout)
-            results["memory"] = {"steady_state": memory.steady_state(stack.pids()),
-                                 "large_document": large if want("large") else None}
+            results["throughput"] = await throughput.run(
+                exchange,
+                tail,
+                sizes=config.sizes,
+                senders=config.senders,
+                count_for=config.count_for(),
+                timeout=config.timeout,
+            )
+            results["memory"] = {
+                "steady_state": memory.steady_state(stack.pids()),
+                "large_document": large if want("large") else None,
+            }
             timings["throughput"] = time.monotonic() - t
 
         if want("latency"):
             t = _phase("alert latency under load")
-            results["alert_latency"].append(await latency.under_load(
-                exchange, alerts, tail, size=100 * KIB, senders=config.load_senders,
-                count=config.documents, timeout=config.timeout))
+            results["alert_latency"].append(
+                await latency.under_load(
+                    exchange,
+                    alerts,
+                    tail,
+                    size=100 * KIB,
+                    senders=config.load_senders,
+                    count=config.documents,
+                    timeout=config.timeout,
+                )
+            )
             timings["latency_load"] = time.monotonic() - t
 
         if want("baselines"):
             t = _phase("baselines: raw AMQP and raw S3")
             assert stack.amqp_url is not None
             results["baselines"] = {
-                "amqp": [await baselines.amqp(stack.amqp_url, count=config.amqp_messages, publishers=n,
-                                              timeout=config.timeout) for n in config.senders],
-                "s3": [await baselines.s3(stack.s3_url, size=size, concurrency=n, count=max(count, n))
-                       for size, count in config.count_for().items() for n in config.senders],
+                "amqp": [
+                    await baselines.amqp(
+                        stack.amqp_url, count=config.amqp_messages, publishers=n, timeout=config.timeout
+                    )
+                    for n in config.senders
+                ],
+                "s3": [
+                    await baselines.s3(stack.s3_url, size=size, concurrency=n, count=max(count, n))
+                    for size, count in config.count_for().items()
+                    for n in config.senders
+                ],
             }
             timings["baselines"] = time.monotonic() - t
 
         if want("mesh"):
             t = _phase("MESH sandbox")
-            results["mesh"] = await _guarded("MESH", mesh.run(
-                work_dir, cells=[(s, n) for s in config.sizes for n in config.senders],
-                count=config.mesh_documents, timeout=config.timeout))
+            results["mesh"] = await _guarded(
+                "MESH",
+                mesh.run(
+                    work_dir,
+                    cells=[(s, n) for s in config.sizes for n in config.senders],
+                    count=config.mesh_documents,
+                    timeout=config.timeout,
+                ),
+            )
             timings["mesh"] = time.monotonic() - t
 
         if want("audit"):
             t = _phase("audit chain")
-            results["audit"] = await _guarded("audit", audit.run(work_dir, appends=config.audit_appends,
-                                                                  records=config.audit_records,
-                                                                  budget=config.audit_budget))
+            results["audit"] = await _guarded(
+                "audit",
+                audit.run(
+                    work_dir, appends=config.audit_appends, records=config.audit_records, budget=config.audit_budget
+                ),
+            )
             timings["audit"] = time.monotonic() - t
 
         if want("fanout"):
             t = _phase("fan-out")
             results["fanout"] = {
-                "sse": await _guarded("SSE fan-out", fanout.sse(
-                    exchange, connections=config.sse_connections, documents=config.fanout_documents,
-                    size=10 * KIB, timeout=config.timeout)),
-                "webhooks": await _guarded("webhook fan-out", fanout.webhooks(
-                    exchange, subscribers=config.webhook_subscribers, documents=config.fanout_documents,
-                    size=10 * KIB, timeout=config.timeout,
-                    hosts=config.webhook_hosts or config.webhook_subscribers)),
+                "sse": await _guarded(
+                    "SSE fan-out",
+                    fanout.sse(
+                        exchange,
+                        connections=config.sse_connections,
+                        documents=config.fanout_documents,
+                        size=10 * KIB,
+                        timeout=config.timeout,
+                    ),
+                ),
+                "webhooks": await _guarded(
+                    "webhook fan-out",
+                    fanout.webhooks(
+                        exchange,
+                        subscribers=config.webhook_subscribers,
+                        documents=config.fanout_documents,
+                        size=10 * KIB,
+                        timeout=config.timeout,
+                        hosts=config.webhook_hosts or config.webhook_subscribers,
+                    ),
+                ),
             }
             timings["fanout"] = time.monotonic() - t
 

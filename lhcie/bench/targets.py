@@ -18,12 +18,19 @@ def judge(results: dict[str, Any]) -> list[dict[str, str]]:
     s3 = {(b["size"], b["concurrency"]): b for b in results.get("baselines", {}).get("s3", [])}
     at_100k = [c for c in cells if c["size"] == 100 * 1024]
     if at_100k:
-        ratios = [(c["senders"], c["docs_per_s"] / s3[(c["size"], c["senders"])]["ops_per_s"])
-                  for c in at_100k if s3.get((c["size"], c["senders"]), {}).get("ops_per_s")]
+        ratios = [
+            (c["senders"], c["docs_per_s"] / s3[(c["size"], c["senders"])]["ops_per_s"])
+            for c in at_100k
+            if s3.get((c["size"], c["senders"]), {}).get("ops_per_s")
+        ]
         worst = min(ratios, key=lambda r: r[1]) if ratios else None
-        out.append(_target(
-            "throughput at 100 KiB >= 0.5x raw S3 PUT+GET", HELD if worst and worst[1] >= 0.5 else MISSED,
-            ", ".join(f"{n} senders {r:.2f}x" for n, r in ratios) or "no floor measured"))
+        out.append(
+            _target(
+                "throughput at 100 KiB >= 0.5x raw S3 PUT+GET",
+                HELD if worst and worst[1] >= 0.5 else MISSED,
+                ", ".join(f"{n} senders {r:.2f}x" for n, r in ratios) or "no floor measured",
+            )
+        )
     else:
         out.append(_target("throughput at 100 KiB >= 0.5x raw S3 PUT+GET", NOT_MEASURED, "no 100 KiB cell"))
 
@@ -35,17 +42,26 @@ def judge(results: dict[str, Any]) -> list[dict[str, str]]:
         else:
             p99 = found[0]["p99_ms"]
             ok = p99 < limit and not found[0]["missed"]
-            out.append(_target(name, HELD if ok else MISSED, f"p99 {p99:.0f} ms over {found[0]['n']} alerts"
-                                                            f" ({found[0]['load']}, {results.get('alert_method')})"))
+            out.append(
+                _target(
+                    name,
+                    HELD if ok else MISSED,
+                    f"p99 {p99:.0f} ms over {found[0]['n']} alerts ({found[0]['load']}, {results.get('alert_method')})",
+                )
+            )
 
     large = results.get("memory", {}).get("large_document")
     name = "intake peak RSS < 256 MiB for a 2 GiB upload"
     if not large or "size" not in large:
         out.append(_target(name, NOT_MEASURED, (large or {}).get("error", "scenario not run")))
     elif large["size"] < 2 * 2**30:
-        out.append(_target(name, NOT_MEASURED,
-                           f"measured {large['size'] / 2**20:.0f} MiB via {large['path']}: "
-                           f"peak {large['intake_peak_mib']} MiB"))
+        out.append(
+            _target(
+                name,
+                NOT_MEASURED,
+                f"measured {large['size'] / 2**20:.0f} MiB via {large['path']}: peak {large['intake_peak_mib']} MiB",
+            )
+        )
     else:
         ok = large["intake_peak_mib"] < 256 and large["completed"]
         out.append(_target(name, HELD if ok else MISSED, f"peak {large['intake_peak_mib']} MiB"))
@@ -61,8 +77,10 @@ def judge(results: dict[str, Any]) -> list[dict[str, str]]:
             ratio = ours["docs_per_s"] / theirs["docs_per_s"] if theirs["docs_per_s"] else float("inf")
             faster = (ours["end_to_end"]["p50_ms"] or 0) < (theirs["end_to_end"]["p50_ms"] or float("inf"))
             ok = ok and ratio >= 3 and faster
-            details.append(f"{ours['size'] // 1024} KiB x{ours['senders']}: {ratio:.2f}x, p50 "
-                           f"{ours['end_to_end']['p50_ms']:.0f} vs {theirs['end_to_end']['p50_ms']:.0f} ms")
+            details.append(
+                f"{ours['size'] // 1024} KiB x{ours['senders']}: {ratio:.2f}x, p50 "
+                f"{ours['end_to_end']['p50_ms']:.0f} vs {theirs['end_to_end']['p50_ms']:.0f} ms"
+            )
         out.append(_target(name, HELD if ok else MISSED, "; ".join(details)))
 
     costs = [(c, c["cpu_ms_per_doc"]["total"]) for c in cells if c.get("cpu_ms_per_doc", {}).get("total") is not None]
@@ -71,6 +89,11 @@ def judge(results: dict[str, Any]) -> list[dict[str, str]]:
         out.append(_target(name, NOT_MEASURED, "no CPU figures"))
     else:
         ok = all(total < CPU_MS_PER_DOC for _, total in costs)
-        out.append(_target(name, HELD if ok else MISSED, ", ".join(
-            f"{c['size'] // 1024} KiB x{c['senders']}: {total} ms" for c, total in costs)))
+        out.append(
+            _target(
+                name,
+                HELD if ok else MISSED,
+                ", ".join(f"{c['size'] // 1024} KiB x{c['senders']}: {total} ms" for c, total in costs),
+            )
+        )
     return out

@@ -32,8 +32,9 @@ async def post_all(exchange: Exchange, bodies: list[bytes], size: int, senders: 
     return posted
 
 
-async def run_cell(exchange: Exchange, tail: AuditTail, *, size: int, senders: int, count: int,
-                   timeout: float) -> dict[str, Any]:
+async def run_cell(
+    exchange: Exchange, tail: AuditTail, *, size: int, senders: int, count: int, timeout: float
+) -> dict[str, Any]:
     bodies = [encoded_body(size, f"bench {size}B #{i}") for i in range(count)]
     pids = exchange.stack.pids()
     # What the services spend with no documents moving (the bench's own audit tail and alert stream
@@ -52,8 +53,12 @@ async def run_cell(exchange: Exchange, tail: AuditTail, *, size: int, senders: i
     elapsed = max(last - started, 1e-9)
     cpu_ms = cpu.per_document(cpu_before, cpu.sample(pids), len(done))
     cpu_net = cpu.net_of_idle(cpu_ms, idle_per_s, elapsed, len(done))
-    print(f"[bench]   {size // 1024} KiB x{senders}: {len(done) / elapsed:.1f} docs/s, CPU-ms/doc "
-          + ", ".join(f"{k} {v}" for k, v in cpu_ms.items()) + f"; load average {cpu.load_average()[0]}", flush=True)
+    print(
+        f"[bench]   {size // 1024} KiB x{senders}: {len(done) / elapsed:.1f} docs/s, CPU-ms/doc "
+        + ", ".join(f"{k} {v}" for k, v in cpu_ms.items())
+        + f"; load average {cpu.load_average()[0]}",
+        flush=True,
+    )
     return {
         "size": size,
         "senders": senders,
@@ -69,16 +74,23 @@ async def run_cell(exchange: Exchange, tail: AuditTail, *, size: int, senders: i
         "idle_cpu_ms_per_s": idle_per_s,
         "load_average": cpu.load_average(),
         "post_latency": percentiles([p.answered - p.started for p in posted]),
-        "end_to_end": percentiles([tail.completed[p.doc_id] - p.started for p in posted
-                                   if p.doc_id in tail.completed]),
+        "end_to_end": percentiles([tail.completed[p.doc_id] - p.started for p in posted if p.doc_id in tail.completed]),
     }
 
 
-async def run(exchange: Exchange, tail: AuditTail, *, sizes: list[int], senders: list[int],
-              count_for: dict[int, int], timeout: float) -> list[dict[str, Any]]:
+async def run(
+    exchange: Exchange,
+    tail: AuditTail,
+    *,
+    sizes: list[int],
+    senders: list[int],
+    count_for: dict[int, int],
+    timeout: float,
+) -> list[dict[str, Any]]:
     cells = []
     for size in sizes:
         for n in senders:
-            cells.append(await run_cell(exchange, tail, size=size, senders=n,
-                                        count=max(count_for[size], n), timeout=timeout))
+            cells.append(
+                await run_cell(exchange, tail, size=size, senders=n, count=max(count_for[size], n), timeout=timeout)
+            )
     return cells

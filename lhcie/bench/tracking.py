@@ -67,7 +67,8 @@ class AuditTail:
         read = 0
         while True:
             status, bundle = await self._exchange.get_json(
-                f"/fhir/AuditEvent?_count={PAGE}&_offset={self._offset}", "admin")
+                f"/fhir/AuditEvent?_count={PAGE}&_offset={self._offset}", "admin"
+            )
             if status != 200:
                 raise RuntimeError(f"audit search answered {status}: {bundle}")
             entries = bundle.get("entry", [])
@@ -78,7 +79,7 @@ class AuditTail:
                 for doc_id in _documents_of(resource):
                     codes = self.codes.setdefault(doc_id, set())
                     codes.add(code)
-                    if doc_id not in self.completed and DONE <= codes:
+                    if doc_id not in self.completed and codes >= DONE:
                         self.completed[doc_id] = now
             self._offset += len(entries)
             read += len(entries)
@@ -149,8 +150,9 @@ class AlertWatcher:
                 url = await stream_url(self._exchange)
                 if url is None:
                     raise aiohttp.ClientError("no stream token")
-                async with self._exchange.http.get(url, headers={"Accept": "text/event-stream"},
-                                                   timeout=aiohttp.ClientTimeout(total=None)) as r:
+                async with self._exchange.http.get(
+                    url, headers={"Accept": "text/event-stream"}, timeout=aiohttp.ClientTimeout(total=None)
+                ) as r:
                     if r.status != 200:
                         raise aiohttp.ClientError(f"stream answered {r.status}")
                     self._ready.set()
@@ -173,7 +175,8 @@ class AlertWatcher:
 
     async def _poll_once(self, *, initial: bool = False) -> None:
         status, bundle = await self._exchange.get_json(
-            f"/fhir/Communication?recipient=CareTeam/{MDT}&_count={PAGE}", "coordinator")
+            f"/fhir/Communication?recipient=CareTeam/{MDT}&_count={PAGE}", "coordinator"
+        )
         if status != 200:
             raise RuntimeError(f"alert search answered {status}: {bundle}")
         for entry in bundle.get("entry", []):
@@ -210,9 +213,11 @@ async def stream_url(exchange: Exchange) -> str | None:
     ``GET /alerts/stream?token=...`` (a browser's EventSource cannot send headers). ``None`` when this
     build does not serve the stream."""
     try:
-        async with exchange.http.post(exchange.stack.url(f"/alerts/stream-token?team=CareTeam/{MDT}"),
-                                      headers=exchange.headers("coordinator"),
-                                      timeout=aiohttp.ClientTimeout(total=10)) as r:
+        async with exchange.http.post(
+            exchange.stack.url(f"/alerts/stream-token?team=CareTeam/{MDT}"),
+            headers=exchange.headers("coordinator"),
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as r:
             if r.status != 200:
                 return None
             grant = await r.json(content_type=None)
@@ -245,7 +250,8 @@ async def reconcile(exchange: Exchange, *, concurrency: int = 8) -> dict[str, An
     offset = 0
     while True:
         status, bundle = await exchange.get_json(
-            f"/fhir/Communication?recipient=CareTeam/{MDT}&_count={PAGE}&_offset={offset}", "coordinator")
+            f"/fhir/Communication?recipient=CareTeam/{MDT}&_count={PAGE}&_offset={offset}", "coordinator"
+        )
         entries = bundle.get("entry", []) if status == 200 else []
         for entry in entries:
             alerted.update(r.removeprefix("DocumentReference/") for r in _abouts(entry["resource"]))
@@ -262,9 +268,10 @@ async def reconcile(exchange: Exchange, *, concurrency: int = 8) -> dict[str, An
             if status == 200:
                 stored.add(doc_id)
             status, bundle = await exchange.get_json(
-                f"/fhir/AuditEvent?entity=DocumentReference/{doc_id}&_count={PAGE}", "admin")
+                f"/fhir/AuditEvent?entity=DocumentReference/{doc_id}&_count={PAGE}", "admin"
+            )
             codes = {_code_of(e["resource"]) for e in bundle.get("entry", [])} if status == 200 else set()
-            if DONE <= codes:
+            if codes >= DONE:
                 audited.add(doc_id)
 
     await asyncio.gather(*(check(d) for d in doc_ids))

@@ -13,9 +13,9 @@ from services.agreements import consumers, demo, routes
 from services.agreements.collections import COLLECTIONS
 from services.agreements.domain import AgreementsService
 from shared import topology
+from shared.app_keys import RUNTIME
 from shared.config import Settings
 from shared.http import build_app
-from shared.app_keys import RUNTIME
 from shared.lifecycle import mount
 from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec
@@ -37,8 +37,16 @@ def install(app: web.Application) -> None:
         count = await service.registry.announce_all()
         log.info("agreements.announced count=%d", count, extra={"code": "AGR002"})
 
-    service = mount(app, name=NAME, key=routes.AGREEMENTS, build=AgreementsService.build, add_routes=routes.add_routes,
-                    queue=topology.AGREEMENTS, handler=consumers.handler, on_start=on_start)
+    service = mount(
+        app,
+        name=NAME,
+        key=routes.AGREEMENTS,
+        build=AgreementsService.build,
+        add_routes=routes.add_routes,
+        queue=topology.AGREEMENTS,
+        handler=consumers.handler,
+        on_start=on_start,
+    )
 
     async def expiry(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(_expire_periodically(service), name="agreements expiry")
@@ -99,10 +107,18 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/patient/", "The patient's console (HTML shell)", public=True),
     Operation("GET", "/dcc/static/{filename}", "The DCC's scripts and styles", public=True),
     Operation("GET", "/patient/static/{filename}", "The patient page's scripts and styles", public=True),
-    Operation("GET", "/dcc/static/vocabulary.json", "Purposes, document categories and organisation types in words",
-              public=True),
-    Operation("GET", "/patient/static/vocabulary.json",
-              "Purposes, document categories and organisation types in words", public=True),
+    Operation(
+        "GET",
+        "/dcc/static/vocabulary.json",
+        "Purposes, document categories and organisation types in words",
+        public=True,
+    ),
+    Operation(
+        "GET",
+        "/patient/static/vocabulary.json",
+        "Purposes, document categories and organisation types in words",
+        public=True,
+    ),
 )
 # The consoles' HTML shells and their scripts, styles and words: they carry no data; their script calls the
 # API with a token.
@@ -118,17 +134,41 @@ SPEC = ServiceSpec(
     public_paths=PUBLIC_PATHS,
     public_prefixes=PUBLIC_PREFIXES,
     capability=(
-        {"type": "Organization", "interaction": [{"code": c} for c in ("read", "search-type", "create", "update")],
-         "operation": [{"name": "record-holders",
-                        "definition": "https://lhcie.london/fhir/OperationDefinition/record-holders"}]},
+        {
+            "type": "Organization",
+            "interaction": [{"code": c} for c in ("read", "search-type", "create", "update")],
+            "operation": [
+                {"name": "record-holders", "definition": "https://lhcie.london/fhir/OperationDefinition/record-holders"}
+            ],
+        },
         {"type": "CareTeam", "interaction": [{"code": c} for c in ("read", "search-type", "create", "update")]},
-        {"type": "Contract", "interaction": [{"code": c} for c in ("read", "search-type", "create")],
-         "operation": [{"name": op, "definition": f"https://lhcie.london/fhir/OperationDefinition/contract-{op}"}
-                       for op in ("accept", "reject", "revoke", "join", "retire", "merge", "pending",
-                                  "templates", "duplicates", "document")]},
+        {
+            "type": "Contract",
+            "interaction": [{"code": c} for c in ("read", "search-type", "create")],
+            "operation": [
+                {"name": op, "definition": f"https://lhcie.london/fhir/OperationDefinition/contract-{op}"}
+                for op in (
+                    "accept",
+                    "reject",
+                    "revoke",
+                    "join",
+                    "retire",
+                    "merge",
+                    "pending",
+                    "templates",
+                    "duplicates",
+                    "document",
+                )
+            ],
+        },
         {"type": "Consent", "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "update"}]},
-        {"type": "RelatedPerson", "interaction": [{"code": "search-type"}, {"code": "create"}],
-         "operation": [{"name": "revoke", "definition": "https://lhcie.london/fhir/OperationDefinition/carer-revoke"}]},
+        {
+            "type": "RelatedPerson",
+            "interaction": [{"code": "search-type"}, {"code": "create"}],
+            "operation": [
+                {"name": "revoke", "definition": "https://lhcie.london/fhir/OperationDefinition/carer-revoke"}
+            ],
+        },
     ),
 )
 

@@ -52,26 +52,52 @@ async def seed(service: AgreementsService) -> bool:
         await registry.save(
             OrganisationState(ods_code=ods, name=name, kind="acute-trust", version=1),
             RoutingKey.POLICY_ORGANISATION_UPDATED,
-            details={"contacts": [{"purpose": {"text": "Data controller"},
-                                   "telecom": [{"system": "email", "value": f"dcc@{ods.lower()}.nhs.example"}]}]},
+            details={
+                "contacts": [
+                    {
+                        "purpose": {"text": "Data controller"},
+                        "telecom": [{"system": "email", "value": f"dcc@{ods.lower()}.nhs.example"}],
+                    }
+                ]
+            },
         )
     for careteam_id, name, org, site in MDTS:
         await registry.save(
-            CareTeamState(careteam_id=careteam_id, name=name, organisation=org, tumour_site=site,
-                          coordinators=(f"mdt-coordinator@{org}",), version=1),
+            CareTeamState(
+                careteam_id=careteam_id,
+                name=name,
+                organisation=org,
+                tumour_site=site,
+                coordinators=(f"mdt-coordinator@{org}",),
+                version=1,
+            ),
             RoutingKey.POLICY_CARETEAM_UPDATED,
         )
     for agreement_id, title, parties in AGREEMENTS:
         await registry.save(
-            AgreementState(agreement_id=agreement_id, title=title, parties=parties, purposes=PURPOSES,
-                           status=AgreementStatus.ACCEPTED, valid_from=datetime(2026, 1, 1, tzinfo=UTC),
-                           valid_to=datetime(2029, 12, 31, tzinfo=UTC), proposed_by=parties[0],
-                           accepted_by=parties, version=1),
+            AgreementState(
+                agreement_id=agreement_id,
+                title=title,
+                parties=parties,
+                purposes=PURPOSES,
+                status=AgreementStatus.ACCEPTED,
+                valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+                valid_to=datetime(2029, 12, 31, tzinfo=UTC),
+                proposed_by=parties[0],
+                accepted_by=parties,
+                version=1,
+            ),
             RoutingKey.POLICY_AGREEMENT_ACCEPTED,
         )
     await registry.save(
-        CarerGrantState(grant_id="grant-demo", patient_nhs_number=DEMO_PATIENT, carer_subject=DEMO_CARER_SUBJECT,
-                        carer_name="T. Brown", relationship="daughter", version=1),
+        CarerGrantState(
+            grant_id="grant-demo",
+            patient_nhs_number=DEMO_PATIENT,
+            carer_subject=DEMO_CARER_SUBJECT,
+            carer_name="T. Brown",
+            relationship="daughter",
+            version=1,
+        ),
         RoutingKey.POLICY_CONSENT_CARER_GRANTED,
     )
     return True

@@ -21,16 +21,18 @@ class Directory:
 
     async def update(self, who: Caller, ods_code: str, given: OrganisationInput) -> OrganisationState:
         if given.state.ods_code != ods_code:
-            raise FhirError.of(Code.INVALID_RESOURCE, "The ODS code in the body must match the URL.",
-                               "Organization.identifier")
+            raise FhirError.of(
+                Code.INVALID_RESOURCE, "The ODS code in the body must match the URL.", "Organization.identifier"
+            )
         if who.org != ods_code:
             raise FhirError.of(Code.FORBIDDEN, f"A {who.org} administrator may only update {who.org}.")
         await self.registry.require(OrganisationState, ods_code)
         return await self._save(given)
 
     async def _save(self, given: OrganisationInput) -> OrganisationState:
-        saved = await self.registry.save(given.state, RoutingKey.POLICY_ORGANISATION_UPDATED,
-                                         details={"contacts": given.contacts})
+        saved = await self.registry.save(
+            given.state, RoutingKey.POLICY_ORGANISATION_UPDATED, details={"contacts": given.contacts}
+        )
         assert isinstance(saved, OrganisationState)
         return saved
 
@@ -45,8 +47,11 @@ class Directory:
             if org != who.org:
                 raise FhirError.of(Code.FORBIDDEN, f"A {who.org} administrator may only manage {who.org}'s teams.")
         if await self.registry.one(OrganisationState, team.organisation) is None:
-            raise FhirError.of(Code.BUSINESS_RULE, f"{team.organisation} is not a registered organisation.",
-                               "CareTeam.managingOrganization")
+            raise FhirError.of(
+                Code.BUSINESS_RULE,
+                f"{team.organisation} is not a registered organisation.",
+                "CareTeam.managingOrganization",
+            )
         saved = await self.registry.save(team, RoutingKey.POLICY_CARETEAM_UPDATED)
         assert isinstance(saved, CareTeamState)
         return saved

@@ -21,5 +21,6 @@ class AgreementsService:
     @classmethod
     def build(cls, ctx: ServiceContext) -> AgreementsService:
         registry = PolicyRegistry(ctx)
-        return cls(registry, Directory(registry), Agreements(registry, ctx.runtime.ports.objects),
-                   Patients(ctx, registry))
+        return cls(
+            registry, Directory(registry), Agreements(registry, ctx.runtime.ports.objects), Patients(ctx, registry)
+        )

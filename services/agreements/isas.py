@@ -119,10 +119,13 @@ class Agreements:
                 raise _conflict(f"{who.org} has already accepted this agreement.")
             signed = (*ag.accepted_by, who.org)
             complete = set(signed) == set(ag.parties)
-            return ag.model_copy(update={
-                "accepted_by": signed, "actor": actor_of(who),
-                "status": AgreementStatus.ACCEPTED if complete else AgreementStatus.PROPOSED,
-            }), RoutingKey.POLICY_AGREEMENT_ACCEPTED if complete else RoutingKey.POLICY_AGREEMENT_UPDATED
+            return ag.model_copy(
+                update={
+                    "accepted_by": signed,
+                    "actor": actor_of(who),
+                    "status": AgreementStatus.ACCEPTED if complete else AgreementStatus.PROPOSED,
+                }
+            ), RoutingKey.POLICY_AGREEMENT_ACCEPTED if complete else RoutingKey.POLICY_AGREEMENT_UPDATED
 
         details.setdefault("signed_at", {})[who.org] = _now()
         state = await self.registry.change(AgreementState, agreement_id, sign, details=details)
@@ -136,8 +139,9 @@ class Agreements:
             ag = self._party_step(current, who)
             if ag.status is not AgreementStatus.PROPOSED or ag.template:
                 raise _conflict(f"The agreement is {ag.status.value}; only a proposed agreement can be rejected.")
-            return ag.model_copy(update={"status": AgreementStatus.REJECTED, "actor": actor_of(who)}), \
-                RoutingKey.POLICY_AGREEMENT_REJECTED
+            return ag.model_copy(
+                update={"status": AgreementStatus.REJECTED, "actor": actor_of(who)}
+            ), RoutingKey.POLICY_AGREEMENT_REJECTED
 
         details = await self._decided(who, agreement_id, "reject", reason)
         return await self.registry.change(AgreementState, agreement_id, refuse, details=details)
@@ -150,13 +154,16 @@ class Agreements:
             if ag.status not in LIVE:
                 raise _conflict(f"The agreement is already {ag.status.value}.")
             if ag.template and who.org != ag.proposed_by:
-                return ag.model_copy(update={
-                    "parties": tuple(p for p in ag.parties if p != who.org),
-                    "accepted_by": tuple(p for p in ag.accepted_by if p != who.org),
-                    "actor": actor_of(who),
-                }), RoutingKey.POLICY_AGREEMENT_UPDATED
-            return ag.model_copy(update={"status": AgreementStatus.REVOKED, "actor": actor_of(who)}), \
-                RoutingKey.POLICY_AGREEMENT_REVOKED
+                return ag.model_copy(
+                    update={
+                        "parties": tuple(p for p in ag.parties if p != who.org),
+                        "accepted_by": tuple(p for p in ag.accepted_by if p != who.org),
+                        "actor": actor_of(who),
+                    }
+                ), RoutingKey.POLICY_AGREEMENT_UPDATED
+            return ag.model_copy(
+                update={"status": AgreementStatus.REVOKED, "actor": actor_of(who)}
+            ), RoutingKey.POLICY_AGREEMENT_REVOKED
 
         current = await self.registry.require(AgreementState, agreement_id)
         action = "leave" if current.template and who.org != current.proposed_by else "revoke"
@@ -168,11 +175,20 @@ class Agreements:
         with the agreement so that the other parties (and a later audit) can read the reason."""
         details = await self.registry.details_of(AgreementState, agreement_id)
         if reason is not None and len(reason) > MAX_REASON:
-            raise FhirError.of(Code.INVALID_RESOURCE, f"The reason is longer than {MAX_REASON} characters.",
-                               "Parameters.parameter.where(name='reason')")
-        details.setdefault("decisions", []).append({
-            "action": action, "organisation": who.org, "person": who.name or who.subject,
-            "reason": reason.strip() if reason and reason.strip() else None, "at": _now()})
+            raise FhirError.of(
+                Code.INVALID_RESOURCE,
+                f"The reason is longer than {MAX_REASON} characters.",
+                "Parameters.parameter.where(name='reason')",
+            )
+        details.setdefault("decisions", []).append(
+            {
+                "action": action,
+                "organisation": who.org,
+                "person": who.name or who.subject,
+                "reason": reason.strip() if reason and reason.strip() else None,
+                "at": _now(),
+            }
+        )
         return details
 
     async def join(self, who: Caller, agreement_id: str) -> tuple[AgreementState, bool]:
@@ -200,10 +216,13 @@ class Agreements:
                 raise _conflict(f"{who.org} has already asked to join this agreement.")
             if not admitted:
                 return current.model_copy(update={"actor": actor_of(who)}), RoutingKey.POLICY_AGREEMENT_UPDATED
-            return current.model_copy(update={
-                "parties": (*current.parties, who.org), "accepted_by": (*current.accepted_by, who.org),
-                "actor": actor_of(who),
-            }), RoutingKey.POLICY_AGREEMENT_UPDATED
+            return current.model_copy(
+                update={
+                    "parties": (*current.parties, who.org),
+                    "accepted_by": (*current.accepted_by, who.org),
+                    "actor": actor_of(who),
+                }
+            ), RoutingKey.POLICY_AGREEMENT_UPDATED
 
         if admitted:
             details.setdefault("signed_at", {})[who.org] = _now()
@@ -221,18 +240,22 @@ class Agreements:
             if current is None or not current.template:
                 raise FhirError.of(Code.NOT_FOUND)
             if who.org != current.proposed_by:
-                raise FhirError.of(Code.FORBIDDEN, f"Only {current.proposed_by}, which owns this template, approves "
-                                   "who joins it.")
+                raise FhirError.of(
+                    Code.FORBIDDEN, f"Only {current.proposed_by}, which owns this template, approves who joins it."
+                )
             if not any(r["organisation"] == org for r in requests):
                 raise _conflict(f"{org} has not asked to join this agreement.")
             if not approve:
                 return current.model_copy(update={"actor": actor_of(who)}), RoutingKey.POLICY_AGREEMENT_UPDATED
             if current.status is not AgreementStatus.ACCEPTED:
                 raise _conflict("Only a template ISA in force can be joined.")
-            return current.model_copy(update={
-                "parties": (*current.parties, org), "accepted_by": (*current.accepted_by, org),
-                "actor": actor_of(who),
-            }), RoutingKey.POLICY_AGREEMENT_UPDATED
+            return current.model_copy(
+                update={
+                    "parties": (*current.parties, org),
+                    "accepted_by": (*current.accepted_by, org),
+                    "actor": actor_of(who),
+                }
+            ), RoutingKey.POLICY_AGREEMENT_UPDATED
 
         details["join_requests"] = [r for r in requests if r["organisation"] != org]
         if approve:
@@ -265,8 +288,9 @@ class Agreements:
                     assert current is not None
                     if current.status not in LIVE:
                         raise _conflict("already ended")
-                    return current.model_copy(update={"status": AgreementStatus.EXPIRED, "actor": None}), \
-                        RoutingKey.POLICY_AGREEMENT_EXPIRED
+                    return current.model_copy(
+                        update={"status": AgreementStatus.EXPIRED, "actor": None}
+                    ), RoutingKey.POLICY_AGREEMENT_EXPIRED
 
                 try:
                     await self.registry.change(AgreementState, ag.agreement_id, expire)
@@ -281,20 +305,33 @@ class Agreements:
     def document_key(agreement_id: str) -> str:
         return f"agreements/{agreement_id}/signed-agreement.pdf"
 
-    async def read_document(self, who: Caller, agreement_id: str, *, request_id: str | None,
-                            address: str | None = None) -> tuple[AgreementState, bytes]:
+    async def read_document(
+        self, who: Caller, agreement_id: str, *, request_id: str | None, address: str | None = None
+    ) -> tuple[AgreementState, bytes]:
         """The signed PDF, for the agreement's parties and the exchange operator; every download and
         every refusal is on the audit record."""
         state = await self.registry.require(AgreementState, agreement_id)
         resource = f"Contract/{agreement_id}/$document"
         if who.org not in state.parties and who.role != OPERATOR:
-            await self._emit(Event.new(
-                RoutingKey.ACCESS_DENIED,
-                AccessDenied(actor=actor_of(who, address), resource=resource, action="read",
-                             reason_code="not-a-party", reason=f"{who.org} is not a party to {agreement_id}"),
-                source=self.registry.ctx.source, subject=f"Contract/{agreement_id}", correlation_id=request_id))
-            raise FhirError.of(Code.FORBIDDEN, "Only the parties to this agreement and the exchange operator may "
-                               "download its signed document.")
+            await self._emit(
+                Event.new(
+                    RoutingKey.ACCESS_DENIED,
+                    AccessDenied(
+                        actor=actor_of(who, address),
+                        resource=resource,
+                        action="read",
+                        reason_code="not-a-party",
+                        reason=f"{who.org} is not a party to {agreement_id}",
+                    ),
+                    source=self.registry.ctx.source,
+                    subject=f"Contract/{agreement_id}",
+                    correlation_id=request_id,
+                )
+            )
+            raise FhirError.of(
+                Code.FORBIDDEN,
+                "Only the parties to this agreement and the exchange operator may download its signed document.",
+            )
         if not state.document_sha256:
             raise FhirError.of(Code.NOT_FOUND, "No signed agreement has been attached.")
         try:
@@ -302,12 +339,23 @@ class Agreements:
         except ObjectNotFound:
             raise FhirError.of(Code.NOT_FOUND, "No signed agreement has been attached.") from None
         except ObjectStoreUnavailable:
-            raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}) from None
-        await self._emit(Event.new(
-            RoutingKey.RECORD_READ,
-            RecordRead(actor=actor_of(who, address), resource=resource, action="download",
-                       rule="party" if who.org in state.parties else OPERATOR),
-            source=self.registry.ctx.source, subject=f"Contract/{agreement_id}", correlation_id=request_id))
+            raise FhirError.of(
+                Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}
+            ) from None
+        await self._emit(
+            Event.new(
+                RoutingKey.RECORD_READ,
+                RecordRead(
+                    actor=actor_of(who, address),
+                    resource=resource,
+                    action="download",
+                    rule="party" if who.org in state.parties else OPERATOR,
+                ),
+                source=self.registry.ctx.source,
+                subject=f"Contract/{agreement_id}",
+                correlation_id=request_id,
+            )
+        )
         return state, data
 
     async def _emit(self, event: Event) -> None:
@@ -326,10 +374,13 @@ class Agreements:
         if len(content) > MAX_DOCUMENT_BYTES:
             raise FhirError.of(Code.TOO_LARGE, "The signed agreement exceeds 20 MiB.")
         try:
-            info = await self.objects.put(self.document_key(agreement_id), _chunks(content),
-                                          content_type="application/pdf")
+            info = await self.objects.put(
+                self.document_key(agreement_id), _chunks(content), content_type="application/pdf"
+            )
         except ObjectStoreUnavailable:
-            raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}) from None
+            raise FhirError.of(
+                Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}
+            ) from None
         details = await self.registry.details_of(AgreementState, agreement_id)
         details["document_size"] = info.size
         # A countersigned copy replaces the proposer's: the Contract says who attached the one it holds.
@@ -337,8 +388,9 @@ class Agreements:
 
         async def attach(state: AgreementState | None) -> tuple[AgreementState, RoutingKey]:
             assert state is not None
-            return state.model_copy(update={"document_sha256": hashlib.sha256(content).hexdigest(),
-                                            "actor": actor_of(who)}), RoutingKey.POLICY_AGREEMENT_UPDATED
+            return state.model_copy(
+                update={"document_sha256": hashlib.sha256(content).hexdigest(), "actor": actor_of(who)}
+            ), RoutingKey.POLICY_AGREEMENT_UPDATED
 
         return await self.registry.change(AgreementState, agreement_id, attach, details=details)
 
@@ -347,9 +399,14 @@ class Agreements:
     async def pending_on(self, org: str) -> list[AgreementState]:
         """Proposals waiting for ``org``'s signature, and its templates with requests to join."""
         proposed = await self.registry.every(AgreementState, {"status": AgreementStatus.PROPOSED.value, "parties": org})
-        owned = await self.registry.every(AgreementState, {"status": AgreementStatus.ACCEPTED.value, "proposed_by": org})
-        asked = [ag for ag in owned if ag.template
-                 and (await self.registry.details_of(AgreementState, ag.agreement_id)).get("join_requests")]
+        owned = await self.registry.every(
+            AgreementState, {"status": AgreementStatus.ACCEPTED.value, "proposed_by": org}
+        )
+        asked = [
+            ag
+            for ag in owned
+            if ag.template and (await self.registry.details_of(AgreementState, ag.agreement_id)).get("join_requests")
+        ]
         return [ag for ag in proposed if org not in ag.accepted_by] + asked
 
     async def for_organisation(self, org: str) -> list[AgreementState]:
@@ -359,20 +416,33 @@ class Agreements:
         found = await self.registry.every(AgreementState, {"status": AgreementStatus.ACCEPTED.value})
         return [ag for ag in found if ag.template]
 
-    async def duplicates_for(self, who: Caller, party: str | None, *, request_id: str | None,
-                             address: str | None = None) -> list[Overlap]:
+    async def duplicates_for(
+        self, who: Caller, party: str | None, *, request_id: str | None, address: str | None = None
+    ) -> list[Overlap]:
         """An organisation's duplicates, for that organisation itself; anyone's (or all) for the operator."""
         if who.role == OPERATOR:
             return await self.duplicates(party)
         party = party or who.org
         if party != who.org:
-            await self._emit(Event.new(
-                RoutingKey.ACCESS_DENIED,
-                AccessDenied(actor=actor_of(who, address), resource=f"Organization/{party}", action="search",
-                             reason_code="not-the-party", reason=f"{who.org} asked for {party}'s duplicate agreements"),
-                source=self.registry.ctx.source, subject=f"Organization/{party}", correlation_id=request_id))
-            raise FhirError.of(Code.FORBIDDEN, f"Only {party} itself and the exchange operator may list {party}'s "
-                               "duplicate agreements.")
+            await self._emit(
+                Event.new(
+                    RoutingKey.ACCESS_DENIED,
+                    AccessDenied(
+                        actor=actor_of(who, address),
+                        resource=f"Organization/{party}",
+                        action="search",
+                        reason_code="not-the-party",
+                        reason=f"{who.org} asked for {party}'s duplicate agreements",
+                    ),
+                    source=self.registry.ctx.source,
+                    subject=f"Organization/{party}",
+                    correlation_id=request_id,
+                )
+            )
+            raise FhirError.of(
+                Code.FORBIDDEN,
+                f"Only {party} itself and the exchange operator may list {party}'s duplicate agreements.",
+            )
         return await self.duplicates(party)
 
     async def duplicates(self, org: str | None = None) -> list[Overlap]:
@@ -403,8 +473,7 @@ class Agreements:
             raise _conflict(f"{agreement_id} is already {retired.status.value}.")
         gaps = _gaps(retired, kept)
         if gaps:
-            raise _rule(f"{kept_id} does not cover {', '.join(gaps)} of {agreement_id}; "
-                        "propose a merged ISA instead.")
+            raise _rule(f"{kept_id} does not cover {', '.join(gaps)} of {agreement_id}; propose a merged ISA instead.")
         return await self._retire(agreement_id, kept, actor_of(who))
 
     async def merge(self, who: Caller, ids: tuple[str, ...], title: str) -> AgreementState:
@@ -424,7 +493,8 @@ class Agreements:
             title=title,
             parties=tuple(dict.fromkeys(p for ag in found for p in ag.parties)),
             purposes=tuple(dict.fromkeys(p for ag in found for p in ag.purposes)),
-            categories=() if any(not ag.categories for ag in found)
+            categories=()
+            if any(not ag.categories for ag in found)
             else tuple(dict.fromkeys(c for ag in found for c in ag.categories)),
             valid_from=None if None in starts else min(s for s in starts if s),
             valid_to=None if None in ends else max(e for e in ends if e),
@@ -437,8 +507,9 @@ class Agreements:
             assert current is not None
             if current.status not in LIVE:
                 return current, RoutingKey.POLICY_AGREEMENT_UPDATED
-            return current.model_copy(update={"status": AgreementStatus.REVOKED, "replaced_by": kept.agreement_id,
-                                              "actor": actor}), RoutingKey.POLICY_AGREEMENT_REVOKED
+            return current.model_copy(
+                update={"status": AgreementStatus.REVOKED, "replaced_by": kept.agreement_id, "actor": actor}
+            ), RoutingKey.POLICY_AGREEMENT_REVOKED
 
         return await self.registry.change(AgreementState, agreement_id, replace)
 
@@ -484,5 +555,9 @@ def _gaps(retired: AgreementState, kept: AgreementState) -> list[str]:
 
 
 def overlap_json(o: Overlap) -> dict[str, Any]:
-    return {"agreements": [o.first.agreement_id, o.second.agreement_id], "titles": [o.first.title, o.second.title],
-            "parties": list(o.parties), "purposes": list(o.purposes)}
+    return {
+        "agreements": [o.first.agreement_id, o.second.agreement_id],
+        "titles": [o.first.title, o.second.title],
+        "parties": list(o.parties),
+        "purposes": list(o.purposes),
+    }

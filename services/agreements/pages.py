@@ -28,9 +28,11 @@ STATIC_PREFIXES = ("/dcc/static", "/patient/static")
 # The coordinator console's policy (services/notification/routes.py): the pages' own script and style
 # only ('self'), documents the page fetched itself (blob:) shown in place, never framed by another site.
 HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                                "img-src 'self' blob:; frame-src blob:; frame-ancestors 'none'; base-uri 'none'; "
-                                "form-action 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' blob:; frame-src blob:; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'"
+    ),
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",

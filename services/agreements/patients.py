@@ -11,10 +11,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from services.agreements.isas import actor_of
 from services.agreements.registry import PolicyRegistry
 from services.agreements.resources import CarerRequest, Preferences
 from shared.auth import Caller
-from services.agreements.isas import actor_of
+from shared.context import ServiceContext
 from shared.events import (
     CarerGrantState,
     DocumentStored,
@@ -26,7 +27,6 @@ from shared.events import (
 )
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import valid_nhs_number
-from shared.context import ServiceContext
 from shared.policy import category_of
 from shared.store import ASCENDING, Index, Session
 
@@ -59,8 +59,13 @@ class Patients:
 
         async def record(session: Session) -> None:
             doc = await self.holders.get(key, session=session) or {
-                "_id": key, "patient": facts.patient_nhs_number, "organisation": facts.custodian,
-                "documents": 0, "categories": [], "first_stored": when, "last_stored": when,
+                "_id": key,
+                "patient": facts.patient_nhs_number,
+                "organisation": facts.custodian,
+                "documents": 0,
+                "categories": [],
+                "first_stored": when,
+                "last_stored": when,
             }
             doc["documents"] += 1
             if (category := category_of(facts)) not in doc["categories"]:
@@ -77,25 +82,44 @@ class Patients:
         found = []
         for row in rows:
             org = await self.registry.one(OrganisationState, row["organisation"])
-            found.append({"organisation": row["organisation"], "name": org.name if org else row["organisation"],
-                          "kind": org.kind if org else None, "documents": row["documents"],
-                          "categories": sorted(row["categories"]), "first_stored": row["first_stored"],
-                          "last_stored": row["last_stored"]})
+            found.append(
+                {
+                    "organisation": row["organisation"],
+                    "name": org.name if org else row["organisation"],
+                    "kind": org.kind if org else None,
+                    "documents": row["documents"],
+                    "categories": sorted(row["categories"]),
+                    "first_stored": row["first_stored"],
+                    "last_stored": row["last_stored"],
+                }
+            )
         return found
 
-    async def on_record(self, who: Caller, nhs_number: str, resource: str, *, request_id: str | None,
-                        address: str | None) -> None:
+    async def on_record(
+        self, who: Caller, nhs_number: str, resource: str, *, request_id: str | None, address: str | None
+    ) -> None:
         """A carer's look at the patient's holders, preferences or carers discloses them to someone other
         than the patient: it goes on the record, so into the patient's own access report. The patient's
         own look discloses nothing and is not recorded."""
         if who.role == "patient" and who.patient == nhs_number:
             return
         async with self.ctx.store.transaction() as session:
-            await self.ctx.publish(Event.new(
-                RoutingKey.RECORD_READ,
-                RecordRead(actor=actor_of(who, address), resource=resource, action="read",
-                           patient_nhs_number=nhs_number, rule="carer-grant"),
-                source=self.ctx.source, subject=resource, correlation_id=request_id), session=session)
+            await self.ctx.publish(
+                Event.new(
+                    RoutingKey.RECORD_READ,
+                    RecordRead(
+                        actor=actor_of(who, address),
+                        resource=resource,
+                        action="read",
+                        patient_nhs_number=nhs_number,
+                        rule="carer-grant",
+                    ),
+                    source=self.ctx.source,
+                    subject=resource,
+                    correlation_id=request_id,
+                ),
+                session=session,
+            )
         self.ctx.outbox.notify()
 
     # -- who may act ---------------------------------------------------------------------------------
@@ -131,10 +155,15 @@ class Patients:
         self.require_patient(who, nhs_number)
         for org in wanted.organisations:
             if await self.registry.one(OrganisationState, org) is None:
-                raise FhirError.of(Code.BUSINESS_RULE, f"{org} is not a registered organisation.",
-                                   "Consent.provision.provision")
-        state = PatientPreferencesState(patient_nhs_number=nhs_number, opted_out_categories=wanted.categories,
-                                        opted_out_organisations=wanted.organisations, version=1)
+                raise FhirError.of(
+                    Code.BUSINESS_RULE, f"{org} is not a registered organisation.", "Consent.provision.provision"
+                )
+        state = PatientPreferencesState(
+            patient_nhs_number=nhs_number,
+            opted_out_categories=wanted.categories,
+            opted_out_organisations=wanted.organisations,
+            version=1,
+        )
         saved = await self.registry.save(state, RoutingKey.POLICY_CONSENT_PREFERENCES_UPDATED)
         assert isinstance(saved, PatientPreferencesState)
         return saved
@@ -155,9 +184,15 @@ class Patients:
             raise FhirError.of(Code.BUSINESS_RULE, "The grant would already have ended.", "RelatedPerson.period.end")
         if request.carer_subject == who.subject:
             raise FhirError.of(Code.BUSINESS_RULE, "A patient cannot be their own carer.", "RelatedPerson.identifier")
-        state = CarerGrantState(grant_id=f"grant-{uuid.uuid4().hex[:12]}", patient_nhs_number=nhs_number,
-                                carer_subject=request.carer_subject, carer_name=request.carer_name,
-                                relationship=request.relationship, valid_to=request.valid_to, version=1)
+        state = CarerGrantState(
+            grant_id=f"grant-{uuid.uuid4().hex[:12]}",
+            patient_nhs_number=nhs_number,
+            carer_subject=request.carer_subject,
+            carer_name=request.carer_name,
+            relationship=request.relationship,
+            valid_to=request.valid_to,
+            version=1,
+        )
         saved = await self.registry.save(state, RoutingKey.POLICY_CONSENT_CARER_GRANTED)
         assert isinstance(saved, CarerGrantState)
         return saved

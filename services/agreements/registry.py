@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from shared.context import ServiceContext
 from shared.events import (
     AgreementState,
     CarerGrantState,
@@ -17,12 +18,11 @@ from shared.events import (
     ConsentSynced,
     Event,
     OrganisationState,
-    Payload,
     PatientPreferencesState,
+    Payload,
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError
-from shared.context import ServiceContext
 from shared.policy import PolicyView
 from shared.store import ASCENDING, Document, Index, Session
 
@@ -93,8 +93,9 @@ class PolicyRegistry:
             state = state.model_copy(update={"version": (current_doc["version"] + 1) if current_doc else 1})
             await collection.replace({"_id": object_id, **state.model_dump(mode="json")}, session=session, upsert=True)
             if details is not None:
-                await self.details.replace({"_id": f"{kind.__name__}/{object_id}", **details},
-                                           session=session, upsert=True)
+                await self.details.replace(
+                    {"_id": f"{kind.__name__}/{object_id}", **details}, session=session, upsert=True
+                )
             event = Event.new(key, state, source=self.ctx.source, subject=_subject(state))
             await self.policy.apply(event, session=session)
             await self.ctx.publish(event, session=session)
@@ -108,7 +109,9 @@ class PolicyRegistry:
     async def is_empty(self) -> bool:
         return await self.organisations.count() == 0
 
-    async def all(self, kind: type[P], where: dict[str, Any] | None = None, *, limit: int = PAGE, skip: int = 0) -> list[P]:
+    async def all(
+        self, kind: type[P], where: dict[str, Any] | None = None, *, limit: int = PAGE, skip: int = 0
+    ) -> list[P]:
         collection = self._collections[kind]
         docs = await collection.find(where or {}, sort=[("_id", ASCENDING)], limit=limit, skip=skip)
         return [kind.model_validate(_state(d)) for d in docs]

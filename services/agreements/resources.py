@@ -127,15 +127,30 @@ def contract(state: AgreementState, details: dict[str, Any] | None = None) -> di
         "title": state.title,
         "subType": [{"text": "Information Sharing Agreement"}],
         "authority": [_ods_ref(p) for p in state.parties],
-        "scope": {"coding": [{"system": PURPOSE_SYSTEM, "code": p, "display": PURPOSE_LABELS.get(p, p)}
-                             for p in state.purposes]},
+        "scope": {
+            "coding": [
+                {"system": PURPOSE_SYSTEM, "code": p, "display": PURPOSE_LABELS.get(p, p)} for p in state.purposes
+            ]
+        },
         # Each party that has signed, and when (the signing act is its acceptance in the console or API).
         "signer": [
-            {"type": {"system": "http://terminology.hl7.org/CodeSystem/contractsignertypecodes", "code": "PARTNER"},
-             "party": _ods_ref(p),
-             "signature": [{"type": [{"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.7",
-                                      "display": "Consent Signature"}],
-                            "when": signed_at[p], "who": _ods_ref(p)}]}
+            {
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/contractsignertypecodes", "code": "PARTNER"},
+                "party": _ods_ref(p),
+                "signature": [
+                    {
+                        "type": [
+                            {
+                                "system": "urn:iso-astm:E1762-95:2013",
+                                "code": "1.2.840.10065.1.12.1.7",
+                                "display": "Consent Signature",
+                            }
+                        ],
+                        "when": signed_at[p],
+                        "who": _ods_ref(p),
+                    }
+                ],
+            }
             for p in (state.accepted_by or (state.parties if state.status is AgreementStatus.ACCEPTED else ()))
             if p in signed_at
         ],
@@ -143,9 +158,19 @@ def contract(state: AgreementState, details: dict[str, Any] | None = None) -> di
     if state.proposed_by:
         resource["author"] = _ods_ref(state.proposed_by)
     if state.categories:
-        resource["term"] = [{"asset": [{"type": [{"coding": [{"system": CATEGORY_SYSTEM, "code": c,
-                                                               "display": category_label(c)}]}
-                                                  for c in state.categories]}], "offer": {"text": "documents"}}]
+        resource["term"] = [
+            {
+                "asset": [
+                    {
+                        "type": [
+                            {"coding": [{"system": CATEGORY_SYSTEM, "code": c, "display": category_label(c)}]}
+                            for c in state.categories
+                        ]
+                    }
+                ],
+                "offer": {"text": "documents"},
+            }
+        ]
     if state.valid_from or state.valid_to:
         resource["applies"] = {k: v.isoformat() for k, v in (("start", state.valid_from), ("end", state.valid_to)) if v}
     if state.template:
@@ -153,13 +178,19 @@ def contract(state: AgreementState, details: dict[str, Any] | None = None) -> di
         if details.get("admits"):
             resource["extension"].append({"url": ADMITS_EXTENSION, "valueCode": details["admits"]})
         resource["extension"] += [
-            {"url": JOIN_REQUEST_EXTENSION, "extension": [
-                {"url": "organization", "valueReference": _ods_ref(r["organisation"])},
-                {"url": "requested", "valueDateTime": r["requested_at"]}]}
-            for r in details.get("join_requests", [])]
+            {
+                "url": JOIN_REQUEST_EXTENSION,
+                "extension": [
+                    {"url": "organization", "valueReference": _ods_ref(r["organisation"])},
+                    {"url": "requested", "valueDateTime": r["requested_at"]},
+                ],
+            }
+            for r in details.get("join_requests", [])
+        ]
     if (why := never_applies(state)) is not None:
         resource.setdefault("extension", []).append(
-            {"url": NEVER_APPLIES_EXTENSION, "valueString": f"This agreement can never apply: {why}."})
+            {"url": NEVER_APPLIES_EXTENSION, "valueString": f"This agreement can never apply: {why}."}
+        )
     if state.supersedes:
         resource["relevantHistory"] = [{"display": f"supersedes Contract/{s}"} for s in state.supersedes]
     if state.replaced_by:
@@ -176,33 +207,50 @@ def contract(state: AgreementState, details: dict[str, Any] | None = None) -> di
         if attached:
             resource["legallyBindingAttachment"]["creation"] = attached["at"]
             resource["legallyBindingAttachment"]["extension"] = [
-                {"url": ATTACHED_BY_EXTENSION, "valueReference": _ods_ref(attached["organisation"])}]
+                {"url": ATTACHED_BY_EXTENSION, "valueReference": _ods_ref(attached["organisation"])}
+            ]
     # Who rejected, revoked or left it, when, and why: the reason the data controller gave.
-    decisions = [{"url": DECISION_EXTENSION, "extension": [
-        {"url": "action", "valueCode": d["action"]},
-        {"url": "organization", "valueReference": _ods_ref(d["organisation"])},
-        *([{"url": "person", "valueString": d["person"]}] if d.get("person") else []),
-        {"url": "when", "valueDateTime": d["at"]},
-        *([{"url": "reason", "valueString": d["reason"]}] if d.get("reason") else []),
-    ]} for d in details.get("decisions", [])]
+    decisions = [
+        {
+            "url": DECISION_EXTENSION,
+            "extension": [
+                {"url": "action", "valueCode": d["action"]},
+                {"url": "organization", "valueReference": _ods_ref(d["organisation"])},
+                *([{"url": "person", "valueString": d["person"]}] if d.get("person") else []),
+                {"url": "when", "valueDateTime": d["at"]},
+                *([{"url": "reason", "valueString": d["reason"]}] if d.get("reason") else []),
+            ],
+        }
+        for d in details.get("decisions", [])
+    ]
     if decisions:
         resource["extension"] = [*resource.get("extension", []), *decisions]
     return resource
 
 
-CONSENT_SCOPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}
+CONSENT_SCOPE = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+}
 
 
-def preferences_consent(state: PatientPreferencesState | None, nhs_number: str, exceptions: tuple[str, ...],
-                        names: dict[str, str] | None = None) -> dict[str, Any]:
+def preferences_consent(
+    state: PatientPreferencesState | None,
+    nhs_number: str,
+    exceptions: tuple[str, ...],
+    names: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """``names``: organisation names by ODS code, so that a patient reads who they opted out of."""
     denials: list[dict[str, Any]] = []
     categories = state.opted_out_categories if state else ()
     organisations = state.opted_out_organisations if state else ()
     names = names or {}
     if categories:
-        denials.append({"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": c, "display": category_label(c)}
-                                                  for c in categories]})
+        denials.append(
+            {
+                "type": "deny",
+                "class": [{"system": CATEGORY_SYSTEM, "code": c, "display": category_label(c)} for c in categories],
+            }
+        )
     for org in organisations:
         reference = _ods_ref(org) | ({"display": names[org]} if org in names else {})
         denials.append({"type": "deny", "actor": [{"role": {"text": "recipient"}, "reference": reference}]})
@@ -243,15 +291,21 @@ def parse_preferences(body: dict[str, Any]) -> Preferences:
         for j, cls in enumerate(rule.get("class") or []):
             code = cls.get("code") if isinstance(cls, dict) else None
             if code not in CATEGORIES:
-                issues.append(Issue(Code.INVALID_RESOURCE, f"category must be one of {', '.join(CATEGORIES)}",
-                                    f"{where}.class[{j}]"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE, f"category must be one of {', '.join(CATEGORIES)}", f"{where}.class[{j}]"
+                    )
+                )
             elif code not in categories:
                 categories.append(code)
         for j, actor in enumerate(rule.get("actor") or []):
             org = identifier_value(actor.get("reference") if isinstance(actor, dict) else None, ODS_CODE)
             if not org:
-                issues.append(Issue(Code.INVALID_RESOURCE, "actor.reference.identifier must be an ODS code",
-                                    f"{where}.actor[{j}]"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE, "actor.reference.identifier must be an ODS code", f"{where}.actor[{j}]"
+                    )
+                )
             elif org not in organisations:
                 organisations.append(org)
         if not rule.get("class") and not rule.get("actor"):
@@ -308,19 +362,33 @@ class CarerRequest:
 
 def parse_related_person(body: dict[str, Any]) -> CarerRequest:
     issues: list[Issue] = []
-    subject = next((i.get("value") for i in body.get("identifier") or []
-                    if isinstance(i, dict) and i.get("system") == CARER_SUBJECT_SYSTEM), None)
+    subject = next(
+        (
+            i.get("value")
+            for i in body.get("identifier") or []
+            if isinstance(i, dict) and i.get("system") == CARER_SUBJECT_SYSTEM
+        ),
+        None,
+    )
     if not isinstance(subject, str) or not subject.strip():
-        issues.append(Issue(Code.INVALID_RESOURCE, f"identifier must hold the carer's login ({CARER_SUBJECT_SYSTEM})",
-                            "RelatedPerson.identifier"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                f"identifier must hold the carer's login ({CARER_SUBJECT_SYSTEM})",
+                "RelatedPerson.identifier",
+            )
+        )
     names = body.get("name") or []
     name = names[0].get("text") if names and isinstance(names[0], dict) else None
     if not isinstance(name, str) or not name.strip():
         issues.append(Issue(Code.INVALID_RESOURCE, "name[0].text is required", "RelatedPerson.name"))
     relationships = body.get("relationship") or []
     relationship = relationships[0].get("text") if relationships and isinstance(relationships[0], dict) else None
-    valid_to = _date(body.get("period", {}).get("end") if isinstance(body.get("period"), dict) else None,
-                     "RelatedPerson.period.end", issues)
+    valid_to = _date(
+        body.get("period", {}).get("end") if isinstance(body.get("period"), dict) else None,
+        "RelatedPerson.period.end",
+        issues,
+    )
     if issues:
         raise FhirError(issues)
     return CarerRequest(str(subject).strip(), str(name).strip(), relationship, valid_to)
@@ -334,19 +402,35 @@ class OrganisationInput:
 
 def parse_organization(body: dict[str, Any]) -> OrganisationInput:
     issues: list[Issue] = []
-    ods = next((i.get("value") for i in body.get("identifier") or []
-                if isinstance(i, dict) and i.get("system") == ODS_CODE), None)
+    ods = next(
+        (i.get("value") for i in body.get("identifier") or [] if isinstance(i, dict) and i.get("system") == ODS_CODE),
+        None,
+    )
     if not isinstance(ods, str) or not ods.isalnum() or not 3 <= len(ods) <= 10:
-        issues.append(Issue(Code.INVALID_RESOURCE, f"identifier must hold an ODS code ({ODS_CODE})",
-                            "Organization.identifier"))
+        issues.append(
+            Issue(Code.INVALID_RESOURCE, f"identifier must hold an ODS code ({ODS_CODE})", "Organization.identifier")
+        )
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         issues.append(Issue(Code.INVALID_RESOURCE, "name is required", "Organization.name"))
-    kind = next((c.get("code") for t in body.get("type") or [] if isinstance(t, dict)
-                 for c in t.get("coding") or [] if isinstance(c, dict) and c.get("system") == ORG_TYPE_SYSTEM), None)
+    kind = next(
+        (
+            c.get("code")
+            for t in body.get("type") or []
+            if isinstance(t, dict)
+            for c in t.get("coding") or []
+            if isinstance(c, dict) and c.get("system") == ORG_TYPE_SYSTEM
+        ),
+        None,
+    )
     if kind not in ORGANISATION_KINDS:
-        issues.append(Issue(Code.INVALID_RESOURCE, f"type must be one of {', '.join(ORGANISATION_KINDS)} "
-                            f"({ORG_TYPE_SYSTEM})", "Organization.type"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                f"type must be one of {', '.join(ORGANISATION_KINDS)} ({ORG_TYPE_SYSTEM})",
+                "Organization.type",
+            )
+        )
     contacts = body.get("contact") or []
     if not isinstance(contacts, list) or not all(isinstance(c, dict) for c in contacts):
         issues.append(Issue(Code.INVALID_RESOURCE, "contact must be a list of contacts", "Organization.contact"))
@@ -371,14 +455,24 @@ def parse_careteam(body: dict[str, Any], *, careteam_id: str) -> CareTeamState:
     managing = body.get("managingOrganization") or []
     org = identifier_value(managing[0], ODS_CODE) if managing else None
     if not org:
-        issues.append(Issue(Code.INVALID_RESOURCE, "managingOrganization[0].identifier must be an ODS code",
-                            "CareTeam.managingOrganization"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                "managingOrganization[0].identifier must be an ODS code",
+                "CareTeam.managingOrganization",
+            )
+        )
     coordinators = []
     for i, p in enumerate(body.get("participant") or []):
         who = (p.get("member") or {}).get("display") if isinstance(p, dict) else None
         if not isinstance(who, str) or not who.strip():
-            issues.append(Issue(Code.INVALID_RESOURCE, "member.display must name the coordinator's login",
-                                f"CareTeam.participant[{i}]"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    "member.display must name the coordinator's login",
+                    f"CareTeam.participant[{i}]",
+                )
+            )
         else:
             coordinators.append(who.strip())
     category = (body.get("category") or [{}])[0]
@@ -388,9 +482,15 @@ def parse_careteam(body: dict[str, Any], *, careteam_id: str) -> CareTeamState:
         issues.append(Issue(Code.INVALID_RESOURCE, "status must be active or inactive", "CareTeam.status"))
     if issues:
         raise FhirError(issues)
-    return CareTeamState(careteam_id=careteam_id, name=str(name).strip(), organisation=str(org),
-                         tumour_site=site or None, coordinators=tuple(coordinators), active=status == "active",
-                         version=1)
+    return CareTeamState(
+        careteam_id=careteam_id,
+        name=str(name).strip(),
+        organisation=str(org),
+        tumour_site=site or None,
+        coordinators=tuple(coordinators),
+        active=status == "active",
+        version=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -414,38 +514,79 @@ def parse_contract(body: dict[str, Any]) -> ContractInput:
     for i, ref in enumerate(body.get("authority") or []):
         org = identifier_value(ref, ODS_CODE)
         if not org:
-            issues.append(Issue(Code.INVALID_RESOURCE, "each authority must carry an ODS code identifier",
-                                f"Contract.authority[{i}]"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    "each authority must carry an ODS code identifier",
+                    f"Contract.authority[{i}]",
+                )
+            )
         elif org not in parties:
             parties.append(org)
     scope = body["scope"] if isinstance(body.get("scope"), dict) else {}
     purposes = [str(c.get("code")) for c in scope.get("coding") or [] if isinstance(c, dict)]
     if not purposes or any(p not in PURPOSES for p in purposes):
-        issues.append(Issue(Code.INVALID_RESOURCE, f"scope.coding must list purposes from {', '.join(PURPOSES)}",
-                            "Contract.scope"))
-    categories = [str(c.get("code")) for t in body.get("term") or [] if isinstance(t, dict)
-                  for a in t.get("asset") or [] if isinstance(a, dict)
-                  for cc in a.get("type") or [] if isinstance(cc, dict)
-                  for c in cc.get("coding") or [] if isinstance(c, dict)]
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE, f"scope.coding must list purposes from {', '.join(PURPOSES)}", "Contract.scope"
+            )
+        )
+    categories = [
+        str(c.get("code"))
+        for t in body.get("term") or []
+        if isinstance(t, dict)
+        for a in t.get("asset") or []
+        if isinstance(a, dict)
+        for cc in a.get("type") or []
+        if isinstance(cc, dict)
+        for c in cc.get("coding") or []
+        if isinstance(c, dict)
+    ]
     if any(c not in CATEGORIES for c in categories):
-        issues.append(Issue(Code.INVALID_RESOURCE, f"term.asset.type categories must be from {', '.join(CATEGORIES)}",
-                            "Contract.term"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                f"term.asset.type categories must be from {', '.join(CATEGORIES)}",
+                "Contract.term",
+            )
+        )
     applies = body["applies"] if isinstance(body.get("applies"), dict) else {}
     valid_from = _date(applies.get("start"), "Contract.applies.start", issues)
     valid_to = _date(applies.get("end"), "Contract.applies.end", issues)
     if valid_from and valid_to and valid_to <= valid_from:
         issues.append(Issue(Code.INVALID_RESOURCE, "applies.end must be after applies.start", "Contract.applies"))
-    template = any(isinstance(e, dict) and e.get("url") == TEMPLATE_EXTENSION and e.get("valueBoolean") is True
-                   for e in body.get("extension") or [])
-    admits = next((e.get("valueCode") for e in body.get("extension") or []
-                   if isinstance(e, dict) and e.get("url") == ADMITS_EXTENSION), None)
+    template = any(
+        isinstance(e, dict) and e.get("url") == TEMPLATE_EXTENSION and e.get("valueBoolean") is True
+        for e in body.get("extension") or []
+    )
+    admits = next(
+        (
+            e.get("valueCode")
+            for e in body.get("extension") or []
+            if isinstance(e, dict) and e.get("url") == ADMITS_EXTENSION
+        ),
+        None,
+    )
     if admits is not None and (admits not in ORGANISATION_KINDS or not template):
-        issues.append(Issue(Code.INVALID_RESOURCE, "a template may admit one organisation type from "
-                            f"{', '.join(ORGANISATION_KINDS)}", "Contract.extension"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                f"a template may admit one organisation type from {', '.join(ORGANISATION_KINDS)}",
+                "Contract.extension",
+            )
+        )
     if issues:
         raise FhirError(issues)
-    return ContractInput(str(title).strip(), tuple(parties), tuple(dict.fromkeys(purposes)),
-                         tuple(dict.fromkeys(categories)), valid_from, valid_to, template, admits)
+    return ContractInput(
+        str(title).strip(),
+        tuple(parties),
+        tuple(dict.fromkeys(purposes)),
+        tuple(dict.fromkeys(categories)),
+        valid_from,
+        valid_to,
+        template,
+        admits,
+    )
 
 
 def _date(value: Any, where: str, issues: list[Issue]) -> datetime | None:

@@ -81,8 +81,9 @@ def _search(resource_type: str) -> Callable[[web.Request], Any]:
         found = await _service(request).registry.all(kind, where, limit=count + 1, skip=offset)
         kept = {k: v for k, v in request.query.items() if not k.startswith("_")}
         entries = [await _to_fhir(_service(request), s) for s in found[:count]]
-        return fhir_response(searchset(request.path, kept, entries, count=count, offset=offset,
-                                       has_more=len(found) > count))
+        return fhir_response(
+            searchset(request.path, kept, entries, count=count, offset=offset, has_more=len(found) > count)
+        )
 
     return search
 
@@ -105,13 +106,17 @@ def _collection(resources_: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- directory ----------------------------------------------------------------------------------------
 
+
 async def create_organization(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Organization", "c")
     given = resources.parse_organization(await read_json(request, resource_type="Organization", model=Organization))
     state = await _service(request).directory.register(who, given)
-    return fhir_response(await _organization(_service(request), state), status=201,
-                         headers={"Location": f"/fhir/Organization/{state.ods_code}"})
+    return fhir_response(
+        await _organization(_service(request), state),
+        status=201,
+        headers={"Location": f"/fhir/Organization/{state.ods_code}"},
+    )
 
 
 async def update_organization(request: web.Request) -> web.Response:
@@ -129,8 +134,9 @@ async def create_careteam(request: web.Request) -> web.Response:
     team_id = body.get("id")
     if not isinstance(team_id, str) or not TEAM_ID.match(team_id):
         raise FhirError.of(Code.INVALID_RESOURCE, "id must be a short lower-case slug, e.g. rj1-lung.", "CareTeam.id")
-    state = await _service(request).directory.save_team(who, resources.parse_careteam(body, careteam_id=team_id),
-                                                        create=True)
+    state = await _service(request).directory.save_team(
+        who, resources.parse_careteam(body, careteam_id=team_id), create=True
+    )
     return fhir_response(resources.careteam(state), status=201, headers={"Location": f"/fhir/CareTeam/{team_id}"})
 
 
@@ -145,13 +151,17 @@ async def update_careteam(request: web.Request) -> web.Response:
 
 # -- ISAs -----------------------------------------------------------------------------------------------
 
+
 async def propose(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Contract", "c")
     draft = resources.parse_contract(await read_json(request, resource_type="Contract", model=Contract))
     state = await _service(request).isas.propose(who, draft)
-    return fhir_response(await _contract(_service(request), state), status=201,
-                         headers={"Location": f"/fhir/Contract/{state.agreement_id}"})
+    return fhir_response(
+        await _contract(_service(request), state),
+        status=201,
+        headers={"Location": f"/fhir/Contract/{state.agreement_id}"},
+    )
 
 
 async def _accept(request: web.Request) -> web.Response:
@@ -189,10 +199,14 @@ def _join_decision(approve: bool) -> Callable[[web.Request], Any]:
     async def decide(request: web.Request) -> web.Response:
         who = caller(request)
         who.require("Contract", "u")
-        orgs = [o.rpartition("|")[2].removeprefix("Organization/")
-                for o in _parameters(await read_json(request, resource_type="Parameters", model=Parameters), "organization")]
+        orgs = [
+            o.rpartition("|")[2].removeprefix("Organization/")
+            for o in _parameters(await read_json(request, resource_type="Parameters", model=Parameters), "organization")
+        ]
         if len(orgs) != 1:
-            raise FhirError.of(Code.INVALID_RESOURCE, "Name the one organisation (organization).", "Parameters.parameter")
+            raise FhirError.of(
+                Code.INVALID_RESOURCE, "Name the one organisation (organization).", "Parameters.parameter"
+            )
         state = await _service(request).isas.decide_join(who, request.match_info["id"], orgs[0], approve=approve)
         return fhir_response(await _contract(_service(request), state))
 
@@ -217,15 +231,30 @@ async def duplicates(request: web.Request) -> web.Response:
     who.require("Contract", "s")
     party = request.query.get("party")
     found = await _service(request).isas.duplicates_for(
-        who, party.rpartition("|")[2].removeprefix("Organization/") if party else None,
-        request_id=request_id(request), address=request.remote)
-    return fhir_response({"resourceType": "Parameters", "parameter": [
-        {"name": "overlap", "part": [
-            *({"name": "agreement", "valueReference": {"reference": f"Contract/{a}", "display": t}}
-              for a, t in zip(o["agreements"], o["titles"], strict=True)),
-            *({"name": "party", "valueString": p} for p in o["parties"]),
-            *({"name": "purpose", "valueCode": p} for p in o["purposes"]),
-        ]} for o in map(overlap_json, found)]})
+        who,
+        party.rpartition("|")[2].removeprefix("Organization/") if party else None,
+        request_id=request_id(request),
+        address=request.remote,
+    )
+    return fhir_response(
+        {
+            "resourceType": "Parameters",
+            "parameter": [
+                {
+                    "name": "overlap",
+                    "part": [
+                        *(
+                            {"name": "agreement", "valueReference": {"reference": f"Contract/{a}", "display": t}}
+                            for a, t in zip(o["agreements"], o["titles"], strict=True)
+                        ),
+                        *({"name": "party", "valueString": p} for p in o["parties"]),
+                        *({"name": "purpose", "valueCode": p} for p in o["purposes"]),
+                    ],
+                }
+                for o in map(overlap_json, found)
+            ],
+        }
+    )
 
 
 def _parameters(body: dict[str, Any], name: str) -> list[Any]:
@@ -234,7 +263,9 @@ def _parameters(body: dict[str, Any], name: str) -> list[Any]:
     values = []
     for p in body.get("parameter") or []:
         if isinstance(p, dict) and p.get("name") == name:
-            ref = (p.get("valueReference") or {}).get("reference") if isinstance(p.get("valueReference"), dict) else None
+            ref = (
+                (p.get("valueReference") or {}).get("reference") if isinstance(p.get("valueReference"), dict) else None
+            )
             values.append(ref.removeprefix("Contract/") if isinstance(ref, str) else p.get("valueString"))
     return [v for v in values if isinstance(v, str) and v]
 
@@ -244,8 +275,9 @@ async def retire(request: web.Request) -> web.Response:
     who.require("Contract", "u")
     kept = _parameters(await read_json(request, resource_type="Parameters", model=Parameters), "replacedBy")
     if len(kept) != 1:
-        raise FhirError.of(Code.INVALID_RESOURCE, "Name the one agreement that replaces it (replacedBy).",
-                           "Parameters.parameter")
+        raise FhirError.of(
+            Code.INVALID_RESOURCE, "Name the one agreement that replaces it (replacedBy).", "Parameters.parameter"
+        )
     state = await _service(request).isas.retire(who, request.match_info["id"], kept[0])
     return fhir_response(await _contract(_service(request), state))
 
@@ -256,9 +288,14 @@ async def merge(request: web.Request) -> web.Response:
     body = await read_json(request, resource_type="Parameters", model=Parameters)
     ids = tuple(_parameters(body, "agreement"))
     titles = _parameters(body, "title")
-    state = await _service(request).isas.merge(who, ids, titles[0] if titles else "Merged information sharing agreement")
-    return fhir_response(await _contract(_service(request), state), status=201,
-                         headers={"Location": f"/fhir/Contract/{state.agreement_id}"})
+    state = await _service(request).isas.merge(
+        who, ids, titles[0] if titles else "Merged information sharing agreement"
+    )
+    return fhir_response(
+        await _contract(_service(request), state),
+        status=201,
+        headers={"Location": f"/fhir/Contract/{state.agreement_id}"},
+    )
 
 
 async def upload_document(request: web.Request) -> web.Response:
@@ -276,13 +313,18 @@ async def upload_document(request: web.Request) -> web.Response:
 async def download_document(request: web.Request) -> web.StreamResponse:
     who = caller(request)
     who.require("Contract", "r")
-    state, data = await _service(request).isas.read_document(who, request.match_info["id"],
-                                                             request_id=request_id(request), address=request.remote)
-    return web.Response(body=data, content_type="application/pdf",
-                        headers={"ETag": f'"{state.document_sha256}"', "Cache-Control": "no-store"})
+    state, data = await _service(request).isas.read_document(
+        who, request.match_info["id"], request_id=request_id(request), address=request.remote
+    )
+    return web.Response(
+        body=data,
+        content_type="application/pdf",
+        headers={"ETag": f'"{state.document_sha256}"', "Cache-Control": "no-store"},
+    )
 
 
 # -- the patient's view -----------------------------------------------------------------------------
+
 
 def _patient_reader(request: web.Request) -> tuple[Caller, str]:
     """A patient or carer reading about a patient: both hold a DocumentReference search scope."""
@@ -292,8 +334,9 @@ def _patient_reader(request: web.Request) -> tuple[Caller, str]:
 
 
 async def _on_record(request: web.Request, who: Caller, nhs: str, resource: str) -> None:
-    await _service(request).patients.on_record(who, nhs, resource, request_id=request_id(request),
-                                               address=request.remote)
+    await _service(request).patients.on_record(
+        who, nhs, resource, request_id=request_id(request), address=request.remote
+    )
 
 
 async def record_holders(request: web.Request) -> web.Response:
@@ -303,15 +346,27 @@ async def record_holders(request: web.Request) -> web.Response:
     entries = []
     for h in holders:
         org = await _service(request).registry.one(OrganisationState, h["organisation"])
-        resource = resources.organization(org) if org else {
-            "resourceType": "Organization", "id": h["organisation"], "name": h["name"],
-            "identifier": [{"system": ODS_CODE, "value": h["organisation"]}]}
-        resource["extension"] = [{"url": HOLDING_EXTENSION, "extension": [
-            {"url": "documents", "valueInteger": h["documents"]},
-            *({"url": "category", "valueCode": c} for c in h["categories"]),
-            {"url": "firstStored", "valueDateTime": h["first_stored"]},
-            {"url": "lastStored", "valueDateTime": h["last_stored"]},
-        ]}]
+        resource = (
+            resources.organization(org)
+            if org
+            else {
+                "resourceType": "Organization",
+                "id": h["organisation"],
+                "name": h["name"],
+                "identifier": [{"system": ODS_CODE, "value": h["organisation"]}],
+            }
+        )
+        resource["extension"] = [
+            {
+                "url": HOLDING_EXTENSION,
+                "extension": [
+                    {"url": "documents", "valueInteger": h["documents"]},
+                    *({"url": "category", "valueCode": c} for c in h["categories"]),
+                    {"url": "firstStored", "valueDateTime": h["first_stored"]},
+                    {"url": "lastStored", "valueDateTime": h["last_stored"]},
+                ],
+            }
+        ]
         entries.append(resource)
     return fhir_response(_collection(entries))
 
@@ -322,8 +377,11 @@ async def consents(request: web.Request) -> web.Response:
     preferences = await patients.preferences(who, nhs)
     grants = await patients.carers(who, nhs)
     await _on_record(request, who, nhs, "Consent")
-    return fhir_response(_collection([resources.preferences_consent(preferences, nhs, EXCEPTIONS),
-                                      *(resources.carer_consent(g) for g in grants)]))
+    return fhir_response(
+        _collection(
+            [resources.preferences_consent(preferences, nhs, EXCEPTIONS), *(resources.carer_consent(g) for g in grants)]
+        )
+    )
 
 
 async def _names(service: AgreementsService, codes: tuple[str, ...]) -> dict[str, str]:
@@ -360,10 +418,13 @@ async def grant_carer(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Consent", "c")
     nhs = _service(request).patients.patient_of(who, request.query.get("patient"))
-    wanted = resources.parse_related_person(await read_json(request, resource_type="RelatedPerson", model=RelatedPerson))
+    wanted = resources.parse_related_person(
+        await read_json(request, resource_type="RelatedPerson", model=RelatedPerson)
+    )
     grant = await _service(request).patients.grant(who, nhs, wanted)
-    return fhir_response(resources.related_person(grant), status=201,
-                         headers={"Location": f"/fhir/RelatedPerson/{grant.grant_id}"})
+    return fhir_response(
+        resources.related_person(grant), status=201, headers={"Location": f"/fhir/RelatedPerson/{grant.grant_id}"}
+    )
 
 
 async def revoke_carer(request: web.Request) -> web.Response:

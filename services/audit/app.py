@@ -24,8 +24,15 @@ NAME = "audit"
 def install(app: web.Application, settings: AuditSettings | None = None) -> None:
     """Put audit into ``app``; its settings are read from the environment here, once, unless given."""
     own = settings or AuditSettings()
-    mount(app, name=NAME, key=routes.AUDIT, build=functools.partial(Audit, settings=own),
-          add_routes=routes.add_routes, queue=topology.AUDIT, handler=consumers.handler)
+    mount(
+        app,
+        name=NAME,
+        key=routes.AUDIT,
+        build=functools.partial(Audit, settings=own),
+        add_routes=routes.add_routes,
+        queue=topology.AUDIT,
+        handler=consumers.handler,
+    )
 
 
 # The routes as /openapi.json describes them.
@@ -65,8 +72,9 @@ SPEC = ServiceSpec(
 )
 
 
-def create_app(settings: Settings, ports: Ports | None = None, *,
-               audit: AuditSettings | None = None) -> web.Application:
+def create_app(
+    settings: Settings, ports: Ports | None = None, *, audit: AuditSettings | None = None
+) -> web.Application:
     """The audit app; its own settings are read here, once, unless given."""
     spec = dataclasses.replace(SPEC, install=functools.partial(install, settings=audit or AuditSettings()))
     return build_app(settings, [spec], ports=ports)

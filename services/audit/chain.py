@@ -85,12 +85,12 @@ def _fast_read(text: str) -> Document | None:
         return None
     at = text.find(',"prev_hash":"', _BODY_AT)
     tail = text.rfind(',"seq":')
-    if at < 0 or text[at + 78:at + 91] != '","resource":' or tail < 0 or not text.endswith("}"):
+    if at < 0 or text[at + 78 : at + 91] != '","resource":' or tail < 0 or not text.endswith("}"):
         return None
-    seq = text[tail + 7:-1]
+    seq = text[tail + 7 : -1]
     if not seq.isdigit() or text[8:20] != f"{int(seq):012d}":
         return None
-    return {"seq": int(seq), "prev_hash": text[at + 14:at + 78], "hash": digest, "_hash_holds": True}
+    return {"seq": int(seq), "prev_hash": text[at + 14 : at + 78], "hash": digest, "_hash_holds": True}
 
 
 def hash_of(doc: Document) -> str:
@@ -123,8 +123,9 @@ class AppendOnly:
     async def insert(self, doc: Document, *, session: Session | None = None) -> None:
         await self._c.insert(doc, session=session)
 
-    async def insert_many(self, docs: Sequence[Document], texts: Sequence[str], *,
-                          session: Session | None = None) -> None:
+    async def insert_many(
+        self, docs: Sequence[Document], texts: Sequence[str], *, session: Session | None = None
+    ) -> None:
         """Insert records, as their stored ``texts`` where the store takes serialised documents."""
         insert_serialized = getattr(self._c, "insert_serialized", None)
         if insert_serialized is None:
@@ -132,8 +133,9 @@ class AppendOnly:
         else:
             await insert_serialized([(d["_id"], t) for d, t in zip(docs, texts, strict=True)], session=session)
 
-    async def find_serialized(self, where: dict[str, Any], *, sort: Sequence[tuple[str, int]], limit: int,
-                              fields: Sequence[str]) -> list[tuple[Any, ...]] | None:
+    async def find_serialized(
+        self, where: dict[str, Any], *, sort: Sequence[tuple[str, int]], limit: int, fields: Sequence[str]
+    ) -> list[tuple[Any, ...]] | None:
         """Stored texts with some fields, where the store can give them unparsed; else ``None``."""
         find = getattr(self._c, "find_serialized", None)
         return None if find is None else await find(where, sort=sort, limit=limit, fields=fields)
@@ -179,11 +181,19 @@ class AuditChain:
         if not 1 <= checkpoint_every <= VERIFY_PAGE:
             raise ValueError(f"checkpoint_every must be 1..{VERIFY_PAGE}")
         self._store = store
-        self._records = AppendOnly(store.collection(
-            "audit_records",
-            [Index(("seq",), unique=True), Index(("event_id",), unique=True),
-             Index(("entities",)), Index(("orgs",)), Index(("patient",)), *extra_indexes],
-        ))
+        self._records = AppendOnly(
+            store.collection(
+                "audit_records",
+                [
+                    Index(("seq",), unique=True),
+                    Index(("event_id",), unique=True),
+                    Index(("entities",)),
+                    Index(("orgs",)),
+                    Index(("patient",)),
+                    *extra_indexes,
+                ],
+            )
+        )
         self._checkpoints = AppendOnly(store.collection("audit_checkpoints", [Index(("seq",), unique=True)]))
         self._signer_source = signer
         self._signer: CheckpointSigner | None = None
@@ -255,8 +265,10 @@ class AuditChain:
             try:
                 async with self._store.transaction() as session:
                     ids = list(dict.fromkeys(p.event_id for p in batch))
-                    known = {d["event_id"] for d in await self._records.find(
-                        {"event_id": {"$in": ids}}, limit=len(ids), session=session)}
+                    known = {
+                        d["event_id"]
+                        for d in await self._records.find({"event_id": {"$in": ids}}, limit=len(ids), session=session)
+                    }
                     head = await self.head(session)
                     seq = head["seq"] if head else 0
                     prev = head["hash"] if head else GENESIS
@@ -270,13 +282,18 @@ class AuditChain:
                         known.add(p.event_id)
                         seq += 1
                         # Through JSON once, so the hash is over exactly what a later read returns.
-                        doc: Document = json.loads(json.dumps({
-                            **p.index,
-                            "seq": seq,
-                            "event_id": p.event_id,
-                            "prev_hash": prev,
-                            "resource": {**p.resource, "id": str(seq)},
-                        }, default=str))
+                        doc: Document = json.loads(
+                            json.dumps(
+                                {
+                                    **p.index,
+                                    "seq": seq,
+                                    "event_id": p.event_id,
+                                    "prev_hash": prev,
+                                    "resource": {**p.resource, "id": str(seq)},
+                                },
+                                default=str,
+                            )
+                        )
                         body = _canonical_text(doc)
                         doc["_id"] = f"{seq:012d}"
                         doc["hash"] = prev = hashlib.sha256(body.encode()).hexdigest()
@@ -300,7 +317,9 @@ class AuditChain:
         seq = head["seq"]
         covered = await self._records.find(
             {"seq": {"$gt": seq - self.checkpoint_every, "$lte": seq}},
-            sort=[("seq", ASCENDING)], limit=self.checkpoint_every, session=session,
+            sort=[("seq", ASCENDING)],
+            limit=self.checkpoint_every,
+            session=session,
         )
         cp: Document = {
             "_id": f"{seq:012d}",
@@ -323,8 +342,9 @@ class AuditChain:
         """Every matching record in chain order, a page at a time (keyset paging on ``seq``)."""
         after = 0
         while True:
-            docs = await self._records.find({**(where or {}), "seq": {"$gt": after}},
-                                            sort=[("seq", ASCENDING)], limit=page)
+            docs = await self._records.find(
+                {**(where or {}), "seq": {"$gt": after}}, sort=[("seq", ASCENDING)], limit=page
+            )
             for doc in docs:
                 yield doc
             if len(docs) < page:
@@ -346,8 +366,12 @@ class AuditChain:
             page = await self._page(expected)
             if not page:
                 break
-            cps = {c["seq"]: c for c in await self._checkpoints.find(
-                {"seq": {"$gte": page[0]["seq"], "$lte": page[-1]["seq"]}}, limit=VERIFY_PAGE)}
+            cps = {
+                c["seq"]: c
+                for c in await self._checkpoints.find(
+                    {"seq": {"$gte": page[0]["seq"], "$lte": page[-1]["seq"]}}, limit=VERIFY_PAGE
+                )
+            }
             for doc in page:
                 seq = doc.get("seq")
                 if seq != expected:
@@ -365,7 +389,6 @@ class AuditChain:
             return checker.broken(last + 1, f"record {last + 1} is missing (checkpoint {later[0]['seq']} covers it)")
         return checker.result(last)
 
-
     async def _page(self, first: int) -> list[Document]:
         """The next records to verify, from ``first`` on. Where the store gives the stored text, a record
         whose text hashes to its own hash is not parsed; the others are parsed and checked as always."""
@@ -373,7 +396,7 @@ class AuditChain:
         rows = await self._records.find_serialized(where, sort=sort, limit=VERIFY_PAGE, fields=())
         if rows is None:
             return await self._records.find(where, sort=sort, limit=VERIFY_PAGE)
-        return [_fast_read(text) or json.loads(text) for text, in rows]
+        return [_fast_read(text) or json.loads(text) for (text,) in rows]
 
 
 class _Checker:
@@ -394,7 +417,9 @@ class _Checker:
     def check_signature(self, cp: Document) -> str | None:
         if self.signer is None:
             return None
-        if cp.get("key_id") != self.signer.key_id or not self.signer.verify(_checkpoint_payload(cp), cp.get("signature", "")):
+        if cp.get("key_id") != self.signer.key_id or not self.signer.verify(
+            _checkpoint_payload(cp), cp.get("signature", "")
+        ):
             return f"the signature of checkpoint {cp.get('seq')} is not valid"
         return None
 
@@ -412,14 +437,17 @@ class _Checker:
             # The links are consistent but the signed hashes are not: the chain was rewritten. The signed
             # list names the first record that differs.
             signed = cp.get("hashes") or []
-            for (at, actual), expected in zip(self.recent, signed[-len(self.recent):], strict=False):
+            for (at, actual), expected in zip(self.recent, signed[-len(self.recent) :], strict=False):
                 if actual != expected:
-                    return self.broken(at, f"record {at} differs from signed checkpoint {seq} (the chain was rewritten)")
+                    return self.broken(
+                        at, f"record {at} differs from signed checkpoint {seq} (the chain was rewritten)"
+                    )
             return self.broken(seq, f"record {seq} differs from signed checkpoint {seq} (the chain was rewritten)")
         self.checkpoints += 1
         self.last_checkpoint = seq
         return None
 
     def result(self, last: int) -> Verification:
-        return Verification(True, self.count, None, None, self.since, self.checkpoints,
-                            unsigned=max(0, last - self.last_checkpoint))
+        return Verification(
+            True, self.count, None, None, self.since, self.checkpoints, unsigned=max(0, last - self.last_checkpoint)
+        )

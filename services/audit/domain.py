@@ -25,10 +25,10 @@ from services.audit.records import AUDIT_SOURCE, KINDS, Who, audited, build, con
 from services.audit.settings import AuditSettings
 from services.audit.signing import CheckpointSigner
 from shared.auth import Caller
+from shared.context import ServiceContext
 from shared.correlation import denial_recorded
 from shared.events import Event
 from shared.fhir.errors import Code, FhirError
-from shared.context import ServiceContext
 from shared.policy import PolicyView
 from shared.store import Index, Session
 
@@ -100,7 +100,9 @@ class Audit:
 
             await self.chain.append(record_id, resource, index, also=also)
 
-    async def _involve_custodians(self, event: Event, records: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+    async def _involve_custodians(
+        self, event: Event, records: list[tuple[str, dict[str, Any], dict[str, Any]]]
+    ) -> None:
         # A document's custodian travels in its facts; a care plan's in the plan event itself.
         custodian = facts(event)["custodian"] or event.data.get("custodian")
         for _, _, index in records:
@@ -115,12 +117,29 @@ class Audit:
                 if (team := await self.policy.careteam(team_id)) is not None:
                     index["orgs"] = sorted({*index["orgs"], team.organisation})
 
-    async def _own(self, event_type: str, who: Caller, *, address: str | None, request_id: str | None,
-                   query: str | None = None, patient: str | None = None, entities: list[str] | None = None) -> None:
+    async def _own(
+        self,
+        event_type: str,
+        who: Caller,
+        *,
+        address: str | None,
+        request_id: str | None,
+        query: str | None = None,
+        patient: str | None = None,
+        entities: list[str] | None = None,
+    ) -> None:
         resource, index = build(
-            event_type=event_type, source=AUDIT_SOURCE, moment=datetime.now(UTC), who=Who.of(who, address),
-            entities=entities or [], orgs=[who.org], patient=patient, request_id=request_id,
-            recorded=datetime.now(UTC), kind=KINDS[event_type], query=query,
+            event_type=event_type,
+            source=AUDIT_SOURCE,
+            moment=datetime.now(UTC),
+            who=Who.of(who, address),
+            entities=entities or [],
+            orgs=[who.org],
+            patient=patient,
+            request_id=request_id,
+            recorded=datetime.now(UTC),
+            kind=KINDS[event_type],
+            query=query,
         )
         await self.chain.append(f"audit:{uuid.uuid4()}", resource, index)
 
@@ -139,14 +158,27 @@ class Audit:
             return {"$or": [{"orgs": who.org}, *({"entities": f"Contract/{a.agreement_id}"} for a in agreements)]}
         if who.role in ("patient", "carer"):
             raise FhirError.of(Code.FORBIDDEN, "Patients see who accessed their records in their access report.")
-        raise FhirError.of(Code.FORBIDDEN, "Only an organisation's DCC administrators and auditors, and the exchange "
-                           "operator, may read the audit log.")
+        raise FhirError.of(
+            Code.FORBIDDEN,
+            "Only an organisation's DCC administrators and auditors, and the exchange "
+            "operator, may read the audit log.",
+        )
 
-    async def search(self, who: Caller, where: dict[str, Any], *, count: int, offset: int, query: str,
-                     address: str | None = None, request_id: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+    async def search(
+        self,
+        who: Caller,
+        where: dict[str, Any],
+        *,
+        count: int,
+        offset: int,
+        query: str,
+        address: str | None = None,
+        request_id: str | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
         scope = await self.scope_for(who)
-        await self._own("audit.searched", who, address=address, request_id=request_id, query=query,
-                        patient=where.get("patient"))
+        await self._own(
+            "audit.searched", who, address=address, request_id=request_id, query=query, patient=where.get("patient")
+        )
         docs = await self.chain.search({**where, **scope}, limit=count + 1, skip=offset)
         return [d["resource"] for d in docs[:count]], len(docs) > count
 
@@ -154,22 +186,24 @@ class Audit:
     async def verify(self, who: Caller, *, since: int | str | None = None) -> Verification:
         """The whole chain, or from a checkpoint (its record number, or ``"latest"``) on."""
         if who.role not in VERIFIERS:
-            raise FhirError.of(Code.FORBIDDEN, "Only DCC administrators, auditors and systems may verify the audit chain.")
+            raise FhirError.of(
+                Code.FORBIDDEN, "Only DCC administrators, auditors and systems may verify the audit chain."
+            )
         if since == "latest":
             newest = await self.chain.checkpoints(limit=1)
             since = newest[0]["seq"] if newest else None
         return await self.chain.verify(since=since if isinstance(since, int) else None)
 
     # -- export -------------------------------------------------------------------------------------
-    async def export(self, who: Caller, start: str, end: str, *, address: str | None = None,
-                     request_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def export(
+        self, who: Caller, start: str, end: str, *, address: str | None = None, request_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """The stored records (chain fields included) with ``start <= recorded < end``, in chain order.
 
         The operator's export is the whole chain, which re-verifies link by link; an organisation's is
         its slice, in which each record's hash still verifies but the links skip other organisations'."""
         scope = await self.scope_for(who)
-        await self._own("audit.exported", who, address=address, request_id=request_id,
-                        query=f"start={start}&end={end}")
+        await self._own("audit.exported", who, address=address, request_id=request_id, query=f"start={start}&end={end}")
         return self._export(start, end, scope)
 
     async def _export(self, start: str, end: str, scope: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -177,8 +211,9 @@ class Audit:
             yield {k: v for k, v in doc.items() if k != "_id"}
 
     # -- the patient's access report ----------------------------------------------------------------
-    async def access_report(self, who: Caller, nhs_number: str | None, *, address: str | None = None,
-                            request_id: str | None = None) -> AccessReport:
+    async def access_report(
+        self, who: Caller, nhs_number: str | None, *, address: str | None = None, request_id: str | None = None
+    ) -> AccessReport:
         if who.role == "patient":
             if not who.patient:
                 raise FhirError.of(Code.FORBIDDEN, "The token does not name a patient.")
@@ -190,9 +225,16 @@ class Audit:
                 raise FhirError.of(Code.INVALID_PARAMETER, "Name the patient: ?patient=<NHS number>.", "patient")
             decision = await self.policy.acts_for_patient(who, nhs_number)
             record = consent_decision(
-                event_type="audit.access-report", source=AUDIT_SOURCE, who=Who.of(who, address), patient=nhs_number,
-                basis=decision.reason, allowed=decision.allowed, request_id=request_id, recorded=datetime.now(UTC),
-                entities=[], orgs=[who.org],
+                event_type="audit.access-report",
+                source=AUDIT_SOURCE,
+                who=Who.of(who, address),
+                patient=nhs_number,
+                basis=decision.reason,
+                allowed=decision.allowed,
+                request_id=request_id,
+                recorded=datetime.now(UTC),
+                entities=[],
+                orgs=[who.org],
             )
             await self.chain.append(f"audit:{uuid.uuid4()}", *record)
             if not decision.allowed:
@@ -201,8 +243,14 @@ class Audit:
         else:
             raise FhirError.of(Code.FORBIDDEN, "The access report is for the patient and the carers they authorise.")
         assert nhs_number is not None
-        await self._own("audit.access-report", who, address=address, request_id=request_id,
-                        query=f"patient={nhs_number}", patient=nhs_number)
+        await self._own(
+            "audit.access-report",
+            who,
+            address=address,
+            request_id=request_id,
+            query=f"patient={nhs_number}",
+            patient=nhs_number,
+        )
         return await self._report(nhs_number)
 
     async def _report(self, nhs_number: str) -> AccessReport:
@@ -244,8 +292,9 @@ class Audit:
         for holder in holders.values():
             holder.name = names.get(holder.ods_code)
         held = [h for h in holders.values() if h.documents]
-        return AccessReport(nhs_number, datetime.now(UTC), sorted(held, key=lambda h: h.ods_code),
-                            accesses, names, rules, kinds)
+        return AccessReport(
+            nhs_number, datetime.now(UTC), sorted(held, key=lambda h: h.ods_code), accesses, names, rules, kinds
+        )
 
 
 # Records that one organisation holds: a read or refusal of one involves its holder.
@@ -267,8 +316,10 @@ def _own_use(doc: dict[str, Any], custodians: dict[str, str]) -> bool:
 
 def _document_of(doc: dict[str, Any]) -> str | None:
     """The document a document.* record is about (its first DocumentReference entity)."""
-    return next((e.removeprefix("DocumentReference/") for e in doc.get("entities", [])
-                 if e.startswith("DocumentReference/")), None)
+    return next(
+        (e.removeprefix("DocumentReference/") for e in doc.get("entities", []) if e.startswith("DocumentReference/")),
+        None,
+    )
 
 
 def _for_patient(resource: dict[str, Any], kinds: dict[str, str]) -> dict[str, Any]:
@@ -295,11 +346,25 @@ def summary(resource: dict[str, Any]) -> dict[str, Any]:
             role = agent["role"][0]["coding"][0]["code"]
     refs = [e["what"]["reference"] for e in resource.get("entity", []) if e.get("what", {}).get("reference")]
     document = next((r.split("/", 1)[1] for r in refs if r.startswith("DocumentReference/")), None)
-    interaction = next((c.get("code") for c in resource.get("subtype", [])
-                        if c.get("system") == "http://hl7.org/fhir/restful-interaction"), None)
-    return {"org": org, "subject": subject, "role": role, "when": resource.get("period", {}).get("start"),
-            "document": document, "allowed": resource.get("outcome") == "0", "refs": refs,
-            "search": interaction == "search",
-            # The LHCIE event type is always the second subtype (services/audit/records.py).
-            "event": (resource.get("subtype") or [{}, {}])[1].get("code") if len(resource.get("subtype") or []) > 1 else None}
-
+    interaction = next(
+        (
+            c.get("code")
+            for c in resource.get("subtype", [])
+            if c.get("system") == "http://hl7.org/fhir/restful-interaction"
+        ),
+        None,
+    )
+    return {
+        "org": org,
+        "subject": subject,
+        "role": role,
+        "when": resource.get("period", {}).get("start"),
+        "document": document,
+        "allowed": resource.get("outcome") == "0",
+        "refs": refs,
+        "search": interaction == "search",
+        # The LHCIE event type is always the second subtype (services/audit/records.py).
+        "event": (resource.get("subtype") or [{}, {}])[1].get("code")
+        if len(resource.get("subtype") or []) > 1
+        else None,
+    }

@@ -58,8 +58,11 @@ def date_filter(values: Sequence[str]) -> dict[str, str]:
 def patient_of(value: str) -> str:
     system, code = parse_token(value)
     if system not in (None, NHS_NUMBER) or not valid_nhs_number(code):
-        raise FhirError.of(Code.INVALID_PARAMETER,
-                           f"patient.identifier must be a valid NHS number ({NHS_NUMBER}|<number>).", "patient.identifier")
+        raise FhirError.of(
+            Code.INVALID_PARAMETER,
+            f"patient.identifier must be a valid NHS number ({NHS_NUMBER}|<number>).",
+            "patient.identifier",
+        )
     return code
 
 
@@ -93,8 +96,11 @@ def search_filter(query: Mapping[str, str], dates: Sequence[str]) -> dict[str, A
 def export_range(start: str | None, end: str | None) -> tuple[str, str]:
     """``start`` and ``end`` (both inclusive at their precision: end=2026-11-30 includes that day)."""
     if not start or not end:
-        raise FhirError.of(Code.INVALID_PARAMETER, "Give both start and end, e.g. start=2026-11-01&end=2026-11-30.",
-                           "start" if not start else "end")
+        raise FhirError.of(
+            Code.INVALID_PARAMETER,
+            "Give both start and end, e.g. start=2026-11-01&end=2026-11-30.",
+            "start" if not start else "end",
+        )
     _, lo, _ = date_bounds(start, "start")
     _, _, hi = date_bounds(end, "end")
     if hi <= lo:

@@ -60,8 +60,12 @@ class Kind:
 
 
 TREAT, PATRQT, HOPERAT, HSYSADMIN = "TREAT", "PATRQT", "HOPERAT", "HSYSADMIN"
-PURPOSE_DISPLAY = {TREAT: "treatment", PATRQT: "patient requested", HOPERAT: "healthcare operations",
-                   HSYSADMIN: "health system administration"}
+PURPOSE_DISPLAY = {
+    TREAT: "treatment",
+    PATRQT: "patient requested",
+    HOPERAT: "healthcare operations",
+    HSYSADMIN: "health system administration",
+}
 
 KINDS: dict[str, Kind] = {
     "document.received": Kind("C", "create", "0", TREAT),
@@ -101,23 +105,30 @@ KINDS: dict[str, Kind] = {
 }
 # The care service (issue 18): plans, repatriations and discharge summaries, recorded as their verbs say
 # (a discharge summary's delivery is its disclosure to one recipient).
-KINDS.update({
-    "careplan.created": Kind("C", "create", "0", TREAT),
-    "careplan.updated": Kind("U", "update", "0", TREAT),
-    "transfer.requested": Kind("C", "create", "0", TREAT),
-    "transfer.updated": Kind("U", "update", "0", TREAT),
-    "transfer.escalated": Kind("U", "update", "0", TREAT),
-    "discharge.delivered": Kind("C", "create", "0", TREAT),
-    "discharge.acknowledged": Kind("U", "update", "0", TREAT),
-    "discharge.superseded": Kind("U", "update", "0", TREAT),
-    "discharge.escalated": Kind("U", "update", "0", TREAT),
-})
+KINDS.update(
+    {
+        "careplan.created": Kind("C", "create", "0", TREAT),
+        "careplan.updated": Kind("U", "update", "0", TREAT),
+        "transfer.requested": Kind("C", "create", "0", TREAT),
+        "transfer.updated": Kind("U", "update", "0", TREAT),
+        "transfer.escalated": Kind("U", "update", "0", TREAT),
+        "discharge.delivered": Kind("C", "create", "0", TREAT),
+        "discharge.acknowledged": Kind("U", "update", "0", TREAT),
+        "discharge.superseded": Kind("U", "update", "0", TREAT),
+        "discharge.escalated": Kind("U", "update", "0", TREAT),
+    }
+)
 # Access-decision rules that rest on the patient's consent (shared.policy rule names and the like).
 CONSENT_RULES = ("carer", "consent", "opt-out", "opted-out", "preference")
 ACTIONS = {"create": "C", "read": "R", "update": "U", "delete": "D", "search": "E"}
 # record.read's actions as BALP interactions: a search is a Query ('E'); every other read is a Read ('R').
-READS = {"search": ("E", "search"), "read": ("R", "read"), "vread": ("R", "vread"), "download": ("R", "read"),
-         "export": ("R", "read")}
+READS = {
+    "search": ("E", "search"),
+    "read": ("R", "read"),
+    "vread": ("R", "vread"),
+    "download": ("R", "read"),
+    "export": ("R", "read"),
+}
 OPERATION_OUTCOMES = {"success": "0", "refused": "4", "failed": "8"}
 
 
@@ -130,7 +141,9 @@ def kind_of(event_type: str, data: dict[str, Any] | None = None) -> Kind:
     if kind is None:
         # An event type added to the contract after this table: still recorded, by the verb it ends in.
         verb = event_type.rsplit(".", 1)[-1]
-        action = {"deleted": "D", "removed": "D", "created": "C", "raised": "C", "read": "R", "searched": "E"}.get(verb, "U")
+        action = {"deleted": "D", "removed": "D", "created": "C", "raised": "C", "read": "R", "searched": "E"}.get(
+            verb, "U"
+        )
         interaction = {"C": "create", "D": "delete", "R": "read", "E": "search"}.get(action, "update")
         kind = Kind(action, interaction, "4" if verb == "failed" else "0", TREAT)
     if event_type == "access.denied" and data and data.get("action") in ACTIONS:
@@ -176,7 +189,9 @@ def _purpose(code: str) -> list[dict[str, Any]]:
     return [{"coding": [_coding(ACT_REASON, code, PURPOSE_DISPLAY.get(code))]}]
 
 
-def _agents(who: Who | None, server: str, purpose: str, *, reading: bool, custodian: str | None) -> list[dict[str, Any]]:
+def _agents(
+    who: Who | None, server: str, purpose: str, *, reading: bool, custodian: str | None
+) -> list[dict[str, Any]]:
     agents: list[dict[str, Any]] = []
     if who is not None:
         client: dict[str, Any] = {
@@ -187,49 +202,69 @@ def _agents(who: Who | None, server: str, purpose: str, *, reading: bool, custod
         if who.address:
             client["network"] = {"address": who.address, "type": "2"}
         agents.append(client)
-    agents.append({
-        "type": {"coding": [_coding(DCM, "110152", "Destination Role ID")]},
-        "who": {"display": server},
-        "requestor": who is None,
-    })
+    agents.append(
+        {
+            "type": {"coding": [_coding(DCM, "110152", "Destination Role ID")]},
+            "who": {"display": server},
+            "requestor": who is None,
+        }
+    )
     if who is not None:
-        user_type = _coding(PARTICIPATION, "IRCP", "information recipient") if reading else (
-            _coding(SECURITY_ROLE, "dataprocessor", "data processor") if who.role == "system"
-            else _coding(SECURITY_ROLE, "humanuser", "human user"))
+        user_type = (
+            _coding(PARTICIPATION, "IRCP", "information recipient")
+            if reading
+            else (
+                _coding(SECURITY_ROLE, "dataprocessor", "data processor")
+                if who.role == "system"
+                else _coding(SECURITY_ROLE, "humanuser", "human user")
+            )
+        )
         roles = [{"coding": [_coding(LHCIE_ROLE, who.role)]}]
         if who.mdt:
             roles.append({"coding": [_coding("https://lhcie.london/fhir/CodeSystem/careteam", who.mdt)]})
-        agents.append({
-            "type": {"coding": [user_type]},
-            "who": {"identifier": {"system": SUBJECT, "value": who.subject}, "display": who.subject},
-            "requestor": True,
-            "role": roles,
-            "purposeOfUse": _purpose(purpose),
-        })
-        agents.append({
-            "type": {"coding": [_coding(ROLE_CLASS, "PROV", "healthcare provider")]},
-            "who": {"identifier": {"system": ODS_CODE, "value": who.org}, "display": who.org},
-            "requestor": False,
-        })
+        agents.append(
+            {
+                "type": {"coding": [user_type]},
+                "who": {"identifier": {"system": SUBJECT, "value": who.subject}, "display": who.subject},
+                "requestor": True,
+                "role": roles,
+                "purposeOfUse": _purpose(purpose),
+            }
+        )
+        agents.append(
+            {
+                "type": {"coding": [_coding(ROLE_CLASS, "PROV", "healthcare provider")]},
+                "who": {"identifier": {"system": ODS_CODE, "value": who.org}, "display": who.org},
+                "requestor": False,
+            }
+        )
     if custodian is not None:
-        agents.append({
-            "type": {"coding": [_coding(PARTICIPATION, "CST", "custodian")]},
-            "who": {"identifier": {"system": ODS_CODE, "value": custodian}, "display": custodian},
-            "requestor": False,
-        })
+        agents.append(
+            {
+                "type": {"coding": [_coding(PARTICIPATION, "CST", "custodian")]},
+                "who": {"identifier": {"system": ODS_CODE, "value": custodian}, "display": custodian},
+                "requestor": False,
+            }
+        )
     return agents
 
 
 def _entity(ref: str) -> dict[str, Any]:
     rtype = ref.split("/", 1)[0]
     role = ("3", "Report") if rtype == "DocumentReference" else ("4", "Domain Resource")
-    return {"what": {"reference": ref}, "type": _coding(ENTITY_TYPE, "2", "System Object"),
-            "role": _coding(OBJECT_ROLE, *role)}
+    return {
+        "what": {"reference": ref},
+        "type": _coding(ENTITY_TYPE, "2", "System Object"),
+        "role": _coding(OBJECT_ROLE, *role),
+    }
 
 
 def _patient_entity(nhs: str) -> dict[str, Any]:
-    return {"what": {"identifier": {"system": NHS_NUMBER, "value": nhs}},
-            "type": _coding(ENTITY_TYPE, "1", "Person"), "role": _coding(OBJECT_ROLE, "1", "Patient")}
+    return {
+        "what": {"identifier": {"system": NHS_NUMBER, "value": nhs}},
+        "type": _coding(ENTITY_TYPE, "1", "Person"),
+        "role": _coding(OBJECT_ROLE, "1", "Patient"),
+    }
 
 
 def _request_entity(request_id: str) -> dict[str, Any]:
@@ -237,8 +272,11 @@ def _request_entity(request_id: str) -> dict[str, Any]:
 
 
 def _query_entity(query: str) -> dict[str, Any]:
-    return {"type": _coding(ENTITY_TYPE, "2", "System Object"), "role": _coding(OBJECT_ROLE, "24", "Query"),
-            "query": base64.b64encode(query.encode()).decode()}
+    return {
+        "type": _coding(ENTITY_TYPE, "2", "System Object"),
+        "role": _coding(OBJECT_ROLE, "24", "Query"),
+        "query": base64.b64encode(query.encode()).decode(),
+    }
 
 
 def facts(event: Event) -> dict[str, Any]:
@@ -248,11 +286,20 @@ def facts(event: Event) -> dict[str, Any]:
     refs: list[str] = []
     if document.get("document_id"):
         refs += [f"DocumentReference/{document['document_id']}", f"Binary/{document['document_id']}"]
-    for key, prefix in (("document_id", "DocumentReference/"), ("alert_id", "Communication/"),
-                        ("subscription_id", "Subscription/"), ("agreement_id", "Contract/"),
-                        ("careteam_id", "CareTeam/"), ("organisation", "Organization/"), ("ods_code", "Organization/"), ("grant_id", "Consent/"),
-                        ("recipient", ""), ("escalated_to", ""), ("replaced_by", "DocumentReference/"),
-                        ("target", "")):
+    for key, prefix in (
+        ("document_id", "DocumentReference/"),
+        ("alert_id", "Communication/"),
+        ("subscription_id", "Subscription/"),
+        ("agreement_id", "Contract/"),
+        ("careteam_id", "CareTeam/"),
+        ("organisation", "Organization/"),
+        ("ods_code", "Organization/"),
+        ("grant_id", "Consent/"),
+        ("recipient", ""),
+        ("escalated_to", ""),
+        ("replaced_by", "DocumentReference/"),
+        ("target", ""),
+    ):
         value = data.get(key)
         if value and (prefix or "/" in str(value)):
             refs.append(prefix + str(value))
@@ -264,15 +311,22 @@ def facts(event: Event) -> dict[str, Any]:
         if resource.startswith("Binary/"):
             refs.append("DocumentReference/" + resource.removeprefix("Binary/"))
     actor = data.get("actor") or {}
-    orgs = {o for o in (actor.get("org"), document.get("custodian"), data.get("organisation"), data.get("ods_code")) if o}
+    orgs = {
+        o for o in (actor.get("org"), document.get("custodian"), data.get("organisation"), data.get("ods_code")) if o
+    }
     orgs.update(data.get("parties") or [])
     patient = document.get("patient_nhs_number") or data.get("patient_nhs_number")
     if not patient:
         for nested in ("carer_grant", "preferences"):
             patient = patient or (data.get(nested) or {}).get("patient_nhs_number")
     who = Who(actor["org"], actor["role"], actor["subject"], actor.get("address"), actor.get("mdt")) if actor else None
-    return {"entities": list(dict.fromkeys(refs)), "orgs": sorted(orgs), "patient": patient, "who": who,
-            "custodian": document.get("custodian")}
+    return {
+        "entities": list(dict.fromkeys(refs)),
+        "orgs": sorted(orgs),
+        "patient": patient,
+        "who": who,
+        "custodian": document.get("custodian"),
+    }
 
 
 def consent_basis(event: Event, who: Who | None) -> str | None:
@@ -305,24 +359,37 @@ def build(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One BALP AuditEvent and its search fields (``rule``: the access-decision rule, kept for the
     patient's access report)."""
-    disclosure = (event_type == "document.retrieved" and who is not None and custodian is not None
-                  and who.org != custodian)
+    disclosure = (
+        event_type == "document.retrieved" and who is not None and custodian is not None and who.org != custodian
+    )
     purpose = PATRQT if who is not None and who.role in ("patient", "carer") else kind.purpose
     # The LHCIE event type is always the second subtype, so a reader can rely on where it is.
     event_code = _coding(LHCIE_EVENTS, event_type)
     if disclosure:
         rtype = _coding(DCM, "110106", "Export")
-        subtypes = [_coding(LIFECYCLE, "disclose", "Disclose Record Lifecycle Event"), event_code,
-                    _coding(RESTFUL, kind.interaction)]
+        subtypes = [
+            _coding(LIFECYCLE, "disclose", "Disclose Record Lifecycle Event"),
+            event_code,
+            _coding(RESTFUL, kind.interaction),
+        ]
         profile = "PrivacyDisclosure.Source"
     else:
         rtype = _coding(AUDIT_TYPE, "rest", "RESTful Operation")
         subtypes = [_coding(RESTFUL, kind.interaction), event_code]
         # BALP has no pattern for an operation: its records keep the basic shape (and the Query profile's
         # query entity when there is one).
-        base = {"create": "Create", "read": "Read", "vread": "Read", "update": "Update", "delete": "Delete",
-                "search": "Query", "operation": "Query"}[kind.interaction]
-        profile = ("Patient" + base if patient else base) if base != "Query" else ("PatientQuery" if patient else "Query")
+        base = {
+            "create": "Create",
+            "read": "Read",
+            "vread": "Read",
+            "update": "Update",
+            "delete": "Delete",
+            "search": "Query",
+            "operation": "Query",
+        }[kind.interaction]
+        profile = (
+            ("Patient" + base if patient else base) if base != "Query" else ("PatientQuery" if patient else "Query")
+        )
     entity = [_entity(ref) for ref in entities]
     if patient:
         entity.append(_patient_entity(patient))
@@ -340,10 +407,18 @@ def build(
         "recorded": recorded.isoformat(),
         "outcome": kind.outcome,
         "purposeOfEvent": _purpose(purpose),
-        "agent": _agents(who, source, purpose, reading=kind.action in ("R", "E") and kind.interaction != "operation",
-                         custodian=custodian if disclosure else None),
-        "source": {"site": "lhcie", "observer": {"display": source},
-                   "type": [_coding(SOURCE_TYPE, "4", "Application Server")]},
+        "agent": _agents(
+            who,
+            source,
+            purpose,
+            reading=kind.action in ("R", "E") and kind.interaction != "operation",
+            custodian=custodian if disclosure else None,
+        ),
+        "source": {
+            "site": "lhcie",
+            "observer": {"display": source},
+            "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
+        },
         "entity": entity,
     }
     if outcome_desc and kind.outcome != "0":
@@ -383,8 +458,10 @@ def consent_decision(
     orgs: list[str],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """BALP Consent Authorized Decision: the decision itself, made on the strength of a consent."""
-    subtypes = [_coding(AUTHZ, "AuthZ-Consent", "Authorization Decision using Roles and Consent"),
-                _coding(LHCIE_EVENTS, event_type)]
+    subtypes = [
+        _coding(AUTHZ, "AuthZ-Consent", "Authorization Decision using Roles and Consent"),
+        _coding(LHCIE_EVENTS, event_type),
+    ]
     rtype = _coding(DCM, "110113", "Security Alert")
     entity: list[dict[str, Any]] = []
     if patient:
@@ -394,8 +471,13 @@ def consent_decision(
     if request_id:
         entity.append(_request_entity(request_id))
     agents = _agents(who, source, PATRQT, reading=True, custodian=None)
-    agents.append({"type": {"coding": [_coding(SECURITY_ROLE, "authserver", "authorization server")]},
-                   "who": {"display": source}, "requestor": False})
+    agents.append(
+        {
+            "type": {"coding": [_coding(SECURITY_ROLE, "authserver", "authorization server")]},
+            "who": {"display": source},
+            "requestor": False,
+        }
+    )
     outcome = "0" if allowed else "4"
     resource = {
         "resourceType": "AuditEvent",
@@ -407,16 +489,27 @@ def consent_decision(
         "outcome": outcome,
         "purposeOfEvent": _purpose(PATRQT),
         "agent": agents,
-        "source": {"site": "lhcie", "observer": {"display": source},
-                   "type": [_coding(SOURCE_TYPE, "6", "Security Server")]},
+        "source": {
+            "site": "lhcie",
+            "observer": {"display": source},
+            "type": [_coding(SOURCE_TYPE, "6", "Security Server")],
+        },
         "entity": entity,
     }
     if not allowed:
         resource["outcomeDesc"] = basis
     index = {
-        "entities": entities, "orgs": orgs, "agent_orgs": [who.org], "patient": patient,
-        "types": _token_values([rtype]), "subtypes": _token_values(subtypes), "event_type": event_type,
-        "outcome": outcome, "action": "E", "date": index_date(recorded), "request_id": request_id,
+        "entities": entities,
+        "orgs": orgs,
+        "agent_orgs": [who.org],
+        "patient": patient,
+        "types": _token_values([rtype]),
+        "subtypes": _token_values(subtypes),
+        "event_type": event_type,
+        "outcome": outcome,
+        "action": "E",
+        "date": index_date(recorded),
+        "request_id": request_id,
     }
     return resource, index
 
@@ -432,9 +525,18 @@ def records_for(event: Event, *, recorded: datetime | None = None) -> list[Recor
     reason = event.data.get("reason") or event.data.get("detail")
     rule = event.data.get("reason_code") or event.data.get("rule")
     resource, index = build(
-        event_type=str(event.type), source=event.source, moment=event.time, who=f["who"],
-        entities=f["entities"], orgs=f["orgs"], patient=f["patient"], request_id=event.correlationid,
-        recorded=at, kind=kind, custodian=f["custodian"], outcome_desc=str(reason) if reason else None,
+        event_type=str(event.type),
+        source=event.source,
+        moment=event.time,
+        who=f["who"],
+        entities=f["entities"],
+        orgs=f["orgs"],
+        patient=f["patient"],
+        request_id=event.correlationid,
+        recorded=at,
+        kind=kind,
+        custodian=f["custodian"],
+        outcome_desc=str(reason) if reason else None,
         query=event.data["query"] if isinstance(event.data.get("query"), str) else None,
         rule=str(rule) if rule else None,
         document_type=(event.data.get("document") or {}).get("type_display"),
@@ -443,9 +545,16 @@ def records_for(event: Event, *, recorded: datetime | None = None) -> list[Recor
     basis = consent_basis(event, f["who"])
     if basis is not None and f["who"] is not None:
         decision = consent_decision(
-            event_type=str(event.type), source=event.source, who=f["who"], patient=f["patient"], basis=basis,
-            allowed=kind.outcome == "0", request_id=event.correlationid, recorded=at,
-            entities=f["entities"], orgs=f["orgs"],
+            event_type=str(event.type),
+            source=event.source,
+            who=f["who"],
+            patient=f["patient"],
+            basis=basis,
+            allowed=kind.outcome == "0",
+            request_id=event.correlationid,
+            recorded=at,
+            entities=f["entities"],
+            orgs=f["orgs"],
         )
         records.append((event.id + CONSENT_SUFFIX, *decision))
     records.append((event.id, resource, index))

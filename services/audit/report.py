@@ -66,10 +66,12 @@ def described(s: dict[str, Any], kinds: dict[str, str] | None = None) -> str:
 def bundle(report: AccessReport) -> dict[str, Any]:
     """A ``collection`` Bundle: the patient, each organisation holding documents about them (with how
     many), then every access to those documents (AuditEvents, oldest first)."""
-    entries: list[dict[str, Any]] = [{
-        "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-        "resource": {"resourceType": "Patient", "identifier": [{"system": NHS_NUMBER, "value": report.nhs_number}]},
-    }]
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+            "resource": {"resourceType": "Patient", "identifier": [{"system": NHS_NUMBER, "value": report.nhs_number}]},
+        }
+    ]
     for holder in report.holders:
         org: dict[str, Any] = {
             "resourceType": "Organization",
@@ -84,9 +86,17 @@ def bundle(report: AccessReport) -> dict[str, Any]:
     held = {h.ods_code for h in report.holders}
     for ods, name in sorted(report.names.items()):
         if ods not in held:
-            entries.append({"fullUrl": f"Organization/{ods}", "resource": {
-                "resourceType": "Organization", "id": ods, "identifier": [{"system": ODS_CODE, "value": ods}],
-                "name": name}})
+            entries.append(
+                {
+                    "fullUrl": f"Organization/{ods}",
+                    "resource": {
+                        "resourceType": "Organization",
+                        "id": ods,
+                        "identifier": [{"system": ODS_CODE, "value": ods}],
+                        "name": name,
+                    },
+                }
+            )
     for event in report.accesses:
         entries.append({"fullUrl": f"AuditEvent/{event['id']}", "resource": event})
     return {
@@ -99,8 +109,11 @@ def bundle(report: AccessReport) -> dict[str, Any]:
 
 
 # A carer reads the same report about the person they care for: "their records", not "your records".
-THIRD_PERSON = (("you asked", "they asked"), ("have your permission", "have the patient's permission"),
-                ("only you may", "only the patient may"))
+THIRD_PERSON = (
+    ("you asked", "they asked"),
+    ("have your permission", "have the patient's permission"),
+    ("only you may", "only the patient may"),
+)
 
 
 def in_third_person(page: str) -> str:
@@ -120,9 +133,10 @@ def _html_page(report: AccessReport) -> str:
             return "an unknown organisation"
         return f"{report.names[ods]} ({ods})" if ods in report.names else ods
 
-    holders = "".join(
-        f"<tr><td>{escape(org_name(h.ods_code))}</td><td>{len(h.documents)}</td></tr>" for h in report.holders
-    ) or '<tr><td colspan="2">No organisation has shared documents about you through the exchange.</td></tr>'
+    holders = (
+        "".join(f"<tr><td>{escape(org_name(h.ods_code))}</td><td>{len(h.documents)}</td></tr>" for h in report.holders)
+        or '<tr><td colspan="2">No organisation has shared documents about you through the exchange.</td></tr>'
+    )
     rows = []
     for event in report.accesses:
         s = summary(event)
@@ -130,8 +144,10 @@ def _html_page(report: AccessReport) -> str:
         who = escape(f"{ROLE_NAMES.get(s['role'] or '', s['role'] or 'someone')} ({s['subject']})")
         outcome = "seen" if s["allowed"] else "refused"
         why = "" if s["allowed"] else REFUSALS.get(report.rules.get(event.get("id", ""), ""), REFUSED)
-        rows.append(f"<tr><td>{when}</td><td>{escape(org_name(s['org']))}</td><td>{who}</td>"
-                    f"<td>{escape(described(s, report.kinds))}</td><td class=\"{outcome}\">{outcome}</td><td>{escape(why)}</td></tr>")
+        rows.append(
+            f"<tr><td>{when}</td><td>{escape(org_name(s['org']))}</td><td>{who}</td>"
+            f'<td>{escape(described(s, report.kinds))}</td><td class="{outcome}">{outcome}</td><td>{escape(why)}</td></tr>'
+        )
     accesses = "".join(rows) or '<tr><td colspan="6">Nobody has looked at your records through the exchange.</td></tr>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -26,8 +26,13 @@ async def search_audit(request: web.Request) -> web.Response:
     where = search_filter(request.query, request.query.getall("date", []))
     count, offset = page_params(request.query)
     records, more = await request.app[AUDIT].search(
-        who, where, count=count, offset=offset, query=request.query_string,
-        address=request.remote, request_id=request_id(request),
+        who,
+        where,
+        count=count,
+        offset=offset,
+        query=request.query_string,
+        address=request.remote,
+        request_id=request_id(request),
     )
     kept = [(k, v) for k, v in request.query.items() if not k.startswith("_")]
     return fhir_response(searchset(request.path, dict(kept), records, count=count, offset=offset, has_more=more))
@@ -54,7 +59,9 @@ async def verify_chain(request: web.Request) -> web.Response:
     since: int | str | None = None
     if (value := request.query.get("since")) is not None:
         if value != "latest" and (not value.isdigit() or int(value) < 1):
-            raise FhirError.of(Code.INVALID_PARAMETER, "since must be a checkpoint's record number or 'latest'.", "since")
+            raise FhirError.of(
+                Code.INVALID_PARAMETER, "since must be a checkpoint's record number or 'latest'.", "since"
+            )
         since = value if value == "latest" else int(value)
     result = await request.app[AUDIT].verify(who, since=since)
     return fhir_response(verification_parameters(result))
@@ -64,10 +71,12 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
     who = caller(request)
     start, end = export_range(request.query.get("start"), request.query.get("end"))
     lines = await request.app[AUDIT].export(who, start, end, address=request.remote, request_id=request_id(request))
-    response = web.StreamResponse(headers={
-        "Content-Type": NDJSON,
-        "Content-Disposition": f'attachment; filename="audit-{start[:10]}-{end[:10]}.ndjson"',
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": NDJSON,
+            "Content-Disposition": f'attachment; filename="audit-{start[:10]}-{end[:10]}.ndjson"',
+        }
+    )
     await response.prepare(request)
     async for record in lines:
         await response.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
@@ -88,11 +97,15 @@ async def access_report(request: web.Request) -> web.Response:
     who.require("AuditEvent", "r")
     patient = request.query.get("patient")
     report = await request.app[AUDIT].access_report(
-        who, patient_of(patient) if patient else None, address=request.remote, request_id=request_id(request),
+        who,
+        patient_of(patient) if patient else None,
+        address=request.remote,
+        request_id=request_id(request),
     )
     if _wants_html(request):
-        return web.Response(text=html_page(report, carer=who.role == "carer"), content_type="text/html",
-                            charset="utf-8")
+        return web.Response(
+            text=html_page(report, carer=who.role == "carer"), content_type="text/html", charset="utf-8"
+        )
     return fhir_response(bundle(report))
 
 

@@ -20,8 +20,11 @@ from shared.store import open_store
 async def opened(settings: Settings, audit: AuditSettings | None = None) -> AsyncIterator[AuditChain]:
     own = audit or AuditSettings()  # the CLI's one read of LHCIE_AUDIT_*
     store = open_store(settings, "audit")
-    chain = AuditChain(store, signer=lambda: CheckpointSigner.for_settings(own, settings.data_dir),
-                       checkpoint_every=own.checkpoint_interval)
+    chain = AuditChain(
+        store,
+        signer=lambda: CheckpointSigner.for_settings(own, settings.data_dir),
+        checkpoint_every=own.checkpoint_interval,
+    )
     await store.start()
     try:
         yield chain
@@ -40,20 +43,29 @@ async def verify_store(settings: Settings, since: str | None = None) -> dict[str
         elif since is not None:
             start = int(since)
         result = await chain.verify(since=start)
-    return {"intact": result.intact, "count": result.count, "firstBroken": result.first_broken,
-            "problem": result.problem, "sinceCheckpoint": result.since, "checkpoints": result.checkpoints,
-            "unsigned": result.unsigned}
+    return {
+        "intact": result.intact,
+        "count": result.count,
+        "firstBroken": result.first_broken,
+        "problem": result.problem,
+        "sinceCheckpoint": result.since,
+        "checkpoints": result.checkpoints,
+        "unsigned": result.unsigned,
+    }
 
 
-async def export_store(settings: Settings, start: str, end: str, out: IO[str],
-                       progress: Callable[[int], None] | None = None) -> int:
+async def export_store(
+    settings: Settings, start: str, end: str, out: IO[str], progress: Callable[[int], None] | None = None
+) -> int:
     """Write the records recorded in [start, end] to ``out`` as NDJSON; returns how many."""
     lo, hi = export_range(start, end)
     written = 0
     async with opened(settings) as chain:
         async for doc in chain.scan({"date": {"$gte": lo, "$lt": hi}}):
-            out.write(json.dumps({k: v for k, v in doc.items() if k != "_id"}, separators=(",", ":"),
-                                 ensure_ascii=False) + "\n")
+            out.write(
+                json.dumps({k: v for k, v in doc.items() if k != "_id"}, separators=(",", ":"), ensure_ascii=False)
+                + "\n"
+            )
             written += 1
             if progress is not None and written % 10000 == 0:
                 progress(written)
@@ -78,9 +90,13 @@ def run_export(args: Any) -> int:
         if args.url:
             issuer = EmbeddedIssuer(settings.data_dir, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
             query = urllib.parse.urlencode({"start": args.start, "end": args.end})
-            request = urllib.request.Request(f"{args.url.rstrip('/')}/fhir/AuditEvent/$export?{query}", headers={
-                # The whole chain, so the archive re-verifies link by link: the operator's export.
-                "Authorization": f"Bearer {issuer.mint(org=args.org, role='exchange-operator')}"})
+            request = urllib.request.Request(
+                f"{args.url.rstrip('/')}/fhir/AuditEvent/$export?{query}",
+                headers={
+                    # The whole chain, so the archive re-verifies link by link: the operator's export.
+                    "Authorization": f"Bearer {issuer.mint(org=args.org, role='exchange-operator')}"
+                },
+            )
             written = 0
             try:
                 with urllib.request.urlopen(request, timeout=300) as response:

@@ -8,9 +8,9 @@ publishes ``record.read`` and every refusal ``access.denied`` (then 403), in the
 from __future__ import annotations
 
 from shared.auth import Caller
+from shared.context import ServiceContext
 from shared.events import AccessDenied, Actor, DocumentFacts, Event, RecordRead, RoutingKey
 from shared.fhir.errors import Code, FhirError
-from shared.context import ServiceContext
 from shared.policy import Decision, PolicyView
 from shared.store import Session
 
@@ -23,9 +23,16 @@ def facts(record_id: str, patient: str, custodian: str, record_type: str) -> Doc
     """A care record as the policy sees a document: its custodian, patient and SNOMED record type."""
     from shared.fhir.identifiers import SNOMED
 
-    return DocumentFacts(document_id=record_id, patient_nhs_number=patient, custodian=custodian,
-                         type_system=SNOMED, type_code=record_type, content_type="application/fhir+json",
-                         size=0, sha256="")
+    return DocumentFacts(
+        document_id=record_id,
+        patient_nhs_number=patient,
+        custodian=custodian,
+        type_system=SNOMED,
+        type_code=record_type,
+        content_type="application/fhir+json",
+        size=0,
+        sha256="",
+    )
 
 
 class Access:
@@ -38,24 +45,59 @@ class Access:
             return await self.policy.acts_for_patient(who, record.patient_nhs_number)
         return await self.policy.decide(who, record)
 
-    async def read(self, who: Caller, resource: str, *, action: str, patient: str | None, rule: str | None,
-                   request_id: str, session: Session, query: str | None = None, results: int | None = None) -> None:
-        await self.ctx.publish(Event.new(
-            RoutingKey.RECORD_READ,
-            RecordRead(actor=actor_of(who), resource=resource, action=action,
-                       patient_nhs_number=patient, query=query, results=results, rule=rule),
-            source=self.ctx.source, subject=resource.split("/", 1)[0], correlation_id=request_id,
-        ), session=session)
+    async def read(
+        self,
+        who: Caller,
+        resource: str,
+        *,
+        action: str,
+        patient: str | None,
+        rule: str | None,
+        request_id: str,
+        session: Session,
+        query: str | None = None,
+        results: int | None = None,
+    ) -> None:
+        await self.ctx.publish(
+            Event.new(
+                RoutingKey.RECORD_READ,
+                RecordRead(
+                    actor=actor_of(who),
+                    resource=resource,
+                    action=action,
+                    patient_nhs_number=patient,
+                    query=query,
+                    results=results,
+                    rule=rule,
+                ),
+                source=self.ctx.source,
+                subject=resource.split("/", 1)[0],
+                correlation_id=request_id,
+            ),
+            session=session,
+        )
 
-    async def deny(self, who: Caller, resource: str, decision: Decision, *, action: str, patient: str | None,
-                   request_id: str) -> FhirError:
+    async def deny(
+        self, who: Caller, resource: str, decision: Decision, *, action: str, patient: str | None, request_id: str
+    ) -> FhirError:
         """Record the refusal; the caller raises the returned error (403)."""
         async with self.ctx.store.transaction() as session:
-            await self.ctx.publish(Event.new(
-                RoutingKey.ACCESS_DENIED,
-                AccessDenied(actor=actor_of(who), resource=resource, action=action, reason_code=decision.rule,
-                             reason=decision.reason, patient_nhs_number=patient),
-                source=self.ctx.source, subject=resource.split("/", 1)[0], correlation_id=request_id,
-            ), session=session)
+            await self.ctx.publish(
+                Event.new(
+                    RoutingKey.ACCESS_DENIED,
+                    AccessDenied(
+                        actor=actor_of(who),
+                        resource=resource,
+                        action=action,
+                        reason_code=decision.rule,
+                        reason=decision.reason,
+                        patient_nhs_number=patient,
+                    ),
+                    source=self.ctx.source,
+                    subject=resource.split("/", 1)[0],
+                    correlation_id=request_id,
+                ),
+                session=session,
+            )
         self.ctx.outbox.notify()
         return FhirError.of(Code.ACCESS_DENIED, decision.public(request_id))

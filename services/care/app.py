@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.care import consumers, demo, routes
+from services.care.collections import COLLECTIONS
 from services.care.domain import Care
 from services.care.settings import CareSettings
 from shared import topology
+from shared.app_keys import RUNTIME
 from shared.config import Settings
 from shared.http import build_app
-from shared.app_keys import RUNTIME
 from shared.lifecycle import mount
-from services.care.collections import COLLECTIONS
 from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec
 
@@ -42,9 +42,16 @@ def install(app: web.Application) -> None:
     settings = CareSettings()  # a bad LHCIE_CARE_* value stops the start-up
     seed_demo = app[RUNTIME].settings.demo and settings.demo_data
     # The demo data is in place before the process serves, so a quickstart that waits for /readyz finds it.
-    care = mount(app, name=NAME, key=routes.CARE, build=lambda ctx: Care(ctx, settings),
-                 add_routes=routes.add_routes, queue=topology.CARE, handler=consumers.handler,
-                 on_start=_seed if seed_demo else None)
+    care = mount(
+        app,
+        name=NAME,
+        key=routes.CARE,
+        build=lambda ctx: Care(ctx, settings),
+        add_routes=routes.add_routes,
+        queue=topology.CARE,
+        handler=consumers.handler,
+        on_start=_seed if seed_demo else None,
+    )
 
     async def background(_: web.Application) -> AsyncIterator[None]:
         # After mount's context (the store is open); torn down before it.
@@ -90,7 +97,7 @@ SPEC = ServiceSpec(
     install,
     collections=COLLECTIONS,
     operations=OPERATIONS,
-   public_paths=PUBLIC_PATHS,
+    public_paths=PUBLIC_PATHS,
     capability=(
         {
             "type": "CarePlan",
@@ -98,16 +105,28 @@ SPEC = ServiceSpec(
             "readHistory": True,
             "updateCreate": False,
             "conditionalUpdate": False,
-            "interaction": [{"code": "create"}, {"code": "read"}, {"code": "vread"}, {"code": "update"},
-                            {"code": "history-instance"}, {"code": "search-type"}],
-            "searchParam": [{"name": "patient.identifier", "type": "token"}, {"name": "category", "type": "token"},
-                            {"name": "status", "type": "token"}],
+            "interaction": [
+                {"code": "create"},
+                {"code": "read"},
+                {"code": "vread"},
+                {"code": "update"},
+                {"code": "history-instance"},
+                {"code": "search-type"},
+            ],
+            "searchParam": [
+                {"name": "patient.identifier", "type": "token"},
+                {"name": "category", "type": "token"},
+                {"name": "status", "type": "token"},
+            ],
         },
         {
             "type": "Task",
             "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
-            "searchParam": [{"name": "owner", "type": "reference"}, {"name": "requester", "type": "reference"},
-                            {"name": "status", "type": "token"}],
+            "searchParam": [
+                {"name": "owner", "type": "reference"},
+                {"name": "requester", "type": "reference"},
+                {"name": "status", "type": "token"},
+            ],
             "operation": [{"name": "advance", "definition": "https://lhcie.london/fhir/OperationDefinition/advance"}],
         },
         {
@@ -115,9 +134,10 @@ SPEC = ServiceSpec(
             "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
             "documentation": "POST /fhir/Bundle with a document Bundle: a discharge summary (PRSB eDischarge)",
             "searchParam": [{"name": "recipient", "type": "token"}],
-            "operation": [{"name": "acknowledge",
-                           "definition": "https://lhcie.london/fhir/OperationDefinition/itk-acknowledge"},
-                          {"name": "status", "definition": "https://lhcie.london/fhir/OperationDefinition/itk-status"}],
+            "operation": [
+                {"name": "acknowledge", "definition": "https://lhcie.london/fhir/OperationDefinition/itk-acknowledge"},
+                {"name": "status", "definition": "https://lhcie.london/fhir/OperationDefinition/itk-status"},
+            ],
         },
         {"type": "Questionnaire", "interaction": [{"code": "read"}, {"code": "search-type"}]},
     ),

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.care.access import Access, actor_of, facts
-from shared.clock import Clock, fhir_instant
 from services.care.plans import END_OF_LIFE_CATEGORY, PlanInput, check_plan, version_view
 from shared.auth import Caller
+from shared.clock import Clock, fhir_instant
+from shared.context import ServiceContext
 from shared.events import CarePlanChanged, Event, RoutingKey
 from shared.fhir.errors import Code, FhirError, Issue
-from shared.context import ServiceContext
 from shared.policy import Decision
 from shared.store import DESCENDING, Document, Index, Session
 
@@ -65,9 +65,16 @@ class CarePlans:
         plan = check_plan(data)
         self._may_write(who, plan, started_by_patient=who.role == "patient")
         plan_id = str(uuid.uuid4())
-        row = {"_id": plan_id, "patient": plan.patient, "category": END_OF_LIFE_CATEGORY,
-               "record_type": plan.record_type, "status": plan.status, "version": 0, "custodian": who.org,
-               "started_by_patient": who.role == "patient"}
+        row = {
+            "_id": plan_id,
+            "patient": plan.patient,
+            "category": END_OF_LIFE_CATEGORY,
+            "record_type": plan.record_type,
+            "status": plan.status,
+            "version": 0,
+            "custodian": who.org,
+            "started_by_patient": who.role == "patient",
+        }
         async with self.ctx.store.transaction() as session:
             await self._plans.insert(row, session=session)
             out = await self._save(row, plan, who, 0, request_id, RoutingKey.CAREPLAN_CREATED, session)
@@ -75,11 +82,19 @@ class CarePlans:
         log.info("care.plan_created status=%s", plan.status, extra={"code": "CAR001"})
         return out
 
-    async def update(self, plan_id: str, data: dict[str, Any], who: Caller, *, if_match: int | None,
-                     request_id: str) -> Versioned:
+    async def update(
+        self, plan_id: str, data: dict[str, Any], who: Caller, *, if_match: int | None, request_id: str
+    ) -> Versioned:
         if if_match is None:
-            raise FhirError([Issue(Code.CONFLICT, 'A change must name the version it was made from: send If-Match: '
-                                   'W/"<versionId>".')], status=428)
+            raise FhirError(
+                [
+                    Issue(
+                        Code.CONFLICT,
+                        'A change must name the version it was made from: send If-Match: W/"<versionId>".',
+                    )
+                ],
+                status=428,
+            )
         row = await self._plans.get(plan_id)
         if row is None or not await self._may_see_draft(who, row):
             raise FhirError.of(Code.NOT_FOUND)
@@ -89,10 +104,10 @@ class CarePlans:
         if plan.patient != row["patient"]:
             raise FhirError.of(Code.BUSINESS_RULE, "A plan's patient cannot change.", "CarePlan.subject")
         if plan.status not in MOVES[row["status"]]:
-            raise FhirError.of(Code.CONFLICT, f"A {row['status']} plan cannot become {plan.status}.",
-                               "CarePlan.status")
-        self._may_write(who, plan, started_by_patient=row["started_by_patient"], custodian=row["custodian"],
-                        current=row["status"])
+            raise FhirError.of(Code.CONFLICT, f"A {row['status']} plan cannot become {plan.status}.", "CarePlan.status")
+        self._may_write(
+            who, plan, started_by_patient=row["started_by_patient"], custodian=row["custodian"], current=row["status"]
+        )
         if row["version"] != if_match:
             raise _stale(row["version"])
         async with self.ctx.store.transaction() as session:
@@ -100,8 +115,15 @@ class CarePlans:
         self.ctx.outbox.notify()
         return out
 
-    def _may_write(self, who: Caller, plan: PlanInput, *, started_by_patient: bool, custodian: str | None = None,
-                   current: str | None = None) -> None:
+    def _may_write(
+        self,
+        who: Caller,
+        plan: PlanInput,
+        *,
+        started_by_patient: bool,
+        custodian: str | None = None,
+        current: str | None = None,
+    ) -> None:
         if who.role == "patient":
             if who.patient != plan.patient:
                 raise FhirError.of(Code.FORBIDDEN, "A patient may only start their own plan.", "CarePlan.subject")
@@ -117,29 +139,71 @@ class CarePlans:
         if plan.status == ACTIVE and current != ACTIVE and who.role != "clinician":
             raise FhirError.of(Code.FORBIDDEN, "A plan is completed by a clinician.", "CarePlan.status")
 
-    async def _save(self, row: Document, plan: PlanInput, who: Caller, expected: int, request_id: str,
-                    key: RoutingKey, session: Session) -> Versioned:
+    async def _save(
+        self,
+        row: Document,
+        plan: PlanInput,
+        who: Caller,
+        expected: int,
+        request_id: str,
+        key: RoutingKey,
+        session: Session,
+    ) -> Versioned:
         version = expected + 1
         custodian = row["custodian"] if who.role == "patient" else who.org
-        resource = version_view(row["_id"], version, plan.resource, updated=fhir_instant(self.clock.now()),
-                                custodian=custodian, changed_by=f"{who.subject} ({who.org})", reason=plan.reason)
+        resource = version_view(
+            row["_id"],
+            version,
+            plan.resource,
+            updated=fhir_instant(self.clock.now()),
+            custodian=custodian,
+            changed_by=f"{who.subject} ({who.org})",
+            reason=plan.reason,
+        )
         won = await self._plans.update(
             {"_id": row["_id"], "version": expected},
-            {"version": version, "status": plan.status, "record_type": plan.record_type, "custodian": custodian,
-             "resource": resource, "updated": resource["meta"]["lastUpdated"]}, session=session)
+            {
+                "version": version,
+                "status": plan.status,
+                "record_type": plan.record_type,
+                "custodian": custodian,
+                "resource": resource,
+                "updated": resource["meta"]["lastUpdated"],
+            },
+            session=session,
+        )
         if not won:
             raise _stale(None)
-        await self._versions.insert({"_id": f"{row['_id']}/{version}", "plan_id": row["_id"], "version": version,
-                                     "resource": resource, "method": "POST" if version == 1 else "PUT"},
-                                    session=session)
-        await self.ctx.publish(Event.new(
-            key,
-            CarePlanChanged(plan_id=row["_id"], resource=f"CarePlan/{row['_id']}",
-                            version=version, status=plan.status, record_type=plan.record_type,
-                            patient_nhs_number=plan.patient, custodian=custodian, actor=actor_of(who),
-                            reason=plan.reason),
-            source=self.ctx.source, subject=f"CarePlan/{row['_id']}", correlation_id=request_id,
-        ), session=session)
+        await self._versions.insert(
+            {
+                "_id": f"{row['_id']}/{version}",
+                "plan_id": row["_id"],
+                "version": version,
+                "resource": resource,
+                "method": "POST" if version == 1 else "PUT",
+            },
+            session=session,
+        )
+        await self.ctx.publish(
+            Event.new(
+                key,
+                CarePlanChanged(
+                    plan_id=row["_id"],
+                    resource=f"CarePlan/{row['_id']}",
+                    version=version,
+                    status=plan.status,
+                    record_type=plan.record_type,
+                    patient_nhs_number=plan.patient,
+                    custodian=custodian,
+                    actor=actor_of(who),
+                    reason=plan.reason,
+                ),
+                source=self.ctx.source,
+                subject=f"CarePlan/{row['_id']}",
+                correlation_id=request_id,
+            ),
+            session=session,
+        )
         return Versioned(resource, version)
 
     # -- reading ----------------------------------------------------------------------------------
@@ -151,8 +215,9 @@ class CarePlans:
         decision = await self._decide(who, row)
         action = "read" if version is None else "vread"
         if not decision.allowed:
-            raise await self.access.deny(who, f"CarePlan/{plan_id}", decision, action=action, patient=row["patient"],
-                                         request_id=request_id)
+            raise await self.access.deny(
+                who, f"CarePlan/{plan_id}", decision, action=action, patient=row["patient"], request_id=request_id
+            )
         found: Versioned
         if version is None:
             found = Versioned(row["resource"], row["version"])
@@ -170,22 +235,34 @@ class CarePlans:
             raise FhirError.of(Code.NOT_FOUND)
         decision = await self._decide(who, row)
         if not decision.allowed:
-            raise await self.access.deny(who, f"CarePlan/{plan_id}", decision, action="vread", patient=row["patient"],
-                                         request_id=request_id)
+            raise await self.access.deny(
+                who, f"CarePlan/{plan_id}", decision, action="vread", patient=row["patient"], request_id=request_id
+            )
         versions = await self._versions.find({"plan_id": plan_id}, sort=[("version", DESCENDING)], limit=1000)
         await self._audit([plan_id], row["patient"], who, "vread", decision.rule, request_id)
         return versions
 
-    async def search(self, patient: str, who: Caller, *, record_types: set[str] | None, statuses: set[str] | None,
-                     query: str, request_id: str) -> list[dict[str, Any]]:
+    async def search(
+        self,
+        patient: str,
+        who: Caller,
+        *,
+        record_types: set[str] | None,
+        statuses: set[str] | None,
+        query: str,
+        request_id: str,
+    ) -> list[dict[str, Any]]:
         """The patient's current plans the caller may see. Plans it may not see are left out, as documents
         are from a search: that a patient has an end-of-life plan is itself sensitive, so a caller without
         the right learns nothing of it; the refusal is on the record (access.denied) for the patient's report."""
         rows = await self._plans.find({"patient": patient}, sort=[("updated", DESCENDING)], limit=100)
-        candidates = [r for r in rows
-                      if (record_types is None or r["record_type"] in record_types)
-                      and (statuses is None or r["status"] in statuses)
-                      and (r["status"] != DRAFT or await self._may_see_draft(who, r, searching=True))]
+        candidates = [
+            r
+            for r in rows
+            if (record_types is None or r["record_type"] in record_types)
+            and (statuses is None or r["status"] in statuses)
+            and (r["status"] != DRAFT or await self._may_see_draft(who, r, searching=True))
+        ]
         allowed: list[tuple[Document, Decision]] = []
         refused: Decision | None = None
         for row in candidates:
@@ -198,12 +275,29 @@ class CarePlans:
             await self.access.deny(who, "CarePlan", refused, action="search", patient=patient, request_id=request_id)
         async with self.ctx.store.transaction() as session:
             for row, decision in allowed:
-                await self.access.read(who, f"CarePlan/{row['_id']}", action="search", patient=patient,
-                                       rule=decision.rule, request_id=request_id, session=session, query=query,
-                                       results=len(allowed))
+                await self.access.read(
+                    who,
+                    f"CarePlan/{row['_id']}",
+                    action="search",
+                    patient=patient,
+                    rule=decision.rule,
+                    request_id=request_id,
+                    session=session,
+                    query=query,
+                    results=len(allowed),
+                )
             if not allowed:
-                await self.access.read(who, "CarePlan", action="search", patient=patient, rule=None,
-                                       request_id=request_id, session=session, query=query, results=0)
+                await self.access.read(
+                    who,
+                    "CarePlan",
+                    action="search",
+                    patient=patient,
+                    rule=None,
+                    request_id=request_id,
+                    session=session,
+                    query=query,
+                    results=0,
+                )
         self.ctx.outbox.notify()
         return [row["resource"] for row, _ in allowed]
 
@@ -228,8 +322,15 @@ class CarePlans:
     async def _audit(self, ids: list[str], patient: str, who: Caller, action: str, rule: str, request_id: str) -> None:
         async with self.ctx.store.transaction() as session:
             for plan_id in ids:
-                await self.access.read(who, f"CarePlan/{plan_id}", action=action, patient=patient, rule=rule,
-                                       request_id=request_id, session=session)
+                await self.access.read(
+                    who,
+                    f"CarePlan/{plan_id}",
+                    action=action,
+                    patient=patient,
+                    rule=rule,
+                    request_id=request_id,
+                    session=session,
+                )
         self.ctx.outbox.notify()
 
     async def current_for(self, patient: str) -> list[Document]:
@@ -239,5 +340,12 @@ class CarePlans:
 
 def _stale(current: int | None) -> FhirError:
     hint = f' (the current version is W/"{current}")' if current is not None else ""
-    return PreconditionFailed([Issue(Code.CONFLICT, "The plan was changed by someone else since that version"
-                                     f"{hint}; read it again and reapply the change.")], status=412)
+    return PreconditionFailed(
+        [
+            Issue(
+                Code.CONFLICT,
+                f"The plan was changed by someone else since that version{hint}; read it again and reapply the change.",
+            )
+        ],
+        status=412,
+    )

@@ -25,13 +25,23 @@ def _clinician(org: str) -> Caller:
 async def seed(care: Care) -> bool:
     if await care.plans.current_for(DEMO_PATIENT):
         return False
-    await care.plans.create(examples.care_plan(DEMO_PATIENT, reason="Agreed at home visit"), _clinician(SENDER),
-                            request_id="demo")
-    task = await care.transfers.request(examples.repatriation(DEMO_PATIENT, RECEIVER), _clinician(SENDER),
-                                        request_id="demo", decided=True)
-    await care.transfers.advance(task["id"], {"resourceType": "Parameters", "parameter": [
-        {"name": "state", "valueCode": "consultant-identified"},
-        {"name": "consultant", "valueString": "Dr D Orthogeriatrician, GMC 7000001"}]}, _clinician(RECEIVER),
-        request_id="demo")
+    await care.plans.create(
+        examples.care_plan(DEMO_PATIENT, reason="Agreed at home visit"), _clinician(SENDER), request_id="demo"
+    )
+    task = await care.transfers.request(
+        examples.repatriation(DEMO_PATIENT, RECEIVER), _clinician(SENDER), request_id="demo", decided=True
+    )
+    await care.transfers.advance(
+        task["id"],
+        {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "state", "valueCode": "consultant-identified"},
+                {"name": "consultant", "valueString": "Dr D Orthogeriatrician, GMC 7000001"},
+            ],
+        },
+        _clinician(RECEIVER),
+        request_id="demo",
+    )
     log.info("care.demo_seeded", extra={"code": "CAR031"})
     return True

@@ -42,8 +42,7 @@ REQUIRED_WHERE_KNOWN = {
 HEADINGS = {**MANDATORY, **REQUIRED_WHERE_KNOWN}
 # ITK3-style acknowledgement codes.
 INFRASTRUCTURE_OUTCOMES = ("accepted", "rejected")
-REJECTION_CODES = ("duplicate", "payload-validation-failure", "unknown-recipient", "unsupported-payload",
-                   "other")
+REJECTION_CODES = ("duplicate", "payload-validation-failure", "unknown-recipient", "unsupported-payload", "other")
 BUSINESS_CODES = ("patient-known", "patient-not-known", "no-longer-at-setting")
 
 
@@ -65,8 +64,9 @@ def check_summary(data: dict[str, Any], sender: str) -> Summary:
         issues.append(Issue(Code.INVALID_RESOURCE, "type must be document", "Bundle.type"))
     identifier = _dict(data.get("identifier")).get("value")
     if not isinstance(identifier, str) or not identifier.strip():
-        issues.append(Issue(Code.INVALID_RESOURCE, "identifier.value is required (it tracks the document)",
-                            "Bundle.identifier"))
+        issues.append(
+            Issue(Code.INVALID_RESOURCE, "identifier.value is required (it tracks the document)", "Bundle.identifier")
+        )
     entries = _list(data.get("entry"))
     composition = _dict(entries[0]).get("resource") if entries else None
     if not isinstance(composition, dict) or composition.get("resourceType") != "Composition":
@@ -75,32 +75,46 @@ def check_summary(data: dict[str, Any], sender: str) -> Summary:
     where = "Bundle.entry[0].resource"
     codes = [c for c in _list(_dict(composition.get("type")).get("coding")) if isinstance(c, dict)]
     if not any(c.get("system") == SNOMED and c.get("code") == DISCHARGE_TYPE for c in codes):
-        issues.append(Issue(Code.INVALID_RESOURCE, f"type must be {SNOMED}|{DISCHARGE_TYPE} (Discharge summary)",
-                            f"{where}.type"))
+        issues.append(
+            Issue(Code.INVALID_RESOURCE, f"type must be {SNOMED}|{DISCHARGE_TYPE} (Discharge summary)", f"{where}.type")
+        )
     patient = identifier_value(composition.get("subject"), NHS_NUMBER)
     if not valid_nhs_number(patient):
-        issues.append(Issue(Code.INVALID_NHS_NUMBER, "subject.identifier must be a valid NHS number",
-                            f"{where}.subject.identifier"))
+        issues.append(
+            Issue(
+                Code.INVALID_NHS_NUMBER, "subject.identifier must be a valid NHS number", f"{where}.subject.identifier"
+            )
+        )
     sections = _sections(composition, where, issues)
     for code, title in MANDATORY.items():
         if code not in sections:
-            issues.append(Issue(Code.INVALID_RESOURCE, f"the mandatory heading '{title}' is missing",
-                                f"{where}.section"))
+            issues.append(
+                Issue(Code.INVALID_RESOURCE, f"the mandatory heading '{title}' is missing", f"{where}.section")
+            )
         elif not _has_content(sections[code][1]):
-            issues.append(Issue(Code.INVALID_RESOURCE, f"the mandatory heading '{title}' is empty",
-                                sections[code][0]))
+            issues.append(Issue(Code.INVALID_RESOURCE, f"the mandatory heading '{title}' is empty", sections[code][0]))
     gp = _organisations(sections.get("gp-practice"), issues)
     others = _organisations(sections.get("distribution-list"), issues)
     if "gp-practice" in sections and not gp:
-        issues.append(Issue(Code.INVALID_RESOURCE, "the GP practice heading must name the practice by ODS code",
-                            f"{sections['gp-practice'][0]}.entry"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                "the GP practice heading must name the practice by ODS code",
+                f"{sections['gp-practice'][0]}.entry",
+            )
+        )
     replaces = None
     for relation in _list(composition.get("relatesTo")):
         if isinstance(relation, dict) and relation.get("code") == "replaces":
             replaces = _dict(relation.get("targetIdentifier")).get("value")
             if not isinstance(replaces, str):
-                issues.append(Issue(Code.INVALID_RESOURCE, "relatesTo.targetIdentifier.value must name the replaced "
-                                    "document's identifier", f"{where}.relatesTo"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        "relatesTo.targetIdentifier.value must name the replaced document's identifier",
+                        f"{where}.relatesTo",
+                    )
+                )
     if issues:
         raise FhirError(issues)
     assert isinstance(identifier, str) and isinstance(patient, str)
@@ -113,11 +127,19 @@ def _sections(composition: dict[str, Any], where: str, issues: list[Issue]) -> d
     for i, section in enumerate(_list(composition.get("section"))):
         here = f"{where}.section[{i}]"
         section = _dict(section)
-        codes = [c.get("code") for c in _list(_dict(section.get("code")).get("coding"))
-                 if isinstance(c, dict) and c.get("system") == HEADING_SYSTEM]
+        codes = [
+            c.get("code")
+            for c in _list(_dict(section.get("code")).get("coding"))
+            if isinstance(c, dict) and c.get("system") == HEADING_SYSTEM
+        ]
         if not codes or not isinstance(codes[0], str) or codes[0] not in HEADINGS:
-            issues.append(Issue(Code.INVALID_RESOURCE, f"code must be a PRSB eDischarge heading from {HEADING_SYSTEM}",
-                                f"{here}.code"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    f"code must be a PRSB eDischarge heading from {HEADING_SYSTEM}",
+                    f"{here}.code",
+                )
+            )
         elif codes[0] in found:
             issues.append(Issue(Code.INVALID_RESOURCE, f"the heading '{HEADINGS[codes[0]]}' appears twice", here))
         else:
@@ -127,8 +149,11 @@ def _sections(composition: dict[str, Any], where: str, issues: list[Issue]) -> d
 
 def _has_content(section: dict[str, Any]) -> bool:
     div = _dict(section.get("text")).get("div")
-    return bool(section.get("entry")) or bool(section.get("emptyReason")) or (isinstance(div, str) and
-                                                                              len(div.strip()) > len("<div></div>"))
+    return (
+        bool(section.get("entry"))
+        or bool(section.get("emptyReason"))
+        or (isinstance(div, str) and len(div.strip()) > len("<div></div>"))
+    )
 
 
 def _organisations(found: tuple[str, dict[str, Any]] | None, issues: list[Issue]) -> list[str]:
@@ -139,8 +164,9 @@ def _organisations(found: tuple[str, dict[str, Any]] | None, issues: list[Issue]
     for j, entry in enumerate(_list(section.get("entry"))):
         value = identifier_value(entry, ODS_CODE)
         if value is None or not value.isalnum() or len(value) > 10:
-            issues.append(Issue(Code.INVALID_RESOURCE, "must identify an organisation by ODS code",
-                                f"{here}.entry[{j}]"))
+            issues.append(
+                Issue(Code.INVALID_RESOURCE, "must identify an organisation by ODS code", f"{here}.entry[{j}]")
+            )
         else:
             codes.append(value.upper())
     return codes

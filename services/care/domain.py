@@ -6,14 +6,14 @@ from datetime import datetime
 
 from services.care.access import Access
 from services.care.careplans import CarePlans
-from shared.clock import Clock, SystemClock
 from services.care.discharges import Discharges
 from services.care.repatriations import Repatriations
 from services.care.settings import CareSettings
-from shared.timers import Timers
-from shared.events import Event
+from shared.clock import Clock, SystemClock
 from shared.context import ServiceContext
+from shared.events import Event
 from shared.policy import PolicyView
+from shared.timers import Timers
 
 
 class Care:

@@ -48,18 +48,40 @@ def check_plan(data: dict[str, Any]) -> PlanInput:
         issues.append(Issue(Code.INVALID_RESOURCE, "intent must be plan", "CarePlan.intent"))
     patient = identifier_value(data.get("subject"), NHS_NUMBER)
     if not valid_nhs_number(patient):
-        issues.append(Issue(Code.INVALID_NHS_NUMBER, "subject.identifier must be a valid NHS number",
-                            "CarePlan.subject.identifier"))
-    codings = [c for cat in _list(data.get("category")) if isinstance(cat, dict)
-               for c in _list(cat.get("coding")) if isinstance(c, dict)]
+        issues.append(
+            Issue(
+                Code.INVALID_NHS_NUMBER, "subject.identifier must be a valid NHS number", "CarePlan.subject.identifier"
+            )
+        )
+    codings = [
+        c
+        for cat in _list(data.get("category"))
+        if isinstance(cat, dict)
+        for c in _list(cat.get("coding"))
+        if isinstance(c, dict)
+    ]
     if not any(c.get("system") == CATEGORY_SYSTEM and c.get("code") == END_OF_LIFE_CATEGORY for c in codings):
-        issues.append(Issue(Code.INVALID_RESOURCE, f"category must include {CATEGORY_SYSTEM}|{END_OF_LIFE_CATEGORY}",
-                            "CarePlan.category"))
-    types = [c["code"] for c in codings if c.get("system") == SNOMED and isinstance(c.get("code"), str)
-             and c["code"] in RECORD_TYPES]
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                f"category must include {CATEGORY_SYSTEM}|{END_OF_LIFE_CATEGORY}",
+                "CarePlan.category",
+            )
+        )
+    types = [
+        c["code"]
+        for c in codings
+        if c.get("system") == SNOMED and isinstance(c.get("code"), str) and c["code"] in RECORD_TYPES
+    ]
     if len(types) != 1:
-        issues.append(Issue(Code.INVALID_RESOURCE, "category must include exactly one SNOMED record type: "
-                            + ", ".join(f"{k} {v}" for k, v in RECORD_TYPES.items()), "CarePlan.category"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                "category must include exactly one SNOMED record type: "
+                + ", ".join(f"{k} {v}" for k, v in RECORD_TYPES.items()),
+                "CarePlan.category",
+            )
+        )
     form = _form(data, issues)
     if form is not None:
         # A completed plan answers every required section, the patient's consent among them.
@@ -84,14 +106,20 @@ def check_plan(data: dict[str, Any]) -> PlanInput:
 def _form(data: dict[str, Any], issues: list[Issue]) -> dict[str, Any] | None:
     contained = data.get("contained")
     if not isinstance(contained, list) or len(contained) != 1 or not isinstance(contained[0], dict):
-        issues.append(Issue(Code.INVALID_RESOURCE, "contained must hold the plan's form (one QuestionnaireResponse)",
-                            "CarePlan.contained"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                "contained must hold the plan's form (one QuestionnaireResponse)",
+                "CarePlan.contained",
+            )
+        )
         return None
     form = contained[0]
     ref = f"#{form.get('id')}"
     if not any(isinstance(s, dict) and s.get("reference") == ref for s in _list(data.get("supportingInfo"))):
-        issues.append(Issue(Code.INVALID_RESOURCE, f"supportingInfo must reference the form ({ref})",
-                            "CarePlan.supportingInfo"))
+        issues.append(
+            Issue(Code.INVALID_RESOURCE, f"supportingInfo must reference the form ({ref})", "CarePlan.supportingInfo")
+        )
     return form
 
 
@@ -100,15 +128,30 @@ def form_of(resource: dict[str, Any]) -> dict[str, Any]:
     return form
 
 
-def version_view(plan_id: str, version: int, resource: dict[str, Any], *, updated: str, custodian: str,
-                 changed_by: str, reason: str | None) -> dict[str, Any]:
+def version_view(
+    plan_id: str,
+    version: int,
+    resource: dict[str, Any],
+    *,
+    updated: str,
+    custodian: str,
+    changed_by: str,
+    reason: str | None,
+) -> dict[str, Any]:
     """The stored form of one version: the server's id, meta and author added."""
-    meta: dict[str, Any] = {"versionId": str(version), "lastUpdated": updated,
-                            "extension": [{"url": CHANGED_BY, "valueString": changed_by}]}
+    meta: dict[str, Any] = {
+        "versionId": str(version),
+        "lastUpdated": updated,
+        "extension": [{"url": CHANGED_BY, "valueString": changed_by}],
+    }
     if reason:
         meta["extension"].append({"url": CHANGE_REASON, "valueString": reason})
-    out = {"resourceType": "CarePlan", "id": plan_id, "meta": meta, **{k: v for k, v in resource.items()
-                                                                        if k != "resourceType"}}
+    out = {
+        "resourceType": "CarePlan",
+        "id": plan_id,
+        "meta": meta,
+        **{k: v for k, v in resource.items() if k != "resourceType"},
+    }
     out["author"] = {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": custodian}}
     return out
 

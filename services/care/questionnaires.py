@@ -28,13 +28,13 @@ class Item:
     items: tuple[Item, ...] = field(default_factory=tuple)
 
     def to_fhir(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"linkId": self.link_id, "text": self.text, "type": self.type,
-                               "required": self.required}
+        out: dict[str, Any] = {"linkId": self.link_id, "text": self.text, "type": self.type, "required": self.required}
         if self.repeats:
             out["repeats"] = True
         if self.options:
-            out["answerOption"] = [{"valueCoding": {"system": OPTIONS_SYSTEM, "code": c, "display": d}}
-                                   for c, d in self.options]
+            out["answerOption"] = [
+                {"valueCoding": {"system": OPTIONS_SYSTEM, "code": c, "display": d}} for c, d in self.options
+            ]
         if self.items:
             out["item"] = [i.to_fhir() for i in self.items]
         return out
@@ -51,65 +51,122 @@ class Form:
         return BASE + self.name
 
     def to_fhir(self) -> dict[str, Any]:
-        return {"resourceType": "Questionnaire", "id": self.name, "url": self.url, "version": "1",
-                "name": self.name.replace("-", "_"), "title": self.title, "status": "active",
-                "date": "2026-12-01", "publisher": "LHCIE", "item": [i.to_fhir() for i in self.items]}
+        return {
+            "resourceType": "Questionnaire",
+            "id": self.name,
+            "url": self.url,
+            "version": "1",
+            "name": self.name.replace("-", "_"),
+            "title": self.title,
+            "status": "active",
+            "date": "2026-12-01",
+            "publisher": "LHCIE",
+            "item": [i.to_fhir() for i in self.items],
+        }
 
 
-CPR = (("cpr-recommended", "CPR attempts recommended"),
-       ("cpr-not-recommended", "CPR attempts NOT recommended"))
-PREFERENCE = (("sustain-life", "Prioritise sustaining life, even at the expense of some comfort"),
-              ("balance", "A balance between sustaining life and comfort"),
-              ("comfort", "Prioritise comfort, even at the expense of sustaining life"))
-CONSENT = (("patient-consented", "The person consented to this plan and to sharing it"),
-           ("best-interests", "Made in the person's best interests (they lack capacity for this decision)"),
-           ("representative-consented", "Agreed with their lasting power of attorney for health and welfare"))
+CPR = (("cpr-recommended", "CPR attempts recommended"), ("cpr-not-recommended", "CPR attempts NOT recommended"))
+PREFERENCE = (
+    ("sustain-life", "Prioritise sustaining life, even at the expense of some comfort"),
+    ("balance", "A balance between sustaining life and comfort"),
+    ("comfort", "Prioritise comfort, even at the expense of sustaining life"),
+)
+CONSENT = (
+    ("patient-consented", "The person consented to this plan and to sharing it"),
+    ("best-interests", "Made in the person's best interests (they lack capacity for this decision)"),
+    ("representative-consented", "Agreed with their lasting power of attorney for health and welfare"),
+)
 
-END_OF_LIFE = Form("end-of-life-care-plan", "End-of-life care plan (ReSPECT / Universal Care Plan)", (
-    # The crew's questions first: resuscitation, what to do now, where the person wants to be.
-    Item("cpr", "CPR recommendation", "choice", True, CPR),
-    Item("emergency-recommendations", "Clinical recommendations for emergency care and treatment", "text", True),
-    Item("preference", "Preference: sustaining life or comfort", "choice", True, PREFERENCE),
-    Item("if-deteriorates", "What to do if the person deteriorates", "text", True),
-    Item("preferred-place-of-care", "Preferred place of care", "string"),
-    Item("preferred-place-of-death", "Preferred place of death", "string"),
-    Item("anticipatory-medicines", "Anticipatory medicines (just in case)", "text"),
-    Item("key-contacts", "Key contacts", "text", True),
-    Item("what-matters", "What matters to the person", "text", True),
-    Item("diagnosis", "Diagnosis and relevant condition", "text", True),
-    Item("communication", "Communication needs", "text"),
-    Item("advance-documents", "Where advance statements, ADRT and advance care plans are kept", "text"),
-    Item("capacity", "Capacity and representation (lasting power of attorney)", "text"),
-    Item("involved", "Who was involved in making this plan", "text", True),
-    Item("clinician", "Clinicians completing the plan", "group", True, repeats=True, items=(
-        Item("name", "Name and role", "string", True),
-        Item("registration", "Professional registration number (GMC, NMC, HCPC)", "string", True),
-    )),
-    Item("review-date", "Review date", "date", True),
-    Item("consent", "Consent and sharing", "choice", True, CONSENT),
-))
+END_OF_LIFE = Form(
+    "end-of-life-care-plan",
+    "End-of-life care plan (ReSPECT / Universal Care Plan)",
+    (
+        # The crew's questions first: resuscitation, what to do now, where the person wants to be.
+        Item("cpr", "CPR recommendation", "choice", True, CPR),
+        Item("emergency-recommendations", "Clinical recommendations for emergency care and treatment", "text", True),
+        Item("preference", "Preference: sustaining life or comfort", "choice", True, PREFERENCE),
+        Item("if-deteriorates", "What to do if the person deteriorates", "text", True),
+        Item("preferred-place-of-care", "Preferred place of care", "string"),
+        Item("preferred-place-of-death", "Preferred place of death", "string"),
+        Item("anticipatory-medicines", "Anticipatory medicines (just in case)", "text"),
+        Item("key-contacts", "Key contacts", "text", True),
+        Item("what-matters", "What matters to the person", "text", True),
+        Item("diagnosis", "Diagnosis and relevant condition", "text", True),
+        Item("communication", "Communication needs", "text"),
+        Item("advance-documents", "Where advance statements, ADRT and advance care plans are kept", "text"),
+        Item("capacity", "Capacity and representation (lasting power of attorney)", "text"),
+        Item("involved", "Who was involved in making this plan", "text", True),
+        Item(
+            "clinician",
+            "Clinicians completing the plan",
+            "group",
+            True,
+            repeats=True,
+            items=(
+                Item("name", "Name and role", "string", True),
+                Item("registration", "Professional registration number (GMC, NMC, HCPC)", "string", True),
+            ),
+        ),
+        Item("review-date", "Review date", "date", True),
+        Item("consent", "Consent and sharing", "choice", True, CONSENT),
+    ),
+)
 
-SPECIALTIES = (("stroke", "Stroke"), ("major-trauma", "Major trauma"), ("cardiology", "Cardiology"),
-               ("neurology", "Neurology"), ("other", "Other"))
-REPATRIATION = Form("repatriation", "Repatriation request (tertiary centre to local trust)", (
-    Item("specialty", "Specialty", "choice", True, SPECIALTIES),
-    Item("reason-for-admission", "Reason for admission", "text", True),
-    Item("diagnosis", "Diagnosis and procedures", "text", True),
-    Item("current-condition", "Current condition and ongoing care needs", "text", True),
-    Item("level-of-care", "Level of care", "choice", True,
-         (("level-0", "Level 0 (ward)"), ("level-1", "Level 1 (enhanced)"), ("level-2", "Level 2 (HDU)"),
-          ("level-3", "Level 3 (ICU)"))),
-    Item("infection-status", "Infection status", "choice", True,
-         (("none", "None known"), ("mrsa", "MRSA"), ("cpe", "CPE"), ("c-diff", "C. difficile"),
-          ("covid-19", "COVID-19"), ("other", "Other"))),
-    Item("mobility", "Mobility", "text"),
-    Item("referring-consultant", "Referring consultant (name and GMC number)", "string", True),
-    Item("next-of-kin-informed", "Next of kin informed", "boolean", True),
-))
+SPECIALTIES = (
+    ("stroke", "Stroke"),
+    ("major-trauma", "Major trauma"),
+    ("cardiology", "Cardiology"),
+    ("neurology", "Neurology"),
+    ("other", "Other"),
+)
+REPATRIATION = Form(
+    "repatriation",
+    "Repatriation request (tertiary centre to local trust)",
+    (
+        Item("specialty", "Specialty", "choice", True, SPECIALTIES),
+        Item("reason-for-admission", "Reason for admission", "text", True),
+        Item("diagnosis", "Diagnosis and procedures", "text", True),
+        Item("current-condition", "Current condition and ongoing care needs", "text", True),
+        Item(
+            "level-of-care",
+            "Level of care",
+            "choice",
+            True,
+            (
+                ("level-0", "Level 0 (ward)"),
+                ("level-1", "Level 1 (enhanced)"),
+                ("level-2", "Level 2 (HDU)"),
+                ("level-3", "Level 3 (ICU)"),
+            ),
+        ),
+        Item(
+            "infection-status",
+            "Infection status",
+            "choice",
+            True,
+            (
+                ("none", "None known"),
+                ("mrsa", "MRSA"),
+                ("cpe", "CPE"),
+                ("c-diff", "C. difficile"),
+                ("covid-19", "COVID-19"),
+                ("other", "Other"),
+            ),
+        ),
+        Item("mobility", "Mobility", "text"),
+        Item("referring-consultant", "Referring consultant (name and GMC number)", "string", True),
+        Item("next-of-kin-informed", "Next of kin informed", "boolean", True),
+    ),
+)
 
 FORMS = {f.name: f for f in (END_OF_LIFE, REPATRIATION)}
-_VALUE = {"string": "valueString", "text": "valueString", "boolean": "valueBoolean", "date": "valueDate",
-          "choice": "valueCoding"}
+_VALUE = {
+    "string": "valueString",
+    "text": "valueString",
+    "boolean": "valueBoolean",
+    "date": "valueDate",
+    "choice": "valueCoding",
+}
 
 
 def check_response(form: Form, response: Any, where: str, *, complete: bool) -> list[Issue]:
@@ -145,8 +202,11 @@ def _check_items(items: tuple[Item, ...], given: Any, where: str, complete: bool
     if complete:
         for item in items:
             if item.required and item.link_id not in seen:
-                issues.append(Issue(Code.INVALID_RESOURCE, f"{item.text}: required", f"{where}.item"
-                                    f".where(linkId='{item.link_id}')"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE, f"{item.text}: required", f"{where}.item.where(linkId='{item.link_id}')"
+                    )
+                )
     return issues
 
 
@@ -158,8 +218,13 @@ def _check_answer(item: Item, answers: Any, here: str) -> list[Issue]:
     if item.type == "choice":
         code = value.get("code") if isinstance(value, dict) else None
         if not isinstance(code, str) or code not in {c for c, _ in item.options}:
-            return [Issue(Code.INVALID_RESOURCE, f"must be one of {', '.join(c for c, _ in item.options)}",
-                          f"{here}.answer.{key}")]
+            return [
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    f"must be one of {', '.join(c for c, _ in item.options)}",
+                    f"{here}.answer.{key}",
+                )
+            ]
     elif item.type == "boolean":
         if not isinstance(value, bool):
             return [Issue(Code.INVALID_RESOURCE, "must be true or false", f"{here}.answer.{key}")]
@@ -204,7 +269,9 @@ def _displayed(items: tuple[Item, ...], given: list[dict[str, Any]]) -> list[dic
         elif item.type == "choice":
             coding = answer["answer"][0]["valueCoding"]
             display = dict(item.options)[coding["code"]]
-            answer = {**answer, "answer": [{"valueCoding": {"system": OPTIONS_SYSTEM, "code": coding["code"],
-                                                            "display": display}}]}
+            answer = {
+                **answer,
+                "answer": [{"valueCoding": {"system": OPTIONS_SYSTEM, "code": coding["code"], "display": display}}],
+            }
         out.append(answer)
     return out

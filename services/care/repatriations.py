@@ -14,9 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from services.care.access import Access, actor_of, facts
-from shared.clock import Clock, fhir_instant, hours_between, parse_stamp
 from services.care.settings import CareSettings
-from shared.timers import Timers
 from services.care.transfers import (
     PENDING,
     RECEIVER,
@@ -29,19 +27,22 @@ from services.care.transfers import (
     task_view,
 )
 from shared.auth import Caller
+from shared.clock import Clock, fhir_instant, hours_between, parse_stamp
+from shared.context import ServiceContext
 from shared.events import Event, RoutingKey, TransferChanged
 from shared.fhir.errors import Code, FhirError, Issue
-from shared.context import ServiceContext
 from shared.policy import TRANSFER_OF_CARE
 from shared.store import ASCENDING, Document, Index, Session
+from shared.timers import Timers
 
 log = logging.getLogger(__name__)
 ESCALATION = "transfer-escalation"
 
 
 class Repatriations:
-    def __init__(self, ctx: ServiceContext, access: Access, timers: Timers, settings: CareSettings,
-                 clock: Clock) -> None:
+    def __init__(
+        self, ctx: ServiceContext, access: Access, timers: Timers, settings: CareSettings, clock: Clock
+    ) -> None:
         self.ctx = ctx
         self.access = access
         self.timers = timers
@@ -50,8 +51,9 @@ class Repatriations:
         self._rows = ctx.store.collection("transfers", [Index(("receiver", "state")), Index(("sender", "state"))])
         timers.on(ESCALATION, self._escalate)
 
-    async def request(self, data: dict[str, Any], who: Caller, *, request_id: str,
-                      decided: bool = False) -> dict[str, Any]:
+    async def request(
+        self, data: dict[str, Any], who: Caller, *, request_id: str, decided: bool = False
+    ) -> dict[str, Any]:
         """``decided``: the caller already knows the disclosure is allowed (the demo seed, which runs before
         the policy replica has heard of the demo ISA that allows it)."""
         if who.role not in ("clinician", "system"):
@@ -59,22 +61,41 @@ class Repatriations:
         asked = check_request(data, who.org)
         receiver = await self.access.policy.organisation(asked.receiver)
         if not decided and (receiver is None or not receiver.active):
-            raise FhirError.of(Code.BUSINESS_RULE, f"{asked.receiver} is not a registered organisation of the exchange.",
-                               "Task.owner.identifier")
+            raise FhirError.of(
+                Code.BUSINESS_RULE,
+                f"{asked.receiver} is not a registered organisation of the exchange.",
+                "Task.owner.identifier",
+            )
         task_id = str(uuid.uuid4())
         # The receiving trust may only be sent what the policy lets it see, for transfer of care.
-        as_receiver = Caller(org=asked.receiver, role="system", subject=f"system@{asked.receiver}",
-                             scopes=frozenset(), purpose=TRANSFER_OF_CARE)
+        as_receiver = Caller(
+            org=asked.receiver,
+            role="system",
+            subject=f"system@{asked.receiver}",
+            scopes=frozenset(),
+            purpose=TRANSFER_OF_CARE,
+        )
         decision = await self.access.decide(as_receiver, facts(task_id, asked.patient, who.org, TRANSFER_TYPE))
         if not decided and not decision.allowed:
-            raise await self.access.deny(who, "Task", decision, action="create", patient=asked.patient,
-                                         request_id=request_id)
+            raise await self.access.deny(
+                who, "Task", decision, action="create", patient=asked.patient, request_id=request_id
+            )
         now = self.clock.now()
         at = fhir_instant(now)
-        row = {"_id": task_id, "patient": asked.patient, "sender": who.org, "receiver": asked.receiver,
-               "network": asked.network, "state": "requested", "version": 1, "requested_at": at, "updated": at,
-               "resource": asked.resource, "escalated": False,
-               "history": [{"state": "requested", "at": at, "by": who.subject, "details": {}}]}
+        row = {
+            "_id": task_id,
+            "patient": asked.patient,
+            "sender": who.org,
+            "receiver": asked.receiver,
+            "network": asked.network,
+            "state": "requested",
+            "version": 1,
+            "requested_at": at,
+            "updated": at,
+            "resource": asked.resource,
+            "escalated": False,
+            "history": [{"state": "requested", "at": at, "by": who.subject, "details": {}}],
+        }
         due = now + timedelta(hours=self.settings.escalation_for(asked.network))
         async with self.ctx.store.transaction() as session:
             await self._rows.insert(row, session=session)
@@ -84,7 +105,9 @@ class Repatriations:
         log.info("care.transfer_requested", extra={"code": "CAR010"})
         return self.view(row)
 
-    async def advance(self, task_id: str, parameters: dict[str, Any], who: Caller, *, request_id: str) -> dict[str, Any]:
+    async def advance(
+        self, task_id: str, parameters: dict[str, Any], who: Caller, *, request_id: str
+    ) -> dict[str, Any]:
         row = await self._rows.get(task_id)
         party = _party(row, who)
         if row is None or party is None:
@@ -100,8 +123,9 @@ class Repatriations:
             if move.state in TERMINAL:
                 await self.timers.cancel_for(task_id, session=session)
             updated = {**row, **changes}
-            await self._announce(RoutingKey.TRANSFER_UPDATED, updated, who, request_id, session,
-                                 reason=move.details.get("reason"))
+            await self._announce(
+                RoutingKey.TRANSFER_UPDATED, updated, who, request_id, session, reason=move.details.get("reason")
+            )
         self.ctx.outbox.notify()
         return self.view(updated)
 
@@ -110,19 +134,36 @@ class Repatriations:
         if row is None or _party(row, who) is None:
             raise FhirError.of(Code.NOT_FOUND)
         async with self.ctx.store.transaction() as session:
-            await self.access.read(who, f"Task/{task_id}", action="read", patient=row["patient"],
-                                   rule=_party(row, who), request_id=request_id, session=session)
+            await self.access.read(
+                who,
+                f"Task/{task_id}",
+                action="read",
+                patient=row["patient"],
+                rule=_party(row, who),
+                request_id=request_id,
+                session=session,
+            )
         self.ctx.outbox.notify()
         return self.view(row)
 
     async def pending(self, who: Caller, *, as_party: str, query: str, request_id: str) -> list[dict[str, Any]]:
         """The live list: transfers still open, longest waiting first (receiver's bed managers, or sender)."""
         field = "receiver" if as_party == RECEIVER else "sender"
-        rows = await self._rows.find({field: who.org, "state": {"$in": list(PENDING)}},
-                                     sort=[("requested_at", ASCENDING)], limit=1000)
+        rows = await self._rows.find(
+            {field: who.org, "state": {"$in": list(PENDING)}}, sort=[("requested_at", ASCENDING)], limit=1000
+        )
         async with self.ctx.store.transaction() as session:
-            await self.access.read(who, "Task", action="search", patient=None, rule=as_party, request_id=request_id,
-                                   session=session, query=query, results=len(rows))
+            await self.access.read(
+                who,
+                "Task",
+                action="search",
+                patient=None,
+                rule=as_party,
+                request_id=request_id,
+                session=session,
+                query=query,
+                results=len(rows),
+            )
         self.ctx.outbox.notify()
         return [self.view(r) for r in rows]
 
@@ -138,20 +179,48 @@ class Repatriations:
         if row is None or row["state"] in TERMINAL:
             return
         await self._rows.update({"_id": row["_id"]}, {"escalated": True}, session=session)
-        await self._announce(RoutingKey.TRANSFER_ESCALATED, {**row, "escalated": True}, None, None, session,
-                             reason=f"waiting more than {self.settings.escalation_for(row['network']):g} hours")
+        await self._announce(
+            RoutingKey.TRANSFER_ESCALATED,
+            {**row, "escalated": True},
+            None,
+            None,
+            session,
+            reason=f"waiting more than {self.settings.escalation_for(row['network']):g} hours",
+        )
         log.info("care.transfer_escalated", extra={"code": "CAR011"})
 
-    async def _announce(self, key: RoutingKey, row: Document, who: Caller | None, request_id: str | None,
-                        session: Session, *, reason: str | None = None) -> None:
-        await self.ctx.publish(Event.new(
-            key,
-            TransferChanged(task_id=row["_id"], resource=f"Task/{row['_id']}", state=row["state"],
-                            patient_nhs_number=row["patient"], sender=row["sender"], receiver=row["receiver"],
-                            network=row["network"], requested_at=parse_stamp(row["requested_at"]),
-                            hours_waited=self.hours_waited(row), actor=actor_of(who) if who else None, reason=reason),
-            source=self.ctx.source, subject=f"Task/{row['_id']}", correlation_id=request_id,
-        ), session=session)
+    async def _announce(
+        self,
+        key: RoutingKey,
+        row: Document,
+        who: Caller | None,
+        request_id: str | None,
+        session: Session,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        await self.ctx.publish(
+            Event.new(
+                key,
+                TransferChanged(
+                    task_id=row["_id"],
+                    resource=f"Task/{row['_id']}",
+                    state=row["state"],
+                    patient_nhs_number=row["patient"],
+                    sender=row["sender"],
+                    receiver=row["receiver"],
+                    network=row["network"],
+                    requested_at=parse_stamp(row["requested_at"]),
+                    hours_waited=self.hours_waited(row),
+                    actor=actor_of(who) if who else None,
+                    reason=reason,
+                ),
+                source=self.ctx.source,
+                subject=f"Task/{row['_id']}",
+                correlation_id=request_id,
+            ),
+            session=session,
+        )
 
 
 def _party(row: Document | None, who: Caller) -> str | None:

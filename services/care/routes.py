@@ -27,13 +27,23 @@ def _versioned(found: Versioned, *, status: int = 200, location: bool = False) -
 
 
 def _bundle(kind: str, resources: list[dict[str, Any]], base: str) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": kind, "total": len(resources),
-            "entry": [{"fullUrl": f"{base}/{r['id']}", "resource": r, **({"search": {"mode": "match"}}
-                                                                        if kind == "searchset" else {})}
-                      for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "total": len(resources),
+        "entry": [
+            {
+                "fullUrl": f"{base}/{r['id']}",
+                "resource": r,
+                **({"search": {"mode": "match"}} if kind == "searchset" else {}),
+            }
+            for r in resources
+        ],
+    }
 
 
 # -- CarePlan ---------------------------------------------------------------------------------------
+
 
 async def create_plan(request: web.Request) -> web.Response:
     who = caller(request)
@@ -47,9 +57,13 @@ async def update_plan(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("CarePlan", "u")
     data = await read_json(request, resource_type="CarePlan")
-    found = await request.app[CARE].plans.update(request.match_info["id"], data, who,
-                                                 if_match=parse_etag(request.headers.get("If-Match")),
-                                                 request_id=request_id(request))
+    found = await request.app[CARE].plans.update(
+        request.match_info["id"],
+        data,
+        who,
+        if_match=parse_etag(request.headers.get("If-Match")),
+        request_id=request_id(request),
+    )
     return _versioned(found)
 
 
@@ -66,8 +80,9 @@ async def vread_plan(request: web.Request) -> web.Response:
     vid = request.match_info["vid"]
     if not vid.isdigit():
         raise FhirError.of(Code.NOT_FOUND, "No such version of this plan.")
-    found = await request.app[CARE].plans.read(request.match_info["id"], who, version=int(vid),
-                                               request_id=request_id(request))
+    found = await request.app[CARE].plans.read(
+        request.match_info["id"], who, version=int(vid), request_id=request_id(request)
+    )
     return _versioned(found)
 
 
@@ -76,12 +91,29 @@ async def plan_history(request: web.Request) -> web.Response:
     who.require("CarePlan", "r")
     plan_id = request.match_info["id"]
     versions = await request.app[CARE].plans.history(plan_id, who, request_id=request_id(request))
-    return fhir_response({"resourceType": "Bundle", "type": "history", "total": len(versions), "entry": [
-        {"fullUrl": f"/fhir/CarePlan/{plan_id}", "resource": v["resource"],
-         "request": {"method": v["method"], "url": "CarePlan" if v["method"] == "POST" else f"CarePlan/{plan_id}"},
-         "response": {"status": "201 Created" if v["method"] == "POST" else "200 OK", "etag": f'W/"{v["version"]}"',
-                      "lastModified": v["resource"]["meta"]["lastUpdated"]}}
-        for v in versions]})
+    return fhir_response(
+        {
+            "resourceType": "Bundle",
+            "type": "history",
+            "total": len(versions),
+            "entry": [
+                {
+                    "fullUrl": f"/fhir/CarePlan/{plan_id}",
+                    "resource": v["resource"],
+                    "request": {
+                        "method": v["method"],
+                        "url": "CarePlan" if v["method"] == "POST" else f"CarePlan/{plan_id}",
+                    },
+                    "response": {
+                        "status": "201 Created" if v["method"] == "POST" else "200 OK",
+                        "etag": f'W/"{v["version"]}"',
+                        "lastModified": v["resource"]["meta"]["lastUpdated"],
+                    },
+                }
+                for v in versions
+            ],
+        }
+    )
 
 
 async def search_plans(request: web.Request) -> web.Response:
@@ -98,8 +130,13 @@ async def search_plans(request: web.Request) -> web.Response:
     record_types = _record_types(params.get("category"))
     statuses = set(params["status"].split(",")) if params.get("status") else None
     resources = await request.app[CARE].plans.search(
-        nhs, who, record_types=record_types, statuses=statuses, query=urlencode(sorted(params.items())),
-        request_id=request_id(request))
+        nhs,
+        who,
+        record_types=record_types,
+        statuses=statuses,
+        query=urlencode(sorted(params.items())),
+        request_id=request_id(request),
+    )
     return fhir_response(_bundle("searchset", resources, "/fhir/CarePlan"))
 
 
@@ -114,12 +151,15 @@ def _record_types(value: str | None) -> set[str] | None:
         elif code in RECORD_TYPES and system in (None, SNOMED):
             wanted.add(code)
         else:
-            raise FhirError.of(Code.INVALID_PARAMETER, f"category must be {END_OF_LIFE_CATEGORY} or a SNOMED record "
-                               f"type ({', '.join(RECORD_TYPES)}).")
+            raise FhirError.of(
+                Code.INVALID_PARAMETER,
+                f"category must be {END_OF_LIFE_CATEGORY} or a SNOMED record type ({', '.join(RECORD_TYPES)}).",
+            )
     return wanted
 
 
 # -- Task (repatriation) ------------------------------------------------------------------------------
+
 
 async def create_task(request: web.Request) -> web.Response:
     who = caller(request)
@@ -133,16 +173,18 @@ async def advance_task(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Task", "u")
     data = await read_json(request, resource_type="Parameters")
-    task = await request.app[CARE].transfers.advance(request.match_info["id"], data, who,
-                                                     request_id=request_id(request))
+    task = await request.app[CARE].transfers.advance(
+        request.match_info["id"], data, who, request_id=request_id(request)
+    )
     return fhir_response(task)
 
 
 async def read_task(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Task", "r")
-    return fhir_response(await request.app[CARE].transfers.read(request.match_info["id"], who,
-                                                                request_id=request_id(request)))
+    return fhir_response(
+        await request.app[CARE].transfers.read(request.match_info["id"], who, request_id=request_id(request))
+    )
 
 
 async def search_tasks(request: web.Request) -> web.Response:
@@ -151,8 +193,10 @@ async def search_tasks(request: web.Request) -> web.Response:
     who.require("Task", "s")
     params = dict(request.query)
     if set(params) - {"owner", "requester", "status"} or len({"owner", "requester"} & set(params)) != 1:
-        raise FhirError.of(Code.INVALID_PARAMETER, "Search with owner=<your ODS code> or requester=<your ODS code> "
-                           "(and optionally status=pending).")
+        raise FhirError.of(
+            Code.INVALID_PARAMETER,
+            "Search with owner=<your ODS code> or requester=<your ODS code> (and optionally status=pending).",
+        )
     party = "receiver" if "owner" in params else "sender"
     if who.role == "bed-manager" and party != "receiver":
         raise FhirError.of(Code.FORBIDDEN, "Bed managers see the transfers coming into their trust (owner=).")
@@ -161,27 +205,33 @@ async def search_tasks(request: web.Request) -> web.Response:
         raise FhirError.of(Code.FORBIDDEN, "An organisation sees its own transfers.")
     if params.get("status", "pending") != "pending":
         raise FhirError.of(Code.INVALID_PARAMETER, "status: only pending is supported (transfers still open).")
-    tasks = await request.app[CARE].transfers.pending(who, as_party=party, query=urlencode(sorted(params.items())),
-                                                      request_id=request_id(request))
+    tasks = await request.app[CARE].transfers.pending(
+        who, as_party=party, query=urlencode(sorted(params.items())), request_id=request_id(request)
+    )
     return fhir_response(_bundle("searchset", tasks, "/fhir/Task"))
 
 
 # -- Bundle (discharge summaries) -----------------------------------------------------------------------
+
 
 async def submit_summary(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Bundle", "c")
     data = await read_json(request, resource_type="Bundle")
     row = await request.app[CARE].discharges.submit(data, who, request_id=request_id(request))
-    return fhir_response(row["bundle"], status=201, headers={"Location": f"/fhir/Bundle/{row['_id']}",
-                                                             "X-ITK-Acknowledgement": "accepted"})
+    return fhir_response(
+        row["bundle"],
+        status=201,
+        headers={"Location": f"/fhir/Bundle/{row['_id']}", "X-ITK-Acknowledgement": "accepted"},
+    )
 
 
 async def read_summary(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Bundle", "r")
-    return fhir_response(await request.app[CARE].discharges.read(request.match_info["id"], who,
-                                                                 request_id=request_id(request)))
+    return fhir_response(
+        await request.app[CARE].discharges.read(request.match_info["id"], who, request_id=request_id(request))
+    )
 
 
 async def inbox(request: web.Request) -> web.Response:
@@ -191,8 +241,9 @@ async def inbox(request: web.Request) -> web.Response:
     _, org = parse_token(params.get("recipient", ""))
     if set(params) != {"recipient"} or org != who.org:
         raise FhirError.of(Code.INVALID_PARAMETER, "Search with recipient=<your ODS code>.")
-    bundles = await request.app[CARE].discharges.inbox(who, query=urlencode(sorted(params.items())),
-                                                       request_id=request_id(request))
+    bundles = await request.app[CARE].discharges.inbox(
+        who, query=urlencode(sorted(params.items())), request_id=request_id(request)
+    )
     return fhir_response(_bundle("searchset", bundles, "/fhir/Bundle"))
 
 
@@ -200,8 +251,11 @@ async def acknowledge(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Bundle", "u")
     data = await read_json(request, resource_type="Parameters")
-    return fhir_response(await request.app[CARE].discharges.acknowledge(request.match_info["id"], data, who,
-                                                                        request_id=request_id(request)))
+    return fhir_response(
+        await request.app[CARE].discharges.acknowledge(
+            request.match_info["id"], data, who, request_id=request_id(request)
+        )
+    )
 
 
 async def summary_status(request: web.Request) -> web.Response:
@@ -211,6 +265,7 @@ async def summary_status(request: web.Request) -> web.Response:
 
 
 # -- Questionnaire ------------------------------------------------------------------------------------
+
 
 async def read_questionnaire(request: web.Request) -> web.Response:
     form = FORMS.get(request.match_info["id"])

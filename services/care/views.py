@@ -28,14 +28,20 @@ def page(name: str, nonce: str) -> str:
 def _serve(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         nonce = secrets.token_urlsafe(16)
-        return web.Response(text=page(name, nonce), content_type="text/html", headers={
-            "Content-Security-Policy": (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-                                        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-                                        "form-action 'none'"),
-            "Cache-Control": "no-store",
-            "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff",
-        })
+        return web.Response(
+            text=page(name, nonce),
+            content_type="text/html",
+            headers={
+                "Content-Security-Policy": (
+                    f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+                    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                    "form-action 'none'"
+                ),
+                "Cache-Control": "no-store",
+                "Referrer-Policy": "no-referrer",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
 
     return handler
 

@@ -89,7 +89,7 @@ def _target(url: Any, kind: str) -> str | None:
     return rest if rest and "/" not in rest and "?" not in rest else None
 
 
-def _if_match(request: dict[str, Any]) -> int | None | str:
+def _if_match(request: dict[str, Any]) -> int | str | None:
     raw = request.get("ifMatch")
     if raw is None:
         return None
@@ -113,9 +113,13 @@ def _is_supersede(resource: dict[str, Any]) -> bool:
     if not isinstance(operations, list) or len(operations) != 1 or not isinstance(operations[0], dict):
         return False
     parts = {p.get("name"): p for p in operations[0].get("part") or [] if isinstance(p, dict)}
-    return (operations[0].get("name") == "operation" and set(parts) == {"type", "path", "value"}
-            and parts["type"].get("valueCode") == "replace" and parts["path"].get("valueString") == "DocumentReference.status"
-            and parts["value"].get("valueCode") == "superseded")
+    return (
+        operations[0].get("name") == "operation"
+        and set(parts) == {"type", "path", "value"}
+        and parts["type"].get("valueCode") == "replace"
+        and parts["path"].get("valueString") == "DocumentReference.status"
+        and parts["value"].get("valueCode") == "superseded"
+    )
 
 
 def _patient_nhs_number(resource: dict[str, Any]) -> str | None:
@@ -126,8 +130,9 @@ def _patient_nhs_number(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def _subject(resource: dict[str, Any], patient_url: str | None, patient: BundlePatient | None, where: str,
-             issues: list[Issue]) -> dict[str, Any] | None:
+def _subject(
+    resource: dict[str, Any], patient_url: str | None, patient: BundlePatient | None, where: str, issues: list[Issue]
+) -> dict[str, Any] | None:
     """The subject with a reference to the bundle's Patient entry turned into its NHS number (the
     entry's ``urn:uuid`` means nothing once the bundle is gone); an NHS number that is not the Patient
     entry's is refused."""
@@ -137,13 +142,20 @@ def _subject(resource: dict[str, Any], patient_url: str | None, patient: BundleP
     named = identifier_value(subject, NHS_NUMBER)
     points_at_entry = patient_url is not None and subject.get("reference") == patient_url
     if named is not None and named != patient.nhs_number:
-        issues.append(Issue(Code.BUSINESS_RULE, "subject names a different NHS number from the bundle's Patient "
-                            f"entry (Bundle.entry[{patient.index}]).", f"{where}.subject"))
+        issues.append(
+            Issue(
+                Code.BUSINESS_RULE,
+                "subject names a different NHS number from the bundle's Patient "
+                f"entry (Bundle.entry[{patient.index}]).",
+                f"{where}.subject",
+            )
+        )
         return None
     if not points_at_entry:
         return None
     return {k: v for k, v in subject.items() if k != "reference"} | {
-        "identifier": {"system": NHS_NUMBER, "value": patient.nhs_number}}
+        "identifier": {"system": NHS_NUMBER, "value": patient.nhs_number}
+    }
 
 
 def parse(bundle: dict[str, Any]) -> ParsedBundle:
@@ -180,35 +192,66 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
             target = _target(request.get("url"), "DocumentReference")
             if_match = _if_match(request)
             if target is None:
-                issues.append(Issue(Code.INVALID_RESOURCE, "A PATCH entry's request.url must be "
-                                    "DocumentReference/{id}.", f"{where}.request.url"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        "A PATCH entry's request.url must be DocumentReference/{id}.",
+                        f"{where}.request.url",
+                    )
+                )
             elif not _is_supersede(resource):
-                issues.append(Issue(Code.BUSINESS_RULE, "The only change a PATCH entry may make is status -> "
-                                    "superseded (FHIRPath Patch: replace DocumentReference.status with "
-                                    f"'superseded'; or JSON Patch {json.dumps(SUPERSEDE_JSON_PATCH)} in a Binary of "
-                                    f"type {JSON_PATCH}).", f"{where}.resource"))
+                issues.append(
+                    Issue(
+                        Code.BUSINESS_RULE,
+                        "The only change a PATCH entry may make is status -> "
+                        "superseded (FHIRPath Patch: replace DocumentReference.status with "
+                        f"'superseded'; or JSON Patch {json.dumps(SUPERSEDE_JSON_PATCH)} in a Binary of "
+                        f"type {JSON_PATCH}).",
+                        f"{where}.resource",
+                    )
+                )
             elif if_match == "invalid":
-                issues.append(Issue(Code.INVALID_RESOURCE, "request.ifMatch must name a version, as W/\"3\".",
-                                    f"{where}.request.ifMatch"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        'request.ifMatch must name a version, as W/"3".',
+                        f"{where}.request.ifMatch",
+                    )
+                )
             else:
                 patches.append(BundlePatch(i, target, if_match if isinstance(if_match, int) else None))
             continue
         if _is_folder(resource):
             if_match = _if_match(request)
             if if_match == "invalid":
-                issues.append(Issue(Code.INVALID_RESOURCE, "request.ifMatch must name a version, as W/\"3\".",
-                                    f"{where}.request.ifMatch"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        'request.ifMatch must name a version, as W/"3".',
+                        f"{where}.request.ifMatch",
+                    )
+                )
             elif method == "POST":
                 folders.append((i, None, resource, None))
             elif method == "PUT" and (folder_id := _target(request.get("url"), "List")) is not None:
                 folders.append((i, folder_id, resource, if_match if isinstance(if_match, int) else None))
             else:
-                issues.append(Issue(Code.INVALID_RESOURCE, "A Folder is created with POST List or updated with "
-                                    "PUT List/{id}.", f"{where}.request"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        "A Folder is created with POST List or updated with PUT List/{id}.",
+                        f"{where}.request",
+                    )
+                )
             continue
         if method != "POST":
-            issues.append(Issue(Code.INVALID_RESOURCE, "Every entry must be a POST request (a PATCH of a replaced "
-                                "DocumentReference, a PUT of a Folder).", f"{where}.request"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    "Every entry must be a POST request (a PATCH of a replaced DocumentReference, a PUT of a Folder).",
+                    f"{where}.request",
+                )
+            )
         full_url = entry.get("fullUrl")
         if kind == "Binary":
             data = decode_base64(resource.get("data"))
@@ -225,26 +268,49 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
         elif kind == "Patient":
             patients.append((i, full_url if isinstance(full_url, str) else None, resource))
         else:
-            issues.append(Issue(Code.INVALID_RESOURCE, "Only a SubmissionSet, Folders, DocumentReferences, their "
-                                "Binaries, one Patient and PATCHes of replaced DocumentReferences are accepted.",
-                                f"{where}.resource.resourceType"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    "Only a SubmissionSet, Folders, DocumentReferences, their "
+                    "Binaries, one Patient and PATCHes of replaced DocumentReferences are accepted.",
+                    f"{where}.resource.resourceType",
+                )
+            )
     if len(submission_sets) != 1:
-        issues.append(Issue(Code.INVALID_RESOURCE, "The Bundle must hold exactly one SubmissionSet List.", "Bundle.entry"))
+        issues.append(
+            Issue(Code.INVALID_RESOURCE, "The Bundle must hold exactly one SubmissionSet List.", "Bundle.entry")
+        )
     if not references:
         issues.append(Issue(Code.INVALID_RESOURCE, "The Bundle holds no DocumentReference.", "Bundle.entry"))
     patient, patient_url = None, None
     if len(patients) > 1:
-        issues.append(Issue(Code.INVALID_RESOURCE, "A Provide Document Bundle holds at most one Patient.",
-                            f"Bundle.entry[{patients[1][0]}]"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                "A Provide Document Bundle holds at most one Patient.",
+                f"Bundle.entry[{patients[1][0]}]",
+            )
+        )
     elif patients:
         index, patient_url, resource = patients[0]
         nhs_number = _patient_nhs_number(resource)
         if nhs_number is None:
-            issues.append(Issue(Code.INVALID_RESOURCE, f"The Patient must carry an NHS number ({NHS_NUMBER}): the "
-                                "exchange matches patients by NHS number.", f"Bundle.entry[{index}].resource.identifier"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    f"The Patient must carry an NHS number ({NHS_NUMBER}): the "
+                    "exchange matches patients by NHS number.",
+                    f"Bundle.entry[{index}].resource.identifier",
+                )
+            )
         elif not valid_nhs_number(nhs_number):
-            issues.append(Issue(Code.INVALID_NHS_NUMBER, "The Patient's NHS number is not valid.",
-                                f"Bundle.entry[{index}].resource.identifier"))
+            issues.append(
+                Issue(
+                    Code.INVALID_NHS_NUMBER,
+                    "The Patient's NHS number is not valid.",
+                    f"Bundle.entry[{index}].resource.identifier",
+                )
+            )
         else:
             patient = BundlePatient(index, nhs_number)
     documents: list[BundleDocument] = []
@@ -252,15 +318,27 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
     positions: dict[int, int] = {}  # entry index of a DocumentReference -> its position in ``documents``
     for i, resource in references:
         content = resource.get("content")
-        attachment = content[0].get("attachment") if isinstance(content, list) and content and isinstance(content[0], dict) else None
+        attachment = (
+            content[0].get("attachment")
+            if isinstance(content, list) and content and isinstance(content[0], dict)
+            else None
+        )
         url = attachment.get("url") if isinstance(attachment, dict) else None
         if not isinstance(url, str) or url not in binaries or not isinstance(attachment, dict):
-            issues.append(Issue(Code.INVALID_RESOURCE, "content[0].attachment.url must be the fullUrl of a Binary "
-                                "in this Bundle.", f"Bundle.entry[{i}].resource.content[0].attachment.url"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    "content[0].attachment.url must be the fullUrl of a Binary in this Bundle.",
+                    f"Bundle.entry[{i}].resource.content[0].attachment.url",
+                )
+            )
             continue
         inline = dict(resource)
         assert isinstance(content, list)  # attachment came from content[0]
-        inline["content"] = [{**content[0], "attachment": {k: v for k, v in attachment.items() if k != "url"}}, *content[1:]]
+        inline["content"] = [
+            {**content[0], "attachment": {k: v for k, v in attachment.items() if k != "url"}},
+            *content[1:],
+        ]
         subject = _subject(resource, patient_url, patient, f"Bundle.entry[{i}].resource", issues)
         if subject is not None:
             inline["subject"] = subject
@@ -269,22 +347,40 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
         binary_indices.append(binaries[url][0])
     parsed_folders = []
     for i, folder_id, resource, folder_if_match in folders:
-        subject = _subject(resource, patient_url, patient, f"Bundle.entry[{i}].resource", issues) or resource.get("subject")
+        subject = _subject(resource, patient_url, patient, f"Bundle.entry[{i}].resource", issues) or resource.get(
+            "subject"
+        )
         items: list[tuple[str, Any]] = []
         for n, item in enumerate(resource.get("entry") or []):
             ref = (item.get("item") or {}).get("reference") if isinstance(item, dict) else None
-            existing = _target(ref, "DocumentReference") if isinstance(ref, str) and not ref.startswith("urn:") else None
+            existing = (
+                _target(ref, "DocumentReference") if isinstance(ref, str) and not ref.startswith("urn:") else None
+            )
             if ref in reference_urls and reference_urls[ref] in positions:
                 items.append(("new", positions[reference_urls[ref]]))
             elif existing is not None:
                 items.append(("existing", existing))
             else:
-                issues.append(Issue(Code.INVALID_RESOURCE, "A Folder's entry.item must be a DocumentReference of this "
-                                    "Bundle (its fullUrl) or DocumentReference/{id}.",
-                                    f"Bundle.entry[{i}].resource.entry[{n}].item"))
-        parsed_folders.append(BundleFolder(i, folder_id, resource, identifier_value(subject, NHS_NUMBER), tuple(items),
-                                           folder_if_match))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        "A Folder's entry.item must be a DocumentReference of this "
+                        "Bundle (its fullUrl) or DocumentReference/{id}.",
+                        f"Bundle.entry[{i}].resource.entry[{n}].item",
+                    )
+                )
+        parsed_folders.append(
+            BundleFolder(i, folder_id, resource, identifier_value(subject, NHS_NUMBER), tuple(items), folder_if_match)
+        )
     if issues:
         raise FhirError(issues, status=max(i.code.status for i in issues))
-    return ParsedBundle(tuple(documents), submission_sets[0], len(entries), tuple(warnings), tuple(binary_indices),
-                        patient, tuple(patches), tuple(parsed_folders))
+    return ParsedBundle(
+        tuple(documents),
+        submission_sets[0],
+        len(entries),
+        tuple(warnings),
+        tuple(binary_indices),
+        patient,
+        tuple(patches),
+        tuple(parsed_folders),
+    )

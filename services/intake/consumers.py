@@ -17,8 +17,9 @@ def handler(intake: Intake) -> Handler:
 
             async def mark(session: Session) -> None:
                 document_id = stored.document.document_id
-                if await intake.registry.mark_stored(document_id, object_key=stored.object_key,
-                                                     stored_at=stored.stored_at, session=session):
+                if await intake.registry.mark_stored(
+                    document_id, object_key=stored.object_key, stored_at=stored.stored_at, session=session
+                ):
                     await intake.on_stored(document_id, session)
 
             await ctx.once(event, mark)

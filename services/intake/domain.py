@@ -33,6 +33,7 @@ from services.intake.registry import (
 from services.intake.validation import Metadata, content_issues
 from shared import media
 from shared.auth import Caller
+from shared.context import ServiceContext
 from shared.correlation import client_request_id
 from shared.events import (
     AccessDenied,
@@ -46,7 +47,6 @@ from shared.events import (
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError, Issue
-from shared.context import ServiceContext
 from shared.objects import ObjectStore, ObjectStoreUnavailable
 from shared.policy import PolicyView, denied_text
 from shared.store import Document, DuplicateKey, Filter, Session
@@ -135,7 +135,9 @@ def _media_problem(content_type: str, tap: ContentTap) -> str | None:
 
 
 class Intake:
-    def __init__(self, ctx: ServiceContext, objects: ObjectStore, catalogue: Catalogue, *, max_document_bytes: int) -> None:
+    def __init__(
+        self, ctx: ServiceContext, objects: ObjectStore, catalogue: Catalogue, *, max_document_bytes: int
+    ) -> None:
         self.ctx = ctx
         self.objects = objects
         self.catalogue = catalogue
@@ -159,8 +161,9 @@ class Intake:
             await self._forget(staging_key)
             raise
         try:
-            issues = content_issues(meta, size=info.size, sha1=tap.sha1.digest(),
-                                    media_problem=_media_problem(meta.content_type, tap))
+            issues = content_issues(
+                meta, size=info.size, sha1=tap.sha1.digest(), media_problem=_media_problem(meta.content_type, tap)
+            )
         except BaseException:
             await self._forget(staging_key)
             raise
@@ -184,17 +187,28 @@ class Intake:
         issues: list[Issue] = []
         organisation = await self.policy.organisation(who.org)
         if organisation is None or not organisation.active:
-            issues.append(Issue(Code.BUSINESS_RULE, f"{who.org} is not a registered organisation of the exchange.",
-                                "DocumentReference.custodian"))
+            issues.append(
+                Issue(
+                    Code.BUSINESS_RULE,
+                    f"{who.org} is not a registered organisation of the exchange.",
+                    "DocumentReference.custodian",
+                )
+            )
         for prefix, meta in metas:
             for target in meta.replaces:
                 old = await self.registry.get(target)
                 if old is None or old["custodian"] != who.org:
-                    issues.append(Issue(Code.BUSINESS_RULE, "relatesTo.target is not a document of this custodian.",
-                                        f"{prefix}.relatesTo"))
+                    issues.append(
+                        Issue(
+                            Code.BUSINESS_RULE,
+                            "relatesTo.target is not a document of this custodian.",
+                            f"{prefix}.relatesTo",
+                        )
+                    )
                 elif old["status"] != STORED or old.get("fhir_status") != CURRENT:
-                    issues.append(Issue(Code.CONFLICT, "Only a stored, current document can be replaced.",
-                                        f"{prefix}.relatesTo"))
+                    issues.append(
+                        Issue(Code.CONFLICT, "Only a stored, current document can be replaced.", f"{prefix}.relatesTo")
+                    )
         if issues:
             raise FhirError(issues, status=max(i.code.status for i in issues))
 
@@ -230,9 +244,12 @@ class Intake:
         actor = actor_of(who, address)
         try:
             async with self.ctx.store.transaction() as session:
-                docs = [await self._record(s, i, actor, request_id, idempotency_key, bundle_id, session,
-                                           bundle_layout if i == 0 else None)
-                        for i, s in enumerate(staged)]
+                docs = [
+                    await self._record(
+                        s, i, actor, request_id, idempotency_key, bundle_id, session, bundle_layout if i == 0 else None
+                    )
+                    for i, s in enumerate(staged)
+                ]
                 for folder in folders:
                     await self.folders.save(folder, session)
         except DuplicateKey:
@@ -259,20 +276,34 @@ class Intake:
             earlier = await self.registry.find_one(where)
             if earlier is not None:
                 if earlier["facts"]["sha256"] != staged.sha256 or earlier.get("status") == REJECTED:
-                    raise FhirError.of(Code.CONFLICT, "This identifier was already used for a different document.",
-                                       "DocumentReference.masterIdentifier" if "master_key" in where else None)
+                    raise FhirError.of(
+                        Code.CONFLICT,
+                        "This identifier was already used for a different document.",
+                        "DocumentReference.masterIdentifier" if "master_key" in where else None,
+                    )
                 if earlier["resource"] != staged.meta.resource:
                     # A repeat is the same submission: other metadata under the same identifier is not a
                     # repeat, and answering "created" would tell the source its new metadata was kept.
-                    raise FhirError.of(Code.CONFLICT, "This identifier was already used with different metadata; "
-                                       "to change a document, replace it (relatesTo replaces).",
-                                       "DocumentReference.masterIdentifier" if "master_key" in where else None)
+                    raise FhirError.of(
+                        Code.CONFLICT,
+                        "This identifier was already used with different metadata; "
+                        "to change a document, replace it (relatesTo replaces).",
+                        "DocumentReference.masterIdentifier" if "master_key" in where else None,
+                    )
                 return earlier
         return None
 
-    async def _record(self, s: Staged, index: int, actor: Actor, request_id: str, idempotency_key: str | None,
-                      bundle_id: str | None, session: Session,
-                      bundle_layout: dict[str, Any] | None = None) -> Document:
+    async def _record(
+        self,
+        s: Staged,
+        index: int,
+        actor: Actor,
+        request_id: str,
+        idempotency_key: str | None,
+        bundle_id: str | None,
+        session: Session,
+        bundle_layout: dict[str, Any] | None = None,
+    ) -> Document:
         meta = s.meta
         facts = DocumentFacts(
             document_id=s.document_id,
@@ -287,20 +318,31 @@ class Intake:
             sha256=s.sha256,
         )
         doc = await self.registry.record(
-            facts=facts, submission_id=s.submission_id, resource=meta.resource, staging_key=s.staging_key,
-            actor=actor, search={**meta.search, "category_code": meta.document_type.category},
+            facts=facts,
+            submission_id=s.submission_id,
+            resource=meta.resource,
+            staging_key=s.staging_key,
+            actor=actor,
+            search={**meta.search, "category_code": meta.document_type.category},
             replaces=meta.replaces,
             master_key=f"{meta.custodian}|{meta.master_identifier}" if meta.master_identifier else None,
             idempotency_key=f"{actor.org}|{idempotency_key}" if idempotency_key and index == 0 else None,
-            bundle_id=bundle_id, bundle_index=index if bundle_id else None, bundle_layout=bundle_layout,
+            bundle_id=bundle_id,
+            bundle_index=index if bundle_id else None,
+            bundle_layout=bundle_layout,
             session=session,
         )
-        await self.ctx.publish(Event.new(
-            RoutingKey.DOCUMENT_RECEIVED,
-            DocumentReceived(submission_id=s.submission_id, document=facts, staging_key=s.staging_key, actor=actor),
-            source=self.ctx.source, subject=s.document_id, correlation_id=request_id,
-            client_request_id=client_request_id(),
-        ), session=session)
+        await self.ctx.publish(
+            Event.new(
+                RoutingKey.DOCUMENT_RECEIVED,
+                DocumentReceived(submission_id=s.submission_id, document=facts, staging_key=s.staging_key, actor=actor),
+                source=self.ctx.source,
+                subject=s.document_id,
+                correlation_id=request_id,
+                client_request_id=client_request_id(),
+            ),
+            session=session,
+        )
         return doc
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -313,45 +355,81 @@ class Intake:
         actor = Actor.model_validate(doc["submitted_by"])
         for target in doc.get("replaces", []):
             old = await self.registry.get(target, session)
-            if old and await self.registry.set_fhir_status(target, SUPERSEDED, replaced_by=document_id, session=session):
-                await self._status_event(RoutingKey.DOCUMENT_SUPERSEDED, old, SUPERSEDED, actor, session,
-                                         replaced_by=document_id)
+            if old and await self.registry.set_fhir_status(
+                target, SUPERSEDED, replaced_by=document_id, session=session
+            ):
+                await self._status_event(
+                    RoutingKey.DOCUMENT_SUPERSEDED, old, SUPERSEDED, actor, session, replaced_by=document_id
+                )
 
-    async def withdraw(self, document_id: str, who: Caller, *, request_id: str,
-                       if_match: int | None = None) -> dict[str, Any]:
+    async def withdraw(
+        self, document_id: str, who: Caller, *, request_id: str, if_match: int | None = None
+    ) -> dict[str, Any]:
         """The custodian marks its document entered-in-error; ``if_match``: only if still at that version."""
         doc = await self.registry.get(document_id)
         if doc is None or doc["status"] != STORED or doc["custodian"] != who.org:
-            raise FhirError.of(Code.NOT_FOUND) if doc is None or doc["custodian"] != who.org else FhirError.of(
-                Code.CONFLICT, "Only a stored document can be withdrawn.")
+            raise (
+                FhirError.of(Code.NOT_FOUND)
+                if doc is None or doc["custodian"] != who.org
+                else FhirError.of(Code.CONFLICT, "Only a stored document can be withdrawn.")
+            )
         if if_match is not None and if_match != version_of(doc):
             raise FhirError.of(Code.PRECONDITION_FAILED, f"The document is at version {version_of(doc)}.")
         if doc.get("fhir_status") == ENTERED_IN_ERROR:
             return to_fhir(doc)
         async with self.ctx.store.transaction() as session:
             if await self.registry.set_fhir_status(document_id, ENTERED_IN_ERROR, session=session):
-                await self._status_event(RoutingKey.DOCUMENT_WITHDRAWN, doc, ENTERED_IN_ERROR, actor_of(who), session,
-                                         correlation_id=request_id)
+                await self._status_event(
+                    RoutingKey.DOCUMENT_WITHDRAWN,
+                    doc,
+                    ENTERED_IN_ERROR,
+                    actor_of(who),
+                    session,
+                    correlation_id=request_id,
+                )
             else:
-                raise FhirError.of(Code.CONFLICT, "A superseded document cannot be withdrawn; withdraw its replacement.")
+                raise FhirError.of(
+                    Code.CONFLICT, "A superseded document cannot be withdrawn; withdraw its replacement."
+                )
         self.ctx.outbox.notify()
         updated = await self.registry.get(document_id)
         assert updated is not None
         return to_fhir(updated)
 
-    async def _status_event(self, key: RoutingKey, doc: Document, status: str, actor: Actor, session: Session, *,
-                            replaced_by: str | None = None, correlation_id: str | None = None) -> None:
-        await self.ctx.publish(Event.new(
-            key, DocumentStatusChanged(document=facts_of(doc), status=status, replaced_by=replaced_by, actor=actor),
-            source=self.ctx.source, subject=doc["_id"], correlation_id=correlation_id,
-            client_request_id=client_request_id() if correlation_id else None,
-        ), session=session)
+    async def _status_event(
+        self,
+        key: RoutingKey,
+        doc: Document,
+        status: str,
+        actor: Actor,
+        session: Session,
+        *,
+        replaced_by: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        await self.ctx.publish(
+            Event.new(
+                key,
+                DocumentStatusChanged(document=facts_of(doc), status=status, replaced_by=replaced_by, actor=actor),
+                source=self.ctx.source,
+                subject=doc["_id"],
+                correlation_id=correlation_id,
+                client_request_id=client_request_id() if correlation_id else None,
+            ),
+            session=session,
+        )
 
     # -- reading ----------------------------------------------------------------------------------
 
     async def read(
-        self, document_id: str, who: Caller, *, request_id: str, address: str | None = None,
-        version: int | None = None, history: bool = False,
+        self,
+        document_id: str,
+        who: Caller,
+        *,
+        request_id: str,
+        address: str | None = None,
+        version: int | None = None,
+        history: bool = False,
     ) -> dict[str, Any] | list[dict[str, Any]] | Pending:
         """The current version, one ``version`` (vread), or every version newest first (``history``)."""
         doc = await self.registry.get(document_id)
@@ -363,17 +441,29 @@ class Intake:
                 raise FhirError.of(Code.NOT_FOUND, "No such version of this document.")
             decision = await self.policy.decide(who, facts_of(doc))
             if not decision.allowed:
-                await self.deny(who, f"DocumentReference/{document_id}", decision.rule, decision.reason,
-                                patient=doc["patient"], request_id=request_id)
+                await self.deny(
+                    who,
+                    f"DocumentReference/{document_id}",
+                    decision.rule,
+                    decision.reason,
+                    patient=doc["patient"],
+                    request_id=request_id,
+                )
             # Every read of the metadata is on the record (BALP PatientRead), so it reaches the patient's
             # access report as a Binary read does.
             resource = f"DocumentReference/{document_id}" + (f"/_history/{version}" if version else "")
             event = Event.new(
                 RoutingKey.RECORD_READ,
-                RecordRead(actor=actor_of(who, address), resource=resource,
-                           action="vread" if version or history else "read",
-                           patient_nhs_number=doc["patient"], rule=decision.rule),
-                source=self.ctx.source, subject=f"DocumentReference/{document_id}", correlation_id=request_id,
+                RecordRead(
+                    actor=actor_of(who, address),
+                    resource=resource,
+                    action="vread" if version or history else "read",
+                    patient_nhs_number=doc["patient"],
+                    rule=decision.rule,
+                ),
+                source=self.ctx.source,
+                subject=f"DocumentReference/{document_id}",
+                correlation_id=request_id,
                 client_request_id=client_request_id(),
             )
             async with self.ctx.store.transaction() as session:
@@ -387,11 +477,13 @@ class Intake:
         if doc["status"] == RECEIVED:
             return Pending("The document was accepted and is being stored.")
         assert doc["status"] == REJECTED
-        raise FhirError([Issue(Code.PROCESSING, f"The document was rejected: {doc['rejection']['reason']}",
-                               "DocumentReference")])
+        raise FhirError(
+            [Issue(Code.PROCESSING, f"The document was rejected: {doc['rejection']['reason']}", "DocumentReference")]
+        )
 
-    async def search(self, where: Filter, who: Caller, *, count: int, offset: int, query: str,
-                     request_id: str, address: str | None) -> Found:
+    async def search(
+        self, where: Filter, who: Caller, *, count: int, offset: int, query: str, request_id: str, address: str | None
+    ) -> Found:
         """One page of the documents ``who`` may see, and how many there are in all.
 
         The policy is decided for every match before paging, so pages are full, ``total`` counts only what
@@ -409,20 +501,22 @@ class Intake:
                 decisions[key] = (await self.policy.decide(who, facts)).allowed
             if decisions[key]:
                 visible.append(doc)
-        page = [to_fhir(doc) for doc in visible[offset:offset + count]]
+        page = [to_fhir(doc) for doc in visible[offset : offset + count]]
         # Every search is audited (BALP PatientQuery), whatever it found.
         event = Event.new(
             RoutingKey.DOCUMENT_SEARCHED,
-            DocumentSearched(actor=actor_of(who, address), patient_nhs_number=where["patient"], query=query,
-                             results=len(page)),
-            source=self.ctx.source, subject="DocumentReference", correlation_id=request_id,
+            DocumentSearched(
+                actor=actor_of(who, address), patient_nhs_number=where["patient"], query=query, results=len(page)
+            ),
+            source=self.ctx.source,
+            subject="DocumentReference",
+            correlation_id=request_id,
             client_request_id=client_request_id(),
         )
         async with self.ctx.store.transaction() as session:
             await self.ctx.publish(event, session=session)
         self.ctx.outbox.notify()
-        return Found(page, total=len(visible) if complete else None,
-                     more=offset + count < len(visible) or not complete)
+        return Found(page, total=len(visible) if complete else None, more=offset + count < len(visible) or not complete)
 
     async def bundle_state(self, bundle_id: str, who: Caller) -> list[Document]:
         docs = await self.registry.in_bundle(bundle_id)
@@ -430,12 +524,22 @@ class Intake:
             raise FhirError.of(Code.NOT_FOUND)
         return docs
 
-    async def deny(self, who: Caller, resource: str, rule: str, reason: str, *, patient: str | None, request_id: str) -> None:
+    async def deny(
+        self, who: Caller, resource: str, rule: str, reason: str, *, patient: str | None, request_id: str
+    ) -> None:
         event = Event.new(
             RoutingKey.ACCESS_DENIED,
-            AccessDenied(actor=actor_of(who), resource=resource, action="read", reason_code=rule, reason=reason,
-                         patient_nhs_number=patient),
-            source=self.ctx.source, subject=resource, correlation_id=request_id,
+            AccessDenied(
+                actor=actor_of(who),
+                resource=resource,
+                action="read",
+                reason_code=rule,
+                reason=reason,
+                patient_nhs_number=patient,
+            ),
+            source=self.ctx.source,
+            subject=resource,
+            correlation_id=request_id,
             client_request_id=client_request_id(),
         )
         async with self.ctx.store.transaction() as session:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 
-
 class RateLimited(Exception):
     """The organisation has used up its submissions for now; one is free again in ``wait`` seconds."""
 

@@ -36,7 +36,9 @@ class Provided:
     document_ids: list[str]
 
 
-def _layout(bundle: ParsedBundle, metas: list[Metadata], bundle_id: str, folders: list[PlannedFolder]) -> dict[str, Any]:
+def _layout(
+    bundle: ParsedBundle, metas: list[Metadata], bundle_id: str, folders: list[PlannedFolder]
+) -> dict[str, Any]:
     """What the transaction-response needs of the request, kept with the bundle so the status URL of an
     asynchronous submission answers exactly what the synchronous answer would have."""
     # [entry index, status, location] of the entries that are not documents: the Patient was matched, not
@@ -47,10 +49,14 @@ def _layout(bundle: ParsedBundle, metas: list[Metadata], bundle_id: str, folders
     responses += [[p.index, "200 OK", f"DocumentReference/{p.target}"] for p in bundle.patches]
     responses += [[f.index, "201 Created" if f.created else "200 OK", f"List/{f.folder_id}"] for f in folders]
     warnings = [w.to_fhir() for w in bundle.warnings]
-    for document, meta in zip(bundle.documents, metas):
+    for document, meta in zip(bundle.documents, metas, strict=False):
         prefix = f"Bundle.entry[{document.index}].resource"
-        warnings += [Issue(w.code, w.diagnostics, (w.expression or "").replace("DocumentReference", prefix, 1),
-                           w.severity).to_fhir() for w in meta.warnings]
+        warnings += [
+            Issue(
+                w.code, w.diagnostics, (w.expression or "").replace("DocumentReference", prefix, 1), w.severity
+            ).to_fhir()
+            for w in meta.warnings
+        ]
     return {
         "entry_count": bundle.entry_count,
         "submission_set_index": bundle.submission_set_index,
@@ -70,8 +76,10 @@ def check_documents(bundle: ParsedBundle, who: Caller, intake: Intake) -> list[M
         try:
             metas.append(check_metadata(document.resource, who, intake.catalogue, inline=False))
         except FhirError as exc:
-            issues += [Issue(i.code, i.diagnostics, (i.expression or "").replace("DocumentReference", prefix, 1),
-                             i.severity) for i in exc.issues]
+            issues += [
+                Issue(i.code, i.diagnostics, (i.expression or "").replace("DocumentReference", prefix, 1), i.severity)
+                for i in exc.issues
+            ]
     if issues:
         raise FhirError(issues, status=max(i.code.status for i in issues))
     return metas
@@ -89,48 +97,67 @@ async def check_patches(intake: Intake, bundle: ParsedBundle, metas: list[Metada
         where = f"Bundle.entry[{patch.index}].request"
         old = await intake.registry.get(patch.target)
         if old is None or old["custodian"] != who.org:
-            issues.append(Issue(Code.FORBIDDEN, "Only the custodian of a DocumentReference may patch it.", f"{where}.url"))
+            issues.append(
+                Issue(Code.FORBIDDEN, "Only the custodian of a DocumentReference may patch it.", f"{where}.url")
+            )
         elif patch.target not in replaced:
-            issues.append(Issue(Code.BUSINESS_RULE, "A PATCH entry marks superseded a document that a DocumentReference "
-                                f"of this bundle replaces (relatesTo replaces DocumentReference/{patch.target}).",
-                                f"{where}.url"))
+            issues.append(
+                Issue(
+                    Code.BUSINESS_RULE,
+                    "A PATCH entry marks superseded a document that a DocumentReference "
+                    f"of this bundle replaces (relatesTo replaces DocumentReference/{patch.target}).",
+                    f"{where}.url",
+                )
+            )
         elif patch.if_match is not None and patch.if_match != version_of(old):
-            issues.append(Issue(Code.PRECONDITION_FAILED, f"The document is at version {version_of(old)}.",
-                                f"{where}.ifMatch"))
+            issues.append(
+                Issue(Code.PRECONDITION_FAILED, f"The document is at version {version_of(old)}.", f"{where}.ifMatch")
+            )
     return issues
 
 
-async def provide(intake: Intake, bundle: ParsedBundle, who: Caller, *, request_id: str,
-                  address: str | None) -> Provided:
+async def provide(
+    intake: Intake, bundle: ParsedBundle, who: Caller, *, request_id: str, address: str | None
+) -> Provided:
     """All documents of the bundle are accepted or none is: anything staged before a failure is deleted
     (``Intake.accept`` deletes the staged copies itself when its transaction fails). Folders are written
     in the same transaction as the documents."""
     metas = check_documents(bundle, who, intake)
     issues = await check_patches(intake, bundle, metas, who)
-    planned, folder_issues = await intake.folders.plan(bundle.folders, [m.patient_nhs_number for m in metas], who,
-                                                       intake.registry)
+    planned, folder_issues = await intake.folders.plan(
+        bundle.folders, [m.patient_nhs_number for m in metas], who, intake.registry
+    )
     issues += folder_issues
     if issues:
         raise FhirError(issues, status=max(i.code.status for i in issues))
-    await intake.check_references([(f"Bundle.entry[{d.index}].resource", m) for d, m in zip(bundle.documents, metas)],
-                                  who)
+    await intake.check_references(
+        [(f"Bundle.entry[{d.index}].resource", m) for d, m in zip(bundle.documents, metas, strict=False)], who
+    )
     staged: list[Staged] = []
     try:
-        for document, meta in zip(bundle.documents, metas):
+        for document, meta in zip(bundle.documents, metas, strict=False):
             staged.append(await intake.stage(meta, one_chunk(document.content)))
     except BaseException:
         await intake.discard(staged)
         raise
     bundle_id = str(uuid.uuid4())
     folders = [f.document(who.org, [s.document_id for s in staged]) for f in planned]
-    accepted = await intake.accept(staged, who, request_id=request_id, address=address, bundle_id=bundle_id,
-                                   bundle_layout=_layout(bundle, metas, bundle_id, planned), folders=folders)
+    accepted = await intake.accept(
+        staged,
+        who,
+        request_id=request_id,
+        address=address,
+        bundle_id=bundle_id,
+        bundle_layout=_layout(bundle, metas, bundle_id, planned),
+        folders=folders,
+    )
     # An idempotent repeat answers with the original bundle's id.
     return Provided(accepted[0].document.get("bundle_id", bundle_id), [a.document["_id"] for a in accepted])
 
 
-async def wait_until_decided(intake: Intake, document_ids: list[str], *,
-                             timeout: float = SYNC_WAIT_SECONDS) -> list[Document] | None:
+async def wait_until_decided(
+    intake: Intake, document_ids: list[str], *, timeout: float = SYNC_WAIT_SECONDS
+) -> list[Document] | None:
     """The documents once storage has stored or rejected every one; None if that takes over ``timeout``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -152,15 +179,23 @@ def answer(docs: list[Document]) -> dict[str, Any] | None:
     """
     rejected = [d for d in docs if d["status"] == REJECTED]
     if rejected:
-        raise FhirError([Issue(Code.PROCESSING, f"Document {d['_id']} was rejected by storage: "
-                               f"{d['rejection']['reason']}", "Bundle.entry") for d in rejected])
+        raise FhirError(
+            [
+                Issue(
+                    Code.PROCESSING,
+                    f"Document {d['_id']} was rejected by storage: {d['rejection']['reason']}",
+                    "Bundle.entry",
+                )
+                for d in rejected
+            ]
+        )
     if not all(d["status"] == STORED for d in docs):
         return None
     layout = docs[0].get("bundle_layout")
     if layout is None:  # recorded before layouts were kept
         return _response([{"status": "201 Created", "location": f"DocumentReference/{d['_id']}"} for d in docs])
     entries: list[dict[str, Any]] = [{"status": "201 Created"} for _ in range(layout["entry_count"])]
-    for position, (index, doc) in enumerate(zip(layout["documents"], docs)):
+    for position, (index, doc) in enumerate(zip(layout["documents"], docs, strict=False)):
         entries[index]["location"] = f"DocumentReference/{doc['_id']}"
         if position < len(layout["binaries"]):
             entries[layout["binaries"][position]]["location"] = f"Binary/{doc['_id']}"
@@ -168,8 +203,10 @@ def answer(docs: list[Document]) -> dict[str, Any] | None:
     for index, status, location in layout.get("responses", []):
         entries[index] = {"status": status, "location": location}
     if layout["warnings"]:
-        entries[layout["submission_set_index"]]["outcome"] = {"resourceType": "OperationOutcome",
-                                                              "issue": layout["warnings"]}
+        entries[layout["submission_set_index"]]["outcome"] = {
+            "resourceType": "OperationOutcome",
+            "issue": layout["warnings"],
+        }
     return _response(entries)
 
 
@@ -182,8 +219,9 @@ def submission_set(bundle_id: str, docs: list[Document]) -> dict[str, Any]:
         "meta": {"lastUpdated": first["received_at"]},
         "status": "current",
         "mode": "working",
-        "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
-                             "code": "submissionset"}]},
+        "code": {
+            "coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "code": "submissionset"}]
+        },
         "subject": {"identifier": {"system": NHS_NUMBER, "value": first["patient"]}},
         "source": {"identifier": {"system": ODS_CODE, "value": first["submitted_by"]["org"]}},
         "date": first["received_at"],
@@ -194,11 +232,17 @@ def submission_set(bundle_id: str, docs: list[Document]) -> dict[str, Any]:
 def matched_patient(bundle_id: str, docs: list[Document]) -> dict[str, Any]:
     """Where a bundle's Patient entry points: the patient its documents were filed under. Intake keeps no
     patient record; this is the match, named by NHS number only."""
-    if not any(location == f"Patient/{bundle_id}" for _, _, location in (docs[0].get("bundle_layout") or {})
-               .get("responses", [])):
+    if not any(
+        location == f"Patient/{bundle_id}"
+        for _, _, location in (docs[0].get("bundle_layout") or {}).get("responses", [])
+    ):
         raise FhirError.of(Code.NOT_FOUND)
-    return {"resourceType": "Patient", "id": bundle_id, "meta": {"lastUpdated": docs[0]["received_at"]},
-            "identifier": [{"system": NHS_NUMBER, "value": docs[0]["patient"]}]}
+    return {
+        "resourceType": "Patient",
+        "id": bundle_id,
+        "meta": {"lastUpdated": docs[0]["received_at"]},
+        "identifier": [{"system": NHS_NUMBER, "value": docs[0]["patient"]}],
+    }
 
 
 def _response(responses: list[dict[str, Any]]) -> dict[str, Any]:

@@ -69,9 +69,13 @@ class DocumentRegistry:
             "search": search,
             "replaces": list(replaces),
         }
-        for key, value in (("master_key", master_key), ("idempotency_key", idempotency_key),
-                           ("bundle_id", bundle_id), ("bundle_index", bundle_index),
-                           ("bundle_layout", bundle_layout)):
+        for key, value in (
+            ("master_key", master_key),
+            ("idempotency_key", idempotency_key),
+            ("bundle_id", bundle_id),
+            ("bundle_index", bundle_index),
+            ("bundle_layout", bundle_layout),
+        ):
             if value is not None:
                 doc[key] = value
         await self._documents.insert(doc, session=session)
@@ -80,9 +84,15 @@ class DocumentRegistry:
     async def mark_stored(self, document_id: str, *, object_key: str, stored_at: datetime, session: Session) -> bool:
         changed = await self._documents.update(
             {"_id": document_id, "status": RECEIVED},
-            {"status": STORED, "object_key": object_key, "stored_at": stored_at.isoformat(), **_touched(stored_at),
-             # Version 1 is the document as readers first see it; each later change of status adds one.
-             "version": 1, "versions": [{"status": CURRENT, "at": stored_at.isoformat()}]},
+            {
+                "status": STORED,
+                "object_key": object_key,
+                "stored_at": stored_at.isoformat(),
+                **_touched(stored_at),
+                # Version 1 is the document as readers first see it; each later change of status adds one.
+                "version": 1,
+                "versions": [{"status": CURRENT, "at": stored_at.isoformat()}],
+            },
             session=session,
         )
         return changed > 0
@@ -104,8 +114,11 @@ class DocumentRegistry:
         now = datetime.now(UTC)
         version = doc.get("version", 1)
         changes: dict[str, Any] = {
-            "fhir_status": status, "status_changed_at": now.isoformat(), **_touched(now),
-            "version": version + 1, "versions": [*versions(doc), {"status": status, "at": now.isoformat()}],
+            "fhir_status": status,
+            "status_changed_at": now.isoformat(),
+            **_touched(now),
+            "version": version + 1,
+            "versions": [*versions(doc), {"status": status, "at": now.isoformat()}],
         }
         if replaced_by:
             changes["replaced_by"] = replaced_by

@@ -42,14 +42,21 @@ def _answers_domain_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except RateLimited as exc:
-            raise FhirError.of(Code.RATE_LIMITED, f"Submission rate limit reached for {exc.org}.",
-                               headers={"Retry-After": str(exc.wait)}) from None
+            raise FhirError.of(
+                Code.RATE_LIMITED,
+                f"Submission rate limit reached for {exc.org}.",
+                headers={"Retry-After": str(exc.wait)},
+            ) from None
         except TooManyUploads as exc:
-            raise FhirError.of(Code.RATE_LIMITED, f"Too many uploads in progress for {exc.org}; wait for one to "
-                               "finish.", headers={"Retry-After": str(UPLOAD_RETRY_SECONDS)}) from None
+            raise FhirError.of(
+                Code.RATE_LIMITED,
+                f"Too many uploads in progress for {exc.org}; wait for one to finish.",
+                headers={"Retry-After": str(UPLOAD_RETRY_SECONDS)},
+            ) from None
         except StagingUnavailable:
-            raise FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.",
-                               headers={"Retry-After": "5"}) from None
+            raise FhirError.of(
+                Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"}
+            ) from None
 
     return handle
 
@@ -59,8 +66,9 @@ def _created(request: web.Request, accepted: list[Accepted], *, status: int | No
     code = status or (202 if accepted[0].created else 200)
     base = base_url(request)
     resource = public(to_fhir(doc), base)
-    return fhir_response(resource, status=code,
-                         headers={"Location": f"{base}/fhir/DocumentReference/{doc['_id']}", **_etag(resource)})
+    return fhir_response(
+        resource, status=code, headers={"Location": f"{base}/fhir/DocumentReference/{doc['_id']}", **_etag(resource)}
+    )
 
 
 @_answers_domain_errors
@@ -79,8 +87,9 @@ async def create_document(request: web.Request) -> web.Response:
             content = inline_content(data)
             await intake.check_references([("DocumentReference", meta)], who)
             staged = await intake.stage(meta, one_chunk(content))
-    accepted = await intake.accept([staged], who, request_id=request_id(request), address=request.remote,
-                                   idempotency_key=key)
+    accepted = await intake.accept(
+        [staged], who, request_id=request_id(request), address=request.remote, idempotency_key=key
+    )
     return _created(request, accepted)
 
 
@@ -121,8 +130,7 @@ async def transaction(request: web.Request) -> web.Response:
     with request.app[UPLOADS].slot(who.org):
         bundle = bundles.parse(await read_json(request, xml_model=Bundle))
         request.app[LIMITER].take(who.org, cost=len(bundle.documents))
-        provided = await provide.provide(intake, bundle, who, request_id=request_id(request),
-                                         address=request.remote)
+        provided = await provide.provide(intake, bundle, who, request_id=request_id(request), address=request.remote)
     status_url = f"{base_url(request)}/fhir/_bundle/{provided.bundle_id}"
     if "respond-async" in request.headers.get("Prefer", ""):
         return _still_storing("Accepted; poll the status URL.", {"Content-Location": status_url})
@@ -134,8 +142,9 @@ async def transaction(request: web.Request) -> web.Response:
 
 
 def _still_storing(diagnostics: str, headers: dict[str, str]) -> web.Response:
-    return fhir_response(operation_outcome([Issue(Code.PROCESSING, diagnostics, severity="information")]),
-                         status=202, headers=headers)
+    return fhir_response(
+        operation_outcome([Issue(Code.PROCESSING, diagnostics, severity="information")]), status=202, headers=headers
+    )
 
 
 async def bundle_status(request: web.Request) -> web.Response:
@@ -156,8 +165,10 @@ def _version(raw: str, what: str) -> int:
     """A version id from a URL or from ``If-Match: W/"3"`` (weak or strong, quoted or not)."""
     text = raw.strip().removeprefix("W/").strip('"')
     if not text.isdigit() or int(text) < 1:
-        raise FhirError.of(Code.NOT_FOUND if what == "vid" else Code.MALFORMED_REQUEST,
-                           f"{what} must name a version (a whole number from 1).")
+        raise FhirError.of(
+            Code.NOT_FOUND if what == "vid" else Code.MALFORMED_REQUEST,
+            f"{what} must name a version (a whole number from 1).",
+        )
     return int(text)
 
 
@@ -197,19 +208,25 @@ async def read_document(request: web.Request) -> web.Response:
     who.require("DocumentReference", "r")
     vid = request.match_info.get("vid")
     history = request.path.rstrip("/").endswith("/_history")
-    found = await request.app[INTAKE].read(request.match_info["id"], who, request_id=request_id(request),
-                                           address=request.remote, history=history,
-                                           version=_version(vid, "vid") if vid is not None else None)
+    found = await request.app[INTAKE].read(
+        request.match_info["id"],
+        who,
+        request_id=request_id(request),
+        address=request.remote,
+        history=history,
+        version=_version(vid, "vid") if vid is not None else None,
+    )
     if isinstance(found, Pending):
-        return fhir_response(informational(found.message), status=202,
-                             headers={"Retry-After": str(found.retry_after)})
+        return fhir_response(informational(found.message), status=202, headers={"Retry-After": str(found.retry_after)})
     base = base_url(request)
     if isinstance(found, list):
         return fhir_response(history_bundle([public(r, base) for r in found], base))
     resource = public(found, base)
     headers = _etag(resource)
     if vid is None:
-        headers["Content-Location"] = f"{base}/fhir/DocumentReference/{resource['id']}/_history/{resource['meta']['versionId']}"
+        headers["Content-Location"] = (
+            f"{base}/fhir/DocumentReference/{resource['id']}/_history/{resource['meta']['versionId']}"
+        )
     return fhir_response(resource, headers=headers)
 
 
@@ -219,16 +236,25 @@ def history_bundle(versions: list[dict[str, Any]], base: str) -> dict[str, Any]:
     for resource in versions:
         url = f"DocumentReference/{resource['id']}"
         first = resource["meta"]["versionId"] == "1"
-        entries.append({
-            "fullUrl": f"{base}/fhir/{url}",
-            "resource": resource,
-            "request": {"method": "POST" if first else "PATCH", "url": "DocumentReference" if first else url},
-            "response": {"status": "201 Created" if first else "200 OK",
-                         "etag": f'W/"{resource["meta"]["versionId"]}"', "lastModified": resource["meta"]["lastUpdated"]},
-        })
-    return {"resourceType": "Bundle", "type": "history", "total": len(entries),
-            "link": [{"relation": "self", "url": f"{base}/fhir/DocumentReference/{versions[0]['id']}/_history"}],
-            "entry": entries}
+        entries.append(
+            {
+                "fullUrl": f"{base}/fhir/{url}",
+                "resource": resource,
+                "request": {"method": "POST" if first else "PATCH", "url": "DocumentReference" if first else url},
+                "response": {
+                    "status": "201 Created" if first else "200 OK",
+                    "etag": f'W/"{resource["meta"]["versionId"]}"',
+                    "lastModified": resource["meta"]["lastUpdated"],
+                },
+            }
+        )
+    return {
+        "resourceType": "Bundle",
+        "type": "history",
+        "total": len(entries),
+        "link": [{"relation": "self", "url": f"{base}/fhir/DocumentReference/{versions[0]['id']}/_history"}],
+        "entry": entries,
+    }
 
 
 async def patch_document(request: web.Request) -> web.Response:
@@ -239,11 +265,17 @@ async def patch_document(request: web.Request) -> web.Response:
         raise FhirError.of(Code.UNSUPPORTED_MEDIA_TYPE, "Send a JSON Patch (application/json-patch+json).")
     patch = parse_body(await read_body(request))
     if patch != [{"op": "replace", "path": "/status", "value": "entered-in-error"}]:
-        raise FhirError.of(Code.BUSINESS_RULE, "The only change allowed is "
-                           '[{"op": "replace", "path": "/status", "value": "entered-in-error"}].')
+        raise FhirError.of(
+            Code.BUSINESS_RULE,
+            'The only change allowed is [{"op": "replace", "path": "/status", "value": "entered-in-error"}].',
+        )
     if_match = request.headers.get("If-Match")
-    resource = await request.app[INTAKE].withdraw(request.match_info["id"], who, request_id=request_id(request),
-                                                  if_match=_version(if_match, "If-Match") if if_match else None)
+    resource = await request.app[INTAKE].withdraw(
+        request.match_info["id"],
+        who,
+        request_id=request_id(request),
+        if_match=_version(if_match, "If-Match") if if_match else None,
+    )
     resource = public(resource, base_url(request))
     return fhir_response(resource, headers=_etag(resource))
 
@@ -259,22 +291,48 @@ async def search_documents(request: web.Request) -> web.Response:
         pairs += [(k, str(v)) for k, v in (await request.post()).items()]
     strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
     search = parse_search(pairs, strict=strict)
-    found = await request.app[INTAKE].search(search.where, who, count=search.count, offset=search.offset,
-                                             query=urlencode(sorted(pairs)), request_id=request_id(request),
-                                             address=request.remote)
+    found = await request.app[INTAKE].search(
+        search.where,
+        who,
+        count=search.count,
+        offset=search.offset,
+        query=urlencode(sorted(pairs)),
+        request_id=request_id(request),
+        address=request.remote,
+    )
     base = base_url(request)
     outcome = None
     if search.ignored:
-        outcome = operation_outcome([Issue(Code.PROCESSING, f"Search parameter(s) ignored: {', '.join(search.ignored)}.",
-                                           severity="warning")])
+        outcome = operation_outcome(
+            [Issue(Code.PROCESSING, f"Search parameter(s) ignored: {', '.join(search.ignored)}.", severity="warning")]
+        )
     if search.summary_count:
-        bundle = searchset("/fhir/DocumentReference", [*search.used, ("_summary", "count")], [], count=0,
-                           offset=0, has_more=False, total=found.total, outcome=outcome, base=base)
+        bundle = searchset(
+            "/fhir/DocumentReference",
+            [*search.used, ("_summary", "count")],
+            [],
+            count=0,
+            offset=0,
+            has_more=False,
+            total=found.total,
+            outcome=outcome,
+            base=base,
+        )
         return fhir_response(bundle)
     resources = [public(r, base) for r in found.resources]
-    return fhir_response(searchset("/fhir/DocumentReference", [(k, v) for k, v in search.used if k != "_summary"],
-                                   resources, count=search.count, offset=search.offset, has_more=found.more,
-                                   total=found.total, outcome=outcome, base=base))
+    return fhir_response(
+        searchset(
+            "/fhir/DocumentReference",
+            [(k, v) for k, v in search.used if k != "_summary"],
+            resources,
+            count=search.count,
+            offset=search.offset,
+            has_more=found.more,
+            total=found.total,
+            outcome=outcome,
+            base=base,
+        )
+    )
 
 
 def public(resource: dict[str, Any], base: str) -> dict[str, Any]:

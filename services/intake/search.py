@@ -45,11 +45,24 @@ STATUS_SYSTEM = "http://hl7.org/fhir/document-reference-status"
 STATUSES = {"current", "superseded", "entered-in-error"}
 PAGING = {"_count", "_offset", "_summary"}
 FORMAT = {"_format"}  # answered by the response layer
-KNOWN = {*PATIENT_IDENTIFIER, *PATIENT_REFERENCE, "status", "_id", *TOKEN_FIELDS, *DATE_FIELDS, *STRING_FIELDS,
-         *REFERENCE_PARAMS, *PAGING, *FORMAT}
+KNOWN = {
+    *PATIENT_IDENTIFIER,
+    *PATIENT_REFERENCE,
+    "status",
+    "_id",
+    *TOKEN_FIELDS,
+    *DATE_FIELDS,
+    *STRING_FIELDS,
+    *REFERENCE_PARAMS,
+    *PAGING,
+    *FORMAT,
+}
 # For the CapabilityStatement: every parameter with its FHIR type.
 PARAM_TYPES = {
-    "patient": "reference", "patient.identifier": "token", "status": "token", "_id": "token",
+    "patient": "reference",
+    "patient.identifier": "token",
+    "status": "token",
+    "_id": "token",
     **{name: "token" for name in TOKEN_FIELDS if ":" not in name},
     **{name: "date" for name in DATE_FIELDS},
     **{name: "string" for name in STRING_FIELDS},
@@ -74,7 +87,9 @@ def parse(pairs: Sequence[tuple[str, str]], *, strict: bool = False) -> Search:
     names = {name for name, _ in pairs}
     unknown = sorted(names - KNOWN)
     if unknown and strict:
-        raise FhirError.of(Code.INVALID_PARAMETER, f"Unsupported search parameter(s): {', '.join(unknown)}.", unknown[0])
+        raise FhirError.of(
+            Code.INVALID_PARAMETER, f"Unsupported search parameter(s): {', '.join(unknown)}.", unknown[0]
+        )
     ignored = set(unknown)
     patient = _patient(pairs)
     where: dict[str, Any] = {"patient": patient}
@@ -133,12 +148,18 @@ def _patient(pairs: Sequence[tuple[str, str]]) -> str:
         elif name in PATIENT_REFERENCE:
             number = value.rstrip("/").rpartition("/")[2] if "/" in value else value
             if not valid_nhs_number(number) or ("/" in value and value.rstrip("/").split("/")[-2] != "Patient"):
-                raise FhirError.of(Code.INVALID_PARAMETER, "patient must reference Patient/<NHS number>: a Patient's "
-                                   "id on this exchange is its NHS number.", name)
+                raise FhirError.of(
+                    Code.INVALID_PARAMETER,
+                    "patient must reference Patient/<NHS number>: a Patient's id on this exchange is its NHS number.",
+                    name,
+                )
             found.add(number)
     if not found:
-        raise FhirError.of(Code.INVALID_PARAMETER, "Search needs patient=Patient/<NHS number> or "
-                           "patient.identifier=<system>|<NHS number>.", "patient.identifier")
+        raise FhirError.of(
+            Code.INVALID_PARAMETER,
+            "Search needs patient=Patient/<NHS number> or patient.identifier=<system>|<NHS number>.",
+            "patient.identifier",
+        )
     if len(found) > 1:
         raise FhirError.of(Code.INVALID_PARAMETER, "Search one patient at a time.", "patient")
     return found.pop()
@@ -161,8 +182,11 @@ def _statuses(value: str) -> set[str]:
     for item in _values("status", value):
         system, code = parse_token(item)
         if system not in (None, "", STATUS_SYSTEM) or code not in STATUSES:
-            raise FhirError.of(Code.INVALID_PARAMETER, "status must be current, superseded or entered-in-error "
-                               f"(system {STATUS_SYSTEM}).", "status")
+            raise FhirError.of(
+                Code.INVALID_PARAMETER,
+                f"status must be current, superseded or entered-in-error (system {STATUS_SYSTEM}).",
+                "status",
+            )
         found.add(code)
     return found
 

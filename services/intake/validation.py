@@ -130,8 +130,12 @@ def _date_issues(data: dict[str, Any]) -> list[Issue]:
     period = _dict(context.get("period"))
     candidates = [
         (data.get("date"), "DocumentReference.date"),
-        (_dict(_dict(_list(data.get("content"))[0] if _list(data.get("content")) else {}).get("attachment")).get("creation"),
-         f"{ATTACHMENT}.creation"),
+        (
+            _dict(_dict(_list(data.get("content"))[0] if _list(data.get("content")) else {}).get("attachment")).get(
+                "creation"
+            ),
+            f"{ATTACHMENT}.creation",
+        ),
         (period.get("start"), "DocumentReference.context.period.start"),
         (period.get("end"), "DocumentReference.context.period.end"),
     ]
@@ -141,7 +145,9 @@ def _date_issues(data: dict[str, Any]) -> list[Issue]:
             issues.append(Issue(Code.BUSINESS_RULE, "The date is in the future or before 1900.", where))
     start, end = _parse_instant(period.get("start")), _parse_instant(period.get("end"))
     if start and end and end < start:
-        issues.append(Issue(Code.BUSINESS_RULE, "context.period ends before it starts.", "DocumentReference.context.period"))
+        issues.append(
+            Issue(Code.BUSINESS_RULE, "context.period ends before it starts.", "DocumentReference.context.period")
+        )
     return issues
 
 
@@ -158,45 +164,87 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
 
     status = data.get("status")
     if not isinstance(status, str) or status not in KNOWN_STATUSES:
-        issues.append(Issue(Code.INVALID_RESOURCE, "status must be current, superseded or entered-in-error.",
-                            "DocumentReference.status"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                "status must be current, superseded or entered-in-error.",
+                "DocumentReference.status",
+            )
+        )
     elif status != "current":
-        issues.append(Issue(Code.BUSINESS_RULE, "A new document must have status 'current'.", "DocumentReference.status"))
+        issues.append(
+            Issue(Code.BUSINESS_RULE, "A new document must have status 'current'.", "DocumentReference.status")
+        )
 
     subject = data.get("subject")
     patient = identifier_value(subject, NHS_NUMBER)
     if patient is None:
-        issues.append(Issue(Code.INVALID_RESOURCE, f"subject.identifier must be an NHS number ({NHS_NUMBER}).",
-                            "DocumentReference.subject.identifier"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                f"subject.identifier must be an NHS number ({NHS_NUMBER}).",
+                "DocumentReference.subject.identifier",
+            )
+        )
     elif not valid_nhs_number(patient):
-        issues.append(Issue(Code.INVALID_NHS_NUMBER, "subject.identifier.value is not a valid NHS number.",
-                            "DocumentReference.subject.identifier.value"))
+        issues.append(
+            Issue(
+                Code.INVALID_NHS_NUMBER,
+                "subject.identifier.value is not a valid NHS number.",
+                "DocumentReference.subject.identifier.value",
+            )
+        )
     if "reference" in _dict(subject) and not str(_dict(subject)["reference"]).startswith("Patient/"):
-        issues.append(Issue(Code.INVALID_RESOURCE, "subject must reference a Patient.", "DocumentReference.subject.reference"))
+        issues.append(
+            Issue(Code.INVALID_RESOURCE, "subject must reference a Patient.", "DocumentReference.subject.reference")
+        )
 
     custodian = identifier_value(data.get("custodian"), ODS_CODE)
     if custodian is None:
-        issues.append(Issue(Code.INVALID_RESOURCE, f"custodian.identifier must be an ODS code ({ODS_CODE}).",
-                            "DocumentReference.custodian.identifier"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE,
+                f"custodian.identifier must be an ODS code ({ODS_CODE}).",
+                "DocumentReference.custodian.identifier",
+            )
+        )
     elif custodian != who.org:
-        issues.append(Issue(Code.WRONG_ORGANISATION, "custodian must be the caller's own organisation.",
-                            "DocumentReference.custodian.identifier.value"))
+        issues.append(
+            Issue(
+                Code.WRONG_ORGANISATION,
+                "custodian must be the caller's own organisation.",
+                "DocumentReference.custodian.identifier.value",
+            )
+        )
     authors: list[str] = []
     for i, author in enumerate(_list(data.get("author"))):
         ods = identifier_value(author, ODS_CODE)
         if ods is not None:
             authors.append(ods)
             if ods != who.org:
-                issues.append(Issue(Code.WRONG_ORGANISATION, "An organisation author must be the caller's own.",
-                                    f"DocumentReference.author[{i}]"))
+                issues.append(
+                    Issue(
+                        Code.WRONG_ORGANISATION,
+                        "An organisation author must be the caller's own.",
+                        f"DocumentReference.author[{i}]",
+                    )
+                )
 
     codings = _list(_dict(data.get("type")).get("coding"))
-    document_type = next((t for c in codings if (t := catalogue.find(_dict(c).get("system"), _dict(c).get("code")))), None)
+    document_type = next(
+        (t for c in codings if (t := catalogue.find(_dict(c).get("system"), _dict(c).get("code")))), None
+    )
     if document_type is None:
         accepted = ", ".join(f"{t.system}|{t.code} ({t.display})" for t in catalogue.types)
-        issues.append(Issue(Code.BUSINESS_RULE, "type.coding must hold a document type this exchange accepts "
-                            "(ValueSet/lhcie-document-types, GET /fhir/ValueSet/lhcie-document-types): "
-                            f"{accepted}.", "DocumentReference.type"))
+        issues.append(
+            Issue(
+                Code.BUSINESS_RULE,
+                "type.coding must hold a document type this exchange accepts "
+                "(ValueSet/lhcie-document-types, GET /fhir/ValueSet/lhcie-document-types): "
+                f"{accepted}.",
+                "DocumentReference.type",
+            )
+        )
 
     related: list[str] = []
     context = _dict(data.get("context"))
@@ -204,8 +252,13 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
         value = _dict(ref).get("reference")
         if isinstance(value, str):
             if value.count("/") != 1 or not all(value.split("/")):
-                issues.append(Issue(Code.INVALID_RESOURCE, "related.reference must be 'Type/id'.",
-                                    f"DocumentReference.context.related[{i}].reference"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        "related.reference must be 'Type/id'.",
+                        f"DocumentReference.context.related[{i}].reference",
+                    )
+                )
             else:
                 related.append(value)
 
@@ -216,16 +269,29 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
         target = _dict(_dict(relation).get("target")).get("reference")
         if code in SUPPORTED_RELATIONS:
             if not isinstance(target, str) or not target.startswith("DocumentReference/"):
-                issues.append(Issue(Code.INVALID_RESOURCE, "relatesTo.target must reference DocumentReference/<id>.",
-                                    f"DocumentReference.relatesTo[{i}].target"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        "relatesTo.target must reference DocumentReference/<id>.",
+                        f"DocumentReference.relatesTo[{i}].target",
+                    )
+                )
             else:
                 replaces.append(target.removeprefix("DocumentReference/"))
         elif code in UNSUPPORTED_RELATION_WARNINGS:
-            warnings.append(Issue(Code.PROCESSING, UNSUPPORTED_RELATION_WARNINGS[code],
-                                  f"DocumentReference.relatesTo[{i}]", severity="warning"))
+            warnings.append(
+                Issue(
+                    Code.PROCESSING,
+                    UNSUPPORTED_RELATION_WARNINGS[code],
+                    f"DocumentReference.relatesTo[{i}]",
+                    severity="warning",
+                )
+            )
 
     master = _dict(data.get("masterIdentifier"))
-    master_identifier = f"{master.get('system', '')}|{master['value']}" if isinstance(master.get("value"), str) else None
+    master_identifier = (
+        f"{master.get('system', '')}|{master['value']}" if isinstance(master.get("value"), str) else None
+    )
 
     content = _list(data.get("content"))
     attachment = _dict(content[0]).get("attachment") if content and isinstance(content[0], dict) else None
@@ -236,35 +302,61 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
         issues.append(Issue(Code.INVALID_RESOURCE, "content[0].attachment is required.", ATTACHMENT))
     else:
         if inline and "data" not in attachment:
-            issues.append(Issue(Code.INVALID_RESOURCE, "content[0].attachment.data must hold the document (base64).",
-                                f"{ATTACHMENT}.data"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    "content[0].attachment.data must hold the document (base64).",
+                    f"{ATTACHMENT}.data",
+                )
+            )
         elif inline:
             raw = decode_base64(attachment.get("data"))
             if raw is None:
-                issues.append(Issue(Code.INVALID_RESOURCE, "content[0].attachment.data is not valid base64.",
-                                    f"{ATTACHMENT}.data"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE, "content[0].attachment.data is not valid base64.", f"{ATTACHMENT}.data"
+                    )
+                )
             elif not raw:
                 issues.append(Issue(Code.INVALID_RESOURCE, "The document is empty.", f"{ATTACHMENT}.data"))
         if not inline and "data" in attachment:
-            issues.append(Issue(Code.INVALID_RESOURCE, "With a separate document part, attachment.data must be absent.",
-                                f"{ATTACHMENT}.data"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE,
+                    "With a separate document part, attachment.data must be absent.",
+                    f"{ATTACHMENT}.data",
+                )
+            )
         raw_type = attachment.get("contentType")
         if not isinstance(raw_type, str) or "/" not in raw_type:
-            issues.append(Issue(Code.INVALID_RESOURCE, "content[0].attachment.contentType is required.",
-                                f"{ATTACHMENT}.contentType"))
+            issues.append(
+                Issue(
+                    Code.INVALID_RESOURCE, "content[0].attachment.contentType is required.", f"{ATTACHMENT}.contentType"
+                )
+            )
         else:
             content_type = raw_type
             if document_type is not None and base_type(raw_type) not in document_type.media:
-                issues.append(Issue(Code.BUSINESS_RULE, f"A {document_type.display} may be one of: "
-                                    f"{', '.join(document_type.media)}.", f"{ATTACHMENT}.contentType"))
+                issues.append(
+                    Issue(
+                        Code.BUSINESS_RULE,
+                        f"A {document_type.display} may be one of: {', '.join(document_type.media)}.",
+                        f"{ATTACHMENT}.contentType",
+                    )
+                )
         if "size" in attachment:
             size = attachment["size"]
             declared_size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
         if "hash" in attachment:
             declared_sha1 = decode_base64(attachment["hash"])
             if declared_sha1 is None or len(declared_sha1) != 20:
-                issues.append(Issue(Code.INVALID_RESOURCE, "attachment.hash must be the base64 SHA-1 of the document.",
-                                    f"{ATTACHMENT}.hash"))
+                issues.append(
+                    Issue(
+                        Code.INVALID_RESOURCE,
+                        "attachment.hash must be the base64 SHA-1 of the document.",
+                        f"{ATTACHMENT}.hash",
+                    )
+                )
     issues += _date_issues(data)
 
     covered = {i.expression for i in issues}
@@ -321,14 +413,18 @@ def search_fields(data: dict[str, Any], authors: list[str], custodian: str, rela
         "related": related,
         "related_identifier": _identifier_tokens(related_identifiers),
         "event": [t for e in _list(context.get("event")) for t in _tokens(_list(_dict(e).get("coding")))],
-        "security_label": [t for lab in _list(data.get("securityLabel")) for t in _tokens(_list(_dict(lab).get("coding")))],
+        "security_label": [
+            t for lab in _list(data.get("securityLabel")) for t in _tokens(_list(_dict(lab).get("coding")))
+        ],
         "setting": _tokens(_list(_dict(context.get("practiceSetting")).get("coding"))),
         "facility": _tokens(_list(_dict(context.get("facilityType")).get("coding"))),
         "format": [t for c in content for t in _tokens([c.get("format")] if c.get("format") else [])],
     }
-    for name, keys in (("date", _keys(data.get("date"), None, point=True)),
-                       ("creation", _keys(creation, None, point=True)),
-                       ("period", _keys(period.get("start"), period.get("end")))):
+    for name, keys in (
+        ("date", _keys(data.get("date"), None, point=True)),
+        ("creation", _keys(creation, None, point=True)),
+        ("period", _keys(period.get("start"), period.get("end"))),
+    ):
         if keys:
             fields[f"{name}_low"], fields[f"{name}_high"] = keys
     return fields
@@ -344,8 +440,12 @@ def _keys(start: Any, end: Any, *, point: bool = False) -> tuple[str, str] | Non
 
 
 def _identifier_tokens(identifiers: list[dict[str, Any]]) -> list[str]:
-    return [t for i in identifiers if isinstance(i.get("value"), str)
-            for t in (f"{i.get('system', '')}|{i['value']}", i["value"])]
+    return [
+        t
+        for i in identifiers
+        if isinstance(i.get("value"), str)
+        for t in (f"{i.get('system', '')}|{i['value']}", i["value"])
+    ]
 
 
 NAME_PREFIX_LIMIT = 40
@@ -407,13 +507,21 @@ def content_issues(meta: Metadata, *, size: int, sha1: bytes, media_problem: str
     """Declared size, declared hash and the media type, checked against the bytes received."""
     issues = []
     if meta.declared_size is not None and meta.declared_size != size:
-        issues.append(Issue(Code.INVALID_RESOURCE, "attachment.size does not match the document.", f"{ATTACHMENT}.size"))
+        issues.append(
+            Issue(Code.INVALID_RESOURCE, "attachment.size does not match the document.", f"{ATTACHMENT}.size")
+        )
     if meta.declared_sha1 is not None and meta.declared_sha1 != sha1:
-        issues.append(Issue(Code.INVALID_RESOURCE, "attachment.hash is not the base64 SHA-1 of the document.",
-                            f"{ATTACHMENT}.hash"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE, "attachment.hash is not the base64 SHA-1 of the document.", f"{ATTACHMENT}.hash"
+            )
+        )
     if size == 0:
         issues.append(Issue(Code.INVALID_RESOURCE, "The document is empty.", f"{ATTACHMENT}"))
     if media_problem:
-        issues.append(Issue(Code.INVALID_RESOURCE, media_problem[0].upper() + media_problem[1:] + ".",
-                            f"{ATTACHMENT}.contentType"))
+        issues.append(
+            Issue(
+                Code.INVALID_RESOURCE, media_problem[0].upper() + media_problem[1:] + ".", f"{ATTACHMENT}.contentType"
+            )
+        )
     return issues

@@ -42,59 +42,120 @@ class Access:
         self._outgoing = outgoing
         self.policy = policy
 
-    async def team(self, who: Caller, mdt: str, *, resource: str, action: str = "read",
-                   request_id: str | None = None) -> None:
+    async def team(
+        self, who: Caller, mdt: str, *, resource: str, action: str = "read", request_id: str | None = None
+    ) -> None:
         """Refuse (403, audited) unless ``who`` is staff of the MDT ``mdt`` of their own organisation, or,
         for a trust's bed managers' alerts (``beds:<ODS>``), one of that trust's bed managers."""
         if mdt.startswith(BEDS):
             if who.role != BED_MANAGER or who.org != mdt.removeprefix(BEDS):
-                await self.deny(who, resource, action,
-                                Decision.deny("not-bed-manager", f"not a bed manager of {mdt.removeprefix(BEDS)}"),
-                                request_id=request_id,
-                                error=FhirError.of(Code.FORBIDDEN, "Only the trust's bed managers may see its "
-                                                   "transfer alerts."))
+                await self.deny(
+                    who,
+                    resource,
+                    action,
+                    Decision.deny("not-bed-manager", f"not a bed manager of {mdt.removeprefix(BEDS)}"),
+                    request_id=request_id,
+                    error=FhirError.of(Code.FORBIDDEN, "Only the trust's bed managers may see its transfer alerts."),
+                )
             return
         if who.role not in STAFF_ROLES or who.mdt != mdt:
-            await self.deny(who, resource, action, Decision.deny("not-mdt-member", f"not a member of CareTeam/{mdt}"),
-                            request_id=request_id, error=_not_a_member())
+            await self.deny(
+                who,
+                resource,
+                action,
+                Decision.deny("not-mdt-member", f"not a member of CareTeam/{mdt}"),
+                request_id=request_id,
+                error=_not_a_member(),
+            )
         if not await self.policy.careteam_of(mdt, who.org):
-            await self.deny(who, resource, action,
-                            Decision.deny("mdt-not-of-organisation", f"CareTeam/{mdt} is not a team of {who.org}"),
-                            request_id=request_id, error=_not_a_member())
+            await self.deny(
+                who,
+                resource,
+                action,
+                Decision.deny("mdt-not-of-organisation", f"CareTeam/{mdt} is not a team of {who.org}"),
+                request_id=request_id,
+                error=_not_a_member(),
+            )
 
     async def member(self, who: Caller, *, resource: str, action: str, request_id: str | None = None) -> None:
         """Refuse (403, audited) a caller who is staff of no MDT of their own organisation, before a change's
         body is read: whoever may not change pathways learns nothing from its validation either."""
         await self.team(who, who.mdt or "", resource=resource, action=action, request_id=request_id)
 
-    async def transfer(self, who: Caller, *, resource: str, patient: str, to_org: str, to_mdt: str,
-                       request_id: str | None) -> None:
+    async def transfer(
+        self, who: Caller, *, resource: str, patient: str, to_org: str, to_mdt: str, request_id: str | None
+    ) -> None:
         """A transfer discloses the patient's pathway to the receiving organisation: the one policy
         decision must allow that organisation to see cancer-care records of this patient from ours."""
-        facts = DocumentFacts(document_id=resource, patient_nhs_number=patient, custodian=who.org,
-                              type_system=TRANSFER_TYPE[0], type_code=TRANSFER_TYPE[1],
-                              related=(f"CareTeam/{to_mdt}",), content_type="application/fhir+json", size=0,
-                              sha256=NO_CONTENT)
-        receiver = Caller(org=to_org, role="mdt-coordinator", subject=f"CareTeam/{to_mdt}", scopes=frozenset(),
-                          mdt=to_mdt)
+        facts = DocumentFacts(
+            document_id=resource,
+            patient_nhs_number=patient,
+            custodian=who.org,
+            type_system=TRANSFER_TYPE[0],
+            type_code=TRANSFER_TYPE[1],
+            related=(f"CareTeam/{to_mdt}",),
+            content_type="application/fhir+json",
+            size=0,
+            sha256=NO_CONTENT,
+        )
+        receiver = Caller(
+            org=to_org, role="mdt-coordinator", subject=f"CareTeam/{to_mdt}", scopes=frozenset(), mdt=to_mdt
+        )
         decision = await self.policy.decide(receiver, facts, purpose=CANCER_CARE)
         if not decision.allowed:
             # The caller learns that the move is refused, not which rule (it may be the patient's preference).
-            await self.deny(who, resource, "transfer", decision, patient=patient, request_id=request_id,
-                            error=FhirError.of(Code.ACCESS_DENIED, f"Access denied: CareTeam/{to_mdt} may not receive "
-                                               f"this pathway under the sharing policy{_reference(request_id)}."))
+            await self.deny(
+                who,
+                resource,
+                "transfer",
+                decision,
+                patient=patient,
+                request_id=request_id,
+                error=FhirError.of(
+                    Code.ACCESS_DENIED,
+                    f"Access denied: CareTeam/{to_mdt} may not receive "
+                    f"this pathway under the sharing policy{_reference(request_id)}.",
+                ),
+            )
 
-    async def deny(self, who: Caller, resource: str, action: str, decision: Decision, *, error: FhirError,
-                   patient: str | None = None, request_id: str | None = None) -> NoReturn:
-        await self._outgoing.publish_now(self._outgoing.event(
-            RoutingKey.ACCESS_DENIED,
-            AccessDenied(actor=actor_of(who), resource=resource, action=action, reason_code=decision.rule,
-                         reason=decision.reason, patient_nhs_number=patient),
-            subject=resource, correlation_id=request_id))
+    async def deny(
+        self,
+        who: Caller,
+        resource: str,
+        action: str,
+        decision: Decision,
+        *,
+        error: FhirError,
+        patient: str | None = None,
+        request_id: str | None = None,
+    ) -> NoReturn:
+        await self._outgoing.publish_now(
+            self._outgoing.event(
+                RoutingKey.ACCESS_DENIED,
+                AccessDenied(
+                    actor=actor_of(who),
+                    resource=resource,
+                    action=action,
+                    reason_code=decision.rule,
+                    reason=decision.reason,
+                    patient_nhs_number=patient,
+                ),
+                subject=resource,
+                correlation_id=request_id,
+            )
+        )
         raise error
 
-    async def read(self, who: Caller, resource: str, action: str, patients: Iterable[str | None], *,
-                   query: str | None = None, request_id: str | None = None) -> None:
+    async def read(
+        self,
+        who: Caller,
+        resource: str,
+        action: str,
+        patients: Iterable[str | None],
+        *,
+        query: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """One ``record.read`` per patient the answer showed (BALP: a query touching several patients
         leaves one record per patient), or one without a patient when it showed none."""
         counts: dict[str | None, int] = {}
@@ -102,18 +163,42 @@ class Access:
             counts[patient] = counts.get(patient, 0) + 1
         rows: list[tuple[str | None, int]] = [(p, n) for p, n in counts.items() if p]
         rows = rows or [(None, sum(counts.values()))]
-        events = [self._outgoing.event(
-            RoutingKey.RECORD_READ,
-            RecordRead(actor=actor_of(who), resource=resource, action=action,
-                       patient_nhs_number=patient, query=query, results=n, rule="mdt-member"),
-            subject=resource, correlation_id=request_id) for patient, n in rows]
+        events = [
+            self._outgoing.event(
+                RoutingKey.RECORD_READ,
+                RecordRead(
+                    actor=actor_of(who),
+                    resource=resource,
+                    action=action,
+                    patient_nhs_number=patient,
+                    query=query,
+                    results=n,
+                    rule="mdt-member",
+                ),
+                subject=resource,
+                correlation_id=request_id,
+            )
+            for patient, n in rows
+        ]
         await self._outgoing.publish_now(*events)
 
-    async def invoked(self, who: Caller, operation: str, target: str, outcome: str, detail: str | None = None,
-                      *, request_id: str | None = None) -> None:
-        await self._outgoing.publish_now(self._outgoing.event(
-            RoutingKey.OPERATION_INVOKED,
-            OperationInvoked(actor=actor_of(who), operation=operation, target=target,
-                             outcome=outcome, detail=detail),
-            subject=target, correlation_id=request_id))
-
+    async def invoked(
+        self,
+        who: Caller,
+        operation: str,
+        target: str,
+        outcome: str,
+        detail: str | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> None:
+        await self._outgoing.publish_now(
+            self._outgoing.event(
+                RoutingKey.OPERATION_INVOKED,
+                OperationInvoked(
+                    actor=actor_of(who), operation=operation, target=target, outcome=outcome, detail=detail
+                ),
+                subject=target,
+                correlation_id=request_id,
+            )
+        )

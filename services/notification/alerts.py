@@ -10,9 +10,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from shared.clock import Clock, day_of, stamp
 from services.notification.pathways import Pathways
 from services.notification.rules import rank
+from shared.clock import Clock, day_of, stamp
 from shared.fhir.dates import DateSearch, instant_filter
 from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE
 from shared.store import DESCENDING, Document, DocumentStore, Filter, Index, Session
@@ -80,12 +80,15 @@ class Alerts:
 
     async def search(self, query: AlertQuery, *, limit: int, skip: int) -> list[Document]:
         # Most urgent first, newest first within a priority: how a coordinator works through the list.
-        return await self._alerts.find(query.filter(), sort=[("rank", DESCENDING), ("sent", DESCENDING)],
-                                       limit=limit, skip=skip)
+        return await self._alerts.find(
+            query.filter(), sort=[("rank", DESCENDING), ("sent", DESCENDING)], limit=limit, skip=skip
+        )
 
     async def open_by_priority(self, mdt: str) -> dict[str, int]:
-        return {p: await self._alerts.count({"mdt": mdt, "status": OPEN, "priority": p})
-                for p in ("stat", "asap", "urgent", "routine")}
+        return {
+            p: await self._alerts.count({"mdt": mdt, "status": OPEN, "priority": p})
+            for p in ("stat", "asap", "urgent", "routine")
+        }
 
     async def open_for_pathway(self, pathway_id: str, kind: str) -> list[Document]:
         return await self._alerts.find({"pathway_id": pathway_id, "kind": kind, "status": OPEN}, limit=100)
@@ -121,8 +124,14 @@ def to_fhir(doc: Document, clocks: list[dict[str, Any]] | None = None) -> dict[s
     resource: dict[str, Any] = {
         "resourceType": "Communication",
         "id": doc["_id"],
-        "meta": {"tag": [{"system": "https://lhcie.london/fhir/CodeSystem/rules-version",
-                          "code": doc.get("rules_version", "unversioned")}]},
+        "meta": {
+            "tag": [
+                {
+                    "system": "https://lhcie.london/fhir/CodeSystem/rules-version",
+                    "code": doc.get("rules_version", "unversioned"),
+                }
+            ]
+        },
         "status": doc["status"],
         "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": doc.get("kind", "document-available")}]}],
         "priority": doc["priority"],
@@ -159,10 +168,15 @@ def to_fhir(doc: Document, clocks: list[dict[str, Any]] | None = None) -> dict[s
     if notes:
         resource["note"] = notes
     for clock in clocks or []:
-        resource["extension"].append({"url": CLOCK_URL, "extension": [
-            {"url": "clock", "valueCode": clock["clock"]},
-            {"url": "day", "valueInteger": clock["day"]},
-            {"url": "target", "valueInteger": clock["target"]},
-            {"url": "risk", "valueCode": clock["risk"]},
-        ]})
+        resource["extension"].append(
+            {
+                "url": CLOCK_URL,
+                "extension": [
+                    {"url": "clock", "valueCode": clock["clock"]},
+                    {"url": "day", "valueInteger": clock["day"]},
+                    {"url": "target", "valueInteger": clock["target"]},
+                    {"url": "risk", "valueCode": clock["risk"]},
+                ],
+            }
+        )
     return resource

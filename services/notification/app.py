@@ -19,9 +19,9 @@ from services.notification.settings import NotificationSettings
 from services.notification.stream_tokens import SHARED_KEY, StreamTokens
 from services.notification.webhook_http import HttpWebhookClient
 from shared import topology
+from shared.app_keys import RUNTIME
 from shared.config import DocStoreKind, Settings
 from shared.http import build_app
-from shared.app_keys import RUNTIME
 from shared.lifecycle import mount
 from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec
@@ -62,15 +62,23 @@ def install(app: web.Application, settings: NotificationSettings | None = None) 
     # Loaded while the app is built: a broken rules file stops the start, not a request.
     rules = load_rules(own.rules_file)
     build = functools.partial(Notification, settings=own, rules=rules, open_client=HttpWebhookClient)
-    notification = mount(app, name=NAME, key=routes.NOTIFICATION, build=build,
-                         add_routes=routes.add_routes, queue=topology.NOTIFICATION, handler=consumers.handler)
+    notification = mount(
+        app,
+        name=NAME,
+        key=routes.NOTIFICATION,
+        build=build,
+        add_routes=routes.add_routes,
+        queue=topology.NOTIFICATION,
+        handler=consumers.handler,
+    )
     process = app[RUNTIME].settings
     key_file = own.stream_key_file
     # Replicas sharing MongoDB but no key file would each make their own key and refuse each other's tokens.
     secrets = notification.ctx.store.collection("secrets")  # declared here: the store makes it at start
     shared = secrets if key_file is None and process.doc_store is DocStoreKind.MONGODB else None
     tokens = app[routes.STREAM_TOKENS] = StreamTokens(
-        key_file or process.data_dir / NAME / "stream-token.keys", shared=shared)
+        key_file or process.data_dir / NAME / "stream-token.keys", shared=shared
+    )
     deliverer = app[routes.DELIVERER] = notification.deliverer
 
     async def timers(_: web.Application) -> AsyncIterator[None]:
@@ -80,9 +88,11 @@ def install(app: web.Application, settings: NotificationSettings | None = None) 
             await secrets.delete({"_id": SHARED_KEY})
         await tokens.start()
         await deliverer.start()
-        tasks = [asyncio.create_task(_reconcile(notification), name="notification reconciliation"),
-                 asyncio.create_task(_tick(notification), name="notification timers"),
-                 asyncio.create_task(_deliver(deliverer, notification), name="notification webhooks")]
+        tasks = [
+            asyncio.create_task(_reconcile(notification), name="notification reconciliation"),
+            asyncio.create_task(_tick(notification), name="notification timers"),
+            asyncio.create_task(_deliver(deliverer, notification), name="notification webhooks"),
+        ]
         yield
         for task in tasks:
             task.cancel()
@@ -100,34 +110,46 @@ def install(app: web.Application, settings: NotificationSettings | None = None) 
 
 
 CAPABILITY = (
-        {
-            "type": "Communication",
-            "interaction": [{"code": "search-type"}],
-            "searchParam": [{"name": "recipient", "type": "reference"}, {"name": "status", "type": "token"},
-                            {"name": "patient", "type": "reference"}, {"name": "priority", "type": "token"},
-                            {"name": "sent", "type": "date"}],
-            "operation": [{"name": "acknowledge",
-                           "definition": "https://lhcie.london/fhir/OperationDefinition/acknowledge"},
-                          {"name": "reconcile",
-                           "definition": "https://lhcie.london/fhir/OperationDefinition/reconcile"}],
-        },
-        {
-            "type": "Subscription",
-            "interaction": [{"code": "create"}, {"code": "read"}],
-            "operation": [{"name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"},
-                          {"name": "events", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"},
-                          {"name": "stream", "definition": "https://lhcie.london/fhir/OperationDefinition/subscription-stream"}],
-        },
-        {
-            "type": "EpisodeOfCare",
-            "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
-            "searchParam": [{"name": "team", "type": "reference"}],
-            "operation": [{"name": "record-event",
-                           "definition": "https://lhcie.london/fhir/OperationDefinition/record-event"},
-                          {"name": "transfer", "definition": "https://lhcie.london/fhir/OperationDefinition/transfer"},
-                          {"name": "tracking-list",
-                           "definition": "https://lhcie.london/fhir/OperationDefinition/tracking-list"}],
-        },
+    {
+        "type": "Communication",
+        "interaction": [{"code": "search-type"}],
+        "searchParam": [
+            {"name": "recipient", "type": "reference"},
+            {"name": "status", "type": "token"},
+            {"name": "patient", "type": "reference"},
+            {"name": "priority", "type": "token"},
+            {"name": "sent", "type": "date"},
+        ],
+        "operation": [
+            {"name": "acknowledge", "definition": "https://lhcie.london/fhir/OperationDefinition/acknowledge"},
+            {"name": "reconcile", "definition": "https://lhcie.london/fhir/OperationDefinition/reconcile"},
+        ],
+    },
+    {
+        "type": "Subscription",
+        "interaction": [{"code": "create"}, {"code": "read"}],
+        "operation": [
+            {
+                "name": "status",
+                "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status",
+            },
+            {
+                "name": "events",
+                "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events",
+            },
+            {"name": "stream", "definition": "https://lhcie.london/fhir/OperationDefinition/subscription-stream"},
+        ],
+    },
+    {
+        "type": "EpisodeOfCare",
+        "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
+        "searchParam": [{"name": "team", "type": "reference"}],
+        "operation": [
+            {"name": "record-event", "definition": "https://lhcie.london/fhir/OperationDefinition/record-event"},
+            {"name": "transfer", "definition": "https://lhcie.london/fhir/OperationDefinition/transfer"},
+            {"name": "tracking-list", "definition": "https://lhcie.london/fhir/OperationDefinition/tracking-list"},
+        ],
+    },
 )
 
 
@@ -146,8 +168,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/fhir/Subscription/{id}", "Read a subscription"),
     Operation("GET", "/fhir/Subscription/{id}/$status", "A subscription's status"),
     Operation("GET", "/fhir/Subscription/{id}/$events", "A subscription's recent events"),
-    Operation("GET", "/fhir/Subscription/{id}/$stream",
-              "A care plan subscription's notifications (server-sent events)"),
+    Operation(
+        "GET", "/fhir/Subscription/{id}/$stream", "A care plan subscription's notifications (server-sent events)"
+    ),
     Operation("POST", "/alerts/stream-token", "A short-lived token for the live alert stream"),
     Operation("GET", "/alerts/stream", "The live alert stream (server-sent events)", public=True),
     Operation("GET", "/console/", "The MDT console (HTML shell)", public=True),
@@ -161,16 +184,23 @@ PUBLIC_PREFIXES = ("/console/static",)
 
 def spec(settings: NotificationSettings | None = None) -> ServiceSpec:
     """The service for a process; with ``settings`` given, the environment is not read for them."""
-    return ServiceSpec(NAME, functools.partial(install, settings=settings), collections=COLLECTIONS,
-                       capability=CAPABILITY, operations=OPERATIONS, public_paths=PUBLIC_PATHS,
-                       public_prefixes=PUBLIC_PREFIXES)
+    return ServiceSpec(
+        NAME,
+        functools.partial(install, settings=settings),
+        collections=COLLECTIONS,
+        capability=CAPABILITY,
+        operations=OPERATIONS,
+        public_paths=PUBLIC_PATHS,
+        public_prefixes=PUBLIC_PREFIXES,
+    )
 
 
 SPEC = spec()
 
 
-def create_app(settings: Settings, ports: Ports | None = None, *,
-               notification: NotificationSettings | None = None) -> web.Application:
+def create_app(
+    settings: Settings, ports: Ports | None = None, *, notification: NotificationSettings | None = None
+) -> web.Application:
     """Notification alone: ``settings`` for the process, ``notification`` for the service (read once from
     the environment when not given)."""
     return build_app(settings, [spec(notification)], ports=ports)

@@ -10,11 +10,11 @@ from datetime import UTC, date, datetime, time
 from services.notification import waiting_times
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, Alerts, alert_id
-from shared.clock import Clock, day_of
 from services.notification.pathways import ACTIVE, Pathways
 from services.notification.rules import RuleSet
-from shared.timers import Timers
+from shared.clock import Clock, day_of
 from shared.store import Document, Session
+from shared.timers import Timers
 
 BREACH_CHECK = "breach-check"
 
@@ -24,8 +24,9 @@ def _midnight(on: date) -> datetime:
 
 
 class BreachChecks:
-    def __init__(self, *, pathways: Pathways, alerts: Alerts, alerting: Alerting, timers: Timers, rules: RuleSet,
-                 clock: Clock) -> None:
+    def __init__(
+        self, *, pathways: Pathways, alerts: Alerts, alerting: Alerting, timers: Timers, rules: RuleSet, clock: Clock
+    ) -> None:
         self._pathways = pathways
         self._alerts = alerts
         self._alerting = alerting
@@ -42,15 +43,28 @@ class BreachChecks:
                 await self._schedule(pathway["_id"], name, clock["start"], due, session)
 
     async def _schedule(self, pathway_id: str, name: str, start: str, due: date, session: Session) -> None:
-        await self._timers.schedule(f"{BREACH_CHECK}|{pathway_id}|{name}|{start}|{due}", BREACH_CHECK,
-                                    _midnight(due), subject=pathway_id, session=session, clock=name, start=start)
+        await self._timers.schedule(
+            f"{BREACH_CHECK}|{pathway_id}|{name}|{start}|{due}",
+            BREACH_CHECK,
+            _midnight(due),
+            subject=pathway_id,
+            session=session,
+            clock=name,
+            start=start,
+        )
 
     async def fire(self, timer: Document, session: Session) -> None:
         """The timer's action: the alert, if the clock that set it is still running and at risk."""
         pathway = await self._pathways.get(timer["subject"], session=session)
         name, start = timer["data"]["clock"], timer["data"]["start"]
         clock = (pathway or {}).get("clocks", {}).get(name)
-        if pathway is None or pathway["status"] != ACTIVE or clock is None or clock["start"] != start or clock.get("stop"):
+        if (
+            pathway is None
+            or pathway["status"] != ACTIVE
+            or clock is None
+            or clock["start"] != start
+            or clock.get("stop")
+        ):
             return
         today = day_of(self._clock.now())
         due = self._pathways.breach_check_due(clock, name, today)
@@ -60,13 +74,24 @@ class BreachChecks:
         rule = self._rules.clocks[name]
         recipient = f"{CARETEAM_PREFIX}{pathway['mdt']}"
         days = waiting_times.day(clock, today)
-        await self._alerting.raise_alert({
-            "_id": alert_id(f"breach|{pathway['_id']}|{name}|{start}", recipient), "kind": "breach-risk",
-            "recipient": recipient, "mdt": pathway["mdt"], "audience": ["coordinators", "tumour-site-lead"],
-            "priority": rule.breach_risk_priority, "patient": pathway["patient"], "document": None,
-            "label": rule.label, "text": f"Breach risk: day {days} of {rule.target_days} ({rule.label})",
-            "pathway_id": pathway["_id"], "clock": name,
-        }, None, session)
+        await self._alerting.raise_alert(
+            {
+                "_id": alert_id(f"breach|{pathway['_id']}|{name}|{start}", recipient),
+                "kind": "breach-risk",
+                "recipient": recipient,
+                "mdt": pathway["mdt"],
+                "audience": ["coordinators", "tumour-site-lead"],
+                "priority": rule.breach_risk_priority,
+                "patient": pathway["patient"],
+                "document": None,
+                "label": rule.label,
+                "text": f"Breach risk: day {days} of {rule.target_days} ({rule.label})",
+                "pathway_id": pathway["_id"],
+                "clock": name,
+            },
+            None,
+            session,
+        )
 
     async def resolve_stopped(self, pathway: Document, session: Session) -> None:
         """Resolve the pathway's breach-risk alerts whose clock has stopped (or whose pathway has ended)."""

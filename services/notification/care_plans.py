@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 
-from shared.clock import Clock, stamp
 from services.notification.documents import Once
 from services.notification.feed import Writer
 from services.notification.subscriptions import CAREPLAN_TOPIC, Subscriptions
 from shared.auth import Caller
+from shared.clock import Clock, stamp
 from shared.events import CarePlanChanged, DocumentFacts, Event
 from shared.fhir.identifiers import SNOMED
 from shared.policy import END_OF_LIFE_CARE, PolicyView
@@ -28,14 +28,22 @@ DRAFT = "draft"
 
 def plan_facts(changed: CarePlanChanged) -> DocumentFacts:
     """The plan as the policy sees a record: its custodian, patient and SNOMED record type."""
-    return DocumentFacts(document_id=changed.plan_id, patient_nhs_number=changed.patient_nhs_number,
-                         custodian=changed.custodian, type_system=SNOMED, type_code=changed.record_type,
-                         content_type="application/fhir+json", size=0, sha256="")
+    return DocumentFacts(
+        document_id=changed.plan_id,
+        patient_nhs_number=changed.patient_nhs_number,
+        custodian=changed.custodian,
+        type_system=SNOMED,
+        type_code=changed.record_type,
+        content_type="application/fhir+json",
+        size=0,
+        sha256="",
+    )
 
 
 class CarePlanNotices:
-    def __init__(self, *, subscriptions: Subscriptions, policy: PolicyView, clock: Clock, once: Once,
-                 write: Writer) -> None:
+    def __init__(
+        self, *, subscriptions: Subscriptions, policy: PolicyView, clock: Clock, once: Once, write: Writer
+    ) -> None:
         self._subscriptions = subscriptions
         self._policy = policy
         self._clock = clock
@@ -56,8 +64,13 @@ class CarePlanNotices:
                 wanted = sub["filters"].get("patient")
                 if wanted and wanted != changed.patient_nhs_number:
                     continue
-                reader = Caller(org=sub["org"], role="system", subject=f"Subscription/{sub['_id']}",
-                                scopes=frozenset(), purpose=END_OF_LIFE_CARE)
+                reader = Caller(
+                    org=sub["org"],
+                    role="system",
+                    subject=f"Subscription/{sub['_id']}",
+                    scopes=frozenset(),
+                    purpose=END_OF_LIFE_CARE,
+                )
                 decision = await self._policy.decide(reader, facts)
                 if not decision.allowed:
                     log.info("notification.careplan_not_shared rule=%s", decision.rule, extra={"code": "NOT060"})

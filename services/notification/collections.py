@@ -9,8 +9,12 @@ from shared.store.schema import EVERY_SERVICE, Schema
 COLLECTIONS: Schema = {
     **EVERY_SERVICE,
     "documents": (Index(("related",)), Index(("stored_at",))),  # domain.py
-    "alerts": (Index(("mdt", "sent")), Index(("mdt", "status", "rank")), Index(("patient",)),
-               Index(("status",))),  # alerts.py
+    "alerts": (
+        Index(("mdt", "sent")),
+        Index(("mdt", "status", "rank")),
+        Index(("patient",)),
+        Index(("status",)),
+    ),  # alerts.py
     "alert_feed": (Index(("mdt", "seq")), Index(("seq",))),  # feed.py
     "counters": (),  # feed.py, subscriptions.py
     "subscriptions": (Index(("mdt", "status")), Index(("org",))),  # subscriptions.py

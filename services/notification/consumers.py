@@ -7,7 +7,6 @@ from services.notification.domain import Notification
 from shared.bus import Handler
 from shared.events import Event, RoutingKey
 
-
 TRANSFERS = (RoutingKey.TRANSFER_REQUESTED, RoutingKey.TRANSFER_UPDATED, RoutingKey.TRANSFER_ESCALATED)
 
 

@@ -30,7 +30,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from services.notification.alerts import Alerts
-from shared.clock import Clock, parse_stamp, stamp
 from services.notification.endpoints import EndpointPolicy, Resolve, system_resolve
 from services.notification.feed import Writer
 from services.notification.outgoing import Outgoing
@@ -49,6 +48,7 @@ from services.notification.subscriptions import (
     Subscriptions,
     notification_bundle,
 )
+from shared.clock import Clock, parse_stamp, stamp
 from shared.events import RoutingKey, WebhookDelivered, WebhookFailed
 from shared.store import Document, DocumentStore
 
@@ -75,9 +75,19 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class Deliverer:
-    def __init__(self, *, store: DocumentStore, subscriptions: Subscriptions, alerts: Alerts, render: Render,
-                 outgoing: Outgoing, write: Writer, clock: Clock, settings: NotificationSettings,
-                 open_client: OpenClient) -> None:
+    def __init__(
+        self,
+        *,
+        store: DocumentStore,
+        subscriptions: Subscriptions,
+        alerts: Alerts,
+        render: Render,
+        outgoing: Outgoing,
+        write: Writer,
+        clock: Clock,
+        settings: NotificationSettings,
+        open_client: OpenClient,
+    ) -> None:
         self._store = store
         self._subscriptions = subscriptions
         self._alerts = alerts
@@ -100,8 +110,11 @@ class Deliverer:
 
     async def start(self) -> None:
         self._all = asyncio.Semaphore(self.settings.webhook_concurrency)
-        self._client = self._open_client(self.settings.webhook_policy(), lambda host, port: self.resolve(host, port),
-                                         self.settings.webhook_timeout_seconds)
+        self._client = self._open_client(
+            self.settings.webhook_policy(),
+            lambda host, port: self.resolve(host, port),
+            self.settings.webhook_timeout_seconds,
+        )
 
     async def close(self) -> None:
         tasks = list(self._inflight.values())
@@ -208,9 +221,13 @@ class Deliverer:
     async def _send(self, sub: Document, body: bytes, number: int) -> tuple[bool, str]:
         assert self._client is not None, "start() first"
         timestamp = str(int(self._clock.now().timestamp()))
-        headers = {"Content-Type": "application/fhir+json", "X-LHCIE-Timestamp": timestamp,
-                   "X-LHCIE-Signature": sign(sub["secret"], timestamp, body),
-                   "X-LHCIE-Subscription": sub["_id"], "X-LHCIE-Event-Number": str(number)}
+        headers = {
+            "Content-Type": "application/fhir+json",
+            "X-LHCIE-Timestamp": timestamp,
+            "X-LHCIE-Signature": sign(sub["secret"], timestamp, body),
+            "X-LHCIE-Subscription": sub["_id"],
+            "X-LHCIE-Event-Number": str(number),
+        }
         return await self._client.post(sub["endpoint"], body, headers)
 
     async def _record(self, sub: Document, row: Document, ok: bool, reason: str) -> None:
@@ -222,8 +239,11 @@ class Deliverer:
         async def work() -> None:
             async with self._store.transaction() as session:
                 if ok:
-                    await self._subscriptions.settle(row, {"status": DELIVERED, "attempts": attempts, "lease": None,
-                                                           "delivered": stamp(now)}, session=session)
+                    await self._subscriptions.settle(
+                        row,
+                        {"status": DELIVERED, "attempts": attempts, "lease": None, "delivered": stamp(now)},
+                        session=session,
+                    )
                     changes = {"last_sent": stamp(now)}
                     if row["kind"] == HANDSHAKE:
                         changes["status"] = ACTIVE
@@ -231,28 +251,53 @@ class Deliverer:
                     if row["kind"] == EVENT:
                         await self._outgoing.publish(
                             RoutingKey.WEBHOOK_DELIVERED,
-                            WebhookDelivered(subscription_id=sub["_id"], event_number=row["number"],
-                                             endpoint_host=host, attempts=attempts),
-                            subject=sub["_id"], session=session)
+                            WebhookDelivered(
+                                subscription_id=sub["_id"],
+                                event_number=row["number"],
+                                endpoint_host=host,
+                                attempts=attempts,
+                            ),
+                            subject=sub["_id"],
+                            session=session,
+                        )
                 elif now - parse_stamp(row["created"]) >= window:
                     # Out of time: dead-letter it (it stays readable through $events) and move on.
-                    await self._subscriptions.settle(row, {"status": FAILED, "attempts": attempts, "lease": None,
-                                                           "last_error": reason}, session=session)
+                    await self._subscriptions.settle(
+                        row,
+                        {"status": FAILED, "attempts": attempts, "lease": None, "last_error": reason},
+                        session=session,
+                    )
                     if row["kind"] == HANDSHAKE:
-                        await self._subscriptions.set(sub["_id"], {"status": ERROR,
-                                                                   "error": f"handshake failed: {reason}"},
-                                                      session=session)
+                        await self._subscriptions.set(
+                            sub["_id"], {"status": ERROR, "error": f"handshake failed: {reason}"}, session=session
+                        )
                     await self._outgoing.publish(
                         RoutingKey.WEBHOOK_FAILED,
-                        WebhookFailed(subscription_id=sub["_id"], event_number=row["number"], endpoint_host=host,
-                                      attempts=attempts, reason=reason),
-                        subject=sub["_id"], session=session)
-                    log.warning("webhook.dead_lettered attempts=%d reason=%s", attempts, reason,
-                                extra={"code": "NOT031"})
+                        WebhookFailed(
+                            subscription_id=sub["_id"],
+                            event_number=row["number"],
+                            endpoint_host=host,
+                            attempts=attempts,
+                            reason=reason,
+                        ),
+                        subject=sub["_id"],
+                        session=session,
+                    )
+                    log.warning(
+                        "webhook.dead_lettered attempts=%d reason=%s", attempts, reason, extra={"code": "NOT031"}
+                    )
                 else:
-                    await self._subscriptions.settle(row, {"status": PENDING, "attempts": attempts, "lease": None,
-                                                           "due": stamp(now + self.backoff(attempts)),
-                                                           "last_error": reason}, session=session)
+                    await self._subscriptions.settle(
+                        row,
+                        {
+                            "status": PENDING,
+                            "attempts": attempts,
+                            "lease": None,
+                            "due": stamp(now + self.backoff(attempts)),
+                            "last_error": reason,
+                        },
+                        session=session,
+                    )
 
         await self._write(work)
 

@@ -9,18 +9,27 @@ from zoneinfo import ZoneInfo
 
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, Alerts, alert_id
-from shared.clock import Clock, day_of
 from services.notification.pathways import Pathways
 from services.notification.rules import RuleSet
-from shared.timers import Timers
+from shared.clock import Clock, day_of
 from shared.store import Document, DocumentStore, Session
+from shared.timers import Timers
 
 DIGEST = "digest"
 
 
 class Digest:
-    def __init__(self, *, store: DocumentStore, alerts: Alerts, pathways: Pathways, alerting: Alerting,
-                 timers: Timers, rules: RuleSet, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        store: DocumentStore,
+        alerts: Alerts,
+        pathways: Pathways,
+        alerting: Alerting,
+        timers: Timers,
+        rules: RuleSet,
+        clock: Clock,
+    ) -> None:
         self._store = store
         self._alerts = alerts
         self._pathways = pathways
@@ -63,12 +72,25 @@ class Digest:
         open_total = sum(counts.values())
         detail = ", ".join(f"{counts[p]} {p}" for p in ("stat", "asap", "urgent", "routine") if counts.get(p))
         recipient = f"{CARETEAM_PREFIX}{mdt}"
-        await self._alerting.raise_alert({
-            "_id": alert_id(f"digest|{mdt}|{today.isoformat()}", recipient), "kind": "daily-digest",
-            "recipient": recipient, "mdt": mdt, "audience": ["coordinators"], "priority": "routine",
-            "patient": None, "document": None, "label": "Daily digest", "escalate": False,
-            "text": (f"Daily digest for {today.isoformat()}: {open_total} open alert(s)"
-                     f"{f' ({detail})' if detail else ''}; {risks['at-risk']} pathway clock(s) at risk, "
-                     f"{risks['breached']} breached"),
-        }, None, session)
+        await self._alerting.raise_alert(
+            {
+                "_id": alert_id(f"digest|{mdt}|{today.isoformat()}", recipient),
+                "kind": "daily-digest",
+                "recipient": recipient,
+                "mdt": mdt,
+                "audience": ["coordinators"],
+                "priority": "routine",
+                "patient": None,
+                "document": None,
+                "label": "Daily digest",
+                "escalate": False,
+                "text": (
+                    f"Daily digest for {today.isoformat()}: {open_total} open alert(s)"
+                    f"{f' ({detail})' if detail else ''}; {risks['at-risk']} pathway clock(s) at risk, "
+                    f"{risks['breached']} breached"
+                ),
+            },
+            None,
+            session,
+        )
         await self.schedule(mdt, session=session)

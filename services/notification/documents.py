@@ -15,11 +15,11 @@ from typing import Any, Protocol
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, Alerts, alert_id
 from services.notification.breach_checks import BreachChecks
-from shared.clock import day_of, stamp
 from services.notification.feed import Writer
 from services.notification.pathways import Pathways
 from services.notification.rules import RuleSet
 from shared.auth import Caller
+from shared.clock import day_of, stamp
 from shared.events import CareTeamState, DocumentFacts, DocumentStored, Event
 from shared.policy import PolicyView
 from shared.store import ASCENDING, Document, DocumentStore, Index, Session
@@ -43,9 +43,16 @@ class StoredDocuments:
         return await self._rows.get(key)
 
     async def record(self, facts: DocumentFacts, stored_at: datetime, *, session: Session) -> None:
-        await self._rows.replace({"_id": facts.document_id, "facts": facts.model_dump(mode="json"),
-                                  "related": list(facts.related), "stored_at": stamp(stored_at)},
-                                 session=session, upsert=True)
+        await self._rows.replace(
+            {
+                "_id": facts.document_id,
+                "facts": facts.model_dump(mode="json"),
+                "related": list(facts.related),
+                "stored_at": stamp(stored_at),
+            },
+            session=session,
+            upsert=True,
+        )
 
     async def page(self, *, mdt: str | None, skip: int, limit: int) -> list[Document]:
         """Oldest first; only those related to ``mdt`` when given."""
@@ -54,8 +61,19 @@ class StoredDocuments:
 
 
 class DocumentAlerts:
-    def __init__(self, *, documents: StoredDocuments, alerts: Alerts, pathways: Pathways, policy: PolicyView,
-                 alerting: Alerting, breach_checks: BreachChecks, rules: RuleSet, once: Once, write: Writer) -> None:
+    def __init__(
+        self,
+        *,
+        documents: StoredDocuments,
+        alerts: Alerts,
+        pathways: Pathways,
+        policy: PolicyView,
+        alerting: Alerting,
+        breach_checks: BreachChecks,
+        rules: RuleSet,
+        once: Once,
+        write: Writer,
+    ) -> None:
         self._documents = documents
         self._alerts = alerts
         self._pathways = pathways
@@ -97,8 +115,9 @@ class DocumentAlerts:
                 continue
             # The team's organisation must itself be allowed to see the document (fail closed).
             decision = await self._policy.decide(
-                Caller(org=team.organisation, role="mdt-coordinator", subject=ref, scopes=frozenset(),
-                       mdt=team.careteam_id),
+                Caller(
+                    org=team.organisation, role="mdt-coordinator", subject=ref, scopes=frozenset(), mdt=team.careteam_id
+                ),
                 facts,
             )
             if not decision.allowed:
@@ -107,8 +126,9 @@ class DocumentAlerts:
             teams.append(team)
         return teams
 
-    async def alert_for(self, facts: DocumentFacts, stored_at: datetime, team: CareTeamState,
-                        correlation: str | None, session: Session) -> int:
+    async def alert_for(
+        self, facts: DocumentFacts, stored_at: datetime, team: CareTeamState, correlation: str | None, session: Session
+    ) -> int:
         """The team's alert for the document (1), unless it has one already (0)."""
         recipient = f"{CARETEAM_PREFIX}{team.careteam_id}"
         key = alert_id(facts.document_id, recipient)
@@ -119,9 +139,15 @@ class DocumentAlerts:
         if pathway is None and doc_type and doc_type.opens_pathway:
             opening = doc_type.opens_pathway
             pathway, new = await self._pathways.open(
-                patient=facts.patient_nhs_number, mdt=team.careteam_id, tumour_site=team.tumour_site,
-                route=opening.route, starts=opening.starts, on=day_of(stored_at), opened_by=facts.document_id,
-                session=session)
+                patient=facts.patient_nhs_number,
+                mdt=team.careteam_id,
+                tumour_site=team.tumour_site,
+                route=opening.route,
+                starts=opening.starts,
+                on=day_of(stored_at),
+                opened_by=facts.document_id,
+                session=session,
+            )
             if new:
                 await self._breach_checks.schedule(pathway, opening.starts, session)
         elif pathway is not None and facts.document_id not in pathway["documents"]:
@@ -133,9 +159,15 @@ class DocumentAlerts:
         if "named-clinician" in audience and not any(r.startswith("Practitioner/") for r in facts.related):
             audience.remove("named-clinician")
         alert: dict[str, Any] = {
-            "_id": key, "kind": "document-available", "recipient": recipient, "mdt": team.careteam_id,
-            "audience": audience, "priority": rule.priority, "patient": facts.patient_nhs_number,
-            "document": facts.model_dump(mode="json"), "label": label,
+            "_id": key,
+            "kind": "document-available",
+            "recipient": recipient,
+            "mdt": team.careteam_id,
+            "audience": audience,
+            "priority": rule.priority,
+            "patient": facts.patient_nhs_number,
+            "document": facts.model_dump(mode="json"),
+            "label": label,
             "text": f"New {label} from {facts.custodian}",
             "pathway_id": pathway["_id"] if pathway else None,
         }

@@ -28,7 +28,6 @@ from services.notification.alerting import ESCALATE, Alerting
 from services.notification.alerts import AlertRenderer, Alerts
 from services.notification.breach_checks import BREACH_CHECK, BreachChecks
 from services.notification.care_plans import CarePlanNotices
-from shared.clock import AdjustableClock, Clock, SystemClock, day_of
 from services.notification.delivery import Deliverer, OpenClient
 from services.notification.digest import DIGEST, Digest
 from services.notification.documents import DocumentAlerts, StoredDocuments
@@ -45,10 +44,11 @@ from services.notification.subscribers import Subscribers
 from services.notification.subscription_streams import SubscriptionStreams
 from services.notification.subscriptions import Subscriptions
 from services.notification.transfer_alerts import TransferAlerts
-from shared.timers import Timers
+from shared.clock import AdjustableClock, Clock, SystemClock, day_of
 from shared.events import Event
 from shared.policy import PolicyView
 from shared.store import DocumentStore, Session
+from shared.timers import Timers
 
 T = TypeVar("T")
 
@@ -69,8 +69,15 @@ class Context(Protocol):
 
 
 class Notification:
-    def __init__(self, ctx: Context, *, settings: NotificationSettings, rules: RuleSet, open_client: OpenClient,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        settings: NotificationSettings,
+        rules: RuleSet,
+        open_client: OpenClient,
+        clock: Clock | None = None,
+    ) -> None:
         self.ctx = ctx
         self._settings = settings
         self.rules = rules
@@ -92,39 +99,114 @@ class Notification:
         self._write = write
 
         self.alerting = Alerting(
-            store=store, alerts=self.alerts, feed=self.feed, subscriptions=self.subscriptions, timers=self.timers,
-            outgoing=outgoing, access=self.access, render=self.render, write=write, rules=rules, clock=self.clock,
-            escalation_after_seconds=settings.escalation_after_seconds)
-        self.breach_checks = BreachChecks(pathways=self.pathways, alerts=self.alerts, alerting=self.alerting,
-                                          timers=self.timers, rules=rules, clock=self.clock)
-        self.digest = Digest(store=store, alerts=self.alerts, pathways=self.pathways, alerting=self.alerting,
-                             timers=self.timers, rules=rules, clock=self.clock)
+            store=store,
+            alerts=self.alerts,
+            feed=self.feed,
+            subscriptions=self.subscriptions,
+            timers=self.timers,
+            outgoing=outgoing,
+            access=self.access,
+            render=self.render,
+            write=write,
+            rules=rules,
+            clock=self.clock,
+            escalation_after_seconds=settings.escalation_after_seconds,
+        )
+        self.breach_checks = BreachChecks(
+            pathways=self.pathways,
+            alerts=self.alerts,
+            alerting=self.alerting,
+            timers=self.timers,
+            rules=rules,
+            clock=self.clock,
+        )
+        self.digest = Digest(
+            store=store,
+            alerts=self.alerts,
+            pathways=self.pathways,
+            alerting=self.alerting,
+            timers=self.timers,
+            rules=rules,
+            clock=self.clock,
+        )
         self.document_alerts = DocumentAlerts(
-            documents=self.documents, alerts=self.alerts, pathways=self.pathways, policy=self.policy,
-            alerting=self.alerting, breach_checks=self.breach_checks, rules=rules, once=ctx.once, write=write)
+            documents=self.documents,
+            alerts=self.alerts,
+            pathways=self.pathways,
+            policy=self.policy,
+            alerting=self.alerting,
+            breach_checks=self.breach_checks,
+            rules=rules,
+            once=ctx.once,
+            write=write,
+        )
         self.reconciliation = Reconciliation(
-            store=store, documents=self.documents, document_alerts=self.document_alerts, policy=self.policy,
-            digest=self.digest, access=self.access, write=write,
-            throttle=Throttle(settings.reconcile_interval_seconds))
+            store=store,
+            documents=self.documents,
+            document_alerts=self.document_alerts,
+            policy=self.policy,
+            digest=self.digest,
+            access=self.access,
+            write=write,
+            throttle=Throttle(settings.reconcile_interval_seconds),
+        )
         self.pathway_actions = PathwayActions(
-            store=store, pathways=self.pathways, policy=self.policy, access=self.access, alerting=self.alerting,
-            breach_checks=self.breach_checks, rules=rules, clock=self.clock, write=write)
+            store=store,
+            pathways=self.pathways,
+            policy=self.policy,
+            access=self.access,
+            alerting=self.alerting,
+            breach_checks=self.breach_checks,
+            rules=rules,
+            clock=self.clock,
+            write=write,
+        )
         self.live = LiveAlerts(
-            feed=self.feed, alerts=self.alerts, render=self.render, access=self.access, listeners=self.listeners,
-            slots=StreamSlots(settings.stream_max_per_subject, settings.stream_max_per_mdt), clock=self.clock,
-            poll_seconds=settings.stream_poll_seconds)
+            feed=self.feed,
+            alerts=self.alerts,
+            render=self.render,
+            access=self.access,
+            listeners=self.listeners,
+            slots=StreamSlots(settings.stream_max_per_subject, settings.stream_max_per_mdt),
+            clock=self.clock,
+            poll_seconds=settings.stream_poll_seconds,
+        )
         self.subscribers = Subscribers(
-            store=store, subscriptions=self.subscriptions, alerts=self.alerts, render=self.render,
-            policy=self.policy, clock=self.clock, write=write, settings=settings)
-        self.care_plans = CarePlanNotices(subscriptions=self.subscriptions, policy=self.policy, clock=self.clock,
-                                          once=ctx.once, write=write)
-        self.transfer_alerts = TransferAlerts(alerts=self.alerts, alerting=self.alerting, feed=self.feed,
-                                              outgoing=outgoing, clock=self.clock, once=ctx.once, write=write)
-        self.subscription_streams = SubscriptionStreams(subscriptions=self.subscriptions, listeners=self.listeners,
-                                                        poll_seconds=settings.stream_poll_seconds)
+            store=store,
+            subscriptions=self.subscriptions,
+            alerts=self.alerts,
+            render=self.render,
+            policy=self.policy,
+            clock=self.clock,
+            write=write,
+            settings=settings,
+        )
+        self.care_plans = CarePlanNotices(
+            subscriptions=self.subscriptions, policy=self.policy, clock=self.clock, once=ctx.once, write=write
+        )
+        self.transfer_alerts = TransferAlerts(
+            alerts=self.alerts,
+            alerting=self.alerting,
+            feed=self.feed,
+            outgoing=outgoing,
+            clock=self.clock,
+            once=ctx.once,
+            write=write,
+        )
+        self.subscription_streams = SubscriptionStreams(
+            subscriptions=self.subscriptions, listeners=self.listeners, poll_seconds=settings.stream_poll_seconds
+        )
         self.deliverer = Deliverer(
-            store=store, subscriptions=self.subscriptions, alerts=self.alerts, render=self.render,
-            outgoing=outgoing, write=write, clock=self.clock, settings=settings, open_client=open_client)
+            store=store,
+            subscriptions=self.subscriptions,
+            alerts=self.alerts,
+            render=self.render,
+            outgoing=outgoing,
+            write=write,
+            clock=self.clock,
+            settings=settings,
+            open_client=open_client,
+        )
 
         self.timers.on(ESCALATE, self.alerting.escalate)
         self.timers.on(BREACH_CHECK, self.breach_checks.fire)

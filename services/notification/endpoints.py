@@ -153,7 +153,9 @@ class EndpointPolicy:
                 networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
             except ValueError:
                 if is_obfuscated_ipv4(entry) or not all(c.isalnum() or c in "-." for c in entry):
-                    raise ValueError(f"webhook allow-list entry {raw!r} is neither a host name nor an address/CIDR")
+                    raise ValueError(
+                        f"webhook allow-list entry {raw!r} is neither a host name nor an address/CIDR"
+                    ) from None
                 hosts.add(entry)
         return cls(frozenset(hosts), tuple(networks))
 

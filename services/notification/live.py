@@ -17,10 +17,10 @@ from typing import Any
 
 from services.notification.access import Access
 from services.notification.alerts import Alerts
-from shared.clock import Clock, stamp
 from services.notification.feed import Feed
 from services.notification.streams import StreamSlots
 from shared.auth import Caller
+from shared.clock import Clock, stamp
 from shared.fhir.errors import Code, FhirError
 from shared.store import Document
 
@@ -70,9 +70,19 @@ class Listeners:
 
 
 class LiveAlerts:
-    def __init__(self, *, feed: Feed, alerts: Alerts, render: Render, access: Access, listeners: Listeners,
-                 slots: StreamSlots, clock: Clock, poll_seconds: float,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        feed: Feed,
+        alerts: Alerts,
+        render: Render,
+        access: Access,
+        listeners: Listeners,
+        slots: StreamSlots,
+        clock: Clock,
+        poll_seconds: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._feed = feed
         self._alerts = alerts
         self._render = render
@@ -99,8 +109,11 @@ class LiveAlerts:
         hands since the grant), and counted, so one leaked grant cannot hold every connection (429)."""
         await self._access.team(who, mdt, resource="Communication", action="search", request_id=request_id)
         if not self._slots.take(who.subject, mdt):
-            raise FhirError.of(Code.RATE_LIMITED, "Too many live streams are open for this person or MDT.",
-                               headers={"Retry-After": "30"})
+            raise FhirError.of(
+                Code.RATE_LIMITED,
+                "Too many live streams are open for this person or MDT.",
+                headers={"Retry-After": "30"},
+            )
         try:
             yield
         finally:

@@ -23,11 +23,18 @@ class Outgoing:
         self.source = source
 
     def event(self, key: RoutingKey, payload: Payload, *, subject: str, correlation_id: str | None = None) -> Event:
-        return Event.new(key, payload, source=self.source, subject=subject, correlation_id=correlation_id,
-                         client_request_id=correlation.client_request_id())
+        return Event.new(
+            key,
+            payload,
+            source=self.source,
+            subject=subject,
+            correlation_id=correlation_id,
+            client_request_id=correlation.client_request_id(),
+        )
 
-    async def publish(self, key: RoutingKey, payload: Payload, *, subject: str, session: Session,
-                      correlation_id: str | None = None) -> None:
+    async def publish(
+        self, key: RoutingKey, payload: Payload, *, subject: str, session: Session, correlation_id: str | None = None
+    ) -> None:
         event = self.event(key, payload, subject=subject, correlation_id=correlation_id)
         await self._outbox.add(event, session=session)
         # A refusal the domain recorded with its rule and patient: the edge must not record it twice.

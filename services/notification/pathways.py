@@ -46,18 +46,38 @@ class Pathways:
             where["status"] = status
         return await self._rows.find(where, sort=[("opened", DESCENDING)], limit=1000)
 
-    async def open(self, *, patient: str, mdt: str, tumour_site: str | None, route: str, starts: tuple[str, ...],
-                   on: date, opened_by: str, session: Session) -> tuple[Document, bool]:
+    async def open(
+        self,
+        *,
+        patient: str,
+        mdt: str,
+        tumour_site: str | None,
+        route: str,
+        starts: tuple[str, ...],
+        on: date,
+        opened_by: str,
+        session: Session,
+    ) -> tuple[Document, bool]:
         """Open a pathway (idempotent on what opened it); returns it and whether it is new."""
         key = pathway_id(patient, mdt, opened_by)
         existing = await self._rows.get(key, session=session)
         if existing is not None:
             return existing, False
         doc: Document = {
-            "_id": key, "patient": patient, "mdt": mdt, "tumour_site": tumour_site, "route": route,
-            "status": ACTIVE, "opened": on.isoformat(), "opened_by": opened_by,
-            "clocks": {name: waiting_times.new_clock(on) for name in starts}, "starts": list(starts),
-            "events": [], "documents": [], "teams": [{"mdt": mdt, "from": on.isoformat()}], "version": 1,
+            "_id": key,
+            "patient": patient,
+            "mdt": mdt,
+            "tumour_site": tumour_site,
+            "route": route,
+            "status": ACTIVE,
+            "opened": on.isoformat(),
+            "opened_by": opened_by,
+            "clocks": {name: waiting_times.new_clock(on) for name in starts},
+            "starts": list(starts),
+            "events": [],
+            "documents": [],
+            "teams": [{"mdt": mdt, "from": on.isoformat()}],
+            "version": 1,
         }
         await self._rows.insert(doc, session=session)
         return doc, True
@@ -84,18 +104,19 @@ class Pathways:
     def recorded(self, doc: Document, *, event_id: str | None = None, name: str | None = None) -> Document | None:
         """A recorded event by its id, or the latest record of the event ``name``."""
         for index, event in reversed(list(enumerate(doc["events"]))):
-            if (event_id is not None and event_id_of(event, index) == event_id) or \
-                    (event_id is None and event["event"] == name):
+            if (event_id is not None and event_id_of(event, index) == event_id) or (
+                event_id is None and event["event"] == name
+            ):
                 found: Document = event
                 return found
         return None
 
-    def correct_event(self, doc: Document, event: Document, on: date, *, by: str, at: str,
-                      reason: str | None) -> str:
+    def correct_event(self, doc: Document, event: Document, on: date, *, by: str, at: str, reason: str | None) -> str:
         """Give a recorded event its right date and replay the clocks; returns the date it had."""
         before = str(event["date"])
         event.setdefault("corrections", []).append(
-            {"from": before, "to": on.isoformat(), "by": by, "at": at, **({"reason": reason} if reason else {})})
+            {"from": before, "to": on.isoformat(), "by": by, "at": at, **({"reason": reason} if reason else {})}
+        )
         event["date"] = on.isoformat()
         self.replay(doc)
         return before
@@ -122,9 +143,16 @@ class Pathways:
         out = []
         for name, clock in doc["clocks"].items():
             rule = self._rules.clocks[name]
-            out.append({"clock": name, "day": waiting_times.day(clock, today), "target": rule.target_days,
-                        "risk": waiting_times.risk(clock, rule, today), "start": clock["start"],
-                        "stop": clock.get("stop")})
+            out.append(
+                {
+                    "clock": name,
+                    "day": waiting_times.day(clock, today),
+                    "target": rule.target_days,
+                    "risk": waiting_times.risk(clock, rule, today),
+                    "start": clock["start"],
+                    "stop": clock.get("stop"),
+                }
+            )
         return out
 
     def breach_check_due(self, clock: dict[str, Any], name: str, today: date) -> date | None:
@@ -135,16 +163,26 @@ class Pathways:
         return today + timedelta(days=remaining) if remaining > 0 else None
 
     def to_fhir(self, doc: Document, today: date) -> dict[str, Any]:
-        history = [{"status": "active", "period": {"start": t["from"], **({"end": t["to"]} if t.get("to") else {})}}
-                   for t in doc["teams"]]
+        history = [
+            {"status": "active", "period": {"start": t["from"], **({"end": t["to"]} if t.get("to") else {})}}
+            for t in doc["teams"]
+        ]
         resource: dict[str, Any] = {
             "resourceType": "EpisodeOfCare",
             "id": doc["_id"],
             "meta": {"versionId": str(doc.get("version", 1))},
             "status": doc["status"],
             "statusHistory": history,
-            "type": [{"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/cancer-pathway",
-                                  "code": doc.get("tumour_site") or "unspecified"}]}],
+            "type": [
+                {
+                    "coding": [
+                        {
+                            "system": "https://lhcie.london/fhir/CodeSystem/cancer-pathway",
+                            "code": doc.get("tumour_site") or "unspecified",
+                        }
+                    ]
+                }
+            ],
             "patient": {"identifier": {"system": NHS_NUMBER, "value": doc["patient"]}},
             "team": [{"reference": f"CareTeam/{doc['mdt']}"}],
             "period": {"start": doc["opened"]},
@@ -217,9 +255,18 @@ def tracking_list(pathways: list[Document], today: date) -> dict[str, Any]:
         buckets[label]["with_dtt" if has_dtt else "without_dtt"] += 1
         if 28 < days <= 35:
             passed_28.append(doc["_id"])
-        rows.append({"pathway": doc["_id"], "patient": doc["patient"], "tumour_site": doc.get("tumour_site") or "",
-                     "route": doc["route"], "start": rtt["start"], "day": days, "bucket": label,
-                     "decision_to_treat": has_dtt})
+        rows.append(
+            {
+                "pathway": doc["_id"],
+                "patient": doc["patient"],
+                "tumour_site": doc.get("tumour_site") or "",
+                "route": doc["route"],
+                "start": rtt["start"],
+                "day": days,
+                "bucket": label,
+                "decision_to_treat": has_dtt,
+            }
+        )
     rows.sort(key=lambda r: -r["day"])
     return {"rows": rows, "buckets": buckets, "passed_day_28_last_7_days": passed_28, "new_referrals_by_route": routes}
 
@@ -230,10 +277,16 @@ def tracking_list_parameters(report: dict[str, Any]) -> dict[str, Any]:
     28 in the last 7 days, and the week's new referrals by route."""
     parameters: list[dict[str, Any]] = []
     for label, counts in report["buckets"].items():
-        parameters.append({"name": "bucket", "part": [
-            {"name": "days", "valueString": label},
-            {"name": "withDecisionToTreat", "valueInteger": counts["with_dtt"]},
-            {"name": "withoutDecisionToTreat", "valueInteger": counts["without_dtt"]}]})
+        parameters.append(
+            {
+                "name": "bucket",
+                "part": [
+                    {"name": "days", "valueString": label},
+                    {"name": "withDecisionToTreat", "valueInteger": counts["with_dtt"]},
+                    {"name": "withoutDecisionToTreat", "valueInteger": counts["without_dtt"]},
+                ],
+            }
+        )
     for row in report["rows"]:
         parts: list[dict[str, Any]] = [
             {"name": "pathway", "valueReference": {"reference": f"EpisodeOfCare/{row['pathway']}"}},
@@ -250,6 +303,10 @@ def tracking_list_parameters(report: dict[str, Any]) -> dict[str, Any]:
     for key in report["passed_day_28_last_7_days"]:
         parameters.append({"name": "passedDay28Last7Days", "valueReference": {"reference": f"EpisodeOfCare/{key}"}})
     for route, count in sorted(report["new_referrals_by_route"].items()):
-        parameters.append({"name": "newReferrals", "part": [{"name": "route", "valueCode": route},
-                                                            {"name": "count", "valueInteger": count}]})
+        parameters.append(
+            {
+                "name": "newReferrals",
+                "part": [{"name": "route", "valueCode": route}, {"name": "count", "valueInteger": count}],
+            }
+        )
     return {"resourceType": "Parameters", "parameter": parameters}

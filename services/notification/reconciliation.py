@@ -14,11 +14,11 @@ import time
 from datetime import datetime
 
 from services.notification.access import Access
-from shared.clock import parse_stamp
 from services.notification.digest import Digest
 from services.notification.documents import DocumentAlerts, StoredDocuments
 from services.notification.feed import Writer
 from shared.auth import Caller
+from shared.clock import parse_stamp
 from shared.events import AgreementState, CareTeamState, DocumentFacts, Event, OrganisationState
 from shared.fhir.errors import Code, FhirError
 from shared.policy import Decision, PolicyView
@@ -45,8 +45,18 @@ class Throttle:
 
 
 class Reconciliation:
-    def __init__(self, *, store: DocumentStore, documents: StoredDocuments, document_alerts: DocumentAlerts,
-                 policy: PolicyView, digest: Digest, access: Access, write: Writer, throttle: Throttle) -> None:
+    def __init__(
+        self,
+        *,
+        store: DocumentStore,
+        documents: StoredDocuments,
+        document_alerts: DocumentAlerts,
+        policy: PolicyView,
+        digest: Digest,
+        access: Access,
+        write: Writer,
+        throttle: Throttle,
+    ) -> None:
         self._store = store
         self._documents = documents
         self._document_alerts = document_alerts
@@ -69,8 +79,9 @@ class Reconciliation:
                 async def effect(facts: DocumentFacts = facts, stored_at: datetime = stored_at) -> int:
                     async with self._store.transaction() as session:
                         teams = await self._document_alerts.teams_for(facts)
-                        return sum([await self._document_alerts.alert_for(facts, stored_at, t, None, session)
-                                    for t in teams])
+                        return sum(
+                            [await self._document_alerts.alert_for(facts, stored_at, t, None, session) for t in teams]
+                        )
 
                 raised += await self._write(effect)
             if len(page) < PAGE:
@@ -95,22 +106,30 @@ class Reconciliation:
     async def on_request(self, who: Caller, *, request_id: str | None = None) -> int:
         """``$reconcile`` by the exchange's operator, at most once per interval in this process."""
         if who.role != "exchange-operator":
-            await self._access.deny(who, "Communication/$reconcile", "execute",
-                                    Decision.deny("not-exchange-operator", "only the exchange operator may reconcile"),
-                                    error=FhirError.of(Code.FORBIDDEN,
-                                                       "Only the exchange operator may run a reconciliation."),
-                                    request_id=request_id)
+            await self._access.deny(
+                who,
+                "Communication/$reconcile",
+                "execute",
+                Decision.deny("not-exchange-operator", "only the exchange operator may reconcile"),
+                error=FhirError.of(Code.FORBIDDEN, "Only the exchange operator may run a reconciliation."),
+                request_id=request_id,
+            )
         wait = self._throttle.wait()
         if wait:
-            await self._access.invoked(who, "$reconcile", "Communication", "refused", "rate limited",
-                                       request_id=request_id)
-            raise FhirError.of(Code.RATE_LIMITED, "A reconciliation ran moments ago; try again later.",
-                               headers={"Retry-After": str(wait)})
+            await self._access.invoked(
+                who, "$reconcile", "Communication", "refused", "rate limited", request_id=request_id
+            )
+            raise FhirError.of(
+                Code.RATE_LIMITED,
+                "A reconciliation ran moments ago; try again later.",
+                headers={"Retry-After": str(wait)},
+            )
         try:
             raised = await self.reconcile()
         except Exception:
             await self._access.invoked(who, "$reconcile", "Communication", "failed", request_id=request_id)
             raise
-        await self._access.invoked(who, "$reconcile", "Communication", "success", f"raised {raised}",
-                                   request_id=request_id)
+        await self._access.invoked(
+            who, "$reconcile", "Communication", "success", f"raised {raised}", request_id=request_id
+        )
         return raised

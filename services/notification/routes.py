@@ -70,10 +70,12 @@ async def search_alerts(request: web.Request) -> web.Response:
         patient = patient.rpartition("|")[2]
     sent = dates.parse_all(query.getall("sent", []), "sent")
     count, offset = page_params(query)
-    alert_query = AlertQuery(mdt=_alert_audience(request, "recipient"), patient=patient, status=status, priority=priority,
-                             sent=sent)
+    alert_query = AlertQuery(
+        mdt=_alert_audience(request, "recipient"), patient=patient, status=status, priority=priority, sent=sent
+    )
     alerts, more = await request.app[NOTIFICATION].alerting.search(
-        who, alert_query, count=count, offset=offset, search=request.query_string, request_id=request_id(request))
+        who, alert_query, count=count, offset=offset, search=request.query_string, request_id=request_id(request)
+    )
     kept = {k: v for k, v in query.items() if not k.startswith("_")}
     return fhir_response(searchset(request.path, kept, alerts, count=count, offset=offset, has_more=more))
 
@@ -81,18 +83,19 @@ async def search_alerts(request: web.Request) -> web.Response:
 async def acknowledge(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
-    resource = await request.app[NOTIFICATION].alerting.acknowledge(request.match_info["id"], who,
-                                                                    request_id=request_id(request))
+    resource = await request.app[NOTIFICATION].alerting.acknowledge(
+        request.match_info["id"], who, request_id=request_id(request)
+    )
     return fhir_response(resource)
 
 
 async def reconcile(request: web.Request) -> web.Response:
-    raised = await request.app[NOTIFICATION].reconciliation.on_request(caller(request),
-                                                                       request_id=request_id(request))
+    raised = await request.app[NOTIFICATION].reconciliation.on_request(caller(request), request_id=request_id(request))
     return fhir_response({"resourceType": "Parameters", "parameter": [{"name": "raised", "valueInteger": raised}]})
 
 
 # -- the live stream --
+
 
 async def stream_token(request: web.Request) -> web.Response:
     who = caller(request)
@@ -101,7 +104,8 @@ async def stream_token(request: web.Request) -> web.Response:
     mdt = _alert_audience(request, "team")
     position = await notification.live.position(who, mdt, request_id=request_id(request))
     token, expires = request.app[STREAM_TOKENS].issue(
-        mdt=mdt, subject=who.subject, org=who.org, role=who.role, ttl=notification.settings.stream_token_seconds)
+        mdt=mdt, subject=who.subject, org=who.org, role=who.role, ttl=notification.settings.stream_token_seconds
+    )
     return web.json_response({"token": token, "expires": expires, "lastEventId": str(position)})
 
 
@@ -109,15 +113,19 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     try:
         grant = request.app[STREAM_TOKENS].verify(request.query.get("token"))
     except (BadStreamToken, ValueError, KeyError):
-        raise FhirError.of(Code.UNAUTHORIZED, "A valid stream token is required (POST /alerts/stream-token).",
-                           headers={"WWW-Authenticate": 'Bearer realm="lhcie"'}) from None
+        raise FhirError.of(
+            Code.UNAUTHORIZED,
+            "A valid stream token is required (POST /alerts/stream-token).",
+            headers={"WWW-Authenticate": 'Bearer realm="lhcie"'},
+        ) from None
     live = request.app[NOTIFICATION].live
     who = Caller(org=grant.org, role=grant.role, subject=grant.subject, scopes=frozenset(), mdt=grant.mdt)
     async with live.admitted(who, grant.mdt, request_id=request_id(request)):
         last = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or ""
         after = int(last) if last.isdigit() else await live.last()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                               "X-Accel-Buffering": "no"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
         await response.prepare(request)
         await response.write(b"retry: 1000\n\n")
         try:
@@ -148,9 +156,11 @@ def _event(frame: Frame) -> bytes:
 # style in place of the DCC's nonces; frame-ancestors 'none' so no other site can frame its Acknowledge button;
 # frame-src blob: for a document the page itself fetched with the person's token and shows in place.
 CONSOLE_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                                "img-src 'self' blob:; frame-src blob:; frame-ancestors 'none'; base-uri 'none'; "
-                                "form-action 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' blob:; frame-src blob:; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'"
+    ),
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -162,6 +172,7 @@ async def console_page(request: web.Request) -> web.FileResponse:
 
 
 # -- pathways --
+
 
 def _parameters(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("resourceType") != "Parameters":
@@ -181,24 +192,28 @@ def _date_param(values: dict[str, Any], default: date) -> date:
     try:
         return date.fromisoformat(str(raw))
     except ValueError:
-        raise FhirError.of(Code.INVALID_RESOURCE, "date must be a FHIR date (YYYY-MM-DD).",
-                           "Parameters.parameter.where(name='date')") from None
+        raise FhirError.of(
+            Code.INVALID_RESOURCE, "date must be a FHIR date (YYYY-MM-DD).", "Parameters.parameter.where(name='date')"
+        ) from None
 
 
 async def search_pathways(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
     found = await request.app[NOTIFICATION].pathway_actions.for_mdt(
-        who, _team(request, "team"), search=request.query_string, request_id=request_id(request))
-    return fhir_response(searchset(request.path, dict(request.query), found, count=len(found) or 1, offset=0,
-                                   has_more=False))
+        who, _team(request, "team"), search=request.query_string, request_id=request_id(request)
+    )
+    return fhir_response(
+        searchset(request.path, dict(request.query), found, count=len(found) or 1, offset=0, has_more=False)
+    )
 
 
 async def register_pathway(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
-    await request.app[NOTIFICATION].access.member(who, resource="EpisodeOfCare",
-                                                  action="create", request_id=request_id(request))
+    await request.app[NOTIFICATION].access.member(
+        who, resource="EpisodeOfCare", action="create", request_id=request_id(request)
+    )
     body = await read_json(request, resource_type="EpisodeOfCare", model=EpisodeOfCare)
     patient = identifier_value(body.get("patient"), NHS_NUMBER)
     if not valid_nhs_number(patient):
@@ -207,66 +222,95 @@ async def register_pathway(request: web.Request) -> web.Response:
     reference = teams[0].get("reference") if teams and isinstance(teams[0], dict) else None
     if not isinstance(reference, str) or not reference.startswith(CARETEAM_PREFIX):
         raise FhirError.of(Code.INVALID_RESOURCE, "team must name the MDT (CareTeam/<mdt-id>).", "EpisodeOfCare.team")
-    route = next((e.get("valueCode") for e in body.get("extension") or []
-                  if isinstance(e, dict) and e.get("url") == ROUTE_URL), None)
+    route = next(
+        (e.get("valueCode") for e in body.get("extension") or [] if isinstance(e, dict) and e.get("url") == ROUTE_URL),
+        None,
+    )
     period: dict[str, Any] = body["period"] if isinstance(body.get("period"), dict) else {}
     notification = request.app[NOTIFICATION]
     try:
         on = date.fromisoformat(str(period["start"])[:10]) if period.get("start") else notification.today()
     except ValueError:
-        raise FhirError.of(Code.INVALID_RESOURCE, "period.start must be a date.", "EpisodeOfCare.period.start") from None
+        raise FhirError.of(
+            Code.INVALID_RESOURCE, "period.start must be a date.", "EpisodeOfCare.period.start"
+        ) from None
     created = await notification.pathway_actions.register(
-        who, patient=str(patient), mdt=reference.removeprefix(CARETEAM_PREFIX), route=str(route), on=on,
-        request_id=request_id(request))
+        who,
+        patient=str(patient),
+        mdt=reference.removeprefix(CARETEAM_PREFIX),
+        route=str(route),
+        on=on,
+        request_id=request_id(request),
+    )
     return fhir_response(created, status=201, headers={"Location": f"/fhir/EpisodeOfCare/{created['id']}"})
 
 
 async def read_pathway(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "s")
-    return fhir_response(await request.app[NOTIFICATION].pathway_actions.read(who, request.match_info["id"],
-                                                                              request_id=request_id(request)))
+    return fhir_response(
+        await request.app[NOTIFICATION].pathway_actions.read(
+            who, request.match_info["id"], request_id=request_id(request)
+        )
+    )
 
 
 async def record_event(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
-    await request.app[NOTIFICATION].access.member(who, resource=f"EpisodeOfCare/{request.match_info['id']}",
-                                                  action="update", request_id=request_id(request))
+    await request.app[NOTIFICATION].access.member(
+        who, resource=f"EpisodeOfCare/{request.match_info['id']}", action="update", request_id=request_id(request)
+    )
     notification = request.app[NOTIFICATION]
     values = _parameters(await read_json(request, resource_type="Parameters", model=Parameters))
     name = values.get("event")
     if not isinstance(name, str):
-        raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need event (valueCode).",
-                           "Parameters.parameter.where(name='event')")
+        raise FhirError.of(
+            Code.INVALID_RESOURCE, "Parameters need event (valueCode).", "Parameters.parameter.where(name='event')"
+        )
     on = _date_param(values, notification.today())
     corrects, reason = values.get("corrects"), values.get("reason")
     if corrects is not None and not isinstance(corrects, str):
-        raise FhirError.of(Code.INVALID_RESOURCE, "corrects is the id of a recorded event (valueString).",
-                           "Parameters.parameter.where(name='corrects')")
+        raise FhirError.of(
+            Code.INVALID_RESOURCE,
+            "corrects is the id of a recorded event (valueString).",
+            "Parameters.parameter.where(name='corrects')",
+        )
     if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
-        raise FhirError.of(Code.INVALID_RESOURCE, "reason is a short text (valueString, at most 500 characters).",
-                           "Parameters.parameter.where(name='reason')")
-    return fhir_response(await notification.pathway_actions.record_event(
-        who, request.match_info["id"], name, on, corrects=corrects, reason=reason, request_id=request_id(request)))
+        raise FhirError.of(
+            Code.INVALID_RESOURCE,
+            "reason is a short text (valueString, at most 500 characters).",
+            "Parameters.parameter.where(name='reason')",
+        )
+    return fhir_response(
+        await notification.pathway_actions.record_event(
+            who, request.match_info["id"], name, on, corrects=corrects, reason=reason, request_id=request_id(request)
+        )
+    )
 
 
 async def transfer(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Communication", "u")
-    await request.app[NOTIFICATION].access.member(who, resource=f"EpisodeOfCare/{request.match_info['id']}",
-                                                  action="transfer", request_id=request_id(request))
+    await request.app[NOTIFICATION].access.member(
+        who, resource=f"EpisodeOfCare/{request.match_info['id']}", action="transfer", request_id=request_id(request)
+    )
     notification = request.app[NOTIFICATION]
     values = _parameters(await read_json(request, resource_type="Parameters", model=Parameters))
     team = values.get("team")
     reference = team.get("reference") if isinstance(team, dict) else None
     if not isinstance(reference, str) or not reference.startswith(CARETEAM_PREFIX):
-        raise FhirError.of(Code.INVALID_RESOURCE, "Parameters need team (valueReference CareTeam/<mdt-id>).",
-                           "Parameters.parameter.where(name='team')")
+        raise FhirError.of(
+            Code.INVALID_RESOURCE,
+            "Parameters need team (valueReference CareTeam/<mdt-id>).",
+            "Parameters.parameter.where(name='team')",
+        )
     on = _date_param(values, notification.today())
-    return fhir_response(await notification.pathway_actions.transfer(who, request.match_info["id"],
-                                                                     reference.removeprefix(CARETEAM_PREFIX), on,
-                                                                     request_id=request_id(request)))
+    return fhir_response(
+        await notification.pathway_actions.transfer(
+            who, request.match_info["id"], reference.removeprefix(CARETEAM_PREFIX), on, request_id=request_id(request)
+        )
+    )
 
 
 CSV_COLUMNS = ("pathway", "patient", "tumour_site", "route", "start", "day", "bucket", "decision_to_treat")
@@ -278,18 +322,23 @@ async def tracking_list(request: web.Request) -> web.Response:
     # The operation's output is FHIR Parameters; the same list as a spreadsheet is CSV, asked for by name.
     as_csv = request.query.get("_format") == "csv" or "text/csv" in request.headers.get("Accept", "")
     report = await request.app[NOTIFICATION].pathway_actions.tracking_list(
-        who, _team(request, "team"), export=as_csv, search=request.query_string, request_id=request_id(request))
+        who, _team(request, "team"), export=as_csv, search=request.query_string, request_id=request_id(request)
+    )
     if as_csv:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
         writer.writeheader()
         writer.writerows(report["rows"])
-        return web.Response(text=out.getvalue(), content_type="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="ptl.csv"'})
+        return web.Response(
+            text=out.getvalue(),
+            content_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="ptl.csv"'},
+        )
     return fhir_response(tracking_list_parameters(report))
 
 
 # -- FHIR Subscriptions --
+
 
 async def create_subscription(request: web.Request) -> web.Response:
     who = caller(request)
@@ -305,8 +354,14 @@ async def read_subscription(request: web.Request) -> web.Response:
 
 async def subscription_status(request: web.Request) -> web.Response:
     status = await request.app[NOTIFICATION].subscribers.status(caller(request), request.match_info["id"])
-    return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": 1,
-                          "entry": [{"resource": status, "search": {"mode": "match"}}]})
+    return fhir_response(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": 1,
+            "entry": [{"resource": status, "search": {"mode": "match"}}],
+        }
+    )
 
 
 def _number(request: web.Request, name: str) -> int | None:
@@ -323,8 +378,12 @@ async def subscription_events(request: web.Request) -> web.Response:
     if content not in (None, "empty", "id-only", "full-resource"):
         raise FhirError.of(Code.INVALID_PARAMETER, "content must be empty, id-only or full-resource.", "content")
     bundle = await request.app[NOTIFICATION].subscribers.events(
-        caller(request), request.match_info["id"], _number(request, "eventsSinceNumber"),
-        _number(request, "eventsUntilNumber"), content)
+        caller(request),
+        request.match_info["id"],
+        _number(request, "eventsSinceNumber"),
+        _number(request, "eventsUntilNumber"),
+        content,
+    )
     return fhir_response(bundle)
 
 
@@ -336,8 +395,9 @@ async def subscription_stream(request: web.Request) -> web.StreamResponse:
     streams.check(sub)
     last = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or "0"
     after = int(last) if last.isdigit() else 0
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
     await response.prepare(request)
     await response.write(b"retry: 1000\n\n")
     # Bounded like a console's grant: the token is checked again when the subscriber reconnects.

@@ -16,8 +16,8 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import logging
+import os
 import secrets
 import stat
 import time
@@ -118,9 +118,16 @@ class StreamTokens:
         self._load()
         issued = int(time.time())
         expires = issued + min(ttl, MAX_LIFETIME_SECONDS)
-        body = base64.urlsafe_b64encode(json.dumps(
-            {"mdt": mdt, "sub": subject, "org": org, "role": role, "iat": issued, "exp": expires},
-            separators=(",", ":")).encode()).rstrip(b"=").decode()
+        body = (
+            base64.urlsafe_b64encode(
+                json.dumps(
+                    {"mdt": mdt, "sub": subject, "org": org, "role": role, "iat": issued, "exp": expires},
+                    separators=(",", ":"),
+                ).encode()
+            )
+            .rstrip(b"=")
+            .decode()
+        )
         return f"{body}.{_sign(self._keys[0], body)}", expires
 
     def verify(self, token: str | None) -> StreamGrant:

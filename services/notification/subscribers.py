@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.notification.alerts import Alerts
-from shared.clock import Clock, stamp
 from services.notification.feed import Writer
 from services.notification.settings import NotificationSettings
 from services.notification.subscriptions import (
@@ -25,6 +24,7 @@ from services.notification.subscriptions import (
     to_fhir,
 )
 from shared.auth import Caller
+from shared.clock import Clock, stamp
 from shared.fhir.errors import Code, FhirError
 from shared.policy import PolicyView
 from shared.store import Document, DocumentStore
@@ -33,8 +33,18 @@ Render = Callable[[Document], Awaitable[dict[str, Any]]]
 
 
 class Subscribers:
-    def __init__(self, *, store: DocumentStore, subscriptions: Subscriptions, alerts: Alerts, render: Render,
-                 policy: PolicyView, clock: Clock, write: Writer, settings: NotificationSettings) -> None:
+    def __init__(
+        self,
+        *,
+        store: DocumentStore,
+        subscriptions: Subscriptions,
+        alerts: Alerts,
+        render: Render,
+        policy: PolicyView,
+        clock: Clock,
+        write: Writer,
+        settings: NotificationSettings,
+    ) -> None:
         self._store = store
         self._subscriptions = subscriptions
         self._alerts = alerts
@@ -64,8 +74,12 @@ class Subscribers:
 
         async def work() -> None:
             async with self._store.transaction() as session:
-                await self._subscriptions.create(doc, stamp(self._clock.now()), session=session,
-                                                 cap=self.settings.webhook_max_subscriptions_per_organisation)
+                await self._subscriptions.create(
+                    doc,
+                    stamp(self._clock.now()),
+                    session=session,
+                    cap=self.settings.webhook_max_subscriptions_per_organisation,
+                )
 
         await self._write(work)
         return to_fhir(doc, with_secret=True)
@@ -84,16 +98,18 @@ class Subscribers:
     async def status(self, who: Caller, key: str) -> dict[str, Any]:
         return status_resource(await self.get(who, key), "query-status", [])
 
-    async def events(self, who: Caller, key: str, since: int | None, until: int | None,
-                     content: str | None) -> dict[str, Any]:
+    async def events(
+        self, who: Caller, key: str, since: int | None, until: int | None, content: str | None
+    ) -> dict[str, Any]:
         """``$events``: the notifications numbered ``since``..``until`` again, to fill a gap."""
         sub = await self.get(who, key)
         last = int(sub["events"])
         since, until = max(since or 1, 1), min(until or last, last)
         rows = await self._subscriptions.events(key, since, until) if since <= until else []
         payload = content or sub["payload"]
-        if payload == "full-resource" and (sub.get("topic") == CAREPLAN_TOPIC
-                                           or not (sub["endpoint"] or "").startswith("https://")):
+        if payload == "full-resource" and (
+            sub.get("topic") == CAREPLAN_TOPIC or not (sub["endpoint"] or "").startswith("https://")
+        ):
             payload = "id-only"
         events = [(r["number"], r["created"], r["focus"]) for r in rows if r["kind"] == EVENT]
         resources = {}

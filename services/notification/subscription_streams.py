@@ -24,8 +24,14 @@ BATCH = 100
 
 
 class SubscriptionStreams:
-    def __init__(self, *, subscriptions: Subscriptions, listeners: Listeners, poll_seconds: float,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        subscriptions: Subscriptions,
+        listeners: Listeners,
+        poll_seconds: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._subscriptions = subscriptions
         self._listeners = listeners
         self._poll = poll_seconds
@@ -35,11 +41,16 @@ class SubscriptionStreams:
     @staticmethod
     def check(sub: Document) -> None:
         if sub.get("channel") != SSE:
-            raise FhirError.of(Code.BUSINESS_RULE, "This subscription is delivered by rest-hook; only a "
-                               "subscription on the SSE channel is read with $stream.", "Subscription.channel.type")
+            raise FhirError.of(
+                Code.BUSINESS_RULE,
+                "This subscription is delivered by rest-hook; only a "
+                "subscription on the SSE channel is read with $stream.",
+                "Subscription.channel.type",
+            )
 
-    async def follow(self, sub: Document, after: int, *, seconds: float
-                     ) -> AsyncGenerator[tuple[int, dict[str, Any]] | Heartbeat, None]:
+    async def follow(
+        self, sub: Document, after: int, *, seconds: float
+    ) -> AsyncGenerator[tuple[int, dict[str, Any]] | Heartbeat, None]:
         """Notification bundles numbered after ``after``, for ``seconds`` (the subscriber reconnects)."""
         ends = self._wall_clock() + seconds
         wake = self._listeners.listen()
@@ -51,8 +62,10 @@ class SubscriptionStreams:
                 for row in rows:
                     if row["kind"] == EVENT:
                         numbered = {**sub, "events": row["number"]}
-                        yield row["number"], notification_bundle(
-                            numbered, EVENT, [(row["number"], row["created"], row["focus"])])
+                        yield (
+                            row["number"],
+                            notification_bundle(numbered, EVENT, [(row["number"], row["created"], row["focus"])]),
+                        )
                     after = row["number"]
                 if rows:
                     idle = 0.0

@@ -54,9 +54,11 @@ HANDSHAKE, HEARTBEAT, EVENT = "handshake", "heartbeat", "event-notification"
 ENDPOINT = "Subscription.channel.endpoint"
 # One text for every refused endpoint: which rule refused it (private, loopback, does not resolve...)
 # would let a subscriber map the exchange's own network by trial; the log keeps the rule.
-ENDPOINT_REFUSED = ("the endpoint must be an http(s) URL without credentials whose host resolves only to public "
-                    "internet addresses (loopback, private, link-local, CGNAT, multicast and cloud-metadata "
-                    "addresses are refused unless the exchange's webhook allow-list admits the host)")
+ENDPOINT_REFUSED = (
+    "the endpoint must be an http(s) URL without credentials whose host resolves only to public "
+    "internet addresses (loopback, private, link-local, CGNAT, multicast and cloud-metadata "
+    "addresses are refused unless the exchange's webhook allow-list admits the host)"
+)
 
 
 def _ext(element: Any, url: str) -> Any:
@@ -89,7 +91,9 @@ def parse_subscription(resource: dict[str, Any], *, org: str, min_heartbeat: int
             continue
         for key, value in parse_qsl(raw.partition("?")[2]):
             if key not in allowed:
-                problems.append(("Subscription._criteria", f"filter {key!r} is not one of {', '.join(sorted(allowed))}"))
+                problems.append(
+                    ("Subscription._criteria", f"filter {key!r} is not one of {', '.join(sorted(allowed))}")
+                )
             filters[key] = value.rpartition("|")[2] if key == "patient" else value
     if topic != CAREPLAN_TOPIC and not filters.get("recipient", "").startswith("CareTeam/"):
         problems.append(("Subscription._criteria", "filter criteria need recipient=CareTeam/<mdt-id>"))
@@ -98,11 +102,19 @@ def parse_subscription(resource: dict[str, Any], *, org: str, min_heartbeat: int
     endpoint = channel.get("endpoint") if kind != SSE else None
     scheme = urlsplit(endpoint).scheme if isinstance(endpoint, str) else ""
     if kind not in ("rest-hook", SSE):
-        problems.append(("Subscription.channel.type", f"only rest-hook and the {CHANNEL_SYSTEM}|{SSE} channel "
-                                                      "(backport-channel-type) are supported"))
+        problems.append(
+            (
+                "Subscription.channel.type",
+                f"only rest-hook and the {CHANNEL_SYSTEM}|{SSE} channel (backport-channel-type) are supported",
+            )
+        )
     if kind == SSE and topic != CAREPLAN_TOPIC:
-        problems.append(("Subscription.channel.type", "MDT alerts stream to consoles (/alerts/stream); the SSE "
-                                                      "channel is for the careplan-changed topic"))
+        problems.append(
+            (
+                "Subscription.channel.type",
+                "MDT alerts stream to consoles (/alerts/stream); the SSE channel is for the careplan-changed topic",
+            )
+        )
     if kind == "rest-hook":
         try:
             endpoint_parts(endpoint)
@@ -114,15 +126,24 @@ def parse_subscription(resource: dict[str, Any], *, org: str, min_heartbeat: int
         problems.append(("Subscription.channel._payload", f"payload content must be one of {', '.join(PAYLOADS)}"))
     if payload == "full-resource" and topic == CAREPLAN_TOPIC:
         # The plan is read from the care service, so that every view of it is audited and counted.
-        problems.append(("Subscription.channel._payload", "care plan notifications are id-only or empty: read "
-                                                          "the plan from /fhir/CarePlan"))
+        problems.append(
+            (
+                "Subscription.channel._payload",
+                "care plan notifications are id-only or empty: read the plan from /fhir/CarePlan",
+            )
+        )
     elif payload == "full-resource" and scheme != "https":
         problems.append(("Subscription.channel._payload", "full-resource needs an https endpoint (patient data)"))
     heartbeat = _ext(channel, HEARTBEAT_URL)
-    if heartbeat is not None and (not isinstance(heartbeat, int) or isinstance(heartbeat, bool)
-                                  or heartbeat < min_heartbeat):
-        problems.append(("Subscription.channel.extension",
-                         f"heartbeat period must be a whole number of seconds, at least {min_heartbeat}"))
+    if heartbeat is not None and (
+        not isinstance(heartbeat, int) or isinstance(heartbeat, bool) or heartbeat < min_heartbeat
+    ):
+        problems.append(
+            (
+                "Subscription.channel.extension",
+                f"heartbeat period must be a whole number of seconds, at least {min_heartbeat}",
+            )
+        )
     secret = _ext(resource, SECRET_URL)
     if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
         problems.append(("Subscription.extension", "the signing secret must be at least 16 characters"))
@@ -132,14 +153,23 @@ def parse_subscription(resource: dict[str, Any], *, org: str, min_heartbeat: int
         raise FhirError([Issue(Code.INVALID_RESOURCE, text, where) for where, text in problems])
     recipient = filters.get("recipient", "")
     return {
-        "_id": str(uuid.uuid4()), "org": org, "topic": topic, "channel": kind,
+        "_id": str(uuid.uuid4()),
+        "org": org,
+        "topic": topic,
+        "channel": kind,
         # Care plan subscriptions have no MDT: they are found by topic.
         "mdt": recipient.removeprefix("CareTeam/") if topic == TOPIC else None,
-        "filters": filters, "endpoint": endpoint, "payload": payload, "heartbeat": heartbeat if kind != SSE else None,
+        "filters": filters,
+        "endpoint": endpoint,
+        "payload": payload,
+        "heartbeat": heartbeat if kind != SSE else None,
         "secret": secret or secrets.token_urlsafe(32),
         # An SSE subscription has no handshake to wait for: it is active once made.
-        "status": ACTIVE if kind == SSE else REQUESTED, "reason": resource.get("reason"),
-        "events": 0, "last_sent": None, "error": None,
+        "status": ACTIVE if kind == SSE else REQUESTED,
+        "reason": resource.get("reason"),
+        "events": 0,
+        "last_sent": None,
+        "error": None,
     }
 
 
@@ -154,10 +184,10 @@ async def check_endpoint(policy: EndpointPolicy, endpoint: str) -> None:
 
 class Subscriptions:
     def __init__(self, store: DocumentStore) -> None:
-        self._subs = store.collection("subscriptions", [Index(("mdt", "status")), Index(("org",)),
-                                                        Index(("topic", "status"))])
-        self._deliveries = store.collection(
-            "deliveries", [Index(("status", "due")), Index(("subscription", "number"))])
+        self._subs = store.collection(
+            "subscriptions", [Index(("mdt", "status")), Index(("org",)), Index(("topic", "status"))]
+        )
+        self._deliveries = store.collection("deliveries", [Index(("status", "due")), Index(("subscription", "number"))])
         self._counters = store.collection("counters")
 
     async def create(self, doc: Document, now: str, *, session: Session, cap: int | None = None) -> None:
@@ -165,11 +195,15 @@ class Subscriptions:
             # Taking the organisation's counter serialises its concurrent creations (a compare-and-set
             # in this transaction), so two at once cannot both pass the count below.
             await next_number(self._counters, f"subscriptions-of:{doc['org']}", session=session)
-            held = await self._subs.find({"org": doc["org"], "status": {"$in": [REQUESTED, ACTIVE, ERROR]}},
-                                         limit=cap + 1, session=session)
+            held = await self._subs.find(
+                {"org": doc["org"], "status": {"$in": [REQUESTED, ACTIVE, ERROR]}}, limit=cap + 1, session=session
+            )
             if len(held) >= cap:
-                raise FhirError.of(Code.BUSINESS_RULE, f"An organisation may hold at most {cap} subscriptions; "
-                                   "this one has reached that limit.", "Subscription")
+                raise FhirError.of(
+                    Code.BUSINESS_RULE,
+                    f"An organisation may hold at most {cap} subscriptions; this one has reached that limit.",
+                    "Subscription",
+                )
         await self._subs.insert(doc, session=session)
         if doc.get("channel") != SSE:
             await self._deliveries.insert(self._delivery(doc["_id"], 0, HANDSHAKE, None, now), session=session)
@@ -188,8 +222,9 @@ class Subscriptions:
 
     async def for_topic(self, topic: str, *, session: Session | None = None) -> list[Document]:
         """The live subscriptions to ``topic`` (care plan subscriptions, which have no MDT)."""
-        return await self._subs.find({"topic": topic, "status": {"$in": [REQUESTED, ACTIVE]}}, limit=1000,
-                                     session=session)
+        return await self._subs.find(
+            {"topic": topic, "status": {"$in": [REQUESTED, ACTIVE]}}, limit=1000, session=session
+        )
 
     async def notify(self, sub: Document, focus: str, now: str, *, session: Session) -> int:
         """Number one notification of ``sub`` about ``focus`` (a reference) and queue it for its channel."""
@@ -204,8 +239,9 @@ class Subscriptions:
     async def enqueue(self, alert: Document, now: str, *, session: Session) -> int:
         """Number a notification for every subscription the alert matches (no gaps: same transaction)."""
         made = 0
-        for sub in await self._subs.find({"mdt": alert["mdt"], "status": {"$in": [REQUESTED, ACTIVE]}},
-                                         limit=1000, session=session):
+        for sub in await self._subs.find(
+            {"mdt": alert["mdt"], "status": {"$in": [REQUESTED, ACTIVE]}}, limit=1000, session=session
+        ):
             filters = sub["filters"]
             if filters.get("patient") and filters["patient"] != alert["patient"]:
                 continue
@@ -214,20 +250,32 @@ class Subscriptions:
                 continue
             number = await next_number(self._counters, f"subscription:{sub['_id']}", session=session)
             await self._subs.update({"_id": sub["_id"]}, {"events": number}, session=session)
-            await self._deliveries.insert(self._delivery(sub["_id"], number, EVENT, alert["_id"], now),
-                                          session=session)
+            await self._deliveries.insert(self._delivery(sub["_id"], number, EVENT, alert["_id"], now), session=session)
             made += 1
         return made
 
     @staticmethod
     def _delivery(sub: str, number: int, kind: str, focus: str | None, now: str) -> Document:
-        return {"_id": f"{sub}|{number:012d}", "subscription": sub, "number": number, "kind": kind,
-                "focus": focus, "status": PENDING, "attempts": 0, "created": now, "due": now, "lease": None}
+        return {
+            "_id": f"{sub}|{number:012d}",
+            "subscription": sub,
+            "number": number,
+            "kind": kind,
+            "focus": focus,
+            "status": PENDING,
+            "attempts": 0,
+            "created": now,
+            "due": now,
+            "lease": None,
+        }
 
     async def next_for_each(self) -> list[Document]:
         """The oldest undelivered notification of each subscription (delivery is in order)."""
-        rows = await self._deliveries.find({"status": {"$in": [PENDING, SENDING]}},
-                                           sort=[("subscription", ASCENDING), ("number", ASCENDING)], limit=1000)
+        rows = await self._deliveries.find(
+            {"status": {"$in": [PENDING, SENDING]}},
+            sort=[("subscription", ASCENDING), ("number", ASCENDING)],
+            limit=1000,
+        )
         firsts: dict[str, Document] = {}
         for row in rows:
             firsts.setdefault(row["subscription"], row)
@@ -249,7 +297,9 @@ class Subscriptions:
     async def events(self, sub: str, since: int, until: int, *, limit: int = 1000) -> list[Document]:
         return await self._deliveries.find(
             {"subscription": sub, "kind": EVENT, "number": {"$gte": since, "$lte": until}},
-            sort=[("number", ASCENDING)], limit=limit)
+            sort=[("number", ASCENDING)],
+            limit=limit,
+        )
 
 
 def focus_reference(focus: str) -> str:
@@ -261,8 +311,12 @@ def _part(name: str, **value: Any) -> dict[str, Any]:
     return {"name": name, **value}
 
 
-def status_resource(sub: Document, kind: str, events: list[tuple[int, str, str | None]],
-                    focus_resources: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def status_resource(
+    sub: Document,
+    kind: str,
+    events: list[tuple[int, str, str | None]],
+    focus_resources: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The subscription's status, the first entry of every notification bundle and the answer to $status:
     the Backport IG's R4 form, a ``Parameters`` resource (backport-subscription-status-r4)."""
     parameters: list[dict[str, Any]] = [
@@ -279,8 +333,12 @@ def status_resource(sub: Document, kind: str, events: list[tuple[int, str, str |
         parameters.append(_part("notification-event", part=parts))
     if sub.get("error"):
         parameters.append(_part("error", valueCodeableConcept={"text": sub["error"]}))
-    return {"resourceType": "Parameters", "id": str(uuid.uuid4()), "meta": {"profile": [STATUS_PROFILE]},
-            "parameter": parameters}
+    return {
+        "resourceType": "Parameters",
+        "id": str(uuid.uuid4()),
+        "meta": {"profile": [STATUS_PROFILE]},
+        "parameter": parameters,
+    }
 
 
 def status_fields(resource: dict[str, Any]) -> dict[str, Any]:
@@ -290,52 +348,81 @@ def status_fields(resource: dict[str, Any]) -> dict[str, Any]:
     for parameter in resource.get("parameter", []):
         if parameter["name"] == "notification-event":
             out["notification-event"].append(
-                {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in parameter["part"]})
+                {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in parameter["part"]}
+            )
         else:
             out[parameter["name"]] = next(v for k, v in parameter.items() if k.startswith("value"))
     return out
 
 
-def notification_bundle(sub: Document, kind: str, events: list[tuple[int, str, str | None]],
-                        resources: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def notification_bundle(
+    sub: Document,
+    kind: str,
+    events: list[tuple[int, str, str | None]],
+    resources: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A ``history`` Bundle: the status Parameters first, then the focus per the payload content."""
     status = status_resource(sub, kind, events)
-    entries: list[dict[str, Any]] = [{"fullUrl": f"urn:uuid:{status['id']}", "resource": status,
-                                      "request": {"method": "GET", "url": f"Subscription/{sub['_id']}/$status"},
-                                      "response": {"status": "200"}}]
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"urn:uuid:{status['id']}",
+            "resource": status,
+            "request": {"method": "GET", "url": f"Subscription/{sub['_id']}/$status"},
+            "response": {"status": "200"},
+        }
+    ]
     if sub["payload"] != "empty":
         for _, _, focus in events:
             if not focus:
                 continue
             # A plan's new version is an update of the plan (the status's focus names the version).
             current, _, version = focus_reference(focus).partition("/_history/")
-            entry: dict[str, Any] = {"fullUrl": current,
-                                     "request": {"method": "PUT", "url": current} if version
-                                     else {"method": "POST", "url": current.partition("/")[0]},
-                                     "response": {"status": "200" if version else "201"}}
+            entry: dict[str, Any] = {
+                "fullUrl": current,
+                "request": {"method": "PUT", "url": current}
+                if version
+                else {"method": "POST", "url": current.partition("/")[0]},
+                "response": {"status": "200" if version else "201"},
+            }
             if sub["payload"] == "full-resource" and resources and focus in resources:
                 entry["resource"] = resources[focus]
             entries.append(entry)
-    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"profile": [NOTIFICATION_PROFILE]},
-            "type": "history", "timestamp": datetime.now().astimezone().isoformat(), "entry": entries}
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"profile": [NOTIFICATION_PROFILE]},
+        "type": "history",
+        "timestamp": datetime.now().astimezone().isoformat(),
+        "entry": entries,
+    }
 
 
 def to_fhir(sub: Document, *, with_secret: bool = False) -> dict[str, Any]:
     topic = sub.get("topic") or TOPIC
     filters = "&".join(f"{k}={v}" for k, v in sorted(sub["filters"].items()))
-    channel: dict[str, Any] = {"payload": "application/fhir+json",
-                               "_payload": {"extension": [{"url": PAYLOAD_URL, "valueCode": sub["payload"]}]}}
+    channel: dict[str, Any] = {
+        "payload": "application/fhir+json",
+        "_payload": {"extension": [{"url": PAYLOAD_URL, "valueCode": sub["payload"]}]},
+    }
     if sub.get("channel") == SSE:
         # R4's channel.type has no code for it: the backport's extension names the exchange's channel.
-        channel.update({"type": "message", "_type": {"extension": [
-            {"url": CHANNEL_TYPE_URL, "valueCoding": {"system": CHANNEL_SYSTEM, "code": SSE}}]}})
+        channel.update(
+            {
+                "type": "message",
+                "_type": {
+                    "extension": [{"url": CHANNEL_TYPE_URL, "valueCoding": {"system": CHANNEL_SYSTEM, "code": SSE}}]
+                },
+            }
+        )
     else:
         channel.update({"type": "rest-hook", "endpoint": sub["endpoint"]})
     if sub.get("heartbeat"):
         channel["extension"] = [{"url": HEARTBEAT_URL, "valueUnsignedInt": sub["heartbeat"]}]
     resource_type = "CarePlan" if topic == CAREPLAN_TOPIC else "Communication"
     resource: dict[str, Any] = {
-        "resourceType": "Subscription", "id": sub["_id"], "status": sub["status"],
+        "resourceType": "Subscription",
+        "id": sub["_id"],
+        "status": sub["status"],
         "reason": sub.get("reason") or ("Care plan changes" if topic == CAREPLAN_TOPIC else "MDT alerts"),
         "criteria": topic,
         "_criteria": {"extension": [{"url": FILTER_URL, "valueString": f"{resource_type}?{filters}"}]},

@@ -17,11 +17,11 @@ from typing import Any
 from services.notification.access import BED_MANAGER, BEDS
 from services.notification.alerting import Alerting
 from services.notification.alerts import ESCALATED, OPEN, RESOLVED, Alerts, alert_id
-from shared.clock import Clock, stamp
 from services.notification.documents import Once
 from services.notification.feed import Feed, Writer
 from services.notification.outgoing import Outgoing
 from services.notification.rules import rank
+from shared.clock import Clock, stamp
 from shared.events import AlertEscalated, Event, RoutingKey, TransferChanged
 from shared.store import Session
 
@@ -41,8 +41,17 @@ def recipient_of(ods: str) -> str:
 
 
 class TransferAlerts:
-    def __init__(self, *, alerts: Alerts, alerting: Alerting, feed: Feed, outgoing: Outgoing, clock: Clock,
-                 once: Once, write: Writer) -> None:
+    def __init__(
+        self,
+        *,
+        alerts: Alerts,
+        alerting: Alerting,
+        feed: Feed,
+        outgoing: Outgoing,
+        clock: Clock,
+        once: Once,
+        write: Writer,
+    ) -> None:
         self._alerts = alerts
         self._alerting = alerting
         self._feed = feed
@@ -73,9 +82,15 @@ class TransferAlerts:
 
     async def _raise(self, key: str, changed: TransferChanged, correlation: str | None, session: Session) -> bool:
         alert: dict[str, Any] = {
-            "_id": key, "kind": KIND, "recipient": recipient_of(changed.receiver), "mdt": beds_key(changed.receiver),
-            "audience": [BED_MANAGER], "priority": PRIORITY, "patient": changed.patient_nhs_number,
-            "about": changed.resource, "text": f"Repatriation requested from {changed.sender}"
+            "_id": key,
+            "kind": KIND,
+            "recipient": recipient_of(changed.receiver),
+            "mdt": beds_key(changed.receiver),
+            "audience": [BED_MANAGER],
+            "priority": PRIORITY,
+            "patient": changed.patient_nhs_number,
+            "about": changed.resource,
+            "text": f"Repatriation requested from {changed.sender}"
             + (f" ({changed.network})" if changed.network else ""),
             # Escalation is the transfer's (hours from referral, per network), not the acknowledgement rules'.
             "escalate": False,
@@ -89,16 +104,33 @@ class TransferAlerts:
         at = stamp(self._clock.now())
         reason = changed.reason or f"waiting {changed.hours_waited:.0f} hours since referral"
         step = {"to": BED_MANAGER, "at": at, "reason": reason}
-        if not await self._alerts.transition(key, {"escalation_level": 0}, {
-                "status": OPEN, "state": ESCALATED, "escalation_level": 1, "priority": ESCALATED_PRIORITY,
-                "rank": rank(ESCALATED_PRIORITY), "escalations": [*alert.get("escalations", []), step]},
-                session=session):
+        if not await self._alerts.transition(
+            key,
+            {"escalation_level": 0},
+            {
+                "status": OPEN,
+                "state": ESCALATED,
+                "escalation_level": 1,
+                "priority": ESCALATED_PRIORITY,
+                "rank": rank(ESCALATED_PRIORITY),
+                "escalations": [*alert.get("escalations", []), step],
+            },
+            session=session,
+        ):
             return False
         await self._feed.append(mdt=alert["mdt"], alert_id=key, kind="escalated", at=at, session=session)
         await self._outgoing.publish(
             RoutingKey.ALERT_ESCALATED,
-            AlertEscalated(alert_id=key, recipient=alert["recipient"], escalated_to=f"{alert['recipient']}#{BED_MANAGER}",
-                           reason=reason, document_id="", patient_nhs_number=alert["patient"]),
-            subject=key, session=session)
+            AlertEscalated(
+                alert_id=key,
+                recipient=alert["recipient"],
+                escalated_to=f"{alert['recipient']}#{BED_MANAGER}",
+                reason=reason,
+                document_id="",
+                patient_nhs_number=alert["patient"],
+            ),
+            subject=key,
+            session=session,
+        )
         log.info("notification.transfer_escalated", extra={"code": "NOT062"})
         return True

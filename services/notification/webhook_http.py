@@ -45,15 +45,24 @@ class GuardedResolver(AbstractResolver):
         self._policy = policy
         self._resolve = resolve
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-                      ) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         try:
             addresses = self._policy.refuse_addresses(host, await self._resolve(host, port))
         except EndpointRefused as refused:
             raise RefusedAddress(refused.rule) from None
-        return [ResolveResult(hostname=host, host=address, port=port,
-                              family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                              proto=0, flags=socket.AI_NUMERICHOST) for address in addresses]
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
 
     async def close(self) -> None:
         return None
@@ -88,11 +97,16 @@ def check_literal(policy: EndpointPolicy, endpoint: str) -> URL:
 def open_session(policy: EndpointPolicy, resolve: Resolve, *, timeout_seconds: float) -> aiohttp.ClientSession:
     # No connector limits: the deliverer's per-host slots are taken outside the attempt's timeout, so
     # waiting for a slot never counts against an attempt.
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy, resolve), socket_factory=numeric_only_socket,
-                                     limit=0, limit_per_host=0)
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(policy, resolve), socket_factory=numeric_only_socket, limit=0, limit_per_host=0
+    )
     # total bounds the whole attempt: name resolution, connection, and the wait for the answer.
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-                                 trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
 
 
 def refusal(exc: BaseException) -> str | None:

@@ -7,5 +7,9 @@ from shared.service import ServiceSpec
 
 # How a person gets a token, so none of it can need one: /signin, its callback and session, and the
 # development OpenID provider.
-SPEC = ServiceSpec(name="signin", install=lambda app: install(app), public_paths=frozenset({"/signin"}),
-                   public_prefixes=("/signin/", "/dev-oidc/"))
+SPEC = ServiceSpec(
+    name="signin",
+    install=lambda app: install(app),
+    public_paths=frozenset({"/signin"}),
+    public_prefixes=("/signin/", "/dev-oidc/"),
+)

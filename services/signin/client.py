@@ -30,9 +30,15 @@ class _PrivateKeyJWT(PrivateKeyJWT):  # type: ignore[misc]  # Authlib ships no t
     """Authlib's ``private_key_jwt`` with a short-lived assertion (its default lives an hour)."""
 
     def sign(self, auth: Any, token_endpoint: str) -> Any:
-        return private_key_jwt_sign(auth.client_secret, client_id=auth.client_id, token_endpoint=token_endpoint,
-                                    claims=self.claims, header=self.headers, alg=self.alg,
-                                    expires_in=ASSERTION_SECONDS)
+        return private_key_jwt_sign(
+            auth.client_secret,
+            client_id=auth.client_id,
+            token_endpoint=token_endpoint,
+            claims=self.claims,
+            header=self.headers,
+            alg=self.alg,
+            expires_in=ASSERTION_SECONDS,
+        )
 
 
 @dataclass
@@ -52,8 +58,15 @@ class ProviderUnavailable(Exception):
 
 
 class OidcClient:
-    def __init__(self, *, issuer: str, client_id: str, client_secret: str | None, scopes: str,
-                 client_key: ClientKey | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str | None,
+        scopes: str,
+        client_key: ClientKey | None = None,
+    ) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
@@ -80,16 +93,24 @@ class OidcClient:
         )
         if self._key is not None:
             # The assertion's audience is the token endpoint it is sent to (Authlib's default).
-            client.register_client_auth_method(_PrivateKeyJWT(
-                alg=self._key.alg, headers={"kid": self._key.key_id} if self._key.key_id else None))
+            client.register_client_auth_method(
+                _PrivateKeyJWT(alg=self._key.alg, headers={"kid": self._key.key_id} if self._key.key_id else None)
+            )
         return client
 
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None or time.monotonic() - self._fetched > METADATA_TTL:
             try:
                 async with self._client() as http:
-                    found = (await http.request("GET", f"{self.issuer}/.well-known/openid-configuration",
-                                                  withhold_token=True)).raise_for_status().json()
+                    found = (
+                        (
+                            await http.request(
+                                "GET", f"{self.issuer}/.well-known/openid-configuration", withhold_token=True
+                            )
+                        )
+                        .raise_for_status()
+                        .json()
+                    )
                     keys = (await http.request("GET", found["jwks_uri"], withhold_token=True)).raise_for_status().json()
             except Exception as exc:
                 raise ProviderUnavailable(f"the sign-in provider did not answer ({type(exc).__name__})") from None
@@ -100,11 +121,18 @@ class OidcClient:
 
     async def begin(self, *, redirect_uri: str, next_path: str) -> tuple[str, Pending]:
         meta = await self.metadata()
-        pending = Pending(state=generate_token(32), nonce=generate_token(32), code_verifier=generate_token(64),
-                          redirect_uri=redirect_uri, next_path=next_path)
+        pending = Pending(
+            state=generate_token(32),
+            nonce=generate_token(32),
+            code_verifier=generate_token(64),
+            redirect_uri=redirect_uri,
+            next_path=next_path,
+        )
         async with self._client(redirect_uri) as http:
             url, _ = http.create_authorization_url(
-                meta["authorization_endpoint"], state=pending.state, nonce=pending.nonce,
+                meta["authorization_endpoint"],
+                state=pending.state,
+                nonce=pending.nonce,
                 code_verifier=pending.code_verifier,
             )
         return url, pending
@@ -114,8 +142,9 @@ class OidcClient:
         meta = await self.metadata()
         try:
             async with self._client(pending.redirect_uri) as http:
-                token = dict(await http.fetch_token(meta["token_endpoint"], code=code,
-                                                    code_verifier=pending.code_verifier))
+                token = dict(
+                    await http.fetch_token(meta["token_endpoint"], code=code, code_verifier=pending.code_verifier)
+                )
                 claims = self._id_claims(token, nonce=pending.nonce)
                 if meta.get("userinfo_endpoint"):
                     info = (await http.get(meta["userinfo_endpoint"])).raise_for_status().json()

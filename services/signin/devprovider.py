@@ -42,18 +42,40 @@ class DemoPerson:
 
 # Matches the embedded run's demo data (services/agreements/demo.py).
 PEOPLE = (
-    DemoPerson("smith-a", "Dr A. Smith", "RJ1", "mdt-coordinator", "cancer-care", mdt="rj1-lung",
-               job="MDT coordinator, Guy's and St Thomas' lung cancer MDT"),
-    DemoPerson("okafor-c", "C. Okafor", "RRV", "mdt-coordinator", "cancer-care", mdt="rrv-haematology",
-               job="MDT coordinator, UCLH haematological cancer MDT"),
+    DemoPerson(
+        "smith-a",
+        "Dr A. Smith",
+        "RJ1",
+        "mdt-coordinator",
+        "cancer-care",
+        mdt="rj1-lung",
+        job="MDT coordinator, Guy's and St Thomas' lung cancer MDT",
+    ),
+    DemoPerson(
+        "okafor-c",
+        "C. Okafor",
+        "RRV",
+        "mdt-coordinator",
+        "cancer-care",
+        mdt="rrv-haematology",
+        job="MDT coordinator, UCLH haematological cancer MDT",
+    ),
     DemoPerson("patel-r", "Dr R. Patel", "RJ1", "clinician", "direct-care", job="Consultant, Guy's and St Thomas'"),
     DemoPerson("jones-m", "M. Jones", "RAL", "dcc-admin", "direct-care", job="Data controller, Royal Free"),
     DemoPerson("evans-j", "J. Evans", "RJ1", "dcc-admin", "direct-care", job="Data controller, Guy's and St Thomas'"),
-    DemoPerson("brown-s", "S. Brown", "NHSLOGIN", "patient", "direct-care", patient="9000000009",
-               job="Patient (NHS number 900 000 0009)"),
+    DemoPerson(
+        "brown-s",
+        "S. Brown",
+        "NHSLOGIN",
+        "patient",
+        "direct-care",
+        patient="9000000009",
+        job="Patient (NHS number 900 000 0009)",
+    ),
     # The demo grant (services/agreements/demo.py) authorises this subject, as `lhcie token --role carer` does.
-    DemoPerson("carer@NHSLOGIN", "T. Brown", "NHSLOGIN", "carer", "direct-care", patient="9000000009",
-               job="Carer of S. Brown"),
+    DemoPerson(
+        "carer@NHSLOGIN", "T. Brown", "NHSLOGIN", "carer", "direct-care", patient="9000000009", job="Carer of S. Brown"
+    ),
 )
 BY_SUB = {p.sub: p for p in PEOPLE}
 

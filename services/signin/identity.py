@@ -52,8 +52,10 @@ def _selected_role(claims: dict[str, Any], settings: SignInSettings) -> dict[str
     if chosen is not None:
         entries = [r for r in entries if str(r.get(settings.role_id_field)) == chosen]
     if len(entries) != 1:
-        raise SignInRefused("choose one role when signing in: the provider's token does not say which role "
-                            f"(set LHCIE_OIDC_ROLES_CLAIM and LHCIE_OIDC_SELECTED_ROLE_CLAIM)")
+        raise SignInRefused(
+            "choose one role when signing in: the provider's token does not say which role "
+            "(set LHCIE_OIDC_ROLES_CLAIM and LHCIE_OIDC_SELECTED_ROLE_CLAIM)"
+        )
     return entries[0]
 
 

@@ -13,9 +13,9 @@ from services.storage.domain import Storage
 from services.storage.scanning import load_scanner
 from services.storage.settings import StorageSettings
 from shared import topology
+from shared.app_keys import RUNTIME
 from shared.config import Settings
 from shared.http import build_app
-from shared.app_keys import RUNTIME
 from shared.lifecycle import mount
 from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec
@@ -28,9 +28,15 @@ def install(app: web.Application, settings: StorageSettings | None = None) -> No
     own = settings or StorageSettings()
     runtime = app[RUNTIME]
     scanner = load_scanner(own.content_scanner, runtime.settings)  # a wrong setting stops the start-up
-    mount(app, name=NAME, key=routes.STORAGE,
-          build=lambda ctx: Storage(ctx, runtime.ports.objects, scanner, settings=own),
-          add_routes=routes.add_routes, queue=topology.STORAGE, handler=consumers.handler)
+    mount(
+        app,
+        name=NAME,
+        key=routes.STORAGE,
+        build=lambda ctx: Storage(ctx, runtime.ports.objects, scanner, settings=own),
+        add_routes=routes.add_routes,
+        queue=topology.STORAGE,
+        handler=consumers.handler,
+    )
 
 
 # The routes as /openapi.json describes them.
@@ -39,12 +45,18 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
-SPEC = ServiceSpec(NAME, install, collections=COLLECTIONS, operations=OPERATIONS,
-                   capability=({"type": "Binary", "interaction": [{"code": "read"}]},))
+SPEC = ServiceSpec(
+    NAME,
+    install,
+    collections=COLLECTIONS,
+    operations=OPERATIONS,
+    capability=({"type": "Binary", "interaction": [{"code": "read"}]},),
+)
 
 
-def create_app(settings: Settings, ports: Ports | None = None, *,
-               storage: StorageSettings | None = None) -> web.Application:
+def create_app(
+    settings: Settings, ports: Ports | None = None, *, storage: StorageSettings | None = None
+) -> web.Application:
     """The storage app; its own settings are read here, once, unless given."""
     spec = dataclasses.replace(SPEC, install=functools.partial(install, settings=storage or StorageSettings()))
     return build_app(settings, [spec], ports=ports)

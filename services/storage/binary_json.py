@@ -10,8 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 def envelope(document_id: str, content_type: str) -> tuple[bytes, bytes]:
     """What goes before and after the base64 text."""
-    head = json.dumps({"resourceType": "Binary", "id": document_id, "contentType": content_type},
-                      separators=(",", ":"))
+    head = json.dumps({"resourceType": "Binary", "id": document_id, "contentType": content_type}, separators=(",", ":"))
     return (head[:-1] + ',"data":"').encode(), b'"}'
 
 

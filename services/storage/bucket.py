@@ -117,53 +117,72 @@ class BucketSetup:
             return Check("versioning", OK, "enabled")
         if not self.apply:
             return Check("versioning", FAILED, "not enabled")
-        await _call(self.s3.put_bucket_versioning, Bucket=self.bucket,
-                    VersioningConfiguration={"Status": "Enabled"})
+        await _call(self.s3.put_bucket_versioning, Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
         return Check("versioning", APPLIED, "enabled")
 
     async def encryption(self) -> Check:
         wanted: dict[str, str] = {"SSEAlgorithm": self.settings.s3_sse}
         if self.settings.s3_sse == "aws:kms" and self.settings.s3_kms_key_id:
             wanted["KMSMasterKeyID"] = self.settings.s3_kms_key_id
-        found = await _missing(self.s3.get_bucket_encryption, {"ServerSideEncryptionConfigurationNotFoundError"},
-                               Bucket=self.bucket)
+        found = await _missing(
+            self.s3.get_bucket_encryption, {"ServerSideEncryptionConfigurationNotFoundError"}, Bucket=self.bucket
+        )
         rules = (found or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
         if any(r.get("ApplyServerSideEncryptionByDefault") == wanted for r in rules):
             return Check("default encryption", OK, self.settings.s3_sse)
         if not self.apply:
             return Check("default encryption", FAILED, f"not {self.settings.s3_sse} (writes still request it)")
-        await _call(self.s3.put_bucket_encryption, Bucket=self.bucket, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": wanted}]})
+        await _call(
+            self.s3.put_bucket_encryption,
+            Bucket=self.bucket,
+            ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": wanted}]},
+        )
         return Check("default encryption", APPLIED, self.settings.s3_sse)
 
     async def object_lock(self) -> Check:
         mode = self.storage.retention_mode
         if mode == "off":
             return Check("object lock", SKIPPED, "retention is off (LHCIE_RETENTION_MODE)")
-        found = await _missing(self.s3.get_object_lock_configuration, {"ObjectLockConfigurationNotFoundError"},
-                               Bucket=self.bucket)
+        found = await _missing(
+            self.s3.get_object_lock_configuration, {"ObjectLockConfigurationNotFoundError"}, Bucket=self.bucket
+        )
         if (found or {}).get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled":
             return Check("object lock", OK, f"enabled; documents retained in {mode} mode")
         if not self.apply:
             return Check("object lock", UNSUPPORTED, "not enabled on this bucket; documents are not retained")
         try:
-            await _call(self.s3.put_object_lock_configuration, Bucket=self.bucket,
-                        ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
+            await _call(
+                self.s3.put_object_lock_configuration,
+                Bucket=self.bucket,
+                ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"},
+            )
         except ClientError as exc:
-            return Check("object lock", UNSUPPORTED, f"cannot be enabled ({error_code(exc)}); documents are not retained")
+            return Check(
+                "object lock", UNSUPPORTED, f"cannot be enabled ({error_code(exc)}); documents are not retained"
+            )
         return Check("object lock", APPLIED, f"enabled; documents retained in {mode} mode")
 
     async def lifecycle(self) -> Check:
         days = self.settings.staging_expiry_days
         ours = [
-            {"ID": STAGING_RULE, "Filter": {"Prefix": STAGING_PREFIX}, "Status": "Enabled",
-             "Expiration": {"Days": days}, "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
-             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
-            {"ID": UPLOADS_RULE, "Filter": {"Prefix": DOCUMENTS_PREFIX}, "Status": "Enabled",
-             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+            {
+                "ID": STAGING_RULE,
+                "Filter": {"Prefix": STAGING_PREFIX},
+                "Status": "Enabled",
+                "Expiration": {"Days": days},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            },
+            {
+                "ID": UPLOADS_RULE,
+                "Filter": {"Prefix": DOCUMENTS_PREFIX},
+                "Status": "Enabled",
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            },
         ]
-        found = await _missing(self.s3.get_bucket_lifecycle_configuration, {"NoSuchLifecycleConfiguration"},
-                               Bucket=self.bucket)
+        found = await _missing(
+            self.s3.get_bucket_lifecycle_configuration, {"NoSuchLifecycleConfiguration"}, Bucket=self.bucket
+        )
         rules = (found or {}).get("Rules", [])
         current = {r.get("ID"): r for r in rules}
         staging = current.get(STAGING_RULE, {})
@@ -173,15 +192,23 @@ class BucketSetup:
             return Check("lifecycle", FAILED, f"no rule expiring {STAGING_PREFIX}")
         # Keep the operator's own rules; replace only ours.
         others = [r for r in rules if r.get("ID") not in {STAGING_RULE, UPLOADS_RULE}]
-        await _call(self.s3.put_bucket_lifecycle_configuration, Bucket=self.bucket,
-                    LifecycleConfiguration={"Rules": [*others, *ours]})
+        await _call(
+            self.s3.put_bucket_lifecycle_configuration,
+            Bucket=self.bucket,
+            LifecycleConfiguration={"Rules": [*others, *ours]},
+        )
         return Check("lifecycle", APPLIED, f"{STAGING_PREFIX} expires after {days} day(s)")
 
     async def public_access(self) -> Check:
-        wanted = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-                  "RestrictPublicBuckets": True}
-        found = await _missing(self.s3.get_public_access_block, {"NoSuchPublicAccessBlockConfiguration"},
-                               Bucket=self.bucket)
+        wanted = {
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        }
+        found = await _missing(
+            self.s3.get_public_access_block, {"NoSuchPublicAccessBlockConfiguration"}, Bucket=self.bucket
+        )
         if (found or {}).get("PublicAccessBlockConfiguration") == wanted:
             return Check("public access block", OK, "all public access blocked")
         if not self.apply:
@@ -193,8 +220,14 @@ class BucketSetup:
 async def prepare(settings: Settings, *, apply: bool = True, storage: StorageSettings | None = None) -> list[Check]:
     """Create (``apply``) or only check the bucket and its settings (storage's read here unless given)."""
     if settings.object_store is not ObjectStoreKind.S3:
-        return [Check("bucket", OK, f"filesystem object store under {settings.data_dir / 'objects'}: "
-                                    "no encryption, lifecycle or object lock (use S3 in production)")]
+        return [
+            Check(
+                "bucket",
+                OK,
+                f"filesystem object store under {settings.data_dir / 'objects'}: "
+                "no encryption, lifecycle or object lock (use S3 in production)",
+            )
+        ]
     store = open_object_store(settings)
     assert isinstance(store, S3ObjectStore)
     await store.start()

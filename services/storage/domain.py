@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.storage.retention import retention_for
-from services.storage.settings import StorageSettings
 from services.storage.scanning import ContentScanner, ScannerUnavailable
+from services.storage.settings import StorageSettings
 from services.storage.verification import ContentRejected, check_digest, check_media_type
 from shared.auth import Caller
 from shared.bus import Retry
+from shared.context import ServiceContext
 from shared.correlation import client_request_id
 from shared.events import (
-    DocumentStatusChanged,
     AccessDenied,
     Actor,
     DocumentFacts,
     DocumentReceived,
     DocumentRejected,
     DocumentRetrieved,
+    DocumentStatusChanged,
     DocumentStored,
     Event,
     RoutingKey,
 )
 from shared.fhir.errors import Code, FhirError
 from shared.media import needs_whole
-from shared.context import ServiceContext
 from shared.objects import ObjectNotFound, ObjectStore, ObjectStoreUnavailable
 from shared.policy import PolicyView
 from shared.store import Index, Session
@@ -54,8 +54,14 @@ class Retrieval:
 
 
 class Storage:
-    def __init__(self, ctx: ServiceContext, objects: ObjectStore, scanner: ContentScanner | None = None, *,
-                 settings: StorageSettings) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        objects: ObjectStore,
+        scanner: ContentScanner | None = None,
+        *,
+        settings: StorageSettings,
+    ) -> None:
         self.ctx = ctx
         self.objects = objects
         self.scanner = scanner
@@ -83,8 +89,9 @@ class Storage:
                 await self.scanner.scan(facts, lambda: self.objects.get(key))
             # Locked only once verified, so rejected content is never retained.
             retention = retention_for(self.settings, facts, datetime.now(UTC))
-            retained = retention is not None and await self.objects.retain(key, until=retention.until,
-                                                                           mode=retention.mode)
+            retained = retention is not None and await self.objects.retain(
+                key, until=retention.until, mode=retention.mode
+            )
         except ContentRejected as rejected:
             await self._discard(key)
             await self._reject(event, received, rejected)
@@ -106,10 +113,15 @@ class Storage:
 
         async def record(session: Session) -> None:
             await self.index.insert(
-                {"_id": facts.document_id, "key": key, "facts": facts.model_dump(mode="json"),
-                 "stored_at": stored.data["stored_at"],
-                 "retention": {"mode": retention.mode, "until": retention.until.isoformat()}
-                 if retained and retention is not None else None},
+                {
+                    "_id": facts.document_id,
+                    "key": key,
+                    "facts": facts.model_dump(mode="json"),
+                    "stored_at": stored.data["stored_at"],
+                    "retention": {"mode": retention.mode, "until": retention.until.isoformat()}
+                    if retained and retention is not None
+                    else None,
+                },
                 session=session,
             )
             await self.ctx.publish(stored, session=session)
@@ -156,8 +168,12 @@ class Storage:
     async def _reject(self, event: Event, received: DocumentReceived, rejected: ContentRejected) -> None:
         reply = Event.new(
             RoutingKey.DOCUMENT_REJECTED,
-            DocumentRejected(submission_id=received.submission_id, document=received.document,
-                             reason_code=rejected.code, reason=rejected.reason),
+            DocumentRejected(
+                submission_id=received.submission_id,
+                document=received.document,
+                reason_code=rejected.code,
+                reason=rejected.reason,
+            ),
             source=self.ctx.source,
             subject=received.document.document_id,
             correlation_id=event.correlationid,
@@ -165,8 +181,12 @@ class Storage:
         )
         await self.ctx.once(event, lambda session: self.ctx.publish(reply, session=session))
         await self._forget_staged(received.staging_key)
-        log.warning("storage.rejected document=%s code=%s", received.document.document_id, rejected.code,
-                    extra={"code": "STO002"})
+        log.warning(
+            "storage.rejected document=%s code=%s",
+            received.document.document_id,
+            rejected.code,
+            extra={"code": "STO002"},
+        )
 
     async def _forget_staged(self, staging_key: str) -> None:
         try:
@@ -175,8 +195,15 @@ class Storage:
             # Harmless: the bucket's lifecycle rule expires unclaimed staging objects.
             log.warning("storage.staging_not_deleted", extra={"code": "STO003"})
 
-    async def authorise(self, document_id: str, who: Caller, *, request_id: str, address: str | None,
-                        takes: Callable[[str], bool] | None = None) -> Retrieval:
+    async def authorise(
+        self,
+        document_id: str,
+        who: Caller,
+        *,
+        request_id: str,
+        address: str | None,
+        takes: Callable[[str], bool] | None = None,
+    ) -> Retrieval:
         """May ``who`` read the document, and can it take the document's media type (``takes``, which the
         routes answer from the request)? Either way the decision is audited."""
         doc = await self.index.get(document_id)
@@ -193,42 +220,62 @@ class Storage:
             replaced = f" by DocumentReference/{doc['replaced_by']}" if doc.get("replaced_by") else ""
             raise FhirError.of(Code.GONE, f"The document is {status}{replaced}; its content is no longer served.")
         if decision.allowed and takes is not None and not takes(facts.content_type):
-            raise FhirError.of(Code.NOT_ACCEPTABLE, f"The document is {facts.content_type} (or a FHIR Binary as "
-                               "application/fhir+json); the Accept header admits neither.")
+            raise FhirError.of(
+                Code.NOT_ACCEPTABLE,
+                f"The document is {facts.content_type} (or a FHIR Binary as "
+                "application/fhir+json); the Accept header admits neither.",
+            )
         if not decision.allowed:
-            await self._emit(Event.new(
-                RoutingKey.ACCESS_DENIED,
-                AccessDenied(actor=actor, resource=f"Binary/{document_id}", action="read",
-                             reason_code=decision.rule, reason=decision.reason,
-                             patient_nhs_number=facts.patient_nhs_number),
-                source=self.ctx.source, subject=f"Binary/{document_id}", correlation_id=request_id,
-                client_request_id=client_request_id(),
-            ))
+            await self._emit(
+                Event.new(
+                    RoutingKey.ACCESS_DENIED,
+                    AccessDenied(
+                        actor=actor,
+                        resource=f"Binary/{document_id}",
+                        action="read",
+                        reason_code=decision.rule,
+                        reason=decision.reason,
+                        patient_nhs_number=facts.patient_nhs_number,
+                    ),
+                    source=self.ctx.source,
+                    subject=f"Binary/{document_id}",
+                    correlation_id=request_id,
+                    client_request_id=client_request_id(),
+                )
+            )
             raise FhirError.of(Code.ACCESS_DENIED, decision.public(request_id))
-        await self._emit(Event.new(
-            RoutingKey.DOCUMENT_RETRIEVED,
-            DocumentRetrieved(document=facts, actor=actor, rule=decision.rule),
-            source=self.ctx.source, subject=document_id, correlation_id=request_id,
-            client_request_id=client_request_id(),
-        ))
+        await self._emit(
+            Event.new(
+                RoutingKey.DOCUMENT_RETRIEVED,
+                DocumentRetrieved(document=facts, actor=actor, rule=decision.rule),
+                source=self.ctx.source,
+                subject=document_id,
+                correlation_id=request_id,
+                client_request_id=client_request_id(),
+            )
+        )
         return Retrieval(facts=facts, key=doc["key"])
 
     async def change_status(self, event: Event) -> None:
         """A document was superseded or withdrawn at intake: its content stops being served (410)."""
         changed = event.payload()
         assert isinstance(changed, DocumentStatusChanged)
-        await self.ctx.once(event, lambda session: self.index.update(
-            {"_id": changed.document.document_id},
-            {"fhir_status": changed.status, "replaced_by": changed.replaced_by},
-            session=session,
-        ))
+        await self.ctx.once(
+            event,
+            lambda session: self.index.update(
+                {"_id": changed.document.document_id},
+                {"fhir_status": changed.status, "replaced_by": changed.replaced_by},
+                session=session,
+            ),
+        )
 
     async def presigned_url(self, retrieval: Retrieval) -> str | None:
         """Where to redirect the caller instead of streaming, when configured and the store can."""
         if not self.settings.binary_redirect:
             return None
-        return await self.objects.presign(retrieval.key, ttl=self.settings.presign_ttl_seconds,
-                                          content_type=retrieval.facts.content_type)
+        return await self.objects.presign(
+            retrieval.key, ttl=self.settings.presign_ttl_seconds, content_type=retrieval.facts.content_type
+        )
 
     async def _emit(self, event: Event) -> None:
         async with self.ctx.store.transaction() as session:

@@ -24,7 +24,9 @@ def _unavailable() -> FhirError:
     return FhirError.of(Code.UNAVAILABLE, "Document storage is unavailable.", headers={"Retry-After": "5"})
 
 
-async def _open(storage: Storage, key: str, start: int = 0, end: int | None = None) -> tuple[bytes, AsyncIterator[bytes]]:
+async def _open(
+    storage: Storage, key: str, start: int = 0, end: int | None = None
+) -> tuple[bytes, AsyncIterator[bytes]]:
     """The first chunk and the rest: a store failure before any byte is sent is still a clean 503."""
     stream = storage.objects.get(key, start=start, end=end)
     try:
@@ -46,22 +48,33 @@ async def read_binary(request: web.Request) -> web.StreamResponse:
     try:
         check_range(request.headers.get("Range"))
     except RangeMalformed:
-        raise FhirError.of(Code.MALFORMED_REQUEST, "The Range header asks for a position beyond any document "
-                           "(more than 19 digits).") from None
-    retrieval = await storage.authorise(document_id, who, request_id=request_id(request), address=request.remote,
-                                        takes=lambda media: acceptable(request.headers.get("Accept"), media))
+        raise FhirError.of(
+            Code.MALFORMED_REQUEST, "The Range header asks for a position beyond any document (more than 19 digits)."
+        ) from None
+    retrieval = await storage.authorise(
+        document_id,
+        who,
+        request_id=request_id(request),
+        address=request.remote,
+        takes=lambda media: acceptable(request.headers.get("Accept"), media),
+    )
     facts = retrieval.facts
     etag = f'"{facts.sha256}"'
     if "application/fhir+json" in request.headers.get("Accept", ""):
         # A FHIR client asked for the Binary resource rather than the raw bytes: streamed, never held whole.
         first, rest = await _open(storage, retrieval.key)
         head, tail = binary_json.envelope(document_id, facts.content_type)
-        response = web.StreamResponse(headers={
-            "Content-Type": FHIR_JSON, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-            "Content-Length": str(len(head) + binary_json.encoded_length(facts.size) + len(tail)),
-        })
-        return await _send(request, response, head, binary_json.base64_pieces(_chained(first, rest)), rest,
-                           document_id, tail=tail)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": FHIR_JSON,
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Length": str(len(head) + binary_json.encoded_length(facts.size) + len(tail)),
+            }
+        )
+        return await _send(
+            request, response, head, binary_json.base64_pieces(_chained(first, rest)), rest, document_id, tail=tail
+        )
     url = await storage.presigned_url(retrieval)
     if url is not None:
         # The bytes come straight from the bucket; the access decision and the audit event are done.
@@ -83,10 +96,14 @@ async def read_binary(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={**headers, "Content-Length": str(facts.size)})
     else:
         first, rest = await _open(storage, retrieval.key, wanted.start, wanted.end)
-        response = web.StreamResponse(status=206, headers={
-            **headers, "Content-Length": str(wanted.end - wanted.start),
-            "Content-Range": wanted.content_range(facts.size),
-        })
+        response = web.StreamResponse(
+            status=206,
+            headers={
+                **headers,
+                "Content-Length": str(wanted.end - wanted.start),
+                "Content-Range": wanted.content_range(facts.size),
+            },
+        )
     return await _send(request, response, first, rest, rest, document_id)
 
 
@@ -96,8 +113,16 @@ async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
-async def _send(request: web.Request, response: web.StreamResponse, first: bytes, pieces: AsyncIterator[bytes],
-                source: AsyncIterator[bytes], document_id: str, *, tail: bytes = b"") -> web.StreamResponse:
+async def _send(
+    request: web.Request,
+    response: web.StreamResponse,
+    first: bytes,
+    pieces: AsyncIterator[bytes],
+    source: AsyncIterator[bytes],
+    document_id: str,
+    *,
+    tail: bytes = b"",
+) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(first)

@@ -12,8 +12,9 @@ def open_bus(settings: Settings, *, name: str = "lhcie") -> Bus:
     if settings.bus is BusKind.AMQP:
         from shared.bus.amqp import AmqpBus
 
-        return AmqpBus(settings.amqp_url.get_secret_value(), connection_name=name,
-                       delivery_limit=settings.amqp_delivery_limit)
+        return AmqpBus(
+            settings.amqp_url.get_secret_value(), connection_name=name, delivery_limit=settings.amqp_delivery_limit
+        )
     if settings.bus is BusKind.SQLITE:
         from shared.bus.sqlite import FILE_NAME, SqliteBus
 

@@ -47,8 +47,9 @@ def queue_arguments(spec: QueueSpec, delivery_limit: int = DEFAULT_DELIVERY_LIMI
 
 
 class AmqpBus(Bus):
-    def __init__(self, url: str, *, connection_name: str = "lhcie",
-                 delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
+    def __init__(
+        self, url: str, *, connection_name: str = "lhcie", delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    ) -> None:
         self._url = url
         self._delivery_limit = delivery_limit
         self._name = connection_name
@@ -79,11 +80,11 @@ class AmqpBus(Bus):
 
     async def _declare_queue(self, channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
         exchange = await self._declare_exchanges(channel)
-        dead = await channel.declare_queue(
-            spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        dead = await channel.declare_queue(spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
         await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=spec.name)
-        queue = await channel.declare_queue(spec.name, durable=True, arguments=queue_arguments(spec, self._delivery_limit))
+        queue = await channel.declare_queue(
+            spec.name, durable=True, arguments=queue_arguments(spec, self._delivery_limit)
+        )
         for binding in spec.bindings:
             await queue.bind(exchange, routing_key=binding)
         return queue
@@ -104,17 +105,11 @@ class AmqpBus(Bus):
             type=event.type,
             timestamp=event.time,
             app_id=event.source,
-            headers={
-                k: v
-                for k, v in (("traceparent", event.traceparent), ("tracestate", event.tracestate))
-                if v
-            },
+            headers={k: v for k, v in (("traceparent", event.traceparent), ("tracestate", event.tracestate)) if v},
         )
         try:
             # mandatory: an event no queue is bound for is an error, not a silent loss
-            await self._exchange.publish(
-                message, routing_key=event.type, mandatory=True, timeout=PUBLISH_TIMEOUT
-            )
+            await self._exchange.publish(message, routing_key=event.type, mandatory=True, timeout=PUBLISH_TIMEOUT)
         except (DeliveryError, AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
             raise BusUnavailable(f"publish of {event.type} not confirmed: {type(exc).__name__}") from exc
 
@@ -157,10 +152,17 @@ class AmqpBus(Bus):
             while moved < limit and (message := await queue.get(no_ack=False, fail=False)) is not None:
                 # Straight to its own queue through the default exchange, confirmed before the ack below.
                 await channel.default_exchange.publish(
-                    aio_pika.Message(message.body, content_type=message.content_type,
-                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id,
-                                     type=message.type, headers=message.headers),
-                    routing_key=target, mandatory=True, timeout=PUBLISH_TIMEOUT,
+                    aio_pika.Message(
+                        message.body,
+                        content_type=message.content_type,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=message.message_id,
+                        type=message.type,
+                        headers=message.headers,
+                    ),
+                    routing_key=target,
+                    mandatory=True,
+                    timeout=PUBLISH_TIMEOUT,
                 )
                 await message.ack()
                 moved += 1

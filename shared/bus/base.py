@@ -180,19 +180,26 @@ async def deliver(handler: Handler, body: bytes, queue: str, stopping: asyncio.E
                 delay = next_backoff(delay, exc.after)
                 log.warning(
                     "bus.retry queue=%s type=%s reason=%s in=%.1fs",
-                    queue, event.type, exc, delay, extra={"code": "BUS002"},
+                    queue,
+                    event.type,
+                    exc,
+                    delay,
+                    extra={"code": "BUS002"},
                 )
             except ValidationError as exc:
-                log.error("bus.contract_violation queue=%s type=%s errors=%d", queue, event.type,
-                          exc.error_count(), extra={"code": "BUS005"})
+                log.error(
+                    "bus.contract_violation queue=%s type=%s errors=%d",
+                    queue,
+                    event.type,
+                    exc.error_count(),
+                    extra={"code": "BUS005"},
+                )
                 return Disposition.DEAD_LETTER
             except Reject as exc:
-                log.error("bus.reject queue=%s type=%s reason=%s", queue, event.type, exc,
-                          extra={"code": "BUS003"})
+                log.error("bus.reject queue=%s type=%s reason=%s", queue, event.type, exc, extra={"code": "BUS003"})
                 return Disposition.DEAD_LETTER
             except Exception:
-                log.exception("bus.handler_failed queue=%s type=%s", queue, event.type,
-                              extra={"code": "BUS004"})
+                log.exception("bus.handler_failed queue=%s type=%s", queue, event.type, extra={"code": "BUS004"})
                 return Disposition.REQUEUE
         try:
             await asyncio.wait_for(stopping.wait(), timeout=delay)

@@ -272,8 +272,12 @@ class SqliteBus(Bus):
         await self.publish_batch([event])
 
     async def publish_batch(self, events: Sequence[Event]) -> None:
-        rows = [(name, event.to_bytes()) for event in events for name, spec in self._specs.items()
-                if any(topic_matches(b, event.type) for b in spec.bindings)]
+        rows = [
+            (name, event.to_bytes())
+            for event in events
+            for name, spec in self._specs.items()
+            if any(topic_matches(b, event.type) for b in spec.bindings)
+        ]
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO messages (queue, body) VALUES (?, ?)", rows)
@@ -309,9 +313,11 @@ class SqliteBus(Bus):
             target, count = spec.dead_letter_queue, 0
         else:
             target = spec.name
-        await self._worker.run(lambda c: c.execute(
-            "UPDATE messages SET queue = ?, taken = 0, delivery_count = ? WHERE id = ?", (target, count, message.id)
-        ))
+        await self._worker.run(
+            lambda c: c.execute(
+                "UPDATE messages SET queue = ?, taken = 0, delivery_count = ? WHERE id = ?", (target, count, message.id)
+            )
+        )
         self._wake(target)
 
     async def get(self, queue_name: str) -> bytes | None:
@@ -326,22 +332,28 @@ class SqliteBus(Bus):
         return await self._worker.run(take_one)
 
     async def peek(self, queue_name: str, limit: int) -> list[bytes]:
-        rows = await self._worker.run(lambda c: c.execute(
-            "SELECT body FROM messages WHERE queue = ? AND taken = 0 ORDER BY id LIMIT ?", (queue_name, limit)
-        ).fetchall())
+        rows = await self._worker.run(
+            lambda c: c.execute(
+                "SELECT body FROM messages WHERE queue = ? AND taken = 0 ORDER BY id LIMIT ?", (queue_name, limit)
+            ).fetchall()
+        )
         return [bytes(body) for (body,) in rows]
 
     async def replay(self, queue_name: str, limit: int) -> int:
         target = queue_name.removesuffix(".dead")
 
         def move(conn: sqlite3.Connection) -> int:
-            ids = [i for (i,) in conn.execute(
-                "SELECT id FROM messages WHERE queue = ? AND taken = 0 ORDER BY id LIMIT ?", (queue_name, limit)
-            )]
+            ids = [
+                i
+                for (i,) in conn.execute(
+                    "SELECT id FROM messages WHERE queue = ? AND taken = 0 ORDER BY id LIMIT ?", (queue_name, limit)
+                )
+            ]
             # Re-inserted rather than relabelled: a replayed message joins the back of its queue, afresh.
             for message_id in ids:
-                conn.execute("INSERT INTO messages (queue, body) SELECT ?, body FROM messages WHERE id = ?",
-                             (target, message_id))
+                conn.execute(
+                    "INSERT INTO messages (queue, body) SELECT ?, body FROM messages WHERE id = ?", (target, message_id)
+                )
                 conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
             return len(ids)
 

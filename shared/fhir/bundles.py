@@ -71,8 +71,11 @@ def searchset(
         bundle["total"] = total
     bundle["link"] = links
     entries = [
-        {"fullUrl": f"{base}/fhir/{r['resourceType']}/{r['id']}" if base else f"{r['resourceType']}/{r['id']}",
-         "resource": r, "search": {"mode": "match"}}
+        {
+            "fullUrl": f"{base}/fhir/{r['resourceType']}/{r['id']}" if base else f"{r['resourceType']}/{r['id']}",
+            "resource": r,
+            "search": {"mode": "match"},
+        }
         for r in resources
     ]
     if outcome is not None:

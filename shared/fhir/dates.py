@@ -56,8 +56,9 @@ class Range:
     @classmethod
     def period(cls, start: str | None, end: str | None, *, zone: tzinfo = UTC) -> Range:
         """A FHIR Period: from the first moment of ``start`` to the last of ``end`` (2026-03 ends with March)."""
-        return cls(value_range(start, zone=zone).start if start else None,
-                   value_range(end, zone=zone).end if end else None)
+        return cls(
+            value_range(start, zone=zone).start if start else None, value_range(end, zone=zone).end if end else None
+        )
 
     def contains(self, other: Range) -> bool:
         return _le(self.start, other.start, low=True) and _le(other.end, self.end, low=False)
@@ -102,8 +103,15 @@ def value_range(text: str, *, zone: tzinfo = UTC) -> Range:
                 end = datetime(year + 1, 1, 1) if year < 9999 else None
         else:
             fraction = (g["fraction"] or "")[:6]
-            start = datetime(year, month, day, int(g["hour"]), int(g["minute"]), int(g["second"] or 0),
-                             int(fraction.ljust(6, "0")) if fraction else 0)
+            start = datetime(
+                year,
+                month,
+                day,
+                int(g["hour"]),
+                int(g["minute"]),
+                int(g["second"] or 0),
+                int(fraction.ljust(6, "0")) if fraction else 0,
+            )
             if g["fraction"]:
                 step = timedelta(microseconds=10 ** (6 - len(fraction)))
             else:
@@ -179,18 +187,24 @@ def parse(raw: str, name: str = "date", *, now: datetime | None = None, zone: tz
     try:
         value = value_range(text, zone=zone)
     except BadDate:
-        raise FhirError.of(Code.INVALID_PARAMETER,
-                           f"{name} must be a FHIR date or dateTime, optionally prefixed "
-                           f"({'/'.join(PREFIXES)}), e.g. {name}=ge2026-11-01.", name) from None
+        raise FhirError.of(
+            Code.INVALID_PARAMETER,
+            f"{name} must be a FHIR date or dateTime, optionally prefixed "
+            f"({'/'.join(PREFIXES)}), e.g. {name}=ge2026-11-01.",
+            name,
+        ) from None
     if prefix == "ap":
         now = now or datetime.now(UTC)
-        value = Range(value.start - abs(now - value.start) * APPROXIMATELY if value.start else None,
-                      value.end + abs(now - value.end) * APPROXIMATELY if value.end else None)
+        value = Range(
+            value.start - abs(now - value.start) * APPROXIMATELY if value.start else None,
+            value.end + abs(now - value.end) * APPROXIMATELY if value.end else None,
+        )
     return DateSearch(prefix, value)
 
 
-def parse_all(values: Iterable[str], name: str = "date", *, now: datetime | None = None,
-              zone: tzinfo = UTC) -> tuple[DateSearch, ...]:
+def parse_all(
+    values: Iterable[str], name: str = "date", *, now: datetime | None = None, zone: tzinfo = UTC
+) -> tuple[DateSearch, ...]:
     """Every value of a repeated parameter; the target must match them all."""
     return tuple(parse(v, name, now=now, zone=zone) for v in values)
 
@@ -269,8 +283,12 @@ def range_filter(search: DateSearch, low_field: str, high_field: str) -> dict[st
         case "eq":
             return within
         case "ne":
-            return {"$and": [{low_field: {"$exists": True}},
-                             {"$or": [{low_field: {"$lt": low}}, {high_field: {"$gt": high}}]}]}
+            return {
+                "$and": [
+                    {low_field: {"$exists": True}},
+                    {"$or": [{low_field: {"$lt": low}}, {high_field: {"$gt": high}}]},
+                ]
+            }
         case "gt":
             return {high_field: {"$gt": high}}
         case "lt":

@@ -37,8 +37,12 @@ class Code(Enum):
     BUSINESS_RULE = (422, "business-rule", "A business rule was broken.")
     PROCESSING = (422, "processing", "The document could not be processed.")
     # MHD's error code for a FHIR document (Bundle.type = document) sent where a transaction is expected.
-    FHIR_DOCUMENT_NOT_SUPPORTED = (422, "not-supported", "FHIRDocumentNotSupported: send the document as the "
-                                   "Binary of a Provide Document Bundle (a transaction), not a document Bundle.")
+    FHIR_DOCUMENT_NOT_SUPPORTED = (
+        422,
+        "not-supported",
+        "FHIRDocumentNotSupported: send the document as the "
+        "Binary of a Provide Document Bundle (a transaction), not a document Bundle.",
+    )
     RATE_LIMITED = (429, "throttled", "Too many requests; try again later.")
     INTERNAL = (500, "exception", "An unexpected error occurred.")
     UNAVAILABLE = (503, "transient", "A dependency is unavailable; try again later.")

@@ -51,5 +51,6 @@ def parse_body(raw: bytes | str, *, what: str = "The request body") -> Any:
     except TooDeep:
         raise FhirError.of(Code.MALFORMED_JSON, f"{what} is nested more than {MAX_DEPTH} levels deep.") from None
     except (ValueError, UnicodeDecodeError):
-        raise FhirError.of(Code.MALFORMED_JSON, None if what == "The request body" else f"{what} is not valid JSON."
-                           ) from None
+        raise FhirError.of(
+            Code.MALFORMED_JSON, None if what == "The request body" else f"{what} is not valid JSON."
+        ) from None

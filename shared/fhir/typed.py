@@ -33,8 +33,10 @@ def validated(model: Any, data: dict[str, Any]) -> dict[str, Any]:
         # Only types are judged here: what a use case requires (and what it takes from the token instead,
         # such as a carer grant's patient) is for its own parser, which reports every missing field at once.
         wrong = [e for e in exc.errors(include_url=False, include_input=False) if e.get("type") != "missing"]
-        issues = [Issue(Code.INVALID_RESOURCE, _message(error), expression(resource_type, tuple(error["loc"])))
-                  for error in wrong[:MAX_ISSUES]]
+        issues = [
+            Issue(Code.INVALID_RESOURCE, _message(error), expression(resource_type, tuple(error["loc"])))
+            for error in wrong[:MAX_ISSUES]
+        ]
         if issues:
             raise FhirError(issues, status=422) from None
     except (TypeError, ValueError, RecursionError):  # a validator of the model itself tripped on the input

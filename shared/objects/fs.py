@@ -21,8 +21,9 @@ PART_EXPIRY_SECONDS = 86400  # like the bucket's AbortIncompleteMultipartUpload 
 
 
 class FileObjectStore(ObjectStore):
-    def __init__(self, root: Path, *, staging_expiry_seconds: float | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, root: Path, *, staging_expiry_seconds: float | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self._root = root
         self._staging_expiry = staging_expiry_seconds
         self._clock = clock

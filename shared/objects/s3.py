@@ -96,12 +96,14 @@ class S3ObjectStore(ObjectStore):
     async def start(self) -> None:
         # Opening the client does no network I/O: the process starts even while S3 is down, and
         # /readyz reports the store until it answers.
-        self._client = await self._stack.enter_async_context(get_session().create_client(
-            "s3",
-            endpoint_url=self.settings.s3_endpoint_url,
-            region_name=self.settings.s3_region,
-            config=self._config,
-        ))
+        self._client = await self._stack.enter_async_context(
+            get_session().create_client(
+                "s3",
+                endpoint_url=self.settings.s3_endpoint_url,
+                region_name=self.settings.s3_region,
+                config=self._config,
+            )
+        )
         self._client.meta.events.register_last("before-call.s3", _without_expect_continue)
 
     async def close(self) -> None:
@@ -125,20 +127,29 @@ class S3ObjectStore(ObjectStore):
                         parts.append(await self._upload_part(key, upload_id, len(parts) + 1, part))
                 if upload_id is None:
                     await self.client.put_object(
-                        Bucket=self.bucket, Key=key, Body=bytes(buffer), ContentType=content_type,
-                        Metadata={SHA256: reader.sha256}, **self._sse,
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=bytes(buffer),
+                        ContentType=content_type,
+                        Metadata={SHA256: reader.sha256},
+                        **self._sse,
                     )
                 else:
                     if buffer:
                         parts.append(await self._upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
                     await self.client.complete_multipart_upload(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},
                     )
                     upload_id = None
                     # The digest is known only once every part has gone: it is recorded as a tag, which
                     # (unlike metadata) can be set on the finished object without copying it.
                     await self.client.put_object_tagging(
-                        Bucket=self.bucket, Key=key, Tagging={"TagSet": [{"Key": SHA256, "Value": reader.sha256}]},
+                        Bucket=self.bucket,
+                        Key=key,
+                        Tagging={"TagSet": [{"Key": SHA256, "Value": reader.sha256}]},
                     )
         except BaseException:
             if upload_id is not None:
@@ -207,8 +218,12 @@ class S3ObjectStore(ObjectStore):
             return await self.put(target, self.get(source), content_type=info.content_type)
         with translated(source):
             await self.client.copy_object(
-                Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source},
-                MetadataDirective="COPY", TaggingDirective="COPY", **self._sse,
+                Bucket=self.bucket,
+                Key=target,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                MetadataDirective="COPY",
+                TaggingDirective="COPY",
+                **self._sse,
             )
         return ObjectInfo(target, info.size, info.sha256, info.content_type)
 
@@ -270,8 +285,12 @@ class S3ObjectStore(ObjectStore):
     async def presign(self, key: str, *, ttl: int, content_type: str) -> str | None:
         url = await self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": content_type,
-                    "ResponseCacheControl": "no-store"},
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentType": content_type,
+                "ResponseCacheControl": "no-store",
+            },
             ExpiresIn=ttl,
         )
         return str(url)

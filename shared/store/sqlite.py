@@ -149,8 +149,7 @@ class SqliteStore(DocumentStore):
                 private_file(sidecar)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
-                               timeout=self._busy_timeout)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
@@ -252,9 +251,7 @@ class SqliteCollection(Collection):
         for index in self.indexes:
             columns = ", ".join(_field(f) for f in index.fields)
             unique = "UNIQUE " if index.unique else ""
-            conn.execute(
-                f"CREATE {unique}INDEX IF NOT EXISTS {self._table}_{index.name} ON {self._table} ({columns})"
-            )
+            conn.execute(f"CREATE {unique}INDEX IF NOT EXISTS {self._table}_{index.name} ON {self._table} ({columns})")
         # Equality also matches an array element, so it compiles to "value = ? OR (json_type = 'array' AND
         # EXISTS ...)". SQLite answers an OR from indexes only if every branch has one: index the JSON type
         # of each indexed field too, or each such lookup scans the whole table (measured: 40 ms -> 0.09 ms
@@ -262,8 +259,7 @@ class SqliteCollection(Collection):
         for path in sorted({f for index in self.indexes for f in index.fields if f != "_id"}):
             name = path.replace(".", "_")
             conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {self._table}_jt_{name} ON {self._table} "
-                f"(json_type(doc, '$.{path}'))"
+                f"CREATE INDEX IF NOT EXISTS {self._table}_jt_{name} ON {self._table} (json_type(doc, '$.{path}'))"
             )
 
     async def insert(self, doc: Document, *, session: Session | None = None) -> None:
@@ -289,8 +285,9 @@ class SqliteCollection(Collection):
                 session, lambda c: c.executemany(f"INSERT INTO {self._table} (id, doc) VALUES (?, ?)", rows)
             )
 
-    async def find_serialized(self, where: Filter | None, *, sort: Sequence[tuple[str, int]], limit: int,
-                              fields: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+    async def find_serialized(
+        self, where: Filter | None, *, sort: Sequence[tuple[str, int]], limit: int, fields: Sequence[str] = ()
+    ) -> list[tuple[Any, ...]]:
         """Rows of ``(JSON text, *fields)`` without parsing the documents in Python (the fields are
         extracted by SQLite)."""
         check_limit(limit)
@@ -309,10 +306,7 @@ class SqliteCollection(Collection):
     async def replace(self, doc: Document, *, session: Session | None = None, upsert: bool = False) -> bool:
         key, body = str(doc["_id"]), json.dumps(doc, separators=(",", ":"), default=str)
         if upsert:
-            sql = (
-                f"INSERT INTO {self._table} (id, doc) VALUES (?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET doc = excluded.doc"
-            )
+            sql = f"INSERT INTO {self._table} (id, doc) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc"
             params: tuple[str, ...] = (key, body)
         else:
             sql, params = f"UPDATE {self._table} SET doc = ? WHERE id = ?", (body, key)

@@ -31,11 +31,15 @@ def test_cpu_seconds_counts_this_process_work_and_per_document_divides_it() -> N
     assert cpu.per_document(before, after, 0) == {}
     # Net of idle: an idle rate of 100 CPU-ms/s over a 2 s cell of 10 documents is 20 ms per document.
     assert cpu.net_of_idle({"a": 30.0, "b": 5.0, "total": 35.0}, {"a": 100.0, "b": 100.0}, 2.0, 10) == {
-        "a": 10.0, "b": 0.0, "total": 10.0}
+        "a": 10.0,
+        "b": 0.0,
+        "total": 10.0,
+    }
 
 
 async def test_a_run_that_fails_at_start_and_at_teardown_still_returns_results(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def start(self: Stack) -> None:
         raise RuntimeError("moto server did not start")
 

@@ -36,7 +36,8 @@ def assert_distribution(p: dict[str, object], n: int) -> None:
 
 @pytest.mark.parametrize("embedded", [False, True], ids=["five-processes", "embedded"])
 async def test_every_scenario_completes_and_every_document_reconciles(
-        amqp_url: str, tmp_path: Path, embedded: bool) -> None:
+    amqp_url: str, tmp_path: Path, embedded: bool
+) -> None:
     config = BenchConfig(**SMOKE, embedded=embedded, amqp_url=amqp_url, work_dir=tmp_path / "stack")
     results = await run(config)
 
@@ -46,9 +47,14 @@ async def test_every_scenario_completes_and_every_document_reconciles(
     reconciliation = results["reconciliation"]
     assert reconciliation["missing"] == []
     assert reconciliation["documents"] > 0
-    assert reconciliation == {"documents": reconciliation["documents"], "stored": reconciliation["documents"],
-                              "alerted": reconciliation["documents"], "audited": reconciliation["documents"],
-                              "complete": reconciliation["documents"], "missing": []}
+    assert reconciliation == {
+        "documents": reconciliation["documents"],
+        "stored": reconciliation["documents"],
+        "alerted": reconciliation["documents"],
+        "audited": reconciliation["documents"],
+        "complete": reconciliation["documents"],
+        "missing": [],
+    }
 
     assert [(c["size"], c["senders"]) for c in results["throughput"]] == CELLS
     for cell in results["throughput"]:
@@ -58,8 +64,10 @@ async def test_every_scenario_completes_and_every_document_reconciles(
         assert_distribution(cell["end_to_end"], cell["documents"])
         assert_distribution(cell["post_latency"], cell["documents"])
         cost = cell["cpu_ms_per_doc"]
-        assert set(cost) == {*({"lhcie"} if embedded else {"agreements", "intake", "storage", "notification",
-                                                          "audit"}), "total"}
+        assert set(cost) == {
+            *({"lhcie"} if embedded else {"agreements", "intake", "storage", "notification", "audit"}),
+            "total",
+        }
         assert cost["total"] == pytest.approx(sum(v for k, v in cost.items() if k != "total"), abs=0.05)
         # Every document costs the process(es) that take it some CPU; a zero means the sample missed them.
         assert cost["intake" if not embedded else "lhcie"] > 0
@@ -81,7 +89,8 @@ async def test_every_scenario_completes_and_every_document_reconciles(
     mesh = results["mesh"]
     assert (mesh["available"], mesh["store_mode"], mesh["auth_mode"]) == (True, "file", "full")
     assert [(c["size"], c["senders"], c["acknowledged"]) for c in mesh["cells"]] == [
-        (size, n, max(SMOKE["mesh_documents"], n)) for size, n in CELLS]
+        (size, n, max(SMOKE["mesh_documents"], n)) for size, n in CELLS
+    ]
 
     memory = results["memory"]
     expected_processes = {"lhcie"} if embedded else {"agreements", "intake", "storage", "notification", "audit"}
@@ -93,7 +102,11 @@ async def test_every_scenario_completes_and_every_document_reconciles(
 
     audit = results["audit"]
     assert (audit["appends"], audit["records"], audit["verified_count"], audit["intact"]) == (
-        SMOKE["audit_appends"], SMOKE["audit_records"], SMOKE["audit_records"], True)
+        SMOKE["audit_appends"],
+        SMOKE["audit_records"],
+        SMOKE["audit_records"],
+        True,
+    )
     assert audit["build_first_per_s"] > 0 and audit["build_last_per_s"] > 0
 
     # This tree serves both the SSE stream and POST /fhir/Subscription: "not available" is a failure here
@@ -111,8 +124,17 @@ async def test_every_scenario_completes_and_every_document_reconciles(
     paths = report.write(results, tmp_path / "results", "smoke")
     assert json.loads(paths["json"].read_text()) == results
     table = paths["markdown"].read_text()
-    for heading in ("## Targets", "## Throughput", "## CPU cost per document", "## Alert latency", "## Messaging floor", "## Memory",
-                    "## Audit chain", "## Fan-out", "## Reconciliation"):
+    for heading in (
+        "## Targets",
+        "## Throughput",
+        "## CPU cost per document",
+        "## Alert latency",
+        "## Messaging floor",
+        "## Memory",
+        "## Audit chain",
+        "## Fan-out",
+        "## Reconciliation",
+    ):
         assert heading in table
     assert table.count(f"| {100 * KIB // KIB} KiB |") >= len(SMOKE["senders"])
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -44,8 +44,9 @@ async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     database = f"lhcie_contract_{uuid.uuid4().hex[:12]}"
 
     def make() -> DocumentStore:
-        store: DocumentStore = (SqliteStore(tmp_path / "contract.sqlite3") if url is None
-                                else MongoStore(url, database=database))
+        store: DocumentStore = (
+            SqliteStore(tmp_path / "contract.sqlite3") if url is None else MongoStore(url, database=database)
+        )
         made.append(store)
         return store
 

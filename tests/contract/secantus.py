@@ -45,9 +45,20 @@ class Secantus:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir.parent / f"{self.data_dir.name}.log").open("ab")
         self._process = subprocess.Popen(
-            [str(SECANTUSD), "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.data_dir),
-             "--log-level", "WARNING", *(["--standalone"] if self.standalone else [])],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(SECANTUSD),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.data_dir),
+                "--log-level",
+                "WARNING",
+                *(["--standalone"] if self.standalone else []),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + 90

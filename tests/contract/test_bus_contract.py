@@ -12,16 +12,21 @@ import pytest
 
 from shared.bus import Bus, QueueSpec, Reject, Retry
 from shared.bus.amqp import AmqpBus
+from shared.bus.base import topic_matches
 from shared.bus.memory import MemoryBus
 from shared.bus.sqlite import SqliteBus
-from shared.bus.base import topic_matches
-from shared.events import Actor, AccessDenied, Event, RoutingKey
+from shared.events import AccessDenied, Actor, Event, RoutingKey
 from tests.helpers import eventually
 
 
 def denied(n: int = 0) -> Event:
-    payload = AccessDenied(actor=Actor(org="RAL", role="clinician", subject="dr@RAL"), resource=f"Binary/{n}",
-                           action="read", reason_code="no-isa", reason="no accepted ISA")
+    payload = AccessDenied(
+        actor=Actor(org="RAL", role="clinician", subject="dr@RAL"),
+        resource=f"Binary/{n}",
+        action="read",
+        reason_code="no-isa",
+        reason="no accepted ISA",
+    )
     return Event.new(RoutingKey.ACCESS_DENIED, payload, source="urn:test", subject=str(n))
 
 
@@ -94,8 +99,12 @@ class Inbox:
 
 
 async def test_topic_routing_delivers_to_matching_queues_only(bus: Bus) -> None:
-    exact, wildcard, everything, other = (queue("access.denied"), queue("access.*"), queue("#"),
-                                          queue("document.stored"))
+    exact, wildcard, everything, other = (
+        queue("access.denied"),
+        queue("access.*"),
+        queue("#"),
+        queue("document.stored"),
+    )
     await bus.declare([exact, wildcard, everything, other])
     inboxes = {q.name: Inbox() for q in (exact, wildcard, everything, other)}
     for q in (exact, wildcard, everything, other):
@@ -276,8 +285,6 @@ async def test_stop_lets_in_flight_handlers_finish_and_ack(bus: Bus) -> None:
 )
 def test_topic_matching(pattern: str, key: str, expected: bool) -> None:
     assert topic_matches(pattern, key) is expected
-
-
 
 
 async def test_dead_letters_can_be_read_without_taking_them_and_replayed(bus: Bus) -> None:

@@ -31,10 +31,22 @@ from tests.contract.secantus import Secantus, secantus
 from tests.helpers import eventually
 
 PEOPLE: list[dict[str, Any]] = [
-    {"_id": "p1", "name": "Ada", "age": 36, "email": "ada@example.org", "tags": ["maths", "poetry"],
-     "address": {"city": "London", "postcode": "N1"}},
-    {"_id": "p2", "name": "Bea", "age": 29, "email": "bea@example.org", "tags": ["physics"],
-     "address": {"city": "Leeds"}},
+    {
+        "_id": "p1",
+        "name": "Ada",
+        "age": 36,
+        "email": "ada@example.org",
+        "tags": ["maths", "poetry"],
+        "address": {"city": "London", "postcode": "N1"},
+    },
+    {
+        "_id": "p2",
+        "name": "Bea",
+        "age": 29,
+        "email": "bea@example.org",
+        "tags": ["physics"],
+        "address": {"city": "Leeds"},
+    },
     {"_id": "p3", "name": "Cy", "age": 41, "tags": [], "address": {"city": "London"}, "nickname": None},
     {"_id": "p4", "name": "Di", "age": 29, "email": "di@example.org", "tags": ["maths"]},
     {"_id": "p5", "name": "Ed", "age": 52},
@@ -62,6 +74,7 @@ async def ids(coll: Collection, where: dict[str, Any] | None = None, **kw: Any) 
 
 # --- single documents ------------------------------------------------------------------------------
 
+
 async def test_insert_then_get_returns_the_same_document(new_store: StoreFactory) -> None:
     _, people, _ = await people_store(new_store)
     for person in PEOPLE:
@@ -71,8 +84,17 @@ async def test_insert_then_get_returns_the_same_document(new_store: StoreFactory
 
 async def test_values_round_trip_unchanged(new_store: StoreFactory) -> None:
     _, people, _ = await people_store(new_store, seed=False)
-    doc = {"_id": "v", "s": "Zoë – ü", "i": -7, "f": 2.5, "t": True, "n": None, "empty": {}, "list": [1, "a", None],
-           "nested": {"a": [{"b": 1}, {"b": 2}], "deep": {"x": False}}}
+    doc = {
+        "_id": "v",
+        "s": "Zoë – ü",
+        "i": -7,
+        "f": 2.5,
+        "t": True,
+        "n": None,
+        "empty": {},
+        "list": [1, "a", None],
+        "nested": {"a": [{"b": 1}, {"b": 2}], "deep": {"x": False}},
+    }
     await people.insert(copy.deepcopy(doc))
     assert await people.get("v") == doc
 
@@ -82,8 +104,13 @@ async def test_values_outside_json_are_stored_as_json_would_hold_them(new_store:
     when = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
     await people.insert({"_id": "w", "when": when, "pair": (1, 2)})
     assert await people.update({"_id": "w"}, {"later": when, "triple": (1, 2, 3)}) == 1
-    assert await people.get("w") == {"_id": "w", "when": str(when), "pair": [1, 2], "later": str(when),
-                                     "triple": [1, 2, 3]}
+    assert await people.get("w") == {
+        "_id": "w",
+        "when": str(when),
+        "pair": [1, 2],
+        "later": str(when),
+        "triple": [1, 2, 3],
+    }
     assert await people.replace({"_id": "w", "when": when}) is True
     assert await people.get("w") == {"_id": "w", "when": str(when)}
 
@@ -149,6 +176,7 @@ async def test_delete_removes_every_match_and_says_how_many(new_store: StoreFact
 
 
 # --- unique indexes ----------------------------------------------------------------------------------
+
 
 async def test_unique_index_refuses_a_second_document_with_the_value(new_store: StoreFactory) -> None:
     _, people, _ = await people_store(new_store)
@@ -217,8 +245,7 @@ FILTERS: list[tuple[dict[str, Any] | None, list[str]]] = [
     ({"$or": [{"tags": "physics"}, {"email": {"$exists": False}, "age": {"$gt": 50}}]}, ["p2", "p5"]),
     # Two conditions on one field (a repeated search parameter), and an $or inside an $and.
     ({"$and": [{"age": {"$gt": 20}}, {"age": {"$lt": 40}}]}, ["p1", "p2", "p4"]),
-    ({"$and": [{"$or": [{"age": 29}, {"tags": "physics"}]}, {"$or": [{"name": "Di"}, {"age": {"$gt": 50}}]}]},
-     ["p4"]),
+    ({"$and": [{"$or": [{"age": 29}, {"tags": "physics"}]}, {"$or": [{"name": "Di"}, {"age": {"$gt": 50}}]}]}, ["p4"]),
     ({"name": "Nobody"}, []),
 ]
 
@@ -230,16 +257,19 @@ async def test_find_and_count_apply_every_filter_operator(new_store: StoreFactor
     assert found == {str(where): (expected, len(expected)) for where, expected in FILTERS}
 
 
-@pytest.mark.parametrize("where", [
-    {"age": {"$regex": "^2"}},
-    {"age": {"$gt": [1]}},
-    {"age": {"$in": [[1]]}},
-    {"address": {"city": "London"}},
-    {"bad path": 1},
-    {"$nor": [{"age": 29}]},
-    {"$and": []},
-    {"$and": {"age": 29}},
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"age": {"$regex": "^2"}},
+        {"age": {"$gt": [1]}},
+        {"age": {"$in": [[1]]}},
+        {"address": {"city": "London"}},
+        {"bad path": 1},
+        {"$nor": [{"age": 29}]},
+        {"$and": []},
+        {"$and": {"age": 29}},
+    ],
+)
 async def test_filters_outside_the_port_language_are_refused(new_store: StoreFactory, where: dict[str, Any]) -> None:
     _, people, _ = await people_store(new_store)
     with pytest.raises(ValueError):
@@ -285,6 +315,7 @@ async def test_the_largest_page_is_allowed(new_store: StoreFactory) -> None:
 
 
 # --- transactions ------------------------------------------------------------------------------------
+
 
 async def test_a_transaction_commits_all_its_writes_together(new_store: StoreFactory) -> None:
     store, people, counters = await people_store(new_store)
@@ -342,8 +373,15 @@ async def test_a_session_is_only_good_inside_its_transaction(new_store: StoreFac
     assert await people.get("p7") is None
 
 
-async def increment(store: DocumentStore, counters: Collection, key: str, *, pause: asyncio.Event | None = None,
-                    resume: asyncio.Event | None = None, started: asyncio.Event | None = None) -> int:
+async def increment(
+    store: DocumentStore,
+    counters: Collection,
+    key: str,
+    *,
+    pause: asyncio.Event | None = None,
+    resume: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+) -> int:
     """Read-modify-write in a transaction, run again on a write conflict (as the audit chain does)."""
     attempts = 0
     while True:
@@ -391,8 +429,9 @@ async def test_many_concurrent_transactions_from_two_clients_all_count(new_store
     store_b = new_store()
     _, counters_b = declare(store_b)
     await store_b.start()
-    jobs = [increment(store_a, counters_a, "c") for _ in range(8)] + [increment(store_b, counters_b, "c")
-                                                                        for _ in range(8)]
+    jobs = [increment(store_a, counters_a, "c") for _ in range(8)] + [
+        increment(store_b, counters_b, "c") for _ in range(8)
+    ]
     await asyncio.gather(*jobs)
     assert await counters_b.get("c") == {"_id": "c", "n": 16}
 
@@ -418,6 +457,7 @@ async def test_two_transactions_taking_one_unique_value_let_exactly_one_win(new_
 
 
 # --- the wire adapter only -------------------------------------------------------------------------
+
 
 async def test_a_lost_connection_fails_fast_as_unavailable_and_recovers(tmp_path: Path) -> None:
     with secantus(tmp_path / "db") as server:
@@ -462,8 +502,13 @@ async def test_a_server_without_transactions_is_refused_at_start(tmp_path: Path)
 
 def test_timeouts_default_to_seconds_and_the_url_overrides_them() -> None:
     assert client_options("mongodb://db:27017/?replicaSet=rs0") == {
-        "serverSelectionTimeoutMS": 5_000, "connectTimeoutMS": 5_000, "socketTimeoutMS": 15_000, "timeoutMS": 10_000,
+        "serverSelectionTimeoutMS": 5_000,
+        "connectTimeoutMS": 5_000,
+        "socketTimeoutMS": 15_000,
+        "timeoutMS": 10_000,
     }
     assert client_options("mongodb://db:27017/?timeoutMS=500&SERVERSELECTIONTIMEOUTMS=200", appname="x") == {
-        "connectTimeoutMS": 5_000, "socketTimeoutMS": 15_000, "appname": "x",
+        "connectTimeoutMS": 5_000,
+        "socketTimeoutMS": 15_000,
+        "appname": "x",
     }

@@ -47,8 +47,11 @@ class Rendered:
         return {o["metadata"]["name"] for o in self.kinds(kind)}
 
     def component(self, kind: str, component: str) -> list[dict[str, Any]]:
-        return [o for o in self.kinds(kind)
-                if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
+        return [
+            o
+            for o in self.kinds(kind)
+            if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+        ]
 
     def pod_specs(self) -> list[tuple[str, dict[str, Any]]]:
         """(object name, pod spec) of every workload: Deployments, the hook Job and the test Pod."""

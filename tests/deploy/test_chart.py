@@ -25,8 +25,14 @@ from tests.deploy.conftest import (
     load_yaml,
 )
 
-PER_SERVICE_KINDS = ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget",
-                     "HorizontalPodAutoscaler", "NetworkPolicy")
+PER_SERVICE_KINDS = (
+    "Deployment",
+    "Service",
+    "ServiceAccount",
+    "PodDisruptionBudget",
+    "HorizontalPodAutoscaler",
+    "NetworkPolicy",
+)
 # Custom resources have no schema in kubernetes-validate; their shape is asserted by their own tests.
 CUSTOM_KINDS = {"ServiceMonitor"}
 SECRET_ENV = {"LHCIE_AMQP_URL", "LHCIE_MONGODB_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
@@ -79,8 +85,11 @@ def containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def values_sets() -> list[Any]:
-    return [pytest.param({}, id="defaults"), pytest.param(EVERYTHING_ON, id="everything-on"),
-            *(pytest.param(load_yaml(p), id=example_id(p)) for p in EXAMPLE_VALUES)]
+    return [
+        pytest.param({}, id="defaults"),
+        pytest.param(EVERYTHING_ON, id="everything-on"),
+        *(pytest.param(load_yaml(p), id=example_id(p)) for p in EXAMPLE_VALUES),
+    ]
 
 
 # --- the chart as Helm sees it ---------------------------------------------------------------------
@@ -91,11 +100,17 @@ def test_the_examples_exist() -> None:
     assert {"values-minimal.yaml", "values-production.yaml"} <= {p.name for p in EXAMPLE_VALUES}
 
 
-@pytest.mark.parametrize("values", [pytest.param(None, id="defaults"),
-                                    *(pytest.param(p, id=example_id(p)) for p in EXAMPLE_VALUES)])
+@pytest.mark.parametrize(
+    "values", [pytest.param(None, id="defaults"), *(pytest.param(p, id=example_id(p)) for p in EXAMPLE_VALUES)]
+)
 def test_lint_strict_passes(values: Path | None) -> None:
-    report = helm_python.lint(CHART_DIR, load_yaml(values) if values else None, strict=True,
-                              namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    report = helm_python.lint(
+        CHART_DIR,
+        load_yaml(values) if values else None,
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{KUBE_VERSION}",
+    )
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
 
@@ -143,18 +158,21 @@ def test_schema_is_strict_everywhere() -> None:
     walk(schema, "#")
 
 
-@pytest.mark.parametrize(("values", "where"), [
-    ({"replicas": 3}, "additional properties 'replicas'"),
-    ({"intake": {"replicas": 3}}, "additional properties 'replicas'"),
-    ({"serviceDefaults": {"autoscaling": {"maxReplica": 3}}}, "additional properties 'maxReplica'"),
-    ({"ingress": {"host": "a.example"}}, "additional properties 'host'"),
-    ({"rabbitmq": {"url": "amqp://guest:guest@rabbitmq/"}}, "additional properties 'url'"),
-    ({"mongodb": {"password": "x"}}, "additional properties 'password'"),
-    ({"config": {"docStore": "postgres"}}, "docStore"),
-    ({"config": {"extraEnv": {"LHCIE_AMQP_URL": "amqp://u:p@h/"}}}, "extraEnv"),
-    ({"serviceDefaults": {"terminationGracePeriodSeconds": 5}}, "terminationGracePeriodSeconds"),
-    ({"storage": {"image": {"digest": "latest"}}}, "digest"),
-])
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"replicas": 3}, "additional properties 'replicas'"),
+        ({"intake": {"replicas": 3}}, "additional properties 'replicas'"),
+        ({"serviceDefaults": {"autoscaling": {"maxReplica": 3}}}, "additional properties 'maxReplica'"),
+        ({"ingress": {"host": "a.example"}}, "additional properties 'host'"),
+        ({"rabbitmq": {"url": "amqp://guest:guest@rabbitmq/"}}, "additional properties 'url'"),
+        ({"mongodb": {"password": "x"}}, "additional properties 'password'"),
+        ({"config": {"docStore": "postgres"}}, "docStore"),
+        ({"config": {"extraEnv": {"LHCIE_AMQP_URL": "amqp://u:p@h/"}}}, "extraEnv"),
+        ({"serviceDefaults": {"terminationGracePeriodSeconds": 5}}, "terminationGracePeriodSeconds"),
+        ({"storage": {"image": {"digest": "latest"}}}, "digest"),
+    ],
+)
 def test_schema_rejects_unknown_keys_and_bad_values(chart: Chart, values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm_python.HelmValuesError, match=re.escape(where)):
         chart.validate_schema(values)
@@ -258,15 +276,22 @@ def test_every_service_is_probed_and_drains_before_it_is_killed(chart: Chart, va
         assert pause + 20 < pod["terminationGracePeriodSeconds"]
         spread = pod["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
-        assert all(c["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
-                   for c in spread)
+        assert all(c["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"] for c in spread)
 
 
-@pytest.mark.parametrize("values", [
-    *values_sets(),
-    pytest.param({"s3": {"existingSecret": "lhcie-s3"}, "auth": {"signingKey": {"existingSecret": ""},
-                  "jwks": {"existingSecret": "lhcie-jwks"}}}, id="static-s3-keys-and-jwks-secret"),
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        *values_sets(),
+        pytest.param(
+            {
+                "s3": {"existingSecret": "lhcie-s3"},
+                "auth": {"signingKey": {"existingSecret": ""}, "jwks": {"existingSecret": "lhcie-jwks"}},
+            },
+            id="static-s3-keys-and-jwks-secret",
+        ),
+    ],
+)
 def test_secrets_are_only_referenced(chart: Chart, values: dict[str, Any]) -> None:
     rendered = chart.render(values)
     assert rendered.kinds("Secret") == [], "the chart must never create Secrets"
@@ -287,11 +312,17 @@ def test_secrets_are_only_referenced(chart: Chart, values: dict[str, Any]) -> No
 
 
 def test_secret_references_follow_the_values(chart: Chart) -> None:
-    values = {"rabbitmq": {"existingSecret": "mq", "urlKey": "url"}, "mongodb": {"existingSecret": "db"},
-              "s3": {"existingSecret": "bucket-keys"}}
+    values = {
+        "rabbitmq": {"existingSecret": "mq", "urlKey": "url"},
+        "mongodb": {"existingSecret": "db"},
+        "s3": {"existingSecret": "bucket-keys"},
+    }
     pod = chart.render(values).get("Deployment", name("storage"))["spec"]["template"]["spec"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"] if "valueFrom" in e
-            and "secretKeyRef" in e["valueFrom"]}
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in pod["containers"][0]["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
     assert refs == {
         "LHCIE_AMQP_URL": {"name": "mq", "key": "url"},
         "LHCIE_MONGODB_URL": {"name": "db", "key": "mongodb-url"},
@@ -334,7 +365,9 @@ def test_production_example_configuration(chart: Chart) -> None:
     assert config["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318")
     assert config["LHCIE_AMQP_PREFETCH"] == "64"
     assert (config["LHCIE_S3_SSE"], config["LHCIE_S3_KMS_KEY_ID"]) == (
-        "aws:kms", "arn:aws:kms:eu-west-2:111122223333:alias/example-lhcie-documents")
+        "aws:kms",
+        "arn:aws:kms:eu-west-2:111122223333:alias/example-lhcie-documents",
+    )
     intake = rendered.get("Deployment", name("intake"))["spec"]["template"]["spec"]
     assert intake["containers"][0]["image"] == "111122223333.dkr.ecr.eu-west-2.amazonaws.com/lhcie/lhcie-intake:0.1.0"
     assert intake["containers"][0]["resources"]["limits"]["memory"] == "1536Mi"
@@ -356,8 +389,9 @@ def test_production_example_configuration(chart: Chart) -> None:
 
 
 def test_a_disabled_service_leaves_no_trace(chart: Chart) -> None:
-    rendered = chart.render({"notification": {"enabled": False}, "ingress": {"enabled": True},
-                             "serviceMonitor": {"enabled": True}})
+    rendered = chart.render(
+        {"notification": {"enabled": False}, "ingress": {"enabled": True}, "serviceMonitor": {"enabled": True}}
+    )
     assert rendered.component("Deployment", "notification") == []
     for obj in rendered.objects:
         assert obj["metadata"]["name"] != name("notification"), obj["kind"]
@@ -368,19 +402,22 @@ def test_a_disabled_service_leaves_no_trace(chart: Chart) -> None:
     assert not any("notification" in arg for arg in test_pod["spec"]["containers"][0]["args"])
 
 
-@pytest.mark.parametrize(("block", "kind"), [
-    ({"pdb": {"enabled": False}}, "PodDisruptionBudget"),
-    ({"autoscaling": {"enabled": False}}, "HorizontalPodAutoscaler"),
-    ({"networkPolicy": {"enabled": False}}, "NetworkPolicy"),
-    ({"serviceAccount": {"create": False}}, "ServiceAccount"),
-])
+@pytest.mark.parametrize(
+    ("block", "kind"),
+    [
+        ({"pdb": {"enabled": False}}, "PodDisruptionBudget"),
+        ({"autoscaling": {"enabled": False}}, "HorizontalPodAutoscaler"),
+        ({"networkPolicy": {"enabled": False}}, "NetworkPolicy"),
+        ({"serviceAccount": {"create": False}}, "ServiceAccount"),
+    ],
+)
 def test_each_object_toggles_per_service_and_by_default(chart: Chart, block: dict[str, Any], kind: str) -> None:
     def services_with(values: dict[str, Any]) -> set[str]:
         return chart.render(values).names(kind) - {name("init")}  # the hook's own account stays
 
     assert services_with({"audit": block}) == {name(s) for s in SERVICES} - {name("audit")}
     assert services_with({"serviceDefaults": block}) == set()
-    (key, toggle), = block.items()
+    ((key, toggle),) = block.items()
     on_again = {k: not v for k, v in toggle.items()}
     assert services_with({"serviceDefaults": block, "storage": {key: on_again}}) == {name("storage")}
 
@@ -406,9 +443,13 @@ def test_a_service_may_use_min_available_instead(chart: Chart) -> None:
 
 def test_images_follow_registry_tag_and_digest(chart: Chart) -> None:
     digest = "sha256:" + "a" * 64
-    rendered = chart.render({"image": {"registry": "registry.example.org", "tag": "1.2.3"},
-                             "storage": {"image": {"digest": digest}},
-                             "audit": {"image": {"repository": "mirror/audit", "tag": "1.2.4"}}})
+    rendered = chart.render(
+        {
+            "image": {"registry": "registry.example.org", "tag": "1.2.3"},
+            "storage": {"image": {"digest": digest}},
+            "audit": {"image": {"repository": "mirror/audit", "tag": "1.2.4"}},
+        }
+    )
 
     def image(service: str) -> str:
         return str(rendered.get("Deployment", name(service))["spec"]["template"]["spec"]["containers"][0]["image"])
@@ -454,9 +495,16 @@ def test_ingress_is_off_by_default(chart: Chart) -> None:
 
 
 def test_ingress_routes_the_url_space_to_the_owning_services(chart: Chart) -> None:
-    rendered = chart.render({"ingress": {"enabled": True, "className": "nginx",
-                                         "hosts": ["a.example.nhs.uk", "b.example.nhs.uk"],
-                                         "tls": [{"secretName": "tls", "hosts": ["a.example.nhs.uk"]}]}})
+    rendered = chart.render(
+        {
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "hosts": ["a.example.nhs.uk", "b.example.nhs.uk"],
+                "tls": [{"secretName": "tls", "hosts": ["a.example.nhs.uk"]}],
+            }
+        }
+    )
     (ingress,) = rendered.kinds("Ingress")
     spec = ingress["spec"]
     assert spec["ingressClassName"] == "nginx"
@@ -475,8 +523,11 @@ def ingress_backend(paths: list[dict[str, Any]], path: str) -> str | None:
     for rule in paths:
         if rule["pathType"] == "Exact" and rule["path"] == path:
             return str(rule["backend"]["service"]["name"])
-    prefixes = [r for r in paths if r["pathType"] == "Prefix"
-                and (path == r["path"] or path.startswith(r["path"].rstrip("/") + "/"))]
+    prefixes = [
+        r
+        for r in paths
+        if r["pathType"] == "Prefix" and (path == r["path"] or path.startswith(r["path"].rstrip("/") + "/"))
+    ]
     if not prefixes:
         return None
     return str(max(prefixes, key=lambda r: len(r["path"]))["backend"]["service"]["name"])
@@ -508,26 +559,31 @@ def test_ingress_reaches_every_public_route_of_every_service(chart: Chart, tmp_p
 # --- validation template -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"mongodb": {"existingSecret": ""}},
-     "config.docStore is mongodb but mongodb.existingSecret is empty"),
-    ({"rabbitmq": {"existingSecret": ""}}, "rabbitmq.existingSecret is empty"),
-    ({"auth": {"signingKey": {"existingSecret": ""}}}, "No token verification keys: set auth.jwksUrl"),
-    ({"auth": {"jwksUrl": "https://idp.example/jwks"}},
-     "Token keys are configured twice (auth.jwksUrl, auth.signingKey.existingSecret)"),
-    ({"auth": {"jwksUrl": "idp.example/jwks", "signingKey": {"existingSecret": ""}}},
-     "must be an http(s) URL"),
-    ({"config": {"docStore": "sqlite"}}, "config.docStore is sqlite"),
-    ({"audit": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}},
-     "audit.autoscaling.minReplicas (5) is greater than maxReplicas (3)"),
-    ({"intake": {"pdb": {"minAvailable": 2}}}, "intake.pdb.minAvailable (2) is not below its replica count (2)"),
-    ({"intake": {"pdb": {"maxUnavailable": 0}}}, "intake.pdb.maxUnavailable is 0"),
-    ({"serviceDefaults": {"pdb": {"minAvailable": 1}}}, "sets both minAvailable and maxUnavailable"),
-    ({"networkPolicy": {"egress": {"enabled": True}}}, "networkPolicy.egress.rules is empty"),
-    ({"auditSigningKey": {"existingSecret": ""}}, "auditSigningKey.existingSecret is empty"),
-    ({"s3": {"kmsKeyId": "alias/lhcie"}}, "s3.kmsKeyId is set but s3.sse is AES256"),
-    ({"serviceDefaults": {"enabled": False}}, "Every service is disabled"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"mongodb": {"existingSecret": ""}}, "config.docStore is mongodb but mongodb.existingSecret is empty"),
+        ({"rabbitmq": {"existingSecret": ""}}, "rabbitmq.existingSecret is empty"),
+        ({"auth": {"signingKey": {"existingSecret": ""}}}, "No token verification keys: set auth.jwksUrl"),
+        (
+            {"auth": {"jwksUrl": "https://idp.example/jwks"}},
+            "Token keys are configured twice (auth.jwksUrl, auth.signingKey.existingSecret)",
+        ),
+        ({"auth": {"jwksUrl": "idp.example/jwks", "signingKey": {"existingSecret": ""}}}, "must be an http(s) URL"),
+        ({"config": {"docStore": "sqlite"}}, "config.docStore is sqlite"),
+        (
+            {"audit": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}},
+            "audit.autoscaling.minReplicas (5) is greater than maxReplicas (3)",
+        ),
+        ({"intake": {"pdb": {"minAvailable": 2}}}, "intake.pdb.minAvailable (2) is not below its replica count (2)"),
+        ({"intake": {"pdb": {"maxUnavailable": 0}}}, "intake.pdb.maxUnavailable is 0"),
+        ({"serviceDefaults": {"pdb": {"minAvailable": 1}}}, "sets both minAvailable and maxUnavailable"),
+        ({"networkPolicy": {"egress": {"enabled": True}}}, "networkPolicy.egress.rules is empty"),
+        ({"auditSigningKey": {"existingSecret": ""}}, "auditSigningKey.existingSecret is empty"),
+        ({"s3": {"kmsKeyId": "alias/lhcie"}}, "s3.kmsKeyId is set but s3.sse is AES256"),
+        ({"serviceDefaults": {"enabled": False}}, "Every service is disabled"),
+    ],
+)
 def test_inconsistent_values_fail_with_an_actionable_message(
     chart: Chart, values: dict[str, Any], message: str
 ) -> None:
@@ -584,9 +640,14 @@ def test_init_steps_follow_the_values(chart: Chart) -> None:
 
     assert steps({"initJob": {"storageInit": "off"}}) == ["lhcie bus init", "lhcie store init"]
     assert steps({"initJob": {"storageInit": "check"}}) == [
-        "lhcie bus init", "lhcie storage init --check", "lhcie store init"]
-    sqlite = {"config": {"docStore": "sqlite"},
-              "serviceDefaults": {"autoscaling": {"enabled": False}, "replicaCount": 1}}
+        "lhcie bus init",
+        "lhcie storage init --check",
+        "lhcie store init",
+    ]
+    sqlite = {
+        "config": {"docStore": "sqlite"},
+        "serviceDefaults": {"autoscaling": {"enabled": False}, "replicaCount": 1},
+    }
     assert steps(sqlite) == ["lhcie bus init", "lhcie storage init"]
     assert chart.render({"initJob": {"enabled": False}}).kinds("Job") == []
 
@@ -644,8 +705,10 @@ def test_only_audit_pods_get_the_audit_signing_key(chart: Chart) -> None:
             assert env["LHCIE_AUDIT_SIGNING_KEY_FILE"] == "/etc/lhcie/audit-signing/audit-signing-key.pem"
             assert mounts["audit-signing-key"] == "/etc/lhcie/audit-signing"
             assert volumes["audit-signing-key"]["secret"] == {
-                "secretName": "lhcie-audit-signing-key", "defaultMode": 0o440,
-                "items": [{"key": "audit-signing-key.pem", "path": "audit-signing-key.pem"}]}
+                "secretName": "lhcie-audit-signing-key",
+                "defaultMode": 0o440,
+                "items": [{"key": "audit-signing-key.pem", "path": "audit-signing-key.pem"}],
+            }
         else:
             assert "LHCIE_AUDIT_SIGNING_KEY_FILE" not in env and "audit-signing-key" not in volumes, container["name"]
     (job,) = rendered.kinds("Job")

@@ -24,8 +24,12 @@ def compose() -> dict[str, Any]:
 
 def one_shot(compose: dict[str, Any]) -> set[str]:
     """Services others wait on to *complete* (jobs, not servers)."""
-    return {dep for svc in compose["services"].values() for dep, how in svc.get("depends_on", {}).items()
-            if how["condition"] == "service_completed_successfully"}
+    return {
+        dep
+        for svc in compose["services"].values()
+        for dep, how in svc.get("depends_on", {}).items()
+        if how["condition"] == "service_completed_successfully"
+    }
 
 
 def test_the_stack_is_complete(compose: dict[str, Any]) -> None:
@@ -119,8 +123,11 @@ def test_no_credentials_in_the_file(compose: dict[str, Any]) -> None:
             if SECRETISH.search(key) or re.search(r"://.*@", str(value)):
                 assert INTERPOLATION.search(str(value)), f"{name}: {key} must come from deploy/.env"
     required = set(INTERPOLATION.findall(text))
-    example = dict(line.split("=", 1) for line in (DEPLOY_DIR / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (DEPLOY_DIR / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert required == set(example), "deploy/.env.example lists every variable compose requires"
     assert all(value == "" for key, value in example.items() if "PASSWORD" in key), "no sample passwords"
     assert ".env" in (DEPLOY_DIR / ".gitignore").read_text().split()
@@ -150,8 +157,11 @@ def test_collector_pipeline_is_wired(compose: dict[str, Any]) -> None:
     protocols = config["receivers"]["otlp"]["protocols"]
     assert protocols["http"]["endpoint"].endswith(":4318") and protocols["grpc"]["endpoint"].endswith(":4317")
     traces = config["service"]["pipelines"]["traces"]
-    for section, names in (("receivers", traces["receivers"]), ("processors", traces["processors"]),
-                           ("exporters", traces["exporters"])):
+    for section, names in (
+        ("receivers", traces["receivers"]),
+        ("processors", traces["processors"]),
+        ("exporters", traces["exporters"]),
+    ):
         for component in names:
             assert component in config[section], f"{section}.{component} is used but not defined"
     assert traces["processors"][0] == "memory_limiter" and traces["processors"][-1] == "batch"
@@ -177,8 +187,10 @@ def test_gateway_routes_match_the_ingress(chart: Chart, compose: dict[str, Any])
         routes[path] = ("Exact" if kind == "=" else "Prefix", service)
         assert service in compose["services"]
     (ingress,) = chart.render({"ingress": {"enabled": True}}).kinds("Ingress")
-    expected = {p["path"]: (p["pathType"], p["backend"]["service"]["name"].removeprefix("lhcie-"))
-                for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    expected = {
+        p["path"]: (p["pathType"], p["backend"]["service"]["name"].removeprefix("lhcie-"))
+        for p in ingress["spec"]["rules"][0]["http"]["paths"]
+    }
     assert routes == expected
 
 
@@ -216,8 +228,11 @@ def test_rabbitmq_definitions_hold_the_contract_and_no_users() -> None:
         assert queue["arguments"]["x-queue-type"] == "quorum"
         assert queue["arguments"]["x-dead-letter-exchange"] == "lhcie.dead"
         assert queues[spec.dead_letter_queue]["arguments"] == {"x-queue-type": "quorum"}
-        bound = {b["routing_key"] for b in definitions["bindings"]
-                 if b["source"] == "lhcie.events" and b["destination"] == spec.name}
+        bound = {
+            b["routing_key"]
+            for b in definitions["bindings"]
+            if b["source"] == "lhcie.events" and b["destination"] == spec.name
+        }
         assert bound == {str(k) for k in spec.bindings}
         dead = [b for b in definitions["bindings"] if b["destination"] == spec.dead_letter_queue]
         assert [(b["source"], b["routing_key"]) for b in dead] == [("lhcie.dead", spec.name)]

@@ -124,8 +124,12 @@ def test_dependencies_install_from_the_lock_as_wheels(stages: dict[str, Stage]) 
 def test_package_data_is_installed_beside_the_modules(stages: dict[str, Stage]) -> None:
     """The wheel holds modules only (pyproject.toml declares no package data), so the image must copy the
     data files the services read at run time: without them intake has no document types."""
-    data_files = [p for top in ("lhcie", "services", "shared") for p in (ROOT / top).rglob("*")
-                  if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    data_files = [
+        p
+        for top in ("lhcie", "services", "shared")
+        for p in (ROOT / top).rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
     assert any(p.name == "document_types.yaml" for p in data_files)
     (install,) = [run for run in stages["build"].all("RUN") if "pip install --no-deps" in run]
     assert "find lhcie services shared -type f ! -name '*.py'" in install
@@ -179,8 +183,11 @@ def test_oci_labels(stages: dict[str, Stage]) -> None:
 
 
 def test_the_build_context_sends_only_what_the_image_copies(stages: dict[str, Stage]) -> None:
-    rules = [line.strip() for line in (DEPLOY_DIR / "Dockerfile.dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip()
+        for line in (DEPLOY_DIR / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert rules[0] == "*", "ignore everything, then allow what the image needs"
 
     def included(path: str) -> bool:
@@ -192,8 +199,14 @@ def test_the_build_context_sends_only_what_the_image_copies(stages: dict[str, St
                 keep = negated
         return keep
 
-    sources = [part for stage in stages.values() for copy in stage.all("COPY") if "--from=" not in copy
-               for part in copy.split()[:-1] if not part.startswith("--")]
+    sources = [
+        part
+        for stage in stages.values()
+        for copy in stage.all("COPY")
+        if "--from=" not in copy
+        for part in copy.split()[:-1]
+        if not part.startswith("--")
+    ]
     assert sources
     for source in sources:
         assert included(source.rstrip("/")), f"{source} is copied but excluded from the build context"
@@ -206,11 +219,11 @@ def test_the_build_context_sends_only_what_the_image_copies(stages: dict[str, St
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.send_response(200 if self.path == "/healthz" else 503)
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -226,8 +239,13 @@ def fake_service() -> Iterator[int]:
 
 
 def run_check(port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(HEALTHCHECK_SCRIPT), *args], capture_output=True, text=True,
-                          timeout=20, env={"LHCIE_HTTP_PORT": str(port), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, str(HEALTHCHECK_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={"LHCIE_HTTP_PORT": str(port), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_healthcheck_passes_on_2xx(fake_service: int) -> None:

@@ -22,8 +22,9 @@ PODMAN_OVERLAY = DEPLOY_DIR / "podman" / "values-local.yaml"
 
 def build_list(**env: str) -> list[str]:
     """The references the build script would build, for the registry/repository/tag given."""
-    result = subprocess.run([str(BUILD_SCRIPT), "--list"], env={**os.environ, **env}, check=True,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [str(BUILD_SCRIPT), "--list"], env={**os.environ, **env}, check=True, capture_output=True, text=True, timeout=30
+    )
     return result.stdout.split()
 
 
@@ -34,8 +35,11 @@ def chart_images(chart: Chart, values: dict[str, Any]) -> set[str]:
 
 def build_env(values: dict[str, Any], chart: Chart) -> dict[str, str]:
     image = {**chart.default_values["image"], **values.get("image", {})}
-    return {"REGISTRY": image["registry"], "REPOSITORY": image["repository"],
-            "TAG": image["tag"] or str(chart.render(values).objects[0]["metadata"]["labels"]["app.kubernetes.io/version"])}
+    return {
+        "REGISTRY": image["registry"],
+        "REPOSITORY": image["repository"],
+        "TAG": image["tag"] or str(chart.render(values).objects[0]["metadata"]["labels"]["app.kubernetes.io/version"]),
+    }
 
 
 def test_the_build_script_builds_every_service_of_the_chart_and_the_code_and_the_cli() -> None:
@@ -78,8 +82,11 @@ def expand(pattern: str) -> list[str]:
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_the_docs_name_the_images_the_build_makes(doc: Path) -> None:
     text = doc.read_text()
-    named = [ref for match in re.findall(r"([a-z0-9.-]+\.[a-z]+(?::\d+)?/[a-z0-9/{},.-]*lhcie-[a-z{},]+)(?::|`)", text)
-             for ref in expand(match)]
+    named = [
+        ref
+        for match in re.findall(r"([a-z0-9.-]+\.[a-z]+(?::\d+)?/[a-z0-9/{},.-]*lhcie-[a-z{},]+)(?::|`)", text)
+        for ref in expand(match)
+    ]
     assert named, f"{doc.name} names the images"
     registries = {ref.split("/", 1)[0] for ref in named}
     built = {ref.rsplit(":", 1)[0] for registry in registries for ref in build_list(REGISTRY=registry)}

@@ -36,10 +36,18 @@ class TraceReceiver:
             attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
-                    self.spans.append(ReceivedSpan(attrs.get("service.name", "?"), span.name,
-                                                   span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex()))
-        return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
-                            content_type="application/x-protobuf")
+                    self.spans.append(
+                        ReceivedSpan(
+                            attrs.get("service.name", "?"),
+                            span.name,
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex(),
+                        )
+                    )
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
 
     def services_in(self, trace_id: str) -> set[str]:
         return {s.service for s in self.spans if s.trace_id == trace_id}

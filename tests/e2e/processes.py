@@ -43,13 +43,19 @@ class ServiceProcesses:
         return f"http://127.0.0.1:{self.ports[service]}"
 
     def start(self, *services: str) -> None:
-        subprocess.run([sys.executable, "-m", "lhcie.cli", "bus", "init"], env=self.env(), check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "lhcie.cli", "bus", "init"],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         for name in services or SERVICES:
             self.ports.setdefault(name, free_port())
             with open(self.data_dir / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
-                self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
-                                                    env=self.env(name), stdout=log, stderr=log)
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"], env=self.env(name), stdout=log, stderr=log
+                )
         for name in services or SERVICES:
             self.wait_ready(name)
 

@@ -12,7 +12,6 @@ pytestmark = pytest.mark.e2e
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=3, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
-def test_no_request_is_answered_with_a_5xx(case, exchange: Exchange) -> None:  # noqa: F811
+@settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_no_request_is_answered_with_a_5xx(case, exchange: Exchange) -> None:
     check(case, exchange)

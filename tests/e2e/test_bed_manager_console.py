@@ -21,8 +21,15 @@ from tests.helpers import eventually, free_port
 
 pytestmark = pytest.mark.e2e
 ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture
@@ -37,8 +44,9 @@ async def served(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     await runner.cleanup()
 
 
-async def test_a_repatriation_alerts_the_bed_managers_console_live(served: tuple[str, web.Application],
-                                                                   tokens: Any) -> None:
+async def test_a_repatriation_alerts_the_bed_managers_console_live(
+    served: tuple[str, web.Application], tokens: Any
+) -> None:
     base, app = served
     await eventually(lambda: app[CARE].policy.agreements_between("RJ1", "RRV"))
     async with async_playwright() as pw:
@@ -53,11 +61,18 @@ async def test_a_repatriation_alerts_the_bed_managers_console_live(served: tuple
             assert await page.locator("#tab-tracking").is_hidden()
             assert await page.locator("#alerts tr").count() == 0
 
-            async with aiohttp.ClientSession() as http:
-                async with http.post(f"{base}/fhir/Task", json=examples.repatriation("9000000017", "RRV"),
-                                     headers={"Content-Type": "application/fhir+json",
-                                              "Authorization": f"Bearer {tokens('RJ1', 'clinician')}"}) as response:
-                    assert response.status == 201, await response.text()
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{base}/fhir/Task",
+                    json=examples.repatriation("9000000017", "RRV"),
+                    headers={
+                        "Content-Type": "application/fhir+json",
+                        "Authorization": f"Bearer {tokens('RJ1', 'clinician')}",
+                    },
+                ) as response,
+            ):
+                assert response.status == 201, await response.text()
 
             row = page.locator("#alerts tr")
             await row.first.wait_for(timeout=15000)  # no reload: it arrives over the stream

@@ -45,9 +45,11 @@ async def test_binary_as_fhir_json_does_not_hold_the_document(tmp_path: Path) ->
         async with aiohttp.ClientSession() as http:
             writer = aiohttp.MultipartWriter("form-data")
             writer.append(json.dumps(resource), {"Content-Type": "application/fhir+json"}).set_content_disposition(
-                "form-data", name="resource")
+                "form-data", name="resource"
+            )
             writer.append(io.BytesIO(content), {"Content-Type": "application/pdf"}).set_content_disposition(
-                "form-data", name="content", filename="big.pdf")
+                "form-data", name="content", filename="big.pdf"
+            )
             async with http.post(f"{base}/fhir/DocumentReference", data=writer, headers=auth) as response:
                 assert response.status == 202, await response.text()
                 doc_id = (await response.json())["id"]
@@ -61,18 +63,21 @@ async def test_binary_as_fhir_json_does_not_hold_the_document(tmp_path: Path) ->
             _reset_peak(server.pid)
             before = _status(server.pid, "VmRSS")
             length = 0
-            async with http.get(f"{base}/fhir/Binary/{doc_id}",
-                                headers={**auth, "Accept": "application/fhir+json"}) as response:
+            async with http.get(
+                f"{base}/fhir/Binary/{doc_id}", headers={**auth, "Accept": "application/fhir+json"}
+            ) as response:
                 assert response.status == 200
                 async for piece in response.content.iter_chunked(1 << 20):
                     length += len(piece)
             peak = _status(server.pid, "VmHWM")
         growth = peak - before
-        print(f"\nBinary as FHIR JSON, {SIZE >> 20} MiB document: RSS {before} MiB before, peak {peak} MiB, "
-              f"growth {growth} MiB ({length} bytes sent)", file=sys.stderr)
+        print(
+            f"\nBinary as FHIR JSON, {SIZE >> 20} MiB document: RSS {before} MiB before, peak {peak} MiB, "
+            f"growth {growth} MiB ({length} bytes sent)",
+            file=sys.stderr,
+        )
         assert length > SIZE * 4 // 3
         assert growth < LIMIT_MIB, f"fetching grew the server by {growth} MiB"
     finally:
         server.terminate()
         server.communicate(timeout=60)
-

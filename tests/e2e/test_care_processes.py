@@ -34,14 +34,18 @@ FHIR = {"Content-Type": "application/fhir+json"}
 
 @pytest.fixture
 def services(tmp_path: Any, amqp_url: str) -> Any:
-    procs = ServiceProcesses(tmp_path / "data", amqp_url, extra_env={
-        # Escalations within the test's patience: 36 seconds' wait for a repatriation, ticks twice a second.
-        "LHCIE_CARE_ESCALATION_HOURS": "0.01",
-        "LHCIE_CARE_TIMER_TICK_SECONDS": "0.5",
-        # The subscribers' webhooks are this test's HTTP servers on loopback (refused unless allow-listed).
-        "LHCIE_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
-        "LHCIE_NOTIFICATION_STREAM_POLL_SECONDS": "0.2",
-    })
+    procs = ServiceProcesses(
+        tmp_path / "data",
+        amqp_url,
+        extra_env={
+            # Escalations within the test's patience: 36 seconds' wait for a repatriation, ticks twice a second.
+            "LHCIE_CARE_ESCALATION_HOURS": "0.01",
+            "LHCIE_CARE_TIMER_TICK_SECONDS": "0.5",
+            # The subscribers' webhooks are this test's HTTP servers on loopback (refused unless allow-listed).
+            "LHCIE_NOTIFICATION_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+            "LHCIE_NOTIFICATION_STREAM_POLL_SECONDS": "0.2",
+        },
+    )
     procs.data_dir.mkdir(parents=True)
     yield procs
     procs.stop_all()
@@ -84,12 +88,22 @@ def plan_subscription(endpoint: str | None) -> dict[str, Any]:
     if endpoint:
         channel.update({"type": "rest-hook", "endpoint": endpoint})
     else:
-        channel.update({"type": "message", "_type": {"extension": [
-            {"url": CHANNEL_TYPE_URL, "valueCoding": {"system": CHANNEL_SYSTEM, "code": "sse"}}]}})
-    return {"resourceType": "Subscription", "status": "requested", "reason": "End-of-life plans",
-            "criteria": CAREPLAN_TOPIC,
-            "_criteria": {"extension": [{"url": FILTER_URL, "valueString": f"CarePlan?patient={PATIENT}"}]},
-            "channel": channel}
+        channel.update(
+            {
+                "type": "message",
+                "_type": {
+                    "extension": [{"url": CHANNEL_TYPE_URL, "valueCoding": {"system": CHANNEL_SYSTEM, "code": "sse"}}]
+                },
+            }
+        )
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "End-of-life plans",
+        "criteria": CAREPLAN_TOPIC,
+        "_criteria": {"extension": [{"url": FILTER_URL, "valueString": f"CarePlan?patient={PATIENT}"}]},
+        "channel": channel,
+    }
 
 
 async def test_care_records_through_six_processes(services: ServiceProcesses, amqp_url: str) -> None:
@@ -129,6 +143,7 @@ async def _exercise(services: ServiceProcesses, heard: list[Event], hooks: tuple
     care, audit, notification = services.url("care"), services.url("audit"), services.url("notification")
     gp, no_isa = hooks
     async with aiohttp.ClientSession() as http:
+
         async def ready() -> bool:  # care's policy replica has heard of the demo ISAs from agreements
             async with http.get(f"{care}/fhir/CarePlan?patient.identifier={PATIENT}", headers=auth("RRV")) as r:
                 return r.status == 200
@@ -137,8 +152,9 @@ async def _exercise(services: ServiceProcesses, heard: list[Event], hooks: tuple
         # RRV's system subscribes to the patient's plan by rest-hook and by SSE; RAL (no ISA with RJ1) too.
         subscribed = {}
         for name, org, endpoint in (("hook", "RRV", gp.url), ("sse", "RRV", None), ("no-isa", "RAL", no_isa.url)):
-            async with http.post(f"{notification}/fhir/Subscription", json=plan_subscription(endpoint),
-                                 headers=auth(org, "system")) as r:
+            async with http.post(
+                f"{notification}/fhir/Subscription", json=plan_subscription(endpoint), headers=auth(org, "system")
+            ) as r:
                 assert r.status == 201, await r.text()
                 subscribed[name] = (await r.json())["id"]
         async with http.post(f"{care}/fhir/CarePlan", json=examples.care_plan(PATIENT), headers=auth("RJ1")) as r:
@@ -146,8 +162,9 @@ async def _exercise(services: ServiceProcesses, heard: list[Event], hooks: tuple
             plan_id = (await r.json())["id"]
 
         async def found() -> list[Any] | None:
-            async with http.get(f"{care}/fhir/CarePlan?patient.identifier={PATIENT}&category=end-of-life",
-                                headers=auth("RRV")) as r:
+            async with http.get(
+                f"{care}/fhir/CarePlan?patient.identifier={PATIENT}&category=end-of-life", headers=auth("RRV")
+            ) as r:
                 assert r.status == 200
                 return (await r.json())["entry"]
 
@@ -157,7 +174,9 @@ async def _exercise(services: ServiceProcesses, heard: list[Event], hooks: tuple
             assert r.status == 403
 
         async def trail() -> list[str] | None:
-            async with http.get(f"{audit}/fhir/AuditEvent?entity=CarePlan/{plan_id}", headers=auth("RJ1", "dcc-admin")) as r:
+            async with http.get(
+                f"{audit}/fhir/AuditEvent?entity=CarePlan/{plan_id}", headers=auth("RJ1", "dcc-admin")
+            ) as r:
                 codes = sorted(e["resource"]["subtype"][1]["code"] for e in (await r.json()).get("entry", []))
                 return codes if len(codes) == 3 else None
 
@@ -165,21 +184,26 @@ async def _exercise(services: ServiceProcesses, heard: list[Event], hooks: tuple
 
         # The change reached RRV's rest-hook and its SSE stream, through notification on the broker.
         version = f"CarePlan/{plan_id}/_history/1"
+
         async def gp_heard() -> list[str]:
             return gp.events()
 
         assert await eventually(gp_heard, timeout=30) == [version]
-        async with http.get(f"{notification}/fhir/Subscription/{subscribed['sse']}/$stream",
-                            headers=auth("RRV", "system")) as stream:
+        async with http.get(
+            f"{notification}/fhir/Subscription/{subscribed['sse']}/$stream", headers=auth("RRV", "system")
+        ) as stream:
             line = b""
             while not line.startswith(b"data: "):
                 line = await stream.content.readline()
-        assert [e["focus"]["reference"] for e in status_fields(
-            json.loads(line[6:])["entry"][0]["resource"])["notification-event"]] == [version]
+        assert [
+            e["focus"]["reference"]
+            for e in status_fields(json.loads(line[6:])["entry"][0]["resource"])["notification-event"]
+        ] == [version]
         # RAL's subscription was weighed in the same transaction that numbered RRV's notifications, so
         # RRV's having arrived is the barrier: RAL's count is final, and nothing reached its endpoint.
-        async with http.get(f"{notification}/fhir/Subscription/{subscribed['no-isa']}/$status",
-                            headers=auth("RAL", "system")) as r:
+        async with http.get(
+            f"{notification}/fhir/Subscription/{subscribed['no-isa']}/$status", headers=auth("RAL", "system")
+        ) as r:
             status = status_fields((await r.json())["entry"][0]["resource"])
         assert status["events-since-subscription-start"] == "0"
         assert no_isa.events() == []
@@ -193,8 +217,9 @@ async def _exercise(services: ServiceProcesses, heard: list[Event], hooks: tuple
 
         # RRV's bed managers are alerted, in notification, from care's event on the broker.
         async def bed_alert(state: str) -> dict[str, Any] | None:
-            async with http.get(f"{notification}/fhir/Communication?recipient=Organization/RRV",
-                                headers=auth("RRV", "bed-manager")) as r:
+            async with http.get(
+                f"{notification}/fhir/Communication?recipient=Organization/RRV", headers=auth("RRV", "bed-manager")
+            ) as r:
                 assert r.status == 200, await r.text()
                 found = [e["resource"] for e in (await r.json()).get("entry", [])]
             states = [next(x["valueCode"] for x in a["extension"] if x["url"].endswith("alert-state")) for a in found]
@@ -208,12 +233,15 @@ async def _exercise(services: ServiceProcesses, heard: list[Event], hooks: tuple
         async with http.post(f"{care}/fhir/Bundle", json=summary, headers=auth("RJ1", "system")) as r:
             assert r.status == 201, await r.text()
             summary_id = (await r.json())["id"]
-        for org, body in (("G85001", [("type", "infrastructure"), ("outcome", "accepted")]),
-                          ("G85001", [("type", "business"), ("code", "patient-known")]),
-                          ("RRV", [("type", "infrastructure"), ("outcome", "rejected"), ("code", "duplicate")])):
+        for org, body in (
+            ("G85001", [("type", "infrastructure"), ("outcome", "accepted")]),
+            ("G85001", [("type", "business"), ("code", "patient-known")]),
+            ("RRV", [("type", "infrastructure"), ("outcome", "rejected"), ("code", "duplicate")]),
+        ):
             params = {"resourceType": "Parameters", "parameter": [{"name": k, "valueCode": v} for k, v in body]}
-            async with http.post(f"{care}/fhir/Bundle/{summary_id}/$acknowledge", json=params,
-                                 headers=auth(org, "system")) as r:
+            async with http.post(
+                f"{care}/fhir/Bundle/{summary_id}/$acknowledge", json=params, headers=auth(org, "system")
+            ) as r:
                 assert r.status == 200, await r.text()
 
         async def escalated() -> list[str] | None:
@@ -222,8 +250,13 @@ async def _exercise(services: ServiceProcesses, heard: list[Event], hooks: tuple
 
         kinds = await eventually(escalated, timeout=60)
         assert kinds[0] == "careplan.created"
-        assert sorted(set(kinds)) == ["careplan.created", "discharge.acknowledged", "discharge.delivered",
-                                      "transfer.escalated", "transfer.requested"]
+        assert sorted(set(kinds)) == [
+            "careplan.created",
+            "discharge.acknowledged",
+            "discharge.delivered",
+            "transfer.escalated",
+            "transfer.requested",
+        ]
         rejected = [e.data for e in heard if e.type == "discharge.acknowledged" and e.data["outcome"] == "rejected"]
         assert [(d["recipient"], d["code"]) for d in rejected] == [("RRV", "duplicate")]
         # The transfer waited past its threshold: the bed managers' alert escalated.

@@ -24,8 +24,14 @@ def care_block() -> str:
 def test_readme_care_quickstart_as_written(tmp_path: Path) -> None:
     server, env, port = start_lhcie_run(tmp_path)
     try:
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", care_block()], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", care_block()],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         lines = result.stdout.splitlines()
         plans, tasks = json.loads(lines[0]), json.loads(lines[2])

@@ -24,8 +24,15 @@ from tests.helpers import eventually, free_port
 
 pytestmark = pytest.mark.e2e
 ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture
@@ -41,9 +48,11 @@ async def served(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
 
 
 async def demo_seeded(url: str, token: str) -> bool:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/fhir/Task?owner=RRV", headers={"Authorization": f"Bearer {token}"}) as response:
-            return response.status == 200 and (await response.json())["total"] == 1
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/fhir/Task?owner=RRV", headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
+        return response.status == 200 and (await response.json())["total"] == 1
 
 
 async def test_the_plan_view_shows_the_crews_questions_first_and_prints(served: str, tokens: Any) -> None:
@@ -60,7 +69,8 @@ async def test_the_plan_view_shows_the_crews_questions_first_and_prints(served: 
             assert ids == [item.link_id for item in END_OF_LIFE.items]
             assert ids[:4] == ["cpr", "emergency-recommendations", "preference", "if-deteriorates"]
             assert await page.locator("#clinician .answer").text_content() == (
-                "Dr A Clinician, consultant in palliative medicine, GMC 7123456")
+                "Dr A Clinician, consultant in palliative medicine, GMC 7123456"
+            )
             assert await page.locator("#preferred-place-of-death .answer").text_content() == "Home"
             facts = await page.locator("#facts").text_content()
             assert facts is not None and f"NHS number {DEMO_PATIENT}" in facts and "custodian RJ1" in facts
@@ -100,11 +110,18 @@ async def test_the_transfers_list_is_live_and_longest_waiting_first(served: str,
             assert float(cells[4]) >= 0 and cells[5] == ""
 
             # A new request appears without a reload, below the one waiting longer.
-            async with aiohttp.ClientSession() as http:
-                async with http.post(f"{served}/fhir/Task", json=examples.repatriation("9000000025", "RRV"),
-                                     headers={"Content-Type": "application/fhir+json",
-                                              "Authorization": f"Bearer {tokens('RJ1', 'clinician')}"}) as response:
-                    assert response.status == 201
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{served}/fhir/Task",
+                    json=examples.repatriation("9000000025", "RRV"),
+                    headers={
+                        "Content-Type": "application/fhir+json",
+                        "Authorization": f"Bearer {tokens('RJ1', 'clinician')}",
+                    },
+                ) as response,
+            ):
+                assert response.status == 201
             await rows.nth(1).wait_for(timeout=10000)
             assert await rows.count() == 2
             assert await rows.nth(1).locator("td").first.text_content() == "9000000025"

@@ -59,8 +59,7 @@ def lhcie(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPro
     return subprocess.run([LHCIE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def test_a_second_terminal_streams_a_large_file_with_progress_and_one_line(running: Running,
-                                                                            tmp_path: Path) -> None:
+def test_a_second_terminal_streams_a_large_file_with_progress_and_one_line(running: Running, tmp_path: Path) -> None:
     scan = tmp_path / "scan.pdf"
     scan.write_bytes(b"%PDF-1.4\n" + b"0" * 300_000 + b"\n%%EOF\n")  # far above the 4 KiB inline limit
     elsewhere = tmp_path / "elsewhere"
@@ -81,8 +80,9 @@ def test_snomed_types_post_and_types_are_listed(running: Running, tmp_path: Path
     assert "http://loinc.org|11488-4  Consult note" in listed.stdout
     plan = tmp_path / "plan.txt"
     plan.write_text("Preferred place of death: home.\n")
-    posted = lhcie("post", str(plan), "--type", "http://snomed.info/sct|861421000000109", "--mdt", "",
-                   env=env, cwd=tmp_path)
+    posted = lhcie(
+        "post", str(plan), "--type", "http://snomed.info/sct|861421000000109", "--mdt", "", env=env, cwd=tmp_path
+    )
     assert posted.returncode == 0, posted.stdout + posted.stderr
     assert ONE_DOCUMENT.match(posted.stdout)
     letter = lhcie("post", str(plan), "--type", "11488-4", env=env, cwd=tmp_path)
@@ -106,8 +106,9 @@ def test_alerts_name_the_patient(running: Running, tmp_path: Path) -> None:
 
 def test_console_links_open_the_page_for_the_role(running: Running, tmp_path: Path) -> None:
     env = second_terminal(tmp_path, running.state)
-    coordinator = lhcie("token", "--org", "RJ1", "--role", "mdt-coordinator", "--mdt", "rj1-lung", "--console",
-                        env=env, cwd=tmp_path)
+    coordinator = lhcie(
+        "token", "--org", "RJ1", "--role", "mdt-coordinator", "--mdt", "rj1-lung", "--console", env=env, cwd=tmp_path
+    )
     assert coordinator.stdout.startswith(f"http://127.0.0.1:{running.port}/console/#token=")
     dcc = lhcie("token", "--org", "RAL", "--role", "dcc-admin", "--console", env=env, cwd=tmp_path)
     assert dcc.stdout.startswith(f"http://127.0.0.1:{running.port}/dcc/#token=")
@@ -125,14 +126,20 @@ def test_without_a_running_exchange_every_error_is_one_line_naming_the_setting(t
 
     data = tmp_path / "data"
     (data / "issuer").mkdir(parents=True)
-    subprocess.run([sys.executable, "-c", "from pathlib import Path; from shared.auth import EmbeddedIssuer; "
-                    f"EmbeddedIssuer(Path({str(data)!r}), issuer='lhcie-embedded', audience='lhcie')"],
-                   check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from pathlib import Path; from shared.auth import EmbeddedIssuer; "
+            f"EmbeddedIssuer(Path({str(data)!r}), issuer='lhcie-embedded', audience='lhcie')",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     closed = f"http://127.0.0.1:{free_port()}"
     doc = tmp_path / "a.txt"
     doc.write_text("x\n")
-    unreachable = lhcie("post", str(doc), env={**env, "LHCIE_DATA_DIR": str(data), "LHCIE_URL": closed},
-                        cwd=tmp_path)
+    unreachable = lhcie("post", str(doc), env={**env, "LHCIE_DATA_DIR": str(data), "LHCIE_URL": closed}, cwd=tmp_path)
     assert unreachable.returncode == 2
     assert len(unreachable.stderr.strip().splitlines()) == 1 and "LHCIE_URL" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr

@@ -69,24 +69,30 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def post_document(url: str, token: str, **kw: Any) -> str:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/fhir/DocumentReference", json=document_reference(**kw),
-                             headers={"Content-Type": "application/fhir+json",
-                                      "Authorization": f"Bearer {token}"}) as response:
-            assert response.status == 202, await response.text()
-            return str((await response.json())["id"])
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{url}/fhir/DocumentReference",
+            json=document_reference(**kw),
+            headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
+        assert response.status == 202, await response.text()
+        return str((await response.json())["id"])
 
 
 async def open_console(browser: Browser, url: str, token: str, *, width: int = 1280) -> Page:
-    page = await browser.new_page(viewport={"width": width, "height": 844 if width < 600 else 720},
-                                  accept_downloads=True)
+    page = await browser.new_page(
+        viewport={"width": width, "height": 844 if width < 600 else 720}, accept_downloads=True
+    )
     await page.goto(f"{url}/console/#token={token}")
     await page.wait_for_selector("#live:text('Live')")
     return page
 
 
-async def test_the_console_reconnects_after_a_restart_and_catches_up(exchange: Exchange, browser: Browser,
-                                                                    tokens: Any) -> None:
+async def test_the_console_reconnects_after_a_restart_and_catches_up(
+    exchange: Exchange, browser: Browser, tokens: Any
+) -> None:
     page = await open_console(browser, exchange.url, tokens("RJ1", "mdt-coordinator", **COORDINATOR))
     await exchange.stop()
     # Down for longer than the old single retry (2 s): the page keeps trying and says for how long.
@@ -106,8 +112,9 @@ async def test_the_console_reconnects_after_a_restart_and_catches_up(exchange: E
 
 async def test_a_document_opens_inside_the_console(exchange: Exchange, browser: Browser, tokens: Any) -> None:
     page = await open_console(browser, exchange.url, tokens("RJ1", "mdt-coordinator", **COORDINATOR))
-    doc_id = await post_document(exchange.url, tokens("RJ1"), content=b"Histology: adenocarcinoma.\n",
-                                 content_type="text/plain")
+    doc_id = await post_document(
+        exchange.url, tokens("RJ1"), content=b"Histology: adenocarcinoma.\n", content_type="text/plain"
+    )
     link = page.locator("#alerts tr a").first
     await link.wait_for(timeout=15000)
     await link.click()
@@ -124,8 +131,9 @@ async def test_a_document_opens_inside_the_console(exchange: Exchange, browser: 
     await dialog.wait_for(state="hidden")
 
 
-async def test_urgent_alerts_are_counted_announced_and_acknowledged_by_name(exchange: Exchange, browser: Browser,
-                                                                           tokens: Any) -> None:
+async def test_urgent_alerts_are_counted_announced_and_acknowledged_by_name(
+    exchange: Exchange, browser: Browser, tokens: Any
+) -> None:
     page = await open_console(browser, exchange.url, tokens("RJ1", "mdt-coordinator", **COORDINATOR))
     assert await page.title() == "MDT coordinator console · LHCIE"
     await post_document(exchange.url, tokens("RJ1"))
@@ -153,19 +161,25 @@ async def test_the_console_fits_a_390_px_phone(exchange: Exchange, browser: Brow
 
 
 async def register(url: str, token: str, patient: str, started: date) -> dict[str, Any]:
-    body = {"resourceType": "EpisodeOfCare", "status": "active",
-            "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": patient}},
-            "team": [{"reference": "CareTeam/rj1-lung"}], "period": {"start": started.isoformat()},
-            "extension": [{"url": ROUTE_URL, "valueCode": "urgent-suspected-cancer"}]}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/fhir/EpisodeOfCare", json=body,
-                             headers={"Authorization": f"Bearer {token}"}) as response:
-            assert response.status == 201, await response.text()
-            return dict(await response.json())
+    body = {
+        "resourceType": "EpisodeOfCare",
+        "status": "active",
+        "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": patient}},
+        "team": [{"reference": "CareTeam/rj1-lung"}],
+        "period": {"start": started.isoformat()},
+        "extension": [{"url": ROUTE_URL, "valueCode": "urgent-suspected-cancer"}],
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/fhir/EpisodeOfCare", json=body, headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
+        assert response.status == 201, await response.text()
+        return dict(await response.json())
 
 
-async def test_the_tracking_list_tab_shows_buckets_breaches_a_legend_and_a_csv(exchange: Exchange, browser: Browser,
-                                                                              tokens: Any, tmp_path: Path) -> None:
+async def test_the_tracking_list_tab_shows_buckets_breaches_a_legend_and_a_csv(
+    exchange: Exchange, browser: Browser, tokens: Any, tmp_path: Path
+) -> None:
     coordinator = tokens("RJ1", "mdt-coordinator", **COORDINATOR)
     today = date.today()
     late = await register(exchange.url, coordinator, "9434765919", today - timedelta(days=92))
@@ -185,8 +199,10 @@ async def test_the_tracking_list_tab_shows_buckets_breaches_a_legend_and_a_csv(e
     badge = late_row.locator(".clock.breached").first
     assert await badge.evaluate("b => getComputedStyle(b).outlineStyle") == "solid"
     assert await badge.evaluate("b => getComputedStyle(b, '::before').content") == '"⚠ "'
-    buckets = {await r.get_attribute("data-bucket"): await r.locator("td").all_text_contents()
-               for r in await page.locator("#ptl-buckets tbody tr").all()}
+    buckets = {
+        await r.get_attribute("data-bucket"): await r.locator("td").all_text_contents()
+        for r in await page.locator("#ptl-buckets tbody tr").all()
+    }
     assert buckets == {"0-28": ["0", "1"], "29-62": ["0", "0"], "63-104": ["0", "1"], "over-104": ["0", "0"]}
     legend = await page.locator("#legend").text_content() or ""
     for words in ("28-day", "31-day", "62-day", "At risk", "Breached"):
@@ -200,12 +216,15 @@ async def test_the_tracking_list_tab_shows_buckets_breaches_a_legend_and_a_csv(e
     saved = tmp_path / "ptl.csv"
     await download.save_as(saved)
     rows = list(csv.DictReader(io.StringIO(saved.read_text())))
-    assert [(r["patient"], r["day"], r["bucket"]) for r in rows] == [("9434765919", "92", "63-104"),
-                                                                     ("9000000009", "3", "0-28")]
+    assert [(r["patient"], r["day"], r["bucket"]) for r in rows] == [
+        ("9434765919", "92", "63-104"),
+        ("9000000009", "3", "0-28"),
+    ]
 
 
-async def test_pathway_events_are_recorded_and_corrected_from_the_console(exchange: Exchange, browser: Browser,
-                                                                         tokens: Any) -> None:
+async def test_pathway_events_are_recorded_and_corrected_from_the_console(
+    exchange: Exchange, browser: Browser, tokens: Any
+) -> None:
     coordinator = tokens("RJ1", "mdt-coordinator", **COORDINATOR)
     today = date.today()
     pathway = await register(exchange.url, coordinator, "9434765919", today - timedelta(days=10))
@@ -224,7 +243,9 @@ async def test_pathway_events_are_recorded_and_corrected_from_the_console(exchan
     await page.fill("#pe-date", (today - timedelta(days=3)).isoformat())
     await page.click("#pe-submit")
     await expect(page.locator("#pathway-status")).to_have_text(re.compile("^Recorded: Diagnosis communicated"))
-    await expect(page.locator("#pathway-clocks li[data-clock='fds'] .clock")).to_have_text("Met: stopped on day 7 of 28")
+    await expect(page.locator("#pathway-clocks li[data-clock='fds'] .clock")).to_have_text(
+        "Met: stopped on day 7 of 28"
+    )
     assert await page.locator("#pathway-events tr").count() == 1
     # The tracking list behind the dialog follows.
     await expect(row.locator("td[data-label='28-day'] .clock")).to_have_text("Met: stopped on day 7 of 28")
@@ -238,18 +259,26 @@ async def test_pathway_events_are_recorded_and_corrected_from_the_console(exchan
     await page.fill("#pe-reason", "the clinic letter's date")
     await page.click("#pe-submit")
     await expect(page.locator("#pathway-status")).to_have_text(re.compile("^Corrected: Diagnosis communicated"))
-    await expect(page.locator("#pathway-clocks li[data-clock='fds'] .clock")).to_have_text("Met: stopped on day 5 of 28")
+    await expect(page.locator("#pathway-clocks li[data-clock='fds'] .clock")).to_have_text(
+        "Met: stopped on day 5 of 28"
+    )
     assert await page.locator("#pathway-events tr").count() == 1
     await expect(event.locator(".corrected")).to_contain_text("corrected from")
     await expect(row.locator("td[data-label='28-day'] .clock")).to_have_text("Met: stopped on day 5 of 28")
     await page.screenshot(path=str(SCREENSHOTS / "console-pathway.png"), full_page=True)
 
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{exchange.url}/fhir/EpisodeOfCare/{pathway['id']}",
-                            headers={"Authorization": f"Bearer {coordinator}"}) as response:
-            stored = await response.json()
-    [fds] = [e for e in stored["extension"] if e["url"].endswith("cwt-clock")
-             and {"url": "clock", "valueCode": "fds"} in e["extension"]]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{exchange.url}/fhir/EpisodeOfCare/{pathway['id']}", headers={"Authorization": f"Bearer {coordinator}"}
+        ) as response,
+    ):
+        stored = await response.json()
+    [fds] = [
+        e
+        for e in stored["extension"]
+        if e["url"].endswith("cwt-clock") and {"url": "clock", "valueCode": "fds"} in e["extension"]
+    ]
     assert {"url": "stop", "valueDate": (today - timedelta(days=5)).isoformat()} in fds["extension"]
 
     # A refusal is shown with the exchange's words, not swallowed (the form is back to recording).

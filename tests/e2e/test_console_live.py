@@ -21,8 +21,15 @@ pytestmark = pytest.mark.e2e
 ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts"
 # The console's screenshots are kept in the repository (linked from the README), rewritten by each run.
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture
@@ -45,12 +52,16 @@ async def test_an_alert_appears_live_and_is_acknowledged_with_a_click(served: st
             await page.wait_for_selector("#live:text('Live')")
             assert await page.locator("#alerts tr").count() == 0
 
-            async with aiohttp.ClientSession() as http:
-                async with http.post(f"{served}/fhir/DocumentReference", json=document_reference(),
-                                     headers={"Content-Type": "application/fhir+json",
-                                              "Authorization": f"Bearer {tokens('RJ1')}"}) as response:
-                    assert response.status == 202
-                    doc_id = (await response.json())["id"]
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{served}/fhir/DocumentReference",
+                    json=document_reference(),
+                    headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {tokens('RJ1')}"},
+                ) as response,
+            ):
+                assert response.status == 202
+                doc_id = (await response.json())["id"]
 
             row = page.locator("#alerts tr")
             await row.first.wait_for(timeout=15000)  # no reload: it arrives over the stream

@@ -24,17 +24,19 @@ COUNTERSIGNED_PDF = b"%PDF-1.4\n% countersigned by UCLH and the Royal Free\n%%EO
 
 
 async def call(method: str, url: str, headers: dict[str, str], **kw: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, url, headers=headers, **kw) as response:
-            body = await response.read()
-            kind = response.headers.get("Content-Type", "")
-            return response.status, (await response.json(content_type=None)) if "json" in kind else body
+    async with aiohttp.ClientSession() as http, http.request(method, url, headers=headers, **kw) as response:
+        body = await response.read()
+        kind = response.headers.get("Content-Type", "")
+        return response.status, (await response.json(content_type=None)) if "json" in kind else body
 
 
 async def propose(url: str, tokens: Any, org: str, other: str, title: str, *, categories: tuple[str, ...] = ()) -> str:
-    body: dict[str, Any] = {"resourceType": "Contract", "title": title,
-                            "authority": [{"identifier": {"system": ODS_CODE, "value": other}}],
-                            "scope": {"coding": [{"code": "cancer-care"}]}}
+    body: dict[str, Any] = {
+        "resourceType": "Contract",
+        "title": title,
+        "authority": [{"identifier": {"system": ODS_CODE, "value": other}}],
+        "scope": {"coding": [{"code": "cancer-care"}]},
+    }
     if categories:
         body["term"] = [{"asset": [{"type": [{"coding": [{"code": c} for c in categories]}]}]}]
     status, made = await call("POST", f"{url}/fhir/Contract", {**FHIR, **tokens.headers(org, "dcc-admin")}, json=body)
@@ -53,12 +55,19 @@ def decision(resource: dict[str, Any]) -> dict[str, Any]:
     return {p["url"]: next(v for k, v in p.items() if k.startswith("value")) for p in found["extension"]}
 
 
-async def test_a_data_controller_signs_in_and_decides_with_reasons(exchange: str, browser: Browser, tokens: Any) -> None:
+async def test_a_data_controller_signs_in_and_decides_with_reasons(
+    exchange: str, browser: Browser, tokens: Any
+) -> None:
     url = exchange
-    from_uclh = await propose(url, tokens, "RRV", "RAL", "UCLH and Royal Free haematology ISA",
-                              categories=("pathology", "imaging"))
-    status, _ = await call("PUT", f"{url}/fhir/Contract/{from_uclh}/$document",
-                           {"Content-Type": "application/pdf", **tokens.headers("RRV", "dcc-admin")}, data=PROPOSAL_PDF)
+    from_uclh = await propose(
+        url, tokens, "RRV", "RAL", "UCLH and Royal Free haematology ISA", categories=("pathology", "imaging")
+    )
+    status, _ = await call(
+        "PUT",
+        f"{url}/fhir/Contract/{from_uclh}/$document",
+        {"Content-Type": "application/pdf", **tokens.headers("RRV", "dcc-admin")},
+        data=PROPOSAL_PDF,
+    )
     assert status == 200
     from_gstt = await propose(url, tokens, "RJ1", "RAL", "GSTT and Royal Free lung ISA")
 
@@ -71,12 +80,15 @@ async def test_a_data_controller_signs_in_and_decides_with_reasons(exchange: str
     assert await page.get_by_role("link", name="Sign in").get_attribute("href") == "/signin?next=%2Fdcc%2F"
 
     await sign_in(page, url, "/dcc/", "jones-m")
-    await expect(page.locator("#who")).to_have_text("M. Jones · data controller, Royal Free London NHS Foundation Trust")
+    await expect(page.locator("#who")).to_have_text(
+        "M. Jones · data controller, Royal Free London NHS Foundation Trust"
+    )
     await page.wait_for_selector(f"#pending tr[data-id='{from_gstt}']")
     uclh = page.locator(f"#pending tr[data-id='{from_uclh}'] td")
     # Parties, purposes and categories in words, not codes.
-    assert await uclh.nth(1).text_content() == ("University College London Hospitals NHS Foundation Trust, "
-                                                "Royal Free London NHS Foundation Trust")
+    assert await uclh.nth(1).text_content() == (
+        "University College London Hospitals NHS Foundation Trust, Royal Free London NHS Foundation Trust"
+    )
     assert await uclh.nth(2).text_content() == "cancer care"
     assert await uclh.nth(3).text_content() == "test results (pathology); imaging reports (X-ray, CT, MRI)"
 
@@ -84,7 +96,8 @@ async def test_a_data_controller_signs_in_and_decides_with_reasons(exchange: str
     await page.click(f"#pending button[data-action='document'][data-id='{from_uclh}']")
     await expect(page.locator("#viewer")).to_be_visible()
     await expect(page.locator("#viewer-meta")).to_contain_text(
-        "Attached by University College London Hospitals NHS Foundation Trust")
+        "Attached by University College London Hospitals NHS Foundation Trust"
+    )
     assert (await page.get_attribute("#viewer-frame", "src") or "").startswith("blob:")
     await page.click("#viewer-close")
     await page.click(f"#pending button[data-action='accept'][data-id='{from_uclh}']")
@@ -106,11 +119,14 @@ async def test_a_data_controller_signs_in_and_decides_with_reasons(exchange: str
     assert decision(rejected)["person"] == "M. Jones"
 
     # A countersigned copy replaces the proposal's PDF on the live agreement.
-    await page.set_input_files(f"#agreements input[data-action='countersigned-file'][data-id='{from_uclh}']",
-                               files=[{"name": "countersigned.pdf", "mimeType": "application/pdf",
-                                       "buffer": COUNTERSIGNED_PDF}])
+    await page.set_input_files(
+        f"#agreements input[data-action='countersigned-file'][data-id='{from_uclh}']",
+        files=[{"name": "countersigned.pdf", "mimeType": "application/pdf", "buffer": COUNTERSIGNED_PDF}],
+    )
     await page.click(f"#agreements button[data-action='countersign'][data-id='{from_uclh}']")
-    await expect(page.locator("#status")).to_have_text("Countersigned copy of “UCLH and Royal Free haematology ISA” uploaded.")
+    await expect(page.locator("#status")).to_have_text(
+        "Countersigned copy of “UCLH and Royal Free haematology ISA” uploaded."
+    )
     status, pdf = await call("GET", f"{url}/fhir/Contract/{from_uclh}/$document", tokens.headers("RRV", "dcc-admin"))
     assert status == 200 and pdf == COUNTERSIGNED_PDF
     attachment = (await contract(url, tokens, from_uclh))["legallyBindingAttachment"]
@@ -119,14 +135,17 @@ async def test_a_data_controller_signs_in_and_decides_with_reasons(exchange: str
     # Revoke: what will stop is said before it happens; the reason shows beside the new state.
     await page.click(f"#agreements button[data-action='revoke'][data-id='{from_uclh}']")
     effect = await page.locator("#decide-effect").text_content() or ""
-    assert effect.startswith("From now on University College London Hospitals NHS Foundation Trust, Royal Free "
-                             "London NHS Foundation Trust can no longer share test results (pathology); imaging "
-                             "reports (X-ray, CT, MRI) for cancer care under this agreement")
+    assert effect.startswith(
+        "From now on University College London Hospitals NHS Foundation Trust, Royal Free "
+        "London NHS Foundation Trust can no longer share test results (pathology); imaging "
+        "reports (X-ray, CT, MRI) for cancer care under this agreement"
+    )
     await page.fill("#decide-reason", "The haematology service moved to UCLH")
     await page.click("#decide-confirm")
     status_cell = page.locator(f"#agreements tr[data-id='{from_uclh}'] td:nth-child(3)")
     await expect(status_cell).to_have_text(
-        "revokedrevoked by Royal Free London NHS Foundation Trust (M. Jones): The haematology service moved to UCLH")
+        "revokedrevoked by Royal Free London NHS Foundation Trust (M. Jones): The haematology service moved to UCLH"
+    )
     revoked = await contract(url, tokens, from_uclh)
     assert revoked["status"] == "revoked" and decision(revoked)["action"] == "revoke"
     assert all(s["signature"][0].get("when") for s in revoked["signer"])
@@ -138,7 +157,9 @@ async def test_a_data_controller_signs_in_and_decides_with_reasons(exchange: str
     await page.fill("#register-contact", "A. Khan")
     await page.fill("#register-email", "dcc@lnwh.nhs.example")
     await page.click("#register-submit")
-    await expect(page.locator("#status")).to_have_text("Registered London North West University Healthcare NHS Trust (R1K).")
+    await expect(page.locator("#status")).to_have_text(
+        "Registered London North West University Healthcare NHS Trust (R1K)."
+    )
     await expect(page.locator("#propose-party option[value='R1K']")).to_have_count(1)
     status, org = await call("GET", f"{url}/fhir/Organization/R1K", tokens.headers("RAL", "dcc-admin"))
     assert status == 200 and org["contact"][0]["name"]["text"] == "A. Khan"
@@ -171,22 +192,34 @@ async def test_a_data_controller_signs_in_and_decides_with_reasons(exchange: str
     assert errors(page) == []
 
 
-async def test_the_dcc_shows_who_a_template_admits_and_its_owner_approves_a_join(exchange: str, browser: Browser,
-                                                                                 tokens: Any) -> None:
+async def test_the_dcc_shows_who_a_template_admits_and_its_owner_approves_a_join(
+    exchange: str, browser: Browser, tokens: Any
+) -> None:
     url = exchange
-    template = {"resourceType": "Contract", "title": "RJ1 standard ISA", "scope": {"coding": [{"code": "direct-care"}]},
-                "extension": [
-                    {"url": "https://lhcie.london/fhir/StructureDefinition/template-agreement", "valueBoolean": True},
-                    {"url": "https://lhcie.london/fhir/StructureDefinition/template-admits-organisation-type",
-                     "valueCode": "hospice"}]}
-    status, made = await call("POST", f"{url}/fhir/Contract", {**FHIR, **tokens.headers("RJ1", "dcc-admin")}, json=template)
+    template = {
+        "resourceType": "Contract",
+        "title": "RJ1 standard ISA",
+        "scope": {"coding": [{"code": "direct-care"}]},
+        "extension": [
+            {"url": "https://lhcie.london/fhir/StructureDefinition/template-agreement", "valueBoolean": True},
+            {
+                "url": "https://lhcie.london/fhir/StructureDefinition/template-admits-organisation-type",
+                "valueCode": "hospice",
+            },
+        ],
+    }
+    status, made = await call(
+        "POST", f"{url}/fhir/Contract", {**FHIR, **tokens.headers("RJ1", "dcc-admin")}, json=template
+    )
     assert status == 201
     tid = made["id"]
     # RAL (an acute trust, not a hospice) asks to join from its console and waits.
     page = await new_page(browser)
     await sign_in(page, url, "/dcc/", "jones-m")
     await page.click(f"#templates button[data-action='join'][data-id='{tid}']")
-    await page.wait_for_selector("#templates span:text(\"waiting for Guy's and St Thomas' NHS Foundation Trust to approve\")")
+    await page.wait_for_selector(
+        "#templates span:text(\"waiting for Guy's and St Thomas' NHS Foundation Trust to approve\")"
+    )
     row = page.locator("#templates tbody tr", has_text="RJ1 standard ISA")
     assert await row.locator("td").nth(3).text_content() == "any hospice at once; others on approval"
     assert await row.locator("td").nth(2).text_content() == "direct care (all sub-purposes)"
@@ -207,18 +240,38 @@ async def test_a_person_who_is_not_a_data_controller_is_told_so(exchange: str, b
     await page.click("button[name=person][value='brown-s']")
     await page.wait_for_url(f"{exchange}/dcc/")
     await expect(page.locator("#signin-message")).to_have_text(
-        "You are signed in, but not as a data controller: this console is for your organisation's data controllers.")
+        "You are signed in, but not as a data controller: this console is for your organisation's data controllers."
+    )
     assert not await page.locator("#app").is_visible()
 
 
 async def test_the_dcc_warns_of_an_agreement_that_can_never_apply(exchange: str, browser: Browser, tokens: Any) -> None:
     url = exchange
-    body = {"resourceType": "Contract", "title": "End-of-life ISA for imaging",
-            "authority": [{"identifier": {"system": ODS_CODE, "value": "RAL"}}],
-            "scope": {"coding": [{"code": "end-of-life-care"}]},
-            "term": [{"asset": [{"type": [{"coding": [
-                {"system": "https://lhcie.london/fhir/CodeSystem/document-category", "code": "imaging"}]}]}],
-                "offer": {"text": "documents"}}]}
+    body = {
+        "resourceType": "Contract",
+        "title": "End-of-life ISA for imaging",
+        "authority": [{"identifier": {"system": ODS_CODE, "value": "RAL"}}],
+        "scope": {"coding": [{"code": "end-of-life-care"}]},
+        "term": [
+            {
+                "asset": [
+                    {
+                        "type": [
+                            {
+                                "coding": [
+                                    {
+                                        "system": "https://lhcie.london/fhir/CodeSystem/document-category",
+                                        "code": "imaging",
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                ],
+                "offer": {"text": "documents"},
+            }
+        ],
+    }
     status, made = await call("POST", f"{url}/fhir/Contract", {**FHIR, **tokens.headers("RJ1", "dcc-admin")}, json=body)
     assert status == 201, made
     never = made["id"]
@@ -227,8 +280,10 @@ async def test_the_dcc_warns_of_an_agreement_that_can_never_apply(exchange: str,
     await sign_in(page, url, "/dcc/", "jones-m")
     await page.wait_for_selector(f"#pending button[data-id='{fine}']")
     warning = page.locator(f"#pending .never-applies[data-id='{never}']")
-    assert await warning.text_content() == ("\u26a0 This agreement can never apply: its purposes "
-                                            "(end-of-life-care) admit none of its document categories (imaging).")
+    assert await warning.text_content() == (
+        "\u26a0 This agreement can never apply: its purposes "
+        "(end-of-life-care) admit none of its document categories (imaging)."
+    )
     assert await page.locator(f"#pending .never-applies[data-id='{fine}']").count() == 0
     await page.wait_for_selector(f"#agreements .never-applies[data-id='{never}']")
     assert errors(page) == []

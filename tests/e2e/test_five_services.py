@@ -26,17 +26,22 @@ async def receiver() -> AsyncIterator[TraceReceiver]:
 
 @pytest.fixture
 def services(tmp_path: Path, amqp_url: str, receiver: TraceReceiver) -> Any:
-    procs = ServiceProcesses(tmp_path / "data", amqp_url, extra_env={
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    })
+    procs = ServiceProcesses(
+        tmp_path / "data",
+        amqp_url,
+        extra_env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        },
+    )
     procs.data_dir.mkdir(parents=True)
     yield procs
     procs.stop_all()
 
 
-async def test_document_travels_through_five_processes_in_one_trace(services: ServiceProcesses,
-                                                                    receiver: TraceReceiver) -> None:
+async def test_document_travels_through_five_processes_in_one_trace(
+    services: ServiceProcesses, receiver: TraceReceiver
+) -> None:
     services.start()
     issuer = EmbeddedIssuer(services.data_dir, issuer="lhcie-embedded", audience="lhcie")
     system = {"Authorization": f"Bearer {issuer.mint(org='RJ1', role='system')}"}
@@ -44,9 +49,11 @@ async def test_document_travels_through_five_processes_in_one_trace(services: Se
     admin = {"Authorization": f"Bearer {issuer.mint(org='RJ1', role='dcc-admin')}"}
 
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{services.url('intake')}/fhir/DocumentReference", data=json.dumps(document_reference()),
-                             headers={**system, "Content-Type": "application/fhir+json",
-                                      "X-Request-Id": "e2e-request-1"}) as response:
+        async with http.post(
+            f"{services.url('intake')}/fhir/DocumentReference",
+            data=json.dumps(document_reference()),
+            headers={**system, "Content-Type": "application/fhir+json", "X-Request-Id": "e2e-request-1"},
+        ) as response:
             assert response.status == 202
             doc_id = (await response.json())["id"]
 
@@ -57,8 +64,9 @@ async def test_document_travels_through_five_processes_in_one_trace(services: Se
         await eventually(stored, timeout=20)
 
         async def alert() -> list[dict[str, Any]]:
-            async with http.get(f"{services.url('notification')}/fhir/Communication?recipient=CareTeam/rj1-lung",
-                                headers=coordinator) as r:
+            async with http.get(
+                f"{services.url('notification')}/fhir/Communication?recipient=CareTeam/rj1-lung", headers=coordinator
+            ) as r:
                 return (await r.json()).get("entry", [])
 
         [entry] = await eventually(alert, timeout=20)
@@ -69,8 +77,9 @@ async def test_document_travels_through_five_processes_in_one_trace(services: Se
             assert await r.read() == PDF
 
         async def trail() -> set[str] | None:
-            async with http.get(f"{services.url('audit')}/fhir/AuditEvent?entity=DocumentReference/{doc_id}",
-                                headers=admin) as r:
+            async with http.get(
+                f"{services.url('audit')}/fhir/AuditEvent?entity=DocumentReference/{doc_id}", headers=admin
+            ) as r:
                 codes = {e["resource"]["subtype"][1]["code"] for e in (await r.json()).get("entry", [])}
             wanted = {"document.received", "document.stored", "alert.raised", "document.retrieved"}
             return codes if wanted <= codes else None

@@ -14,7 +14,6 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, expect
 
-from shared.fhir.identifiers import ODS_CODE
 from tests.e2e.people import SCREENSHOTS, browser, errors, exchange, new_page, sign_in  # noqa: F401
 from tests.helpers import TEST_PATIENT, document_reference, eventually
 
@@ -28,8 +27,11 @@ GSTT = "Guy's and St Thomas' NHS Foundation Trust"
 async def shared_and_looked_at(url: str, tokens: Any) -> str:
     """GSTT shares a pathology report; UCLH searches the patient's documents and opens it."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/fhir/DocumentReference", json=document_reference(related=()),
-                             headers={**FHIR, **tokens.headers("RJ1")}) as response:
+        async with http.post(
+            f"{url}/fhir/DocumentReference",
+            json=document_reference(related=()),
+            headers={**FHIR, **tokens.headers("RJ1")},
+        ) as response:
             assert response.status == 202, await response.text()
             doc_id = str((await response.json())["id"])
 
@@ -38,8 +40,10 @@ async def shared_and_looked_at(url: str, tokens: Any) -> str:
                 return read.status == 200
 
         await eventually(stored)
-        async with http.get(f"{url}/fhir/DocumentReference?patient.identifier={NHS}|{TEST_PATIENT}",
-                            headers=tokens.headers("RRV", "clinician")) as found:
+        async with http.get(
+            f"{url}/fhir/DocumentReference?patient.identifier={NHS}|{TEST_PATIENT}",
+            headers=tokens.headers("RRV", "clinician"),
+        ) as found:
             assert found.status == 200
         async with http.get(f"{url}/fhir/Binary/{doc_id}", headers=tokens.headers("RRV", "clinician")) as read:
             assert read.status == 200
@@ -47,25 +51,28 @@ async def shared_and_looked_at(url: str, tokens: Any) -> str:
 
         async def reported() -> bool:
             async with http.get(f"{url}/fhir/AuditEvent/$access-report", headers=patient) as response:
-                codes = {e["resource"]["subtype"][1]["code"] for e in (await response.json())["entry"]
-                         if e["resource"]["resourceType"] == "AuditEvent"}
+                codes = {
+                    e["resource"]["subtype"][1]["code"]
+                    for e in (await response.json())["entry"]
+                    if e["resource"]["resourceType"] == "AuditEvent"
+                }
             return {"document.searched", "document.retrieved"} <= codes
 
         await eventually(reported)
     return doc_id
 
 
-async def test_the_patient_signs_in_and_reads_their_records_in_plain_words(exchange: str, browser: Browser,
-                                                                           tokens: Any) -> None:
+async def test_the_patient_signs_in_and_reads_their_records_in_plain_words(
+    exchange: str, browser: Browser, tokens: Any
+) -> None:
     url = exchange
     doc_id = await shared_and_looked_at(url, tokens)
     page = await new_page(browser)
     await page.goto(f"{url}/patient/")
     await expect(page.locator("#signin")).to_be_visible()
     # The old way in: a plain link to the report, which carried no token.
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/fhir/AuditEvent/$access-report") as plain:
-            assert plain.status == 401
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/fhir/AuditEvent/$access-report") as plain:
+        assert plain.status == 401
 
     await sign_in(page, url, "/patient/", "brown-s")
     await expect(page.locator("#who")).to_have_text("S. Brown")
@@ -104,23 +111,29 @@ async def test_the_patient_signs_in_and_reads_their_records_in_plain_words(excha
     await page.fill("#pref-other", "rpy")
     await page.click("#pref-save")
     await expect(page.locator("#status")).to_have_text("Preferences saved.")
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/fhir/Consent/preferences",
-                            headers=tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT)) as response:
-            denied = (await response.json())["provision"]["provision"]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{url}/fhir/Consent/preferences", headers=tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT)
+        ) as response,
+    ):
+        denied = (await response.json())["provision"]["provision"]
     assert [r["actor"][0]["reference"]["identifier"]["value"] for r in denied if "actor" in r] == ["RJ1", "RPY"]
     assert denied[0]["class"][0]["code"] == "pathology"
     await expect(page.locator("#optout-orgs label.org")).to_have_count(2)
     assert [t.strip() for t in await page.locator("#optout-orgs label.org").all_text_contents()] == [
-        GSTT, "The Royal Marsden NHS Foundation Trust"]
+        GSTT,
+        "The Royal Marsden NHS Foundation Trust",
+    ]
     assert await page.locator("input[name='optout-org'][value='RPY']").is_checked()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / "patient.png"), full_page=True)
     assert errors(page) == []
 
 
-async def test_the_carer_reads_their_records_and_loses_sight_when_revoked(exchange: str, browser: Browser,
-                                                                          tokens: Any) -> None:
+async def test_the_carer_reads_their_records_and_loses_sight_when_revoked(
+    exchange: str, browser: Browser, tokens: Any
+) -> None:
     url = exchange
     await shared_and_looked_at(url, tokens)
     carer = await new_page(browser)

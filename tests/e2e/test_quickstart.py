@@ -31,8 +31,13 @@ def start_lhcie_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, 
     port = free_port()
     env = {**os.environ, "LHCIE_HTTP_PORT": str(port), "LHCIE_DATA_DIR": str(tmp_path / "data")}
     env.pop("LHCIE_BUS", None)
-    server = subprocess.Popen([str(Path(sys.executable).parent / "lhcie"), "run"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "lhcie"), "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -48,8 +53,14 @@ def start_lhcie_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, 
 def test_readme_quickstart_as_written(tmp_path: Path) -> None:
     server, env, port = start_lhcie_run(tmp_path)
     try:
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", quickstart_block()], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", quickstart_block()],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         out = result.stdout
         doc_id = re.search(r"^202 document ([0-9a-f-]{36})$", out, re.M)

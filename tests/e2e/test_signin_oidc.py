@@ -41,15 +41,25 @@ class Provider:
     process: asyncio.subprocess.Process
 
 
-async def start_provider(port: int, redirect_uri: str, secret: str, access_seconds: int,
-                         jwks: Path | None = None) -> Provider:
+async def start_provider(
+    port: int, redirect_uri: str, secret: str, access_seconds: int, jwks: Path | None = None
+) -> Provider:
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         pytest.fail("the test OpenID provider is not installed: run `make oidc-provider` (npm ci in tests/oidc)")
     node = shutil.which("node")
     assert node, "Node.js is needed for the test OpenID provider"
     process = await asyncio.create_subprocess_exec(
-        node, str(PROVIDER_DIR / "provider.mjs"), str(port), redirect_uri, secret, str(access_seconds),
-        *([str(jwks)] if jwks else []), cwd=PROVIDER_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        node,
+        str(PROVIDER_DIR / "provider.mjs"),
+        str(port),
+        redirect_uri,
+        secret,
+        str(access_seconds),
+        *([str(jwks)] if jwks else []),
+        cwd=PROVIDER_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
     assert line.decode().startswith("ready "), line
@@ -57,8 +67,9 @@ async def start_provider(port: int, redirect_uri: str, secret: str, access_secon
 
 
 @pytest.fixture
-async def exchange_with_provider(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                 tmp_path: Path) -> AsyncIterator[tuple[str, Provider]]:
+async def exchange_with_provider(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[tuple[str, Provider]]:
     port, provider_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     secret = tmp_path / "client-secret"
@@ -67,9 +78,13 @@ async def exchange_with_provider(settings: Settings, monkeypatch: pytest.MonkeyP
     # The provider's access token outlives the renewal margin by 5 s, and the exchange token lives 10 s:
     # the page renews every few seconds and every renewal goes to the provider with the refresh token.
     provider = await start_provider(provider_port, f"{url}/signin/callback", "s3cret-for-tests", 125)
-    for name, value in {"ISSUER": provider.issuer, "CLIENT_ID": "lhcie-console",
-                        "CLIENT_SECRET_FILE": str(secret), "SCOPES": "openid profile lhcie offline_access",
-                        "TOKEN_TTL_SECONDS": "10"}.items():
+    for name, value in {
+        "ISSUER": provider.issuer,
+        "CLIENT_ID": "lhcie-console",
+        "CLIENT_SECRET_FILE": str(secret),
+        "SCOPES": "openid profile lhcie offline_access",
+        "TOKEN_TTL_SECONDS": "10",
+    }.items():
         monkeypatch.setenv(f"LHCIE_OIDC_{name}", value)
     runner = web.AppRunner(build(settings, list(SPECS)), shutdown_timeout=1)
     await runner.setup()
@@ -84,7 +99,8 @@ async def exchange_with_provider(settings: Settings, monkeypatch: pytest.MonkeyP
 
 
 async def test_a_coordinator_signs_in_at_a_certified_provider_and_is_named(
-        exchange_with_provider: tuple[str, Provider], tokens: Any) -> None:
+    exchange_with_provider: tuple[str, Provider], tokens: Any
+) -> None:
     url, provider = exchange_with_provider
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -104,19 +120,24 @@ async def test_a_coordinator_signs_in_at_a_certified_provider_and_is_named(
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SCREENSHOTS / "console-signed-in.png"), full_page=True)
 
-            async with aiohttp.ClientSession() as http:
-                async with http.post(f"{url}/fhir/DocumentReference", json=document_reference(),
-                                     headers={"Content-Type": "application/fhir+json",
-                                              "Authorization": f"Bearer {tokens('RJ1')}"}) as response:
-                    assert response.status == 202
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{url}/fhir/DocumentReference",
+                    json=document_reference(),
+                    headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {tokens('RJ1')}"},
+                ) as response,
+            ):
+                assert response.status == 202
             await page.locator("#alerts tr").first.wait_for(timeout=15000)
             await page.get_by_role("button", name="Acknowledge").first.click()
             await page.select_option("#f-status", "")
             await page.wait_for_selector("#alerts tr td.state:text-matches('^Acknowledged by Dr A. Smith, ')")
 
             # Silent renewal: the page fetches new tokens (through the provider's refresh) and stays live.
-            await expect(page.locator("body")).to_have_attribute("data-renewals", re.compile(r"^([2-9]|\d\d+)$"),
-                                                                 timeout=30000)
+            await expect(page.locator("body")).to_have_attribute(
+                "data-renewals", re.compile(r"^([2-9]|\d\d+)$"), timeout=30000
+            )
             assert await page.locator("#session-ended").is_hidden()
             assert await page.locator("#live").text_content() == "Live"
 
@@ -125,7 +146,10 @@ async def test_a_coordinator_signs_in_at_a_certified_provider_and_is_named(
             banner = page.locator("#session-ended")
             await banner.wait_for(state="visible", timeout=30000)
             assert (await banner.text_content() or "").startswith("Your sign-in could not be renewed")
-            assert await banner.get_by_role("link", name="Sign in again").get_attribute("href") == "/signin?next=%2Fconsole%2F"
+            assert (
+                await banner.get_by_role("link", name="Sign in again").get_attribute("href")
+                == "/signin?next=%2Fconsole%2F"
+            )
             await page.screenshot(path=str(SCREENSHOTS / "console-session-ended.png"), full_page=True)
         finally:
             await browser.close()
@@ -133,30 +157,36 @@ async def test_a_coordinator_signs_in_at_a_certified_provider_and_is_named(
 
 def rsa_pem() -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @pytest.fixture(params=["registered-key", "another-key"])
-async def exchange_with_key_provider(request: pytest.FixtureRequest, settings: Settings,
-                                     monkeypatch: pytest.MonkeyPatch,
-                                     tmp_path: Path) -> AsyncIterator[tuple[str, Provider, str]]:
+async def exchange_with_key_provider(
+    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[tuple[str, Provider, str]]:
     """The provider knows the client by the public half of a key (its JWKS), as NHS login does; the
     exchange signs with that key, or with another one."""
     port, provider_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     registered = rsa_pem()
     public = RSAKey.import_key(registered).as_dict(private=False)
-    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "lhcie-1", "use": "sig",
-                                                              "alg": "RS512"}]}))
+    (tmp_path / "jwks.json").write_text(
+        json.dumps({"keys": [{**public, "kid": "lhcie-1", "use": "sig", "alg": "RS512"}]})
+    )
     key_file = tmp_path / "client-key.pem"
     key_file.write_bytes(registered if request.param == "registered-key" else rsa_pem())
     os.chmod(key_file, 0o600)
-    provider = await start_provider(provider_port, f"{url}/signin/callback", "unused", 125,
-                                    jwks=tmp_path / "jwks.json")
-    for name, value in {"ISSUER": provider.issuer, "CLIENT_ID": "lhcie-console", "CLIENT_KEY_FILE": str(key_file),
-                        "CLIENT_KEY_ID": "lhcie-1", "SCOPES": "openid profile lhcie offline_access",
-                        "TOKEN_TTL_SECONDS": "10"}.items():
+    provider = await start_provider(provider_port, f"{url}/signin/callback", "unused", 125, jwks=tmp_path / "jwks.json")
+    for name, value in {
+        "ISSUER": provider.issuer,
+        "CLIENT_ID": "lhcie-console",
+        "CLIENT_KEY_FILE": str(key_file),
+        "CLIENT_KEY_ID": "lhcie-1",
+        "SCOPES": "openid profile lhcie offline_access",
+        "TOKEN_TTL_SECONDS": "10",
+    }.items():
         monkeypatch.setenv(f"LHCIE_OIDC_{name}", value)
     runner = web.AppRunner(build(settings, list(SPECS)), shutdown_timeout=1)
     await runner.setup()
@@ -182,7 +212,8 @@ async def sign_in_at_provider(page: Page, url: str, provider: Provider) -> None:
 
 
 async def test_the_client_authenticates_with_private_key_jwt(
-        exchange_with_key_provider: tuple[str, Provider, str]) -> None:
+    exchange_with_key_provider: tuple[str, Provider, str],
+) -> None:
     url, provider, key = exchange_with_key_provider
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -197,8 +228,9 @@ async def test_the_client_authenticates_with_private_key_jwt(
             await page.wait_for_selector("#live:text('Live')")
             assert (await page.locator("#who").text_content() or "").startswith("Dr A. Smith · RJ1 · ")
             # Each renewal is another token request, with a fresh assertion (oidc-provider refuses a replayed jti).
-            await expect(page.locator("body")).to_have_attribute("data-renewals", re.compile(r"^([2-9]|\d\d+)$"),
-                                                                 timeout=30000)
+            await expect(page.locator("body")).to_have_attribute(
+                "data-renewals", re.compile(r"^([2-9]|\d\d+)$"), timeout=30000
+            )
             assert await page.locator("#session-ended").is_hidden()
         finally:
             await browser.close()

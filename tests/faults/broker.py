@@ -34,24 +34,39 @@ class PrivateRabbitMQ:
 
     def env(self) -> dict[str, str]:
         # HOME holds the node's Erlang cookie, which its rabbitmqctl calls then read too.
-        return {**os.environ, "HOME": str(self.home), "RABBITMQ_NODENAME": self.node,
-                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(self.port),
-                "RABBITMQ_DIST_PORT": str(free_port()), "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
-                "RABBITMQ_LOG_BASE": str(self.home / "log"), "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq"),
-                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
-                "RABBITMQ_PID_FILE": str(self.home / "pid"), "ERL_EPMD_ADDRESS": "127.0.0.1"}
+        return {
+            **os.environ,
+            "HOME": str(self.home),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.home / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.home / "pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
 
     def ctl(self, *args: str, timeout: float = 180) -> str:
-        return subprocess.run([str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.node, *args], env=self.env(),
-                              check=True, capture_output=True, text=True, timeout=timeout).stdout
+        return subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.node, *args],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        ).stdout
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
         (self.home / "enabled_plugins").write_text("[].\n")
         with open(self.home / "server.log", "ab") as log:
-            self.process = subprocess.Popen([str(RABBITMQ_BIN / "rabbitmq-server")], env=self.env(), stdout=log,
-                                            stderr=log, start_new_session=True)
+            self.process = subprocess.Popen(
+                [str(RABBITMQ_BIN / "rabbitmq-server")], env=self.env(), stdout=log, stderr=log, start_new_session=True
+            )
         deadline = time.monotonic() + 180
         while True:  # await_startup fails at once until the node has registered with epmd
             try:
@@ -70,8 +85,17 @@ class PrivateRabbitMQ:
 
     def queues(self) -> dict[str, tuple[int, int]]:
         """(ready, unacknowledged) of every queue."""
-        out = self.ctl("list_queues", "-p", "/", "name", "messages_ready", "messages_unacknowledged",
-                       "--formatter", "json", timeout=120)
+        out = self.ctl(
+            "list_queues",
+            "-p",
+            "/",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "--formatter",
+            "json",
+            timeout=120,
+        )
         return {q["name"]: (int(q["messages_ready"]), int(q["messages_unacknowledged"])) for q in json.loads(out)}
 
     def stop(self) -> None:

@@ -40,11 +40,29 @@ class Profile:
     post_interval: float  # each sender's pace
 
 
-SHORT = Profile("short", kills=5, broker_restarts=1, s3_pauses=1, store_outages=1, outage_seconds=(4, 6),
-                lock_seconds=(4, 6), gap_seconds=(1, 3), post_interval=0.3)
+SHORT = Profile(
+    "short",
+    kills=5,
+    broker_restarts=1,
+    s3_pauses=1,
+    store_outages=1,
+    outage_seconds=(4, 6),
+    lock_seconds=(4, 6),
+    gap_seconds=(1, 3),
+    post_interval=0.3,
+)
 # The long run's store locks outlast the busy timeout: writers give up and must see an outage, not an error.
-LONG = Profile("long", kills=100, broker_restarts=3, s3_pauses=3, store_outages=4, outage_seconds=(5, 20),
-               lock_seconds=(32, 40), gap_seconds=(1, 6), post_interval=0.3)
+LONG = Profile(
+    "long",
+    kills=100,
+    broker_restarts=3,
+    s3_pauses=3,
+    store_outages=4,
+    outage_seconds=(5, 20),
+    lock_seconds=(32, 40),
+    gap_seconds=(1, 6),
+    post_interval=0.3,
+)
 
 
 def plan(profile: Profile, rng: random.Random) -> list[tuple[str, str]]:
@@ -55,9 +73,11 @@ def plan(profile: Profile, rng: random.Random) -> list[tuple[str, str]]:
         rng.shuffle(round_)
         kills += [("kill -9", name) for name in round_]
     kills = kills[: profile.kills]
-    others = ([("rabbitmq restart", "broker")] * profile.broker_restarts
-              + [("s3 pause", "moto")] * profile.s3_pauses
-              + [("store lock", STORE_SERVICES[i % len(STORE_SERVICES)]) for i in range(profile.store_outages)])
+    others = (
+        [("rabbitmq restart", "broker")] * profile.broker_restarts
+        + [("s3 pause", "moto")] * profile.s3_pauses
+        + [("store lock", STORE_SERVICES[i % len(STORE_SERVICES)]) for i in range(profile.store_outages)]
+    )
     rng.shuffle(others)
     faults = list(kills)
     for i, other in enumerate(others):
@@ -116,8 +136,9 @@ class Injector:
                 finally:
                     self.moto.resume()
             elif kind == "store lock":
-                await asyncio.to_thread(lock_store, self.procs.data_dir / f"{target}.sqlite3",
-                                        self.rng.uniform(*self.profile.lock_seconds))
+                await asyncio.to_thread(
+                    lock_store, self.procs.data_dir / f"{target}.sqlite3", self.rng.uniform(*self.profile.lock_seconds)
+                )
             self.injected[kind] += 1
             self.note(f"{kind} {target} ({time.monotonic() - started:.1f} s)")
 
@@ -139,6 +160,7 @@ class Injector:
 
     def restart(self, name: str) -> None:
         with open(self.procs.data_dir / f"{name}.log", "ab") as log:
-            self.procs.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
-                                                      env=self.procs.env(name), stdout=log, stderr=log)
+            self.procs.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=self.procs.env(name), stdout=log, stderr=log
+            )
         self.procs.wait_ready(name, timeout=180)

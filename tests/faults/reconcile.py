@@ -67,8 +67,14 @@ class Tally:
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.doubled or self.alerts_missing or self.alerts_doubled or self.audit_missing
-                    or self.audit_doubled)
+        return not (
+            self.lost
+            or self.doubled
+            or self.alerts_missing
+            or self.alerts_doubled
+            or self.audit_missing
+            or self.audit_doubled
+        )
 
 
 async def get_json(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Any:
@@ -89,8 +95,7 @@ async def paged(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) 
 
 async def documents(http: aiohttp.ClientSession, intake: str, system: dict[str, str]) -> dict[str, list[str]]:
     """masterIdentifier value -> the ids of the DocumentReferences intake holds for it."""
-    found = await paged(http, f"{intake}/fhir/DocumentReference?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}",
-                        system)
+    found = await paged(http, f"{intake}/fhir/DocumentReference?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}", system)
     by_master: dict[str, list[str]] = defaultdict(list)
     for resource in found:
         by_master[resource.get("masterIdentifier", {}).get("value", "")].append(resource["id"])
@@ -104,8 +109,7 @@ async def stored_bytes(http: aiohttp.ClientSession, storage: str, doc_id: str, s
 
 async def alerts(http: aiohttp.ClientSession, notification: str, coordinator: dict[str, str]) -> Counter[str]:
     found = await paged(http, f"{notification}/fhir/Communication?recipient=CareTeam/rj1-lung", coordinator)
-    return Counter(ref["reference"].removeprefix("DocumentReference/")
-                   for c in found for ref in c.get("about", []))
+    return Counter(ref["reference"].removeprefix("DocumentReference/") for c in found for ref in c.get("about", []))
 
 
 async def audit_trails(http: aiohttp.ClientSession, audit: str, operator: dict[str, str]) -> dict[str, Counter[str]]:
@@ -160,8 +164,9 @@ async def dead_letters(amqp_url: str) -> dict[str, list[str]]:
     return found
 
 
-async def reconcile(tally: Tally, sender: Sender, urls: dict[str, str], headers: dict[str, dict[str, str]],
-                    amqp_url: str, settle: Any) -> Tally:
+async def reconcile(
+    tally: Tally, sender: Sender, urls: dict[str, str], headers: dict[str, dict[str, str]], amqp_url: str, settle: Any
+) -> Tally:
     tally.posted = len(sender.submissions)
     tally.tries = sum(s.tries for s in sender.submissions)
     tally.answers = sender.statuses

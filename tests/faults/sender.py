@@ -68,7 +68,7 @@ class Sender:
                 async with http.post(self.url, data=body, headers=self.headers) as response:
                     status = response.status
                     answer = await response.json(content_type=None) if status < 300 else await response.text()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self.statuses[type(exc).__name__] += 1
             else:
                 self.statuses[str(status)] += 1

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import Tokens, make_settings
 from tests.e2e.test_quickstart import start_lhcie_run
-from tests.helpers import PDF, document_reference, eventually, settled
+from tests.helpers import PDF, document_reference, settled
 
 pytestmark = pytest.mark.e2e
 
@@ -36,11 +36,13 @@ async def stream(port: int, tokens: Tokens, server: subprocess.Popen[bytes], sig
     signalled: list[signal.Signals] = []
     headers = {**FHIR, **tokens.headers()}
     async with aiohttp.ClientSession() as http:
+
         async def post(n: int) -> None:
             body = document_reference(content=PDF + f"% stream {n}\n".encode())
             try:
-                async with http.post(f"http://127.0.0.1:{port}/fhir/DocumentReference", json=body,
-                                     headers=headers) as response:
+                async with http.post(
+                    f"http://127.0.0.1:{port}/fhir/DocumentReference", json=body, headers=headers
+                ) as response:
                     if response.status == 202:
                         accepted.append((await response.json())["id"])
                     if len(accepted) >= KILL_AFTER and server.poll() is None and not signalled:
@@ -70,7 +72,8 @@ def audit_records(data_dir: Path) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm-under-load"])
 async def test_a_stop_mid_stream_loses_no_accepted_document_alert_or_audit_record(
-        tmp_path: Path, sig: signal.Signals) -> None:
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     """SIGKILL: nothing is drained. SIGTERM with documents in flight: the process drains and exits 0."""
     data_dir = tmp_path / "data"
     server, _, port = start_lhcie_run(tmp_path)
@@ -90,8 +93,11 @@ async def test_a_stop_mid_stream_loses_no_accepted_document_alert_or_audit_recor
         base = f"http://127.0.0.1:{port}/fhir"
         async with aiohttp.ClientSession() as http:
             # One document after the restart, to compare the others' audit trails with.
-            async with http.post(f"{base}/DocumentReference", json=document_reference(content=PDF + b"% control\n"),
-                                 headers={**FHIR, **tokens.headers()}) as response:
+            async with http.post(
+                f"{base}/DocumentReference",
+                json=document_reference(content=PDF + b"% control\n"),
+                headers={**FHIR, **tokens.headers()},
+            ) as response:
                 assert response.status == 202
                 control = (await response.json())["id"]
             await settled(data_dir, timeout=120)
@@ -102,19 +108,24 @@ async def test_a_stop_mid_stream_loses_no_accepted_document_alert_or_audit_recor
 
             coordinator = tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung")
             bundle = await get_json(http, f"{base}/Communication?recipient=CareTeam/rj1-lung&_count=200", coordinator)
-            about = Counter(ref["reference"].removeprefix("DocumentReference/")
-                            for entry in bundle.get("entry", []) for ref in entry["resource"].get("about", []))
+            about = Counter(
+                ref["reference"].removeprefix("DocumentReference/")
+                for entry in bundle.get("entry", [])
+                for ref in entry["resource"].get("about", [])
+            )
             assert {d: about[d] for d in [*accepted, control]} == {d: 1 for d in [*accepted, control]}
 
             auditor = tokens.headers("RJ1", "auditor")
 
             async def trail(doc_id: str) -> list[str]:
-                found = await get_json(http, f"{base}/AuditEvent?entity=DocumentReference/{doc_id}&_count=100",
-                                       auditor)
+                found = await get_json(http, f"{base}/AuditEvent?entity=DocumentReference/{doc_id}&_count=100", auditor)
                 # The pipeline's trail (received, stored, alerted), without this test's own reads of the
                 # documents (record.read), which differ in number between the documents and the control.
-                pipeline = [e for e in found.get("entry", [])
-                            if "record.read" not in {c["code"] for c in e["resource"].get("subtype", [])}]
+                pipeline = [
+                    e
+                    for e in found.get("entry", [])
+                    if "record.read" not in {c["code"] for c in e["resource"].get("subtype", [])}
+                ]
                 return sorted(code["code"] for e in pipeline for code in e["resource"].get("subtype", []))
 
             expected = await trail(control)
@@ -127,8 +138,10 @@ async def test_a_stop_mid_stream_loses_no_accepted_document_alert_or_audit_recor
             params = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in verify["parameter"]}
             assert params["intact"] is True
             assert params["count"] == audit_records(data_dir) > len(accepted)
-        print(f"\n{sig.name} after {len(accepted)} accepted of {DOCUMENTS} posted: all stored, "
-              f"{len(accepted) + 1} alerted once, {len(expected)} audit records each, chain of {params['count']}")
+        print(
+            f"\n{sig.name} after {len(accepted)} accepted of {DOCUMENTS} posted: all stored, "
+            f"{len(accepted) + 1} alerted once, {len(expected)} audit records each, chain of {params['count']}"
+        )
     finally:
         server.terminate()
         server.communicate(timeout=60)

@@ -77,27 +77,46 @@ async def publish_poison(amqp_url: str) -> None:
     try:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(EXCHANGE)
-        await exchange.publish(aio_pika.Message(b'{"not": "an event"}', message_id=POISON_ID,
-                                                type=RoutingKey.DOCUMENT_RECEIVED.value,
-                                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                               routing_key=RoutingKey.DOCUMENT_RECEIVED.value)
+        await exchange.publish(
+            aio_pika.Message(
+                b'{"not": "an event"}',
+                message_id=POISON_ID,
+                type=RoutingKey.DOCUMENT_RECEIVED.value,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=RoutingKey.DOCUMENT_RECEIVED.value,
+        )
     finally:
         await connection.close()
 
 
-@pytest.mark.parametrize("profile", [
-    pytest.param(SHORT, marks=[pytest.mark.e2e, pytest.mark.rabbitmq, pytest.mark.timeout(900)], id="short"),
-    pytest.param(LONG, marks=[pytest.mark.soak, pytest.mark.rabbitmq, pytest.mark.timeout(5400)], id="long"),
-])
+@pytest.mark.parametrize(
+    "profile",
+    [
+        pytest.param(SHORT, marks=[pytest.mark.e2e, pytest.mark.rabbitmq, pytest.mark.timeout(900)], id="short"),
+        pytest.param(LONG, marks=[pytest.mark.soak, pytest.mark.rabbitmq, pytest.mark.timeout(5400)], id="long"),
+    ],
+)
 async def test_no_accepted_document_is_lost_or_doubled_under_faults(
-        tmp_path: Path, broker: PrivateRabbitMQ, moto: MotoServer, profile: Profile) -> None:
+    tmp_path: Path, broker: PrivateRabbitMQ, moto: MotoServer, profile: Profile
+) -> None:
     seed = int(os.environ.get("LHCIE_FAULT_SEED", time.time()))
     rng = random.Random(seed)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    procs = ServiceProcesses(data_dir, broker.url, extra_env={
-        **CREDENTIALS, "LHCIE_OBJECT_STORE": "s3", "LHCIE_S3_ENDPOINT_URL": moto.url, "LHCIE_S3_PATH_STYLE": "true",
-        "LHCIE_S3_BUCKET": "lhcie-faults", "LHCIE_S3_READ_TIMEOUT": "3", "LHCIE_S3_MAX_ATTEMPTS": "2"})
+    procs = ServiceProcesses(
+        data_dir,
+        broker.url,
+        extra_env={
+            **CREDENTIALS,
+            "LHCIE_OBJECT_STORE": "s3",
+            "LHCIE_S3_ENDPOINT_URL": moto.url,
+            "LHCIE_S3_PATH_STYLE": "true",
+            "LHCIE_S3_BUCKET": "lhcie-faults",
+            "LHCIE_S3_READ_TIMEOUT": "3",
+            "LHCIE_S3_MAX_ATTEMPTS": "2",
+        },
+    )
 
     bus = AmqpBus(broker.url, connection_name="fault-run")
     await bus.start()
@@ -106,8 +125,7 @@ async def test_no_accepted_document_is_lost_or_doubled_under_faults(
     finally:
         await bus.close()
     await publish_poison(broker.url)
-    init = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lhcie.cli", "storage", "init", env=procs.env())
+    init = await asyncio.create_subprocess_exec(sys.executable, "-m", "lhcie.cli", "storage", "init", env=procs.env())
     assert await init.wait() == 0
 
     started = time.monotonic()
@@ -116,12 +134,16 @@ async def test_no_accepted_document_is_lost_or_doubled_under_faults(
         issuer = EmbeddedIssuer(data_dir, issuer="lhcie-embedded", audience="lhcie")
         headers = {
             "system": {"Authorization": f"Bearer {issuer.mint(org='RJ1', role='system', ttl=7200)}"},
-            "coordinator": {"Authorization": "Bearer " + issuer.mint(org="RJ1", role="mdt-coordinator",
-                                                                     mdt="rj1-lung", ttl=7200)},
+            "coordinator": {
+                "Authorization": "Bearer " + issuer.mint(org="RJ1", role="mdt-coordinator", mdt="rj1-lung", ttl=7200)
+            },
             "operator": {"Authorization": f"Bearer {issuer.mint(org='LHCIE', role='exchange-operator', ttl=7200)}"},
         }
-        sender = Sender(f"{procs.url('intake')}/fhir/DocumentReference",
-                        {**headers["system"], "Content-Type": "application/fhir+json"}, profile.post_interval)
+        sender = Sender(
+            f"{procs.url('intake')}/fhir/DocumentReference",
+            {**headers["system"], "Content-Type": "application/fhir+json"},
+            profile.post_interval,
+        )
         injector = Injector(procs, broker, moto, rng, profile)
         faults = plan(profile, rng)
         injector.note(f"seed {seed}: {len(faults)} faults")
@@ -132,9 +154,14 @@ async def test_no_accepted_document_is_lost_or_doubled_under_faults(
             sender.stopping.set()
             await stream
         await settled(broker, data_dir)
-        tally = await reconcile(Tally(profile.name, injector.injected), sender,
-                                {name: procs.url(name) for name in SERVICES}, headers, broker.url,
-                                lambda: settled(broker, data_dir))
+        tally = await reconcile(
+            Tally(profile.name, injector.injected),
+            sender,
+            {name: procs.url(name) for name in SERVICES},
+            headers,
+            broker.url,
+            lambda: settled(broker, data_dir),
+        )
         tally.minutes = (time.monotonic() - started) / 60
     finally:
         procs.stop_all()
@@ -144,11 +171,15 @@ async def test_no_accepted_document_is_lost_or_doubled_under_faults(
     ARTEFACTS.mkdir(exist_ok=True)
     (ARTEFACTS / f"faults-{profile.name}.md").write_text(
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, seed {seed}\n\n{table}\n\n"
-        + "\n".join(injector.log) + "\n")
+        + "\n".join(injector.log)
+        + "\n"
+    )
 
     assert tally.accepted >= 10, table
-    assert tally.clean, f"{table}\n{tally.lost=}\n{tally.doubled=}\n{tally.alerts_missing=}\n" \
-                        f"{tally.alerts_doubled=}\n{tally.audit_missing=}\n{tally.audit_doubled=}"
+    assert tally.clean, (
+        f"{table}\n{tally.lost=}\n{tally.doubled=}\n{tally.alerts_missing=}\n"
+        f"{tally.alerts_doubled=}\n{tally.audit_missing=}\n{tally.audit_doubled=}"
+    )
     assert tally.chain["intact"] is True, table
     assert not [a for a in tally.answers if a.startswith("5") and a != "503"], table  # 503 only: an honest outage
     # Only what was meant to fail: the poison message, where a consumer of document.received put it.

@@ -62,8 +62,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
         tokens = {prefix: issuer.mint(ttl=3600, **who) for prefix, who in CALLERS}
         running = Exchange(f"http://127.0.0.1:{port}", tokens)
         yield running
-        print(f"\nAPI fuzz: {running.calls} request(s) over {len(OPERATIONS)} operations, no 5xx",
-              file=sys.stderr)
+        print(f"\nAPI fuzz: {running.calls} request(s) over {len(OPERATIONS)} operations, no 5xx", file=sys.stderr)
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=60)
@@ -75,5 +74,3 @@ def check(case: schemathesis.Case, exchange: Exchange) -> None:
     exchange.calls += 1
     response = case.call(base_url=exchange.base_url, headers=exchange.headers_for(case.path), timeout=30)
     assert response.status_code < 500, (case.method, case.formatted_path, response.status_code, response.text[:500])
-
-

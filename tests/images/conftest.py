@@ -62,8 +62,9 @@ def build(*targets: str, tag: str | None = None, extra_env: dict[str, str] | Non
     """Run scripts/build-images.sh (cached layers make a second build quick); target -> reference."""
     env = {**os.environ, **(extra_env or {}), **({"TAG": tag} if tag else {})}
     subprocess.run([str(BUILD_SCRIPT), *targets], env=env, check=True, timeout=3600)
-    refs = subprocess.run([str(BUILD_SCRIPT), "--list", *targets], env=env, check=True, capture_output=True,
-                          text=True, timeout=60).stdout.split()
+    refs = subprocess.run(
+        [str(BUILD_SCRIPT), "--list", *targets], env=env, check=True, capture_output=True, text=True, timeout=60
+    ).stdout.split()
     return {ref.rsplit(":", 1)[0].rsplit("-", 1)[1]: ref for ref in refs}
 
 
@@ -72,8 +73,14 @@ def images(report: Report) -> Iterator[dict[str, str]]:
     """Every image, built from this checkout: target -> localhost/lhcie/lhcie-<target>:<version>.
     LHCIE_IMAGES_TAG=<tag> uses images already built with that tag instead of building."""
     if tag := os.environ.get("LHCIE_IMAGES_TAG"):
-        refs = subprocess.run([str(BUILD_SCRIPT), "--list"], env={**os.environ, "TAG": tag}, check=True,
-                              capture_output=True, text=True, timeout=60).stdout.split()
+        refs = subprocess.run(
+            [str(BUILD_SCRIPT), "--list"],
+            env={**os.environ, "TAG": tag},
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split()
         yield {ref.rsplit(":", 1)[0].rsplit("-", 1)[1]: ref for ref in refs}
         return
     started = time.monotonic()

@@ -37,10 +37,25 @@ PRODUCTION = ROOT / "deploy" / "values-production.yaml"
 OVERLAY = ROOT / "deploy" / "podman" / "values-local.yaml"
 RELEASE = "lhcie"
 NAMESPACE = "lhcie"
-CONTROL_PLANE_KINDS = {"Service", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
-                       "ServiceAccount", "ServiceMonitor"}
-POD_SPEC_DROPPED = ("serviceAccountName", "automountServiceAccountToken", "topologySpreadConstraints",
-                    "imagePullSecrets", "priorityClassName", "affinity", "nodeSelector", "tolerations")
+CONTROL_PLANE_KINDS = {
+    "Service",
+    "Ingress",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "ServiceAccount",
+    "ServiceMonitor",
+}
+POD_SPEC_DROPPED = (
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "topologySpreadConstraints",
+    "imagePullSecrets",
+    "priorityClassName",
+    "affinity",
+    "nodeSelector",
+    "tolerations",
+)
 CONTAINER_DROPPED = ("startupProbe", "livenessProbe", "readinessProbe", "lifecycle", "ports", "envFrom")
 
 
@@ -72,8 +87,11 @@ class Release:
         return {o["kind"] for o in self.objects}
 
     def deployment(self, service: str) -> dict[str, Any]:
-        (found,) = [o for o in self.objects if o["kind"] == "Deployment"
-                    and o["metadata"]["labels"]["app.kubernetes.io/component"] == service]
+        (found,) = [
+            o
+            for o in self.objects
+            if o["kind"] == "Deployment" and o["metadata"]["labels"]["app.kubernetes.io/component"] == service
+        ]
         return found
 
     def deployments(self) -> list[dict[str, Any]]:
@@ -84,16 +102,23 @@ class Release:
         return found
 
     def test_pod(self) -> dict[str, Any]:
-        (found,) = [o for o in self.objects if o["kind"] == "Pod"
-                    and o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+        (found,) = [
+            o
+            for o in self.objects
+            if o["kind"] == "Pod" and o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+        ]
         return found
 
 
 def render(chart: helm_python.Chart, values: dict[str, Any], *, upgrade: bool = False) -> Release:
-    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=not upgrade,
-                             is_upgrade=upgrade)
-    objects = [doc for template, text in sorted(manifests.items()) if not template.endswith("NOTES.txt")
-               for doc in yaml.safe_load_all(text) if doc]
+    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=not upgrade, is_upgrade=upgrade)
+    objects = [
+        doc
+        for template, text in sorted(manifests.items())
+        if not template.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
     return Release(objects)
 
 
@@ -119,8 +144,9 @@ class Secrets:
         return where
 
 
-def _env(container: dict[str, Any], config: dict[str, str], secrets: Secrets, pod_name: str,
-         port: int | None) -> list[dict[str, str]]:
+def _env(
+    container: dict[str, Any], config: dict[str, str], secrets: Secrets, pod_name: str, port: int | None
+) -> list[dict[str, str]]:
     """The container's environment as the kubelet would compute it: envFrom first, then env in order
     (later entries win, and $(VAR) refers to earlier ones)."""
     values: dict[str, str] = {}
@@ -129,8 +155,9 @@ def _env(container: dict[str, Any], config: dict[str, str], secrets: Secrets, po
         values.update(config)
     for entry in container.get("env", []):
         if "value" in entry:
-            values[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m: values.get(m.group(1), m.group(0)),
-                                           str(entry["value"]))
+            values[entry["name"]] = re.sub(
+                r"\$\((\w+)\)", lambda m: values.get(m.group(1), m.group(0)), str(entry["value"])
+            )
         elif "secretKeyRef" in entry["valueFrom"]:
             ref = entry["valueFrom"]["secretKeyRef"]
             values[entry["name"]] = secrets.value(ref["name"], ref["key"])
@@ -144,8 +171,15 @@ def _env(container: dict[str, Any], config: dict[str, str], secrets: Secrets, po
     return [{"name": k, "value": v} for k, v in values.items()]
 
 
-def as_pod(name: str, template: dict[str, Any], *, config: dict[str, str], secrets: Secrets,
-           port: int | None, urls: dict[str, str] | None = None) -> dict[str, Any]:
+def as_pod(
+    name: str,
+    template: dict[str, Any],
+    *,
+    config: dict[str, str],
+    secrets: Secrets,
+    port: int | None,
+    urls: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One pod of a workload's pod template, with the local overlay applied (see the module doc)."""
     spec = copy.deepcopy(template["spec"])
     for key in POD_SPEC_DROPPED:

@@ -17,8 +17,7 @@ ENV = {
 
 
 def podman(*args: str, check: bool = True, timeout: float = 300, input: str | None = None) -> str:
-    result = subprocess.run(["podman", *args], env=ENV, capture_output=True, text=True, timeout=timeout,
-                            input=input)
+    result = subprocess.run(["podman", *args], env=ENV, capture_output=True, text=True, timeout=timeout, input=input)
     if check and result.returncode != 0:
         raise RuntimeError(f"podman {' '.join(args)} failed ({result.returncode}): {result.stderr[-3000:]}")
     return result.stdout
@@ -29,12 +28,12 @@ def inspect(kind: str, name: str) -> dict[str, Any]:
 
 
 def exists(kind: str, name: str) -> bool:
-    return subprocess.run(["podman", kind, "exists", name], env=ENV, capture_output=True,
-                          timeout=60).returncode == 0
+    return subprocess.run(["podman", kind, "exists", name], env=ENV, capture_output=True, timeout=60).returncode == 0
 
 
 def logs(container: str) -> str:
     """A container's stdout and stderr, interleaved."""
-    result = subprocess.run(["podman", "logs", container], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=60)
+    result = subprocess.run(
+        ["podman", "logs", container], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60
+    )
     return result.stdout

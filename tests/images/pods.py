@@ -62,8 +62,13 @@ class Pods:
         (rendered,) = template["spec"]["containers"]
         env = {e["name"]: e["value"] for e in container["env"]}
         pre_stop = rendered.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
-        pod = Pod(name, f"{name}-{container['name']}", int(env["LHCIE_HTTP_PORT"]) if "LHCIE_HTTP_PORT" in env else None,
-                  int(template["spec"].get("terminationGracePeriodSeconds", 30)), pre_stop)
+        pod = Pod(
+            name,
+            f"{name}-{container['name']}",
+            int(env["LHCIE_HTTP_PORT"]) if "LHCIE_HTTP_PORT" in env else None,
+            int(template["spec"].get("terminationGracePeriodSeconds", 30)),
+            pre_stop,
+        )
         self.pods[name] = pod
         return pod
 
@@ -74,8 +79,9 @@ class Pods:
             while True:
                 state = inspect("container", pod.container)["State"]
                 if state["Status"] != "running":
-                    raise RuntimeError(f"{pod.container} is {state['Status']} ({state.get('ExitCode')}):\n"
-                                       f"{pod.logs()[-3000:]}")
+                    raise RuntimeError(
+                        f"{pod.container} is {state['Status']} ({state.get('ExitCode')}):\n{pod.logs()[-3000:]}"
+                    )
                 try:
                     with urllib.request.urlopen(pod.url + path, timeout=3) as response:
                         if response.status == 200:

@@ -15,8 +15,18 @@ from tests.images.podman import inspect, podman
 # Debian's python3.11 base is ~157 MB; the virtual environment adds ~110 MB.
 MAX_IMAGE_MB = 320
 OCI = "org.opencontainers.image."
-ABSENT_MODULES = ("pip", "setuptools", "pytest", "moto", "secantus", "helm_python", "kubernetes_validate", "playwright",
-                  "hypothesis", "ensurepip_lhcie_never")
+ABSENT_MODULES = (
+    "pip",
+    "setuptools",
+    "pytest",
+    "moto",
+    "secantus",
+    "helm_python",
+    "kubernetes_validate",
+    "playwright",
+    "hypothesis",
+    "ensurepip_lhcie_never",
+)
 ABSENT_COMMANDS = ("gcc", "cc", "c++", "make", "ld", "as", "apt-get", "curl", "wget", "pip", "pip3")
 
 
@@ -41,9 +51,15 @@ def test_every_image_is_small_labelled_and_shares_its_layers(images: dict[str, s
         assert labels[OCI + "base.name"].startswith("localhost/lhcie-python:3.11")
         # Reproducible: the creation time is the commit's, not the build's.
         assert image["Created"].startswith(labels[OCI + "created"][:19]), (image["Created"], labels)
-        assert labels[OCI + "created"] == subprocess.run(
-            ["date", "-u", "-d", f"@{commit_time}", "+%Y-%m-%dT%H:%M:%SZ"], check=True, capture_output=True,
-            text=True).stdout.strip()
+        assert (
+            labels[OCI + "created"]
+            == subprocess.run(
+                ["date", "-u", "-d", f"@{commit_time}", "+%Y-%m-%dT%H:%M:%SZ"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
         assert image["Config"]["User"] == "10001:10001"
         assert image["Config"]["Entrypoint"] == ["lhcie"]
         if target != "cli":
@@ -56,14 +72,17 @@ def test_every_image_is_small_labelled_and_shares_its_layers(images: dict[str, s
 
 
 def test_no_build_tools_package_managers_or_test_dependencies(images: dict[str, str]) -> None:
-    script = ("import importlib.util, json, shutil, sys\n"
-              f"modules = {list(ABSENT_MODULES)!r}\n"
-              f"commands = {list(ABSENT_COMMANDS)!r}\n"
-              "print(json.dumps({'modules': [m for m in modules if importlib.util.find_spec(m)],\n"
-              "                  'commands': [c for c in commands if shutil.which(c)],\n"
-              "                  'prefix': sys.prefix, 'version': sys.version.split()[0]}))\n")
-    out = podman("run", "--rm", "--network", "none", "--read-only", "--entrypoint", "python", images["cli"],
-                 "-c", script)
+    script = (
+        "import importlib.util, json, shutil, sys\n"
+        f"modules = {list(ABSENT_MODULES)!r}\n"
+        f"commands = {list(ABSENT_COMMANDS)!r}\n"
+        "print(json.dumps({'modules': [m for m in modules if importlib.util.find_spec(m)],\n"
+        "                  'commands': [c for c in commands if shutil.which(c)],\n"
+        "                  'prefix': sys.prefix, 'version': sys.version.split()[0]}))\n"
+    )
+    out = podman(
+        "run", "--rm", "--network", "none", "--read-only", "--entrypoint", "python", images["cli"], "-c", script
+    )
     found = json.loads(out)
     assert found["modules"] == [] and found["commands"] == [], found
     assert found["prefix"] == "/opt/lhcie" and found["version"].startswith("3.11."), found

@@ -60,16 +60,24 @@ class Local:
     def start(self, service: str, release: kube.Release, instance: int) -> Pod:
         deployment = release.deployment(service)
         template = deployment["spec"]["template"]
-        manifest = kube.as_pod(f"{deployment['metadata']['name']}-{instance}", template, config=release.config,
-                               secrets=self.secrets, port=free_port())
+        manifest = kube.as_pod(
+            f"{deployment['metadata']['name']}-{instance}",
+            template,
+            config=release.config,
+            secrets=self.secrets,
+            port=free_port(),
+        )
         return self.pods.play(manifest, template)
 
 
 def secret_values(workdir: Path, amqp_url: str, mongodb_url: str) -> dict[str, dict[str, str]]:
     """The Secrets docs/kubernetes.md tells a platform engineer to create, with this run's values."""
     issuer_key = (workdir / "issuer" / "signing-key.pem").read_text()
-    audit_key = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    audit_key = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
     return {
         "lhcie-rabbitmq": {"amqp-url": amqp_url},
         "lhcie-mongodb": {"mongodb-url": mongodb_url},
@@ -100,8 +108,12 @@ def local(images: dict[str, str], report: Report, tmp_path_factory: pytest.TempP
         # Helm's pre-install hook: the init Job runs to completion before any service starts.
         job = release.init_job()
         started = time.monotonic()
-        local.init = pods.play(kube.as_pod(job["metadata"]["name"], job["spec"]["template"], config=release.config,
-                                           secrets=secrets, port=None), job["spec"]["template"])
+        local.init = pods.play(
+            kube.as_pod(
+                job["metadata"]["name"], job["spec"]["template"], config=release.config, secrets=secrets, port=None
+            ),
+            job["spec"]["template"],
+        )
         code = pods.wait_exit(local.init)
         assert code == 0, local.init.logs()
         for service in SERVICES:
@@ -130,13 +142,19 @@ def get(url: str) -> tuple[int, bytes]:
 
 def test_podman_runs_every_workload_podman_can_run_and_only_the_control_plane_kinds_are_replaced(local: Local) -> None:
     assert local.release.kinds() - kube.CONTROL_PLANE_KINDS == {"ConfigMap", "Deployment", "Job", "Pod"}
-    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in local.release.deployments()} == set(SERVICES)
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in local.release.deployments()} == set(
+        SERVICES
+    )
 
 
 def test_the_init_job_declared_the_queues_and_made_the_bucket(local: Local) -> None:
     log = local.init.logs() if local.init else ""
-    for step in ("declaring the RabbitMQ exchanges and queues", "preparing the bucket", "creating the MongoDB indexes",
-                 "lhcie init: done"):
+    for step in (
+        "declaring the RabbitMQ exchanges and queues",
+        "preparing the bucket",
+        "creating the MongoDB indexes",
+        "lhcie init: done",
+    ):
         assert step in log, log
     status, _ = get(f"{local.moto.url}/{local.values['s3']['bucket']}?versioning")
     assert status == 200
@@ -150,17 +168,19 @@ def test_every_container_runs_as_the_charts_unprivileged_user_on_a_read_only_roo
         assert host["Privileged"] is False, service
         assert "no-new-privileges" in " ".join(host.get("SecurityOpt") or []), service
         assert not (container.get("EffectiveCaps") or host.get("CapAdd")), service
-        probe = ("import os, errno\n"
-                 "print(os.getuid(), os.getgid())\n"
-                 "for where in ('/', '/opt/lhcie', '/etc', '/var/lib/lhcie/issuer'):\n"
-                 "    try:\n"
-                 "        open(where.rstrip('/') + '/probe', 'w')\n"
-                 "        print('writable', where)\n"
-                 "    except OSError as e:\n"
-                 "        assert e.errno in (errno.EROFS, errno.EACCES), e\n"
-                 "for where in ('/var/lib/lhcie', '/tmp'):\n"
-                 "    with open(where + '/probe', 'w') as f: f.write('x')\n"
-                 "    os.remove(where + '/probe')\n")
+        probe = (
+            "import os, errno\n"
+            "print(os.getuid(), os.getgid())\n"
+            "for where in ('/', '/opt/lhcie', '/etc', '/var/lib/lhcie/issuer'):\n"
+            "    try:\n"
+            "        open(where.rstrip('/') + '/probe', 'w')\n"
+            "        print('writable', where)\n"
+            "    except OSError as e:\n"
+            "        assert e.errno in (errno.EROFS, errno.EACCES), e\n"
+            "for where in ('/var/lib/lhcie', '/tmp'):\n"
+            "    with open(where + '/probe', 'w') as f: f.write('x')\n"
+            "    os.remove(where + '/probe')\n"
+        )
         out = podman("exec", pod.container, "python", "-c", probe)
         assert out.split("\n")[0] == f"{UID} {UID}", (service, out)
         assert "writable" not in out, (service, out)
@@ -193,22 +213,26 @@ def test_the_helm_test_pod_passes(local: Local) -> None:
 
 async def post_document(http: aiohttp.ClientSession, local: Local, n: int) -> str:
     body = document_reference(content=PDF + f"%% document {n}\n".encode())
-    async with http.post(f"{local.url('intake')}/fhir/DocumentReference", data=json.dumps(body),
-                         headers={**local.headers(org="RJ1", role="system"),
-                                  "Content-Type": "application/fhir+json"}) as response:
+    async with http.post(
+        f"{local.url('intake')}/fhir/DocumentReference",
+        data=json.dumps(body),
+        headers={**local.headers(org="RJ1", role="system"), "Content-Type": "application/fhir+json"},
+    ) as response:
         assert response.status == 202, await response.text()
         return str((await response.json())["id"])
 
 
 async def stored(http: aiohttp.ClientSession, local: Local, doc_id: str) -> bool:
-    async with http.get(f"{local.url('intake')}/fhir/DocumentReference/{doc_id}",
-                        headers=local.headers(org="RJ1", role="system")) as r:
+    async with http.get(
+        f"{local.url('intake')}/fhir/DocumentReference/{doc_id}", headers=local.headers(org="RJ1", role="system")
+    ) as r:
         return r.status == 200
 
 
 async def audit_chain_intact(http: aiohttp.ClientSession, local: Local) -> bool:
-    async with http.get(f"{local.url('audit')}/fhir/AuditEvent/$verify",
-                        headers=local.headers(org="RJ1", role="dcc-admin")) as r:
+    async with http.get(
+        f"{local.url('audit')}/fhir/AuditEvent/$verify", headers=local.headers(org="RJ1", role="dcc-admin")
+    ) as r:
         assert r.status == 200, await r.text()
         return bool((await r.json())["parameter"][0] == {"name": "intact", "valueBoolean": True})
 
@@ -223,20 +247,25 @@ async def test_a_document_travels_through_the_pods(local: Local) -> None:
         await eventually(lambda: stored(http, local, doc_id), timeout=60)
 
         async def alert() -> list[dict[str, Any]] | None:
-            async with http.get(f"{local.url('notification')}/fhir/Communication?recipient=CareTeam/rj1-lung",
-                                headers=coordinator) as r:
+            async with http.get(
+                f"{local.url('notification')}/fhir/Communication?recipient=CareTeam/rj1-lung", headers=coordinator
+            ) as r:
                 entries = (await r.json()).get("entry", [])
-            return [e for e in entries if e["resource"]["about"] == [{"reference": f"DocumentReference/{doc_id}"}]] or None
+            return [
+                e for e in entries if e["resource"]["about"] == [{"reference": f"DocumentReference/{doc_id}"}]
+            ] or None
 
         await eventually(alert, timeout=60)
-        async with http.get(f"{local.url('storage')}/fhir/Binary/{doc_id}",
-                            headers=local.headers(org="RJ1", role="system")) as r:
+        async with http.get(
+            f"{local.url('storage')}/fhir/Binary/{doc_id}", headers=local.headers(org="RJ1", role="system")
+        ) as r:
             assert r.status == 200
             assert (await r.read()).startswith(PDF)
 
         async def trail() -> set[str] | None:
-            async with http.get(f"{local.url('audit')}/fhir/AuditEvent?entity=DocumentReference/{doc_id}",
-                                headers=admin) as r:
+            async with http.get(
+                f"{local.url('audit')}/fhir/AuditEvent?entity=DocumentReference/{doc_id}", headers=admin
+            ) as r:
                 codes = {e["resource"]["subtype"][1]["code"] for e in (await r.json()).get("entry", [])}
             wanted = {"document.received", "document.stored", "alert.raised", "document.retrieved"}
             return codes if wanted <= codes else None
@@ -294,8 +323,9 @@ async def test_a_rolling_update_under_load_loses_no_document(local: Local) -> No
 
         await eventually(all_stored, timeout=300, interval=1)
         for doc_id in accepted:
-            async with http.get(f"{local.url('storage')}/fhir/Binary/{doc_id}",
-                                headers=local.headers(org="RJ1", role="system")) as r:
+            async with http.get(
+                f"{local.url('storage')}/fhir/Binary/{doc_id}", headers=local.headers(org="RJ1", role="system")
+            ) as r:
                 assert r.status == 200, doc_id
         assert await eventually(lambda: audit_chain_intact(http, local), timeout=120)
     local.report.add("rolling_update", {"documents": len(accepted), "old_pod_stop_seconds": round(stopped.seconds, 1)})
@@ -308,8 +338,13 @@ def test_nothing_was_written_outside_the_volumes(local: Local) -> None:
     for service, pod in local.workloads.items():
         changes = [line for line in podman("diff", pod.container).split() if line not in ("C", "A", "D")]
         mounts = {m["Destination"] for m in inspect("container", pod.container)["Mounts"]}
-        outside = [c for c in changes if not any(c == m or c.startswith(m + "/") for m in mounts)
-                   and not any(m.startswith(c + "/") for m in mounts) and c not in ("/run", "/dev", "/etc")]
+        outside = [
+            c
+            for c in changes
+            if not any(c == m or c.startswith(m + "/") for m in mounts)
+            and not any(m.startswith(c + "/") for m in mounts)
+            and c not in ("/run", "/dev", "/etc")
+        ]
         assert not outside, (service, outside)
 
 

@@ -18,8 +18,8 @@ from pydantic import SecretStr
 
 from shared.bus.amqp import AmqpBus
 from shared.config import BusKind, DocStoreKind, Settings
-from shared.events import AccessDenied, Actor, Event, RoutingKey
 from shared.context import ServiceContext
+from shared.events import AccessDenied, Actor, Event, RoutingKey
 from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime
 
@@ -28,7 +28,9 @@ CRASHED = 17  # the exit status that says "died where the test wanted"
 
 def context(args: argparse.Namespace) -> ServiceContext:
     settings = Settings(
-        data_dir=Path(args.data_dir), bus=BusKind.AMQP, amqp_url=SecretStr(args.amqp_url),
+        data_dir=Path(args.data_dir),
+        bus=BusKind.AMQP,
+        amqp_url=SecretStr(args.amqp_url),
         doc_store=DocStoreKind.MONGODB if args.mongodb_url else DocStoreKind.SQLITE,
         mongodb_url=SecretStr(args.mongodb_url) if args.mongodb_url else None,
     )
@@ -37,10 +39,16 @@ def context(args: argparse.Namespace) -> ServiceContext:
 
 
 def denied(event_id: str) -> Event:
-    payload = AccessDenied(actor=Actor(org="RAL", role="clinician", subject="dr@RAL"), resource="Binary/crash",
-                           action="read", reason_code="no-isa", reason="no accepted ISA")
-    return Event.new(RoutingKey.ACCESS_DENIED, payload, source="urn:lhcie:service:worker", subject="Binary/crash",
-                     event_id=event_id)
+    payload = AccessDenied(
+        actor=Actor(org="RAL", role="clinician", subject="dr@RAL"),
+        resource="Binary/crash",
+        action="read",
+        reason_code="no-isa",
+        reason="no accepted ISA",
+    )
+    return Event.new(
+        RoutingKey.ACCESS_DENIED, payload, source="urn:lhcie:service:worker", subject="Binary/crash", event_id=event_id
+    )
 
 
 async def main(args: argparse.Namespace) -> int:

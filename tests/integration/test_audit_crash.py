@@ -41,10 +41,22 @@ def events() -> list[Event]:
     actor = Actor(org="RRV", role="clinician", subject="dr.okafor@RRV", address="10.1.2.3")
     made = []
     for i in range(EVENTS):
-        facts = DocumentFacts(document_id=f"doc-{i}", patient_nhs_number=TEST_PATIENT, custodian="RJ1",
-                              content_type="application/pdf", size=10, sha256="0" * 64)
-        made.append(Event.new(RoutingKey.DOCUMENT_RETRIEVED, DocumentRetrieved(document=facts, actor=actor),
-                              source="urn:lhcie:service:storage", correlation_id=f"req-{i}"))
+        facts = DocumentFacts(
+            document_id=f"doc-{i}",
+            patient_nhs_number=TEST_PATIENT,
+            custodian="RJ1",
+            content_type="application/pdf",
+            size=10,
+            sha256="0" * 64,
+        )
+        made.append(
+            Event.new(
+                RoutingKey.DOCUMENT_RETRIEVED,
+                DocumentRetrieved(document=facts, actor=actor),
+                source="urn:lhcie:service:storage",
+                correlation_id=f"req-{i}",
+            )
+        )
     return made
 
 
@@ -65,8 +77,9 @@ class AuditProcess:
     def start(self) -> None:
         self.env["LHCIE_HTTP_PORT"] = str(free_port())
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.audit"], cwd=ROOT, env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.audit"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -106,7 +119,7 @@ async def test_killing_the_audit_process_mid_stream_loses_nothing(amqp_url: str,
     data_dir = Path(audit_process.env["LHCIE_DATA_DIR"])
     db = Settings(data_dir=data_dir).service_db_path("audit")
     stream = events()
-    first, second = stream[: EVENTS // 2], stream[EVENTS // 2:]
+    first, second = stream[: EVENTS // 2], stream[EVENTS // 2 :]
 
     bus = AmqpBus(amqp_url, connection_name="audit-crash-test")
     await bus.start()
@@ -120,8 +133,11 @@ async def test_killing_the_audit_process_mid_stream_loses_nothing(amqp_url: str,
         async def publish_first_half() -> None:
             for n, event in enumerate(first):
                 if not killed.is_set():
-                    await eventually(lambda n=n: asyncio.sleep(0, killed.is_set() or recorded(db) >= n - WINDOW),
-                                     timeout=60, interval=0.005)
+                    await eventually(
+                        lambda n=n: asyncio.sleep(0, killed.is_set() or recorded(db) >= n - WINDOW),
+                        timeout=60,
+                        interval=0.005,
+                    )
                 await bus.publish(event)
 
         publisher = asyncio.create_task(publish_first_half())
@@ -151,8 +167,9 @@ async def test_killing_the_audit_process_mid_stream_loses_nothing(amqp_url: str,
         await bus.close()
 
     store = SqliteStore(db)
-    chain = AuditChain(store, signer=CheckpointSigner.for_settings(AuditSettings(), data_dir),
-                       checkpoint_every=CHECKPOINT_EVERY)
+    chain = AuditChain(
+        store, signer=CheckpointSigner.for_settings(AuditSettings(), data_dir), checkpoint_every=CHECKPOINT_EVERY
+    )
     await store.start()
     try:
         ids = [doc["event_id"] async for doc in chain.scan()]

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.rabbitmq
 
 def lhcie(amqp_url: str, *args: str) -> str:
     env = {**os.environ, "LHCIE_BUS": "amqp", "LHCIE_AMQP_URL": amqp_url}
-    result = subprocess.run([sys.executable, "-m", "lhcie.cli", *args], env=env, capture_output=True, text=True,
-                            timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "lhcie.cli", *args], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
     return result.stdout
 
 
@@ -28,9 +29,18 @@ async def test_list_then_replay_dead_letters(amqp_url: str) -> None:
     await bus.start()
     try:
         await bus.declare(ALL_QUEUES)
-        event = Event.new(RoutingKey.ACCESS_DENIED, AccessDenied(
-            actor=Actor(org="RAL", role="clinician", subject="s"), resource="Binary/1", action="read",
-            reason_code="no-isa", reason="r"), source="urn:test", subject="Binary/1")
+        event = Event.new(
+            RoutingKey.ACCESS_DENIED,
+            AccessDenied(
+                actor=Actor(org="RAL", role="clinician", subject="s"),
+                resource="Binary/1",
+                action="read",
+                reason_code="no-isa",
+                reason="r",
+            ),
+            source="urn:test",
+            subject="Binary/1",
+        )
         await bus.publish(event)
         body = await bus.get(AUDIT.name)
         assert body is not None

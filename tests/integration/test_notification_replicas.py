@@ -36,9 +36,16 @@ WATCH = QueueSpec("test.notification-watch", (RoutingKey.ALERT_RAISED, RoutingKe
 
 class NotificationProcesses:
     def __init__(self, amqp_url: str, data_dir: Path) -> None:
-        self.env = {**os.environ, **SERVE_ENV, "LHCIE_BUS": "amqp", "LHCIE_AMQP_URL": amqp_url, "LHCIE_OBJECT_STORE": "fs",
-                    "LHCIE_DATA_DIR": str(data_dir), "LHCIE_NOTIFICATION_ESCALATION_AFTER_SECONDS": "1",
-                    "LHCIE_NOTIFICATION_TIMER_TICK_SECONDS": "0.1"}
+        self.env = {
+            **os.environ,
+            **SERVE_ENV,
+            "LHCIE_BUS": "amqp",
+            "LHCIE_AMQP_URL": amqp_url,
+            "LHCIE_OBJECT_STORE": "fs",
+            "LHCIE_DATA_DIR": str(data_dir),
+            "LHCIE_NOTIFICATION_ESCALATION_AFTER_SECONDS": "1",
+            "LHCIE_NOTIFICATION_TIMER_TICK_SECONDS": "0.1",
+        }
         self.data_dir = data_dir
         self.amqp_url = amqp_url
         self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
@@ -46,14 +53,20 @@ class NotificationProcesses:
     def start(self) -> int:
         port = free_port()
         with (self.data_dir / f"notification-{port}.log").open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "services.notification"], cwd=ROOT,
-                                    env={**self.env, "LHCIE_HTTP_PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.notification"],
+                cwd=ROOT,
+                env={**self.env, "LHCIE_HTTP_PORT": str(port)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append((proc, port))
         return port
 
     async def ready(self) -> None:
         async with aiohttp.ClientSession() as http:
             for _, port in self.procs:
+
                 async def up(port: int = port) -> bool:
                     try:
                         async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
@@ -71,16 +84,20 @@ class NotificationProcesses:
             return 0
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            return conn.execute("SELECT COUNT(*) FROM c_timers WHERE json_extract(doc, '$.status') = ? "
-                                "AND json_extract(doc, '$.kind') = ?", (PENDING, ESCALATE)).fetchone()[0]
+            return conn.execute(
+                "SELECT COUNT(*) FROM c_timers WHERE json_extract(doc, '$.status') = ? "
+                "AND json_extract(doc, '$.kind') = ?",
+                (PENDING, ESCALATE),
+            ).fetchone()[0]
         except sqlite3.OperationalError:
             return 0  # not created yet
         finally:
             conn.close()
 
     async def settled(self) -> None:
-        await rabbitmq_settled(self.amqp_url, lambda: asyncio.sleep(0, outbox_rows(self.data_dir)),
-                               only={NOTIFICATION.name})
+        await rabbitmq_settled(
+            self.amqp_url, lambda: asyncio.sleep(0, outbox_rows(self.data_dir)), only={NOTIFICATION.name}
+        )
 
     def logs(self) -> str:
         return "\n".join(log.read_text()[-4000:] for log in self.data_dir.glob("notification-*.log"))
@@ -116,10 +133,14 @@ async def bus(amqp_url: str) -> AsyncIterator[AmqpBus]:
 
 async def publish_policy(bus: AmqpBus) -> None:
     for payload, key in (
-        (OrganisationState(ods_code="RJ1", name="Guy's and St Thomas'", kind="acute-trust", version=1),
-         RoutingKey.POLICY_ORGANISATION_UPDATED),
-        (CareTeamState(careteam_id="rj1-lung", name="Lung MDT", organisation="RJ1", tumour_site="lung", version=1),
-         RoutingKey.POLICY_CARETEAM_UPDATED),
+        (
+            OrganisationState(ods_code="RJ1", name="Guy's and St Thomas'", kind="acute-trust", version=1),
+            RoutingKey.POLICY_ORGANISATION_UPDATED,
+        ),
+        (
+            CareTeamState(careteam_id="rj1-lung", name="Lung MDT", organisation="RJ1", tumour_site="lung", version=1),
+            RoutingKey.POLICY_CARETEAM_UPDATED,
+        ),
     ):
         await bus.publish(Event.new(key, payload, source="urn:lhcie:service:agreements"))
 
@@ -133,7 +154,8 @@ async def drain(bus: AmqpBus) -> list[dict[str, Any]]:
 
 
 async def test_two_replicas_raise_once_and_escalate_each_step_exactly_once(
-        bus: AmqpBus, processes: NotificationProcesses) -> None:
+    bus: AmqpBus, processes: NotificationProcesses
+) -> None:
     processes.start()
     processes.start()
     await processes.ready()
@@ -162,12 +184,14 @@ async def test_two_replicas_raise_once_and_escalate_each_step_exactly_once(
     raised = [e["alert_id"] for e in distinct if e["type"] == "alert.raised"]
     escalated = sorted((e["alert_id"], e["escalated_to"]) for e in distinct if e["type"] == "alert.escalated")
     assert len(raised) == len(set(raised)) == len(documents)
-    assert escalated == sorted((alert, f"CareTeam/rj1-lung#{to}") for alert in raised
-                               for to in ("deputy-coordinator", "mdt-lead"))
+    assert escalated == sorted(
+        (alert, f"CareTeam/rj1-lung#{to}") for alert in raised for to in ("deputy-coordinator", "mdt-lead")
+    )
 
 
 async def test_documents_stored_while_notification_was_down_are_all_alerted(
-        bus: AmqpBus, processes: NotificationProcesses) -> None:
+    bus: AmqpBus, processes: NotificationProcesses
+) -> None:
     await publish_policy(bus)
     documents = [stored_event() for _ in range(5)]
     for event in documents:  # no notification process is running
@@ -186,4 +210,5 @@ async def test_documents_stored_while_notification_was_down_are_all_alerted(
         raise AssertionError(processes.logs()) from None
     distinct = {e["event_id"]: e for e in seen}.values()
     assert sorted(e["document"]["document_id"] for e in distinct) == sorted(
-        e.data["document"]["document_id"] for e in documents)
+        e.data["document"]["document_id"] for e in documents
+    )

@@ -21,8 +21,8 @@ from pydantic import SecretStr
 from shared.bus import QueueSpec
 from shared.bus.amqp import AmqpBus
 from shared.config import BusKind, Settings
-from shared.events import Event
 from shared.context import ServiceContext
+from shared.events import Event
 from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime
 from shared.store import Session, open_store
@@ -46,8 +46,19 @@ def mongodb_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str 
 
 def worker(mode: str, data_dir: Path, amqp_url: str, mongodb_url: str | None, event_id: str = "") -> int:
     """Run the worker to its end (or its staged crash); its exit status."""
-    command = [sys.executable, "-m", "tests.integration.outbox_worker", mode, "--data-dir", str(data_dir),
-               "--amqp-url", amqp_url, "--event-id", event_id, *(["--mongodb-url", mongodb_url] if mongodb_url else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.integration.outbox_worker",
+        mode,
+        "--data-dir",
+        str(data_dir),
+        "--amqp-url",
+        amqp_url,
+        "--event-id",
+        event_id,
+        *(["--mongodb-url", mongodb_url] if mongodb_url else []),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=120)
     if done.returncode not in (0, CRASHED):
         raise AssertionError(f"worker {mode} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
@@ -90,8 +101,9 @@ async def downstream(tmp_path: Path, amqp_url: str) -> AsyncIterator[Downstream]
 
 async def worker_state(data_dir: Path, mongodb_url: str | None) -> tuple[list[str], int]:
     """What the worker's own store holds: its recorded decisions and its unsent outbox rows."""
-    settings = Settings(data_dir=data_dir, **({"doc_store": "mongodb", "mongodb_url": SecretStr(mongodb_url)}
-                                              if mongodb_url else {}))
+    settings = Settings(
+        data_dir=data_dir, **({"doc_store": "mongodb", "mongodb_url": SecretStr(mongodb_url)} if mongodb_url else {})
+    )
     store = open_store(settings, "worker")
     decisions, outbox = store.collection("decisions"), store.collection("outbox")
     await store.start()
@@ -111,6 +123,7 @@ async def test_a_crash_between_commit_and_publish_loses_nothing_and_has_one_effe
     assert await asyncio.to_thread(worker, crash, data_dir, amqp_url, mongodb_url, event_id) == CRASHED
     # The state change and its event were committed together; the event has not been sent.
     assert await worker_state(data_dir, mongodb_url) == ([event_id], 1)
+
     async def outboxes() -> int:
         # Only the downstream's: the worker's outbox has no relay (its process has exited) when asked.
         return await downstream.ctx.outbox.pending()

@@ -32,8 +32,9 @@ async def amqp_stack(tmp_path: Path, amqp_url: str) -> AsyncIterator[tuple[TestC
 
 async def test_a_document_is_refused_once_its_isa_is_revoked(amqp_stack: tuple[TestClient, Tokens]) -> None:
     stack, tokens = amqp_stack
-    response = await stack.post("/fhir/DocumentReference", json=document_reference(related=()),
-                                headers={**FHIR, **tokens.headers("RJ1")})
+    response = await stack.post(
+        "/fhir/DocumentReference", json=document_reference(related=()), headers={**FHIR, **tokens.headers("RJ1")}
+    )
     assert response.status == 202
     binary = f"/fhir/Binary/{(await response.json())['id']}"
     rrv = tokens.headers("RRV", "clinician")
@@ -49,11 +50,24 @@ async def test_a_document_is_refused_once_its_isa_is_revoked(amqp_stack: tuple[T
     assert (response.status, (await response.json())["status"]) == (200, "revoked")
     await eventually(lambda: _status_is(retrieval, 403), timeout=10, interval=0.01)
     status, body = await retrieval()
-    assert (status, body) == (403, {"resourceType": "OperationOutcome", "issue": [{
-        "severity": "error", "code": "forbidden",
-        "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "ACCESS_DENIED"}]},
-        "diagnostics": body["issue"][0]["diagnostics"],
-    }]})
+    assert (status, body) == (
+        403,
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": "forbidden",
+                    "details": {
+                        "coding": [
+                            {"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "ACCESS_DENIED"}
+                        ]
+                    },
+                    "diagnostics": body["issue"][0]["diagnostics"],
+                }
+            ],
+        },
+    )
     assert body["issue"][0]["diagnostics"].startswith("Access denied: not permitted by the sharing policy (reference ")
     # RPY's ISA with RJ1 is untouched.
     assert (await stack.get(binary, headers=tokens.headers("RPY", "clinician"))).status == 200
@@ -66,9 +80,15 @@ async def _status_is(probe: Any, expected: int) -> bool:
 async def test_a_category_opt_out_reaches_retrieval_and_alerting(amqp_stack: tuple[TestClient, Tokens]) -> None:
     stack, tokens = amqp_stack
     patient = tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT)
-    response = await stack.put("/fhir/Consent/preferences", headers={**FHIR, **patient}, json={
-        "resourceType": "Consent", "status": "active", "provision": {"type": "permit", "provision": [
-            {"type": "deny", "class": [{"code": "pathology"}]}]}})
+    response = await stack.put(
+        "/fhir/Consent/preferences",
+        headers={**FHIR, **patient},
+        json={
+            "resourceType": "Consent",
+            "status": "active",
+            "provision": {"type": "permit", "provision": [{"type": "deny", "class": [{"code": "pathology"}]}]},
+        },
+    )
     assert response.status == 200
     version = int((await response.json())["meta"]["versionId"])
 
@@ -83,21 +103,29 @@ async def test_a_category_opt_out_reaches_retrieval_and_alerting(amqp_stack: tup
     teams = ("CareTeam/rj1-lung", "CareTeam/rrv-haematology")
     ids = []
     for type_code in ("11526-1", "18842-5"):  # pathology (opted out), then a discharge summary
-        response = await stack.post("/fhir/DocumentReference", json=document_reference(type_code=type_code, related=teams),
-                                    headers={**FHIR, **tokens.headers("RJ1")})
+        response = await stack.post(
+            "/fhir/DocumentReference",
+            json=document_reference(type_code=type_code, related=teams),
+            headers={**FHIR, **tokens.headers("RJ1")},
+        )
         ids.append((await response.json())["id"])
     withheld, shared = ids
 
     async def alerted(org: str, mdt: str) -> set[str]:
-        response = await stack.get(f"/fhir/Communication?recipient=CareTeam/{mdt}",
-                                   headers=tokens.headers(org, "mdt-coordinator", mdt=mdt))
+        response = await stack.get(
+            f"/fhir/Communication?recipient=CareTeam/{mdt}", headers=tokens.headers(org, "mdt-coordinator", mdt=mdt)
+        )
         return {e["resource"]["about"][0]["reference"].rsplit("/", 1)[1] for e in (await response.json())["entry"]}
 
     async def settled() -> bool:
-        return await alerted("RJ1", "rj1-lung") == {withheld, shared} and await alerted("RRV", "rrv-haematology") == {shared}
+        return await alerted("RJ1", "rj1-lung") == {withheld, shared} and await alerted("RRV", "rrv-haematology") == {
+            shared
+        }
 
     await eventually(settled, timeout=30)
     response = await stack.get(f"/fhir/Binary/{withheld}", headers=tokens.headers("RRV", "clinician"))
     assert (response.status, (await response.json())["issue"][0]["diagnostics"]) == (
-        403, f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Correlation-Id']}).")
+        403,
+        f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Correlation-Id']}).",
+    )
     assert (await stack.get(f"/fhir/Binary/{shared}", headers=tokens.headers("RRV", "clinician"))).status == 200

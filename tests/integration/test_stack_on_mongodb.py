@@ -111,8 +111,12 @@ async def test_store_init_creates_every_collection_and_index_and_can_run_again(
         for service in ("agreements", "intake", "storage", "notification", "audit"):
             assert {"outbox", "inbox"} <= set(await client[f"lhcie_{service}"].list_collection_names())
         audit = await client["lhcie_audit"]["audit_records"].index_information()
-        assert audit["ux_seq"] == {"v": 2, "key": [("seq", 1)], "unique": True,
-                                   "partialFilterExpression": {"seq": {"$exists": True}}}
+        assert audit["ux_seq"] == {
+            "v": 2,
+            "key": [("seq", 1)],
+            "unique": True,
+            "partialFilterExpression": {"seq": {"$exists": True}},
+        }
         assert audit["ux_event_id"]["unique"] is True
         outbox = await client["lhcie_intake"]["outbox"].index_information()
         assert outbox["ix_seq"] == {"v": 2, "key": [("seq", 1)]}

@@ -72,8 +72,11 @@ def objects_of(stack: TestClient) -> S3ObjectStore:
 
 
 async def post(stack: TestClient, tokens: Tokens, content: bytes = PDF, org: str = "RJ1") -> tuple[int, Any]:
-    response = await stack.post("/fhir/DocumentReference", json=document_reference(content=content, custodian=org),
-                                headers={**FHIR, **tokens.headers(org)})
+    response = await stack.post(
+        "/fhir/DocumentReference",
+        json=document_reference(content=content, custodian=org),
+        headers={**FHIR, **tokens.headers(org)},
+    )
     return response.status, (await response.json(), response.headers)
 
 
@@ -138,8 +141,7 @@ async def test_kms_encryption_is_requested_with_the_configured_key(s3_settings: 
 
 
 async def test_unreachable_store_is_unavailable_not_an_error(tmp_path: Path, s3_credentials: None) -> None:
-    settings = s3_settings_for(tmp_path, f"http://127.0.0.1:{free_port()}", s3_connect_timeout=0.5,
-                               s3_max_attempts=1)
+    settings = s3_settings_for(tmp_path, f"http://127.0.0.1:{free_port()}", s3_connect_timeout=0.5, s3_max_attempts=1)
     store = open_object_store(settings)
     await store.start()
     try:
@@ -154,8 +156,9 @@ async def test_unreachable_store_is_unavailable_not_an_error(tmp_path: Path, s3_
         await store.close()
 
 
-async def test_storage_init_creates_then_checks_the_bucket(s3_settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+async def test_storage_init_creates_then_checks_the_bucket(
+    s3_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("LHCIE_S3_ENDPOINT_URL", str(s3_settings.s3_endpoint_url))
     monkeypatch.setenv("LHCIE_S3_BUCKET", s3_settings.s3_bucket)
     monkeypatch.setenv("LHCIE_S3_PATH_STYLE", "true")
@@ -226,25 +229,36 @@ async def test_filed_document_is_encrypted_retained_and_served_by_range(
     assert (tail.status, await tail.read()) == (206, PDF[-6:])
     several = await stack.get(f"/fhir/Binary/{doc_id}", headers={**clinician, "Range": "bytes=0-1,4-5"})
     assert (several.status, await several.read()) == (200, PDF)  # RFC 9110 lets us send it all
-    stale = await stack.get(f"/fhir/Binary/{doc_id}", headers={**clinician, "Range": "bytes=0-4",
-                                                                "If-Range": '"not-the-etag"'})
+    stale = await stack.get(
+        f"/fhir/Binary/{doc_id}", headers={**clinician, "Range": "bytes=0-4", "If-Range": '"not-the-etag"'}
+    )
     assert (stale.status, await stale.read()) == (200, PDF)
     fresh = await stack.get(f"/fhir/Binary/{doc_id}", headers={**clinician, "Range": "bytes=5-", "If-Range": etag})
     assert (fresh.status, await fresh.read()) == (206, PDF[5:])
 
-    denied = await stack.get(f"/fhir/Binary/{doc_id}", headers={**tokens.headers("RAL", "clinician"),
-                                                                 "Range": "bytes=0-4"})
+    denied = await stack.get(
+        f"/fhir/Binary/{doc_id}", headers={**tokens.headers("RAL", "clinician"), "Range": "bytes=0-4"}
+    )
     assert denied.status == 403  # RAL has no ISA with RJ1
 
     outside = await stack.get(f"/fhir/Binary/{doc_id}", headers={**clinician, "Range": f"bytes={len(PDF)}-"})
     assert outside.status == 416
     assert outside.headers["Content-Range"] == f"bytes */{len(PDF)}"
-    assert await outside.json() == {"resourceType": "OperationOutcome", "issue": [{
-        "severity": "error", "code": "value",
-        "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code",
-                                "code": "RANGE_NOT_SATISFIABLE"}]},
-        "diagnostics": "The requested byte range is outside the document.",
-    }]}
+    assert await outside.json() == {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "value",
+                "details": {
+                    "coding": [
+                        {"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "RANGE_NOT_SATISFIABLE"}
+                    ]
+                },
+                "diagnostics": "The requested byte range is outside the document.",
+            }
+        ],
+    }
 
 
 async def test_presigned_redirect_only_after_the_access_decision(
@@ -257,8 +271,9 @@ async def test_presigned_redirect_only_after_the_access_decision(
     tokens = Tokens(settings)
     doc_id = await post_and_store(stack, tokens)
 
-    redirected = await stack.get(f"/fhir/Binary/{doc_id}", headers=tokens.headers("RJ1", "clinician"),
-                                 allow_redirects=False)
+    redirected = await stack.get(
+        f"/fhir/Binary/{doc_id}", headers=tokens.headers("RJ1", "clinician"), allow_redirects=False
+    )
     assert redirected.status == 307
     location = redirected.headers["Location"]
     assert location.startswith(f"{settings.s3_endpoint_url}/{settings.s3_bucket}/documents/RJ1/{doc_id}?")
@@ -269,12 +284,14 @@ async def test_presigned_redirect_only_after_the_access_decision(
         assert (fetched.status, fetched.content_type, await fetched.read()) == (200, "application/pdf", PDF)
         assert fetched.headers["Cache-Control"] == "no-store"
 
-    denied = await stack.get(f"/fhir/Binary/{doc_id}", headers=tokens.headers("RAL", "clinician"),
-                             allow_redirects=False)
+    denied = await stack.get(
+        f"/fhir/Binary/{doc_id}", headers=tokens.headers("RAL", "clinician"), allow_redirects=False
+    )
     assert denied.status == 403
     assert "Location" not in denied.headers
     assert (await denied.json())["issue"][0]["diagnostics"] == (
-        f"Access denied: not permitted by the sharing policy (reference {denied.headers['X-Correlation-Id']}).")
+        f"Access denied: not permitted by the sharing policy (reference {denied.headers['X-Correlation-Id']})."
+    )
 
 
 async def test_hash_mismatch_is_rejected_and_leaves_nothing_retrievable(
@@ -289,21 +306,35 @@ async def test_hash_mismatch_is_rejected_and_leaves_nothing_retrievable(
     staging_key = f"staging/{submission_id}"
     # The staged bytes are not the bytes intake hashed: tampered with (or corrupted) in between.
     await store.put(staging_key, one_chunk(PDF + b"tampered"), content_type="application/pdf")
-    facts = DocumentFacts(document_id=document_id, patient_nhs_number=TEST_PATIENT, custodian="RJ1",
-                          type_code=PATHOLOGY, content_type="application/pdf", size=len(PDF) + 8,
-                          sha256=hashlib.sha256(PDF).hexdigest())
-    await bus.publish(Event.new(
-        RoutingKey.DOCUMENT_RECEIVED,
-        DocumentReceived(submission_id=submission_id, document=facts, staging_key=staging_key,
-                         actor=Actor(org="RJ1", role="system", subject="test")),
-        source="urn:lhcie:test", subject=document_id,
-    ))
+    facts = DocumentFacts(
+        document_id=document_id,
+        patient_nhs_number=TEST_PATIENT,
+        custodian="RJ1",
+        type_code=PATHOLOGY,
+        content_type="application/pdf",
+        size=len(PDF) + 8,
+        sha256=hashlib.sha256(PDF).hexdigest(),
+    )
+    await bus.publish(
+        Event.new(
+            RoutingKey.DOCUMENT_RECEIVED,
+            DocumentReceived(
+                submission_id=submission_id,
+                document=facts,
+                staging_key=staging_key,
+                actor=Actor(org="RJ1", role="system", subject="test"),
+            ),
+            source="urn:lhcie:test",
+            subject=document_id,
+        )
+    )
 
     body = await eventually(lambda: bus.get("test.rejected"))
     rejected = Event.from_bytes(body).data
     assert (rejected["reason_code"], rejected["reason"]) == (
-        "hash-mismatch", "staged content does not match the SHA-256 recorded at intake")
-
+        "hash-mismatch",
+        "staged content does not match the SHA-256 recorded at intake",
+    )
 
     async def bucket_empty() -> bool:  # every version of the staged and the filed copy, after the event
         listed = await store.client.list_object_versions(Bucket=s3_settings.s3_bucket, Prefix="")
@@ -326,19 +357,34 @@ async def test_a_filing_interrupted_after_the_s3_write_is_completed_on_redeliver
     store = objects_of(stack)
     document_id, submission_id = str(uuid.uuid4()), str(uuid.uuid4())
     await store.put(f"documents/RJ1/{document_id}", one_chunk(PDF), content_type="application/pdf")
-    facts = DocumentFacts(document_id=document_id, patient_nhs_number=TEST_PATIENT, custodian="RJ1",
-                          type_code=PATHOLOGY, content_type="application/pdf", size=len(PDF),
-                          sha256=hashlib.sha256(PDF).hexdigest())
-    await bus.publish(Event.new(
-        RoutingKey.DOCUMENT_RECEIVED,
-        DocumentReceived(submission_id=submission_id, document=facts, staging_key=f"staging/{submission_id}",
-                         actor=Actor(org="RJ1", role="system", subject="test")),
-        source="urn:lhcie:test", subject=document_id,
-    ))
+    facts = DocumentFacts(
+        document_id=document_id,
+        patient_nhs_number=TEST_PATIENT,
+        custodian="RJ1",
+        type_code=PATHOLOGY,
+        content_type="application/pdf",
+        size=len(PDF),
+        sha256=hashlib.sha256(PDF).hexdigest(),
+    )
+    await bus.publish(
+        Event.new(
+            RoutingKey.DOCUMENT_RECEIVED,
+            DocumentReceived(
+                submission_id=submission_id,
+                document=facts,
+                staging_key=f"staging/{submission_id}",
+                actor=Actor(org="RJ1", role="system", subject="test"),
+            ),
+            source="urn:lhcie:test",
+            subject=document_id,
+        )
+    )
 
     stored_event = Event.from_bytes(await eventually(lambda: bus.get("test.stored"))).data
     assert (stored_event["document"]["document_id"], stored_event["object_key"]) == (
-        document_id, f"documents/RJ1/{document_id}")
+        document_id,
+        f"documents/RJ1/{document_id}",
+    )
     response = await stack.get(f"/fhir/Binary/{document_id}", headers=tokens.headers("RJ1", "clinician"))
     assert (response.status, await response.read()) == (200, PDF)
     head = await store.client.head_object(Bucket=s3_settings.s3_bucket, Key=f"documents/RJ1/{document_id}")
@@ -346,7 +392,9 @@ async def test_a_filing_interrupted_after_the_s3_write_is_completed_on_redeliver
 
 
 async def test_storage_verify_reports_missing_and_altered_objects(
-    stack_on: Callable[..., Any], s3_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    stack_on: Callable[..., Any],
+    s3_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     stack = await stack_on(s3_settings)
@@ -358,17 +406,22 @@ async def test_storage_verify_reports_missing_and_altered_objects(
     # Retention keeps each version, but a new version or a delete marker changes what would be served.
     await s3.put_object(Bucket=s3_settings.s3_bucket, Key=f"documents/RJ1/{ids[0]}", Body=b"%PDF-forged")
     await s3.delete_object(Bucket=s3_settings.s3_bucket, Key=f"documents/RJ1/{ids[1]}")
-    for name, value in {"LHCIE_S3_ENDPOINT_URL": str(s3_settings.s3_endpoint_url), "LHCIE_S3_BUCKET":
-                        s3_settings.s3_bucket, "LHCIE_S3_PATH_STYLE": "true",
-                        "LHCIE_DATA_DIR": str(s3_settings.data_dir)}.items():
+    for name, value in {
+        "LHCIE_S3_ENDPOINT_URL": str(s3_settings.s3_endpoint_url),
+        "LHCIE_S3_BUCKET": s3_settings.s3_bucket,
+        "LHCIE_S3_PATH_STYLE": "true",
+        "LHCIE_DATA_DIR": str(s3_settings.data_dir),
+    }.items():
         monkeypatch.setenv(name, value)
 
     assert await asyncio.to_thread(cli.main, ["storage", "verify"]) == 1
-    assert sorted(capsys.readouterr().out.splitlines()) == sorted([
-        f"altered  {ids[0]} documents/RJ1/{ids[0]}: {len(b'%PDF-forged')} bytes, the index says {len(PDF) + 1}",
-        f"missing  {ids[1]} documents/RJ1/{ids[1]}: no object under its key",
-        "objects 2 problem(s): 3 object(s) checked.",
-    ])
+    assert sorted(capsys.readouterr().out.splitlines()) == sorted(
+        [
+            f"altered  {ids[0]} documents/RJ1/{ids[0]}: {len(b'%PDF-forged')} bytes, the index says {len(PDF) + 1}",
+            f"missing  {ids[1]} documents/RJ1/{ids[1]}: no object under its key",
+            "objects 2 problem(s): 3 object(s) checked.",
+        ]
+    )
 
 
 async def test_s3_outage_mid_run_loses_no_accepted_document(
@@ -424,7 +477,7 @@ async def test_s3_outage_mid_run_loses_no_accepted_document(
 
 
 async def _storage_retried(caplog: pytest.LogCaptureFixture) -> bool:
-    return any("bus.retry queue=storage.documents" in r.getMessage() and "object store unavailable" in r.getMessage()
-               for r in caplog.records)
-
-
+    return any(
+        "bus.retry queue=storage.documents" in r.getMessage() and "object store unavailable" in r.getMessage()
+        for r in caplog.records
+    )

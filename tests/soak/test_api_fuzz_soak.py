@@ -12,5 +12,5 @@ pytestmark = [pytest.mark.soak, pytest.mark.e2e]
 
 @SCHEMA.parametrize()
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_request_is_answered_with_a_5xx_at_length(case, exchange: Exchange) -> None:  # noqa: F811
+def test_no_request_is_answered_with_a_5xx_at_length(case, exchange: Exchange) -> None:
     check(case, exchange)

@@ -35,16 +35,20 @@ def services(tmp_path: Path, amqp_url: str) -> Any:
 async def test_broker_restart_mid_stream_loses_nothing(services: ServiceProcesses) -> None:
     services.start()
     issuer = EmbeddedIssuer(services.data_dir, issuer="lhcie-embedded", audience="lhcie")
-    system = {"Authorization": f"Bearer {issuer.mint(org='RJ1', role='system')}",
-              "Content-Type": "application/fhir+json"}
+    system = {
+        "Authorization": f"Bearer {issuer.mint(org='RJ1', role='system')}",
+        "Content-Type": "application/fhir+json",
+    }
     coordinator = {"Authorization": f"Bearer {issuer.mint(org='RJ1', role='mdt-coordinator', mdt='rj1-lung')}"}
     admin = {"Authorization": f"Bearer {issuer.mint(org='RJ1', role='dcc-admin')}"}
     accepted: list[str] = []
     async with aiohttp.ClientSession() as http:
+
         async def post(n: int) -> None:
             body = document_reference(content=b"%PDF-1.4\n% soak " + str(n).encode() + b"\n")
-            async with http.post(f"{services.url('intake')}/fhir/DocumentReference", data=json.dumps(body),
-                                 headers=system) as r:
+            async with http.post(
+                f"{services.url('intake')}/fhir/DocumentReference", data=json.dumps(body), headers=system
+            ) as r:
                 if r.status == 202:
                     accepted.append((await r.json())["id"])
 
@@ -72,8 +76,11 @@ async def test_broker_restart_mid_stream_loses_nothing(services: ServiceProcesse
             found: list[str] = []
             offset = 0
             while True:
-                async with http.get(f"{services.url('notification')}/fhir/Communication?recipient=CareTeam/rj1-lung"
-                                    f"&_count=200&_offset={offset}", headers=coordinator) as r:
+                async with http.get(
+                    f"{services.url('notification')}/fhir/Communication?recipient=CareTeam/rj1-lung"
+                    f"&_count=200&_offset={offset}",
+                    headers=coordinator,
+                ) as r:
                     entries = (await r.json()).get("entry", [])
                 found += [e["resource"]["about"][0]["reference"].split("/")[1] for e in entries]
                 if len(entries) < 200:
@@ -86,11 +93,15 @@ async def test_broker_restart_mid_stream_loses_nothing(services: ServiceProcesse
 
         async def audited() -> bool:
             for doc_id in accepted:
-                async with http.get(f"{services.url('audit')}/fhir/AuditEvent?entity=DocumentReference/{doc_id}",
-                                    headers=admin) as r:
+                async with http.get(
+                    f"{services.url('audit')}/fhir/AuditEvent?entity=DocumentReference/{doc_id}", headers=admin
+                ) as r:
                     codes = [e["resource"]["subtype"][1]["code"] for e in (await r.json()).get("entry", [])]
                 if sorted(c for c in codes if c in ("document.received", "document.stored", "alert.raised")) != [
-                        "alert.raised", "document.received", "document.stored"]:
+                    "alert.raised",
+                    "document.received",
+                    "document.stored",
+                ]:
                     return False
             return True
 

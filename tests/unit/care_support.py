@@ -36,7 +36,8 @@ async def care_stack(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Asy
 
         async def ready() -> bool:
             return all([await care.policy.organisation(o) for o in ("RJ1", "RRV", "RPY", "RAL")]) and bool(
-                await care.policy.agreements_between("RJ1", "RRV"))
+                await care.policy.agreements_between("RJ1", "RRV")
+            )
 
         await eventually(ready)
         yield client
@@ -47,46 +48,73 @@ def care_of(client: TestClient) -> Care:
 
 
 def outcome(code: str, issue_type: str, diagnostics: str, *expressions: str) -> dict[str, Any]:
-    issue: dict[str, Any] = {"severity": "error", "code": issue_type,
-                             "details": {"coding": [{"system": ERROR_SYSTEM, "code": code}]}, "diagnostics": diagnostics}
+    issue: dict[str, Any] = {
+        "severity": "error",
+        "code": issue_type,
+        "details": {"coding": [{"system": ERROR_SYSTEM, "code": code}]},
+        "diagnostics": diagnostics,
+    }
     if expressions:
         issue["expression"] = list(expressions)
     return issue
 
 
-async def call(client: TestClient, tokens: Any, method: str, path: str, org: str = "RJ1", body: Any = None,
-               role: str = "clinician", headers: dict[str, str] | None = None, **claims: Any) -> tuple[int, Any, Any]:
-    response = await client.request(method, path, json=body,
-                                    headers={**FHIR, **tokens.headers(org, role, **claims), **(headers or {})})
+async def call(
+    client: TestClient,
+    tokens: Any,
+    method: str,
+    path: str,
+    org: str = "RJ1",
+    body: Any = None,
+    role: str = "clinician",
+    headers: dict[str, str] | None = None,
+    **claims: Any,
+) -> tuple[int, Any, Any]:
+    response = await client.request(
+        method, path, json=body, headers={**FHIR, **tokens.headers(org, role, **claims), **(headers or {})}
+    )
     return response.status, await response.json(), response.headers
 
 
 async def isa(client: TestClient, tokens: Any, a: str, b: str, purposes: tuple[str, ...]) -> str:
     """An accepted ISA between ``a`` and ``b`` for ``purposes``, made through the agreements API, once the
     care service's policy replica has it."""
-    body = {"resourceType": "Contract", "title": f"{a} and {b} ISA",
-            "authority": [{"identifier": {"system": ODS_CODE, "value": p}} for p in (a, b)],
-            "scope": {"coding": [{"system": PURPOSES, "code": p} for p in purposes]}}
+    body = {
+        "resourceType": "Contract",
+        "title": f"{a} and {b} ISA",
+        "authority": [{"identifier": {"system": ODS_CODE, "value": p}} for p in (a, b)],
+        "scope": {"coding": [{"system": PURPOSES, "code": p} for p in purposes]},
+    }
     status, proposed, _ = await call(client, tokens, "POST", "/fhir/Contract", a, body, role="dcc-admin")
     assert status == 201, proposed
-    status, accepted, _ = await call(client, tokens, "POST", f"/fhir/Contract/{proposed['id']}/$accept", b,
-                                     role="dcc-admin")
+    status, accepted, _ = await call(
+        client, tokens, "POST", f"/fhir/Contract/{proposed['id']}/$accept", b, role="dcc-admin"
+    )
     assert status == 200, accepted
     care = care_of(client)
 
     async def known() -> bool:
-        return any(ag.agreement_id == proposed["id"] and ag.status == "accepted"
-                   for ag in await care.policy.agreements_between(a, b))
+        return any(
+            ag.agreement_id == proposed["id"] and ag.status == "accepted"
+            for ag in await care.policy.agreements_between(a, b)
+        )
 
     await eventually(known)
     return str(proposed["id"])
 
 
 async def opt_out(client: TestClient, tokens: Any, patient: str, *categories: str) -> None:
-    body = {"resourceType": "Consent", "status": "active", "provision": {"type": "permit", "provision": [
-        {"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": c}]} for c in categories]}}
-    status, consent, _ = await call(client, tokens, "PUT", "/fhir/Consent/preferences", "NHSLOGIN", body,
-                                    role="patient", patient=patient)
+    body = {
+        "resourceType": "Consent",
+        "status": "active",
+        "provision": {
+            "type": "permit",
+            "provision": [{"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": c}]} for c in categories],
+        },
+    }
+    status, consent, _ = await call(
+        client, tokens, "PUT", "/fhir/Consent/preferences", "NHSLOGIN", body, role="patient", patient=patient
+    )
     assert status == 200, consent
     care = care_of(client)
 
@@ -98,8 +126,9 @@ async def opt_out(client: TestClient, tokens: Any, patient: str, *categories: st
 
 
 async def audit_types(client: TestClient, tokens: Any, entity: str, admin_org: str = "RJ1") -> list[str]:
-    status, bundle, _ = await call(client, tokens, "GET", f"/fhir/AuditEvent?entity={entity}", admin_org,
-                                   role="dcc-admin")
+    status, bundle, _ = await call(
+        client, tokens, "GET", f"/fhir/AuditEvent?entity={entity}", admin_org, role="dcc-admin"
+    )
     assert status == 200, bundle
     return sorted(e["resource"]["subtype"][1]["code"] for e in bundle.get("entry", []))
 

@@ -32,8 +32,18 @@ from tests.unit.test_notification_pathways import START, open_pathway
 from tests.unit.test_notification_subscriptions import subscription
 from tests.unit.test_policy_preferences import preferences, set_preferences
 
-ROLES = ("system", "mdt-coordinator", "clinician", "dcc-admin", "auditor", "exchange-operator", "patient", "carer",
-         "bed-manager", "anonymous")
+ROLES = (
+    "system",
+    "mdt-coordinator",
+    "clinician",
+    "dcc-admin",
+    "auditor",
+    "exchange-operator",
+    "patient",
+    "carer",
+    "bed-manager",
+    "anonymous",
+)
 STAFF = ("system", "mdt-coordinator", "clinician", "dcc-admin", "auditor")
 CLINICAL = ("system", "mdt-coordinator", "clinician")
 ADMIN = ("dcc-admin", "auditor")
@@ -45,14 +55,20 @@ NOBODY: tuple[str, ...] = ()
 # The caller's organisation for each relationship to RJ1's document about the test patient.
 RELATIONS = {
     "own": "RJ1",
-    "isa-partner": "RRV",   # demo ISA RJ1-RRV, accepted
-    "no-isa": "RAL",        # the demo's organisation without an ISA
-    "revoked-isa": "RF4",   # an ISA with RJ1 that RJ1 revoked
-    "expired-isa": "RQM",   # an accepted ISA with RJ1 whose validity ended yesterday
-    "opted-out": "RPY",     # an ISA with RJ1, but the patient opted out of RPY
+    "isa-partner": "RRV",  # demo ISA RJ1-RRV, accepted
+    "no-isa": "RAL",  # the demo's organisation without an ISA
+    "revoked-isa": "RF4",  # an ISA with RJ1 that RJ1 revoked
+    "expired-isa": "RQM",  # an accepted ISA with RJ1 whose validity ended yesterday
+    "opted-out": "RPY",  # an ISA with RJ1, but the patient opted out of RPY
 }
-CLINICAL_RELATIONS = {"own": True, "isa-partner": True, "no-isa": False, "revoked-isa": False,
-                      "expired-isa": False, "opted-out": False}
+CLINICAL_RELATIONS = {
+    "own": True,
+    "isa-partner": True,
+    "no-isa": False,
+    "revoked-isa": False,
+    "expired-isa": False,
+    "opted-out": False,
+}
 # A search is answered to everyone it is allowed to, but it shows only what the caller may see: where the
 # relationship refuses, the document is left out of the Bundle (and the search is still on the record).
 HIDDEN = "hidden"
@@ -103,71 +119,198 @@ TABLE: tuple[Route, ...] = (
     # intake
     Route("POST", "/fhir", ("system", "clinician"), body={}),
     Route("POST", "/fhir/DocumentReference", ("system", "clinician"), body={}),
-    Route("GET", "/fhir/DocumentReference", CLINICAL + PEOPLE, url="/fhir/DocumentReference?" + SEARCH_DOCS,
-          relations=True, person_relations=True, filters=True, records=SEARCHED),
-    Route("POST", "/fhir/DocumentReference/_search", CLINICAL + PEOPLE, url="/fhir/DocumentReference/_search",
-          body=SEARCH_DOCS, form=True, relations=True, person_relations=True, filters=True, records=SEARCHED),
-    Route("GET", "/fhir/DocumentReference/{id}", CLINICAL, url="/fhir/DocumentReference/{document}",
-          relations=True, person_relations=True, records=READ),
+    Route(
+        "GET",
+        "/fhir/DocumentReference",
+        CLINICAL + PEOPLE,
+        url="/fhir/DocumentReference?" + SEARCH_DOCS,
+        relations=True,
+        person_relations=True,
+        filters=True,
+        records=SEARCHED,
+    ),
+    Route(
+        "POST",
+        "/fhir/DocumentReference/_search",
+        CLINICAL + PEOPLE,
+        url="/fhir/DocumentReference/_search",
+        body=SEARCH_DOCS,
+        form=True,
+        relations=True,
+        person_relations=True,
+        filters=True,
+        records=SEARCHED,
+    ),
+    Route(
+        "GET",
+        "/fhir/DocumentReference/{id}",
+        CLINICAL,
+        url="/fhir/DocumentReference/{document}",
+        relations=True,
+        person_relations=True,
+        records=READ,
+    ),
     Route("PATCH", "/fhir/DocumentReference/{id}", ("system",), url="/fhir/DocumentReference/none", body=[]),
-    Route("GET", "/fhir/DocumentReference/{id}/_history", CLINICAL, url="/fhir/DocumentReference/{document}/_history",
-          relations=True, person_relations=True, records=READ),
-    Route("GET", "/fhir/DocumentReference/{id}/_history/{vid}", CLINICAL,
-          url="/fhir/DocumentReference/{document}/_history/1", relations=True, person_relations=True, records=READ),
-    Route("GET", "/fhir/List/{id}", CLINICAL + PEOPLE, url="/fhir/List/none",
-          note="an ITI-65 SubmissionSet or Folder, answered to the submitting organisation only (404 to any other)"),
-    Route("GET", "/fhir/Patient/{id}", CLINICAL + PEOPLE, url="/fhir/Patient/none",
-          note="the patient an ITI-65 Patient entry matched, answered to the submitting organisation only"),
-    Route("GET", "/fhir/ValueSet/{id}", EVERYONE, url="/fhir/ValueSet/lhcie-document-types",
-          note="terminology: the accepted document types"),
-    Route("GET", "/fhir/_bundle/{id}", ALL, url="/fhir/_bundle/none",
-          note="a submission's state, answered to the submitting organisation only (404 to any other)"),
+    Route(
+        "GET",
+        "/fhir/DocumentReference/{id}/_history",
+        CLINICAL,
+        url="/fhir/DocumentReference/{document}/_history",
+        relations=True,
+        person_relations=True,
+        records=READ,
+    ),
+    Route(
+        "GET",
+        "/fhir/DocumentReference/{id}/_history/{vid}",
+        CLINICAL,
+        url="/fhir/DocumentReference/{document}/_history/1",
+        relations=True,
+        person_relations=True,
+        records=READ,
+    ),
+    Route(
+        "GET",
+        "/fhir/List/{id}",
+        CLINICAL + PEOPLE,
+        url="/fhir/List/none",
+        note="an ITI-65 SubmissionSet or Folder, answered to the submitting organisation only (404 to any other)",
+    ),
+    Route(
+        "GET",
+        "/fhir/Patient/{id}",
+        CLINICAL + PEOPLE,
+        url="/fhir/Patient/none",
+        note="the patient an ITI-65 Patient entry matched, answered to the submitting organisation only",
+    ),
+    Route(
+        "GET",
+        "/fhir/ValueSet/{id}",
+        EVERYONE,
+        url="/fhir/ValueSet/lhcie-document-types",
+        note="terminology: the accepted document types",
+    ),
+    Route(
+        "GET",
+        "/fhir/_bundle/{id}",
+        ALL,
+        url="/fhir/_bundle/none",
+        note="a submission's state, answered to the submitting organisation only (404 to any other)",
+    ),
     # storage
-    Route("GET", "/fhir/Binary/{id}", CLINICAL, url="/fhir/Binary/{document}", relations=True,
-          person_relations=True, records=RETRIEVED),
+    Route(
+        "GET",
+        "/fhir/Binary/{id}",
+        CLINICAL,
+        url="/fhir/Binary/{document}",
+        relations=True,
+        person_relations=True,
+        records=RETRIEVED,
+    ),
     # notification: alerts and pathways are the caller's own MDT's (the claim checked against the organisation)
-    Route("GET", "/fhir/Communication", ("mdt-coordinator",),
-          url="/fhir/Communication?recipient=CareTeam/rj1-lung", records=READ),
+    Route(
+        "GET",
+        "/fhir/Communication",
+        ("mdt-coordinator",),
+        url="/fhir/Communication?recipient=CareTeam/rj1-lung",
+        records=READ,
+    ),
     Route("POST", "/fhir/Communication/$reconcile", ("exchange-operator",)),
-    Route("POST", "/fhir/Communication/{id}/$acknowledge", ("mdt-coordinator",), url="/fhir/Communication/{alert}/$acknowledge"),
+    Route(
+        "POST",
+        "/fhir/Communication/{id}/$acknowledge",
+        ("mdt-coordinator",),
+        url="/fhir/Communication/{alert}/$acknowledge",
+    ),
     Route("POST", "/alerts/stream-token", ("mdt-coordinator",), url="/alerts/stream-token?team=CareTeam/rj1-lung"),
     Route("GET", "/alerts/stream", NOBODY, url="/alerts/stream?token=forged", note="its own stream token only"),
     Route("GET", "/console/", EVERYONE, note="a static page; its data needs a token"),
     Route("GET", "/console/static", EVERYONE, url="/console/static/console.js"),
-    Route("GET", "/fhir/EpisodeOfCare", ("mdt-coordinator",), url="/fhir/EpisodeOfCare?team=CareTeam/rj1-lung",
-          records=READ),
+    Route(
+        "GET",
+        "/fhir/EpisodeOfCare",
+        ("mdt-coordinator",),
+        url="/fhir/EpisodeOfCare?team=CareTeam/rj1-lung",
+        records=READ,
+    ),
     Route("POST", "/fhir/EpisodeOfCare", ("mdt-coordinator",), body={}),
-    Route("GET", "/fhir/EpisodeOfCare/$tracking-list", ("mdt-coordinator",),
-          url="/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung", records=READ),
+    Route(
+        "GET",
+        "/fhir/EpisodeOfCare/$tracking-list",
+        ("mdt-coordinator",),
+        url="/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung",
+        records=READ,
+    ),
     Route("GET", "/fhir/EpisodeOfCare/{id}", ("mdt-coordinator",), url="/fhir/EpisodeOfCare/{pathway}", records=READ),
-    Route("POST", "/fhir/EpisodeOfCare/{id}/$record-event", ("mdt-coordinator",),
-          url="/fhir/EpisodeOfCare/{pathway}/$record-event", body={}),
-    Route("POST", "/fhir/EpisodeOfCare/{id}/$transfer", ("mdt-coordinator",), url="/fhir/EpisodeOfCare/{pathway}/$transfer",
-          body={}),
+    Route(
+        "POST",
+        "/fhir/EpisodeOfCare/{id}/$record-event",
+        ("mdt-coordinator",),
+        url="/fhir/EpisodeOfCare/{pathway}/$record-event",
+        body={},
+    ),
+    Route(
+        "POST",
+        "/fhir/EpisodeOfCare/{id}/$transfer",
+        ("mdt-coordinator",),
+        url="/fhir/EpisodeOfCare/{pathway}/$transfer",
+        body={},
+    ),
     Route("POST", "/fhir/Subscription", ("system",), body={}),
     Route("GET", "/fhir/Subscription/{id}", ("system",), url="/fhir/Subscription/{subscription}"),
     Route("GET", "/fhir/Subscription/{id}/$status", ("system",), url="/fhir/Subscription/{subscription}/$status"),
     Route("GET", "/fhir/Subscription/{id}/$events", ("system",), url="/fhir/Subscription/{subscription}/$events"),
-    Route("GET", "/fhir/Subscription/{id}/$stream", ("system",), url="/fhir/Subscription/{subscription}/$stream",
-          note="the SSE channel of a care plan subscription; this one is rest-hook (422 once past the access check)"),
+    Route(
+        "GET",
+        "/fhir/Subscription/{id}/$stream",
+        ("system",),
+        url="/fhir/Subscription/{subscription}/$stream",
+        note="the SSE channel of a care plan subscription; this one is rest-hook (422 once past the access check)",
+    ),
     # audit
-    Route("GET", "/fhir/AuditEvent", ADMIN + ("exchange-operator",), url="/fhir/AuditEvent?" + SEARCH_DOCS,
-          records=AUDIT_OWN),
+    Route(
+        "GET",
+        "/fhir/AuditEvent",
+        (*ADMIN, "exchange-operator"),
+        url="/fhir/AuditEvent?" + SEARCH_DOCS,
+        records=AUDIT_OWN,
+    ),
     Route("GET", "/fhir/AuditEvent/$verify", ("system", "dcc-admin", "auditor", "exchange-operator")),
-    Route("GET", "/fhir/AuditEvent/$export", ADMIN + ("exchange-operator",),
-          url="/fhir/AuditEvent/$export?start=2000-01-01&end=2100-01-01", records=AUDIT_OWN),
-    Route("GET", "/fhir/AuditEvent/$access-report", PEOPLE, url="/fhir/AuditEvent/$access-report?patient={patient}",
-          person_relations=True, records=AUDIT_OWN),
+    Route(
+        "GET",
+        "/fhir/AuditEvent/$export",
+        (*ADMIN, "exchange-operator"),
+        url="/fhir/AuditEvent/$export?start=2000-01-01&end=2100-01-01",
+        records=AUDIT_OWN,
+    ),
+    Route(
+        "GET",
+        "/fhir/AuditEvent/$access-report",
+        PEOPLE,
+        url="/fhir/AuditEvent/$access-report?patient={patient}",
+        person_relations=True,
+        records=AUDIT_OWN,
+    ),
     # agreements: the directory is for staff; agreements for their parties' admins
-    Route("GET", "/fhir/Organization", STAFF + ("exchange-operator", "bed-manager")),
-    Route("GET", "/fhir/Organization/{id}", STAFF + ("exchange-operator", "bed-manager"), url="/fhir/Organization/RJ1"),
+    Route("GET", "/fhir/Organization", (*STAFF, "exchange-operator", "bed-manager")),
+    Route("GET", "/fhir/Organization/{id}", (*STAFF, "exchange-operator", "bed-manager"), url="/fhir/Organization/RJ1"),
     Route("POST", "/fhir/Organization", ("dcc-admin",), body={}),
     Route("PUT", "/fhir/Organization/{id}", ("dcc-admin",), url="/fhir/Organization/none", body={}),
-    Route("GET", "/fhir/Organization/$record-holders", PEOPLE, url="/fhir/Organization/$record-holders?patient={patient}",
-          person_relations=True, records=READ),
+    Route(
+        "GET",
+        "/fhir/Organization/$record-holders",
+        PEOPLE,
+        url="/fhir/Organization/$record-holders?patient={patient}",
+        person_relations=True,
+        records=READ,
+    ),
     Route("GET", "/fhir/CareTeam", ("system", "mdt-coordinator", "clinician", "dcc-admin", "exchange-operator")),
-    Route("GET", "/fhir/CareTeam/{id}", ("system", "mdt-coordinator", "clinician", "dcc-admin", "exchange-operator"),
-          url="/fhir/CareTeam/rj1-lung"),
+    Route(
+        "GET",
+        "/fhir/CareTeam/{id}",
+        ("system", "mdt-coordinator", "clinician", "dcc-admin", "exchange-operator"),
+        url="/fhir/CareTeam/rj1-lung",
+    ),
     Route("POST", "/fhir/CareTeam", ("dcc-admin",), body={}),
     Route("PUT", "/fhir/CareTeam/{id}", ("dcc-admin",), url="/fhir/CareTeam/none", body={}),
     Route("GET", "/fhir/Contract", ("system", "dcc-admin", "exchange-operator")),
@@ -181,32 +324,60 @@ TABLE: tuple[Route, ...] = (
     Route("POST", "/fhir/Contract/{id}/$reject", ("dcc-admin",), url="/fhir/Contract/none/$reject", body={}),
     Route("POST", "/fhir/Contract/{id}/$revoke", ("dcc-admin",), url="/fhir/Contract/none/$revoke", body={}),
     Route("POST", "/fhir/Contract/{id}/$join", ("dcc-admin",), url="/fhir/Contract/none/$join", body={}),
-    Route("POST", "/fhir/Contract/{id}/$approve-join", ("dcc-admin",), url="/fhir/Contract/none/$approve-join", body={}),
+    Route(
+        "POST", "/fhir/Contract/{id}/$approve-join", ("dcc-admin",), url="/fhir/Contract/none/$approve-join", body={}
+    ),
     Route("POST", "/fhir/Contract/{id}/$reject-join", ("dcc-admin",), url="/fhir/Contract/none/$reject-join", body={}),
     Route("POST", "/fhir/Contract/{id}/$retire", ("dcc-admin",), url="/fhir/Contract/none/$retire", body={}),
     Route("PUT", "/fhir/Contract/{id}/$document", ("dcc-admin",), url="/fhir/Contract/none/$document", body={}),
-    Route("GET", "/fhir/Contract/{id}/$document", ("system", "dcc-admin", "exchange-operator"),
-          url="/fhir/Contract/isa-rj1-rrv/$document"),
+    Route(
+        "GET",
+        "/fhir/Contract/{id}/$document",
+        ("system", "dcc-admin", "exchange-operator"),
+        url="/fhir/Contract/isa-rj1-rrv/$document",
+    ),
     Route("GET", "/fhir/Consent", PEOPLE, url="/fhir/Consent?patient={patient}", person_relations=True, records=READ),
-    Route("GET", "/fhir/Consent/preferences", PEOPLE, url="/fhir/Consent/preferences?patient={patient}",
-          person_relations=True, records=READ),
+    Route(
+        "GET",
+        "/fhir/Consent/preferences",
+        PEOPLE,
+        url="/fhir/Consent/preferences?patient={patient}",
+        person_relations=True,
+        records=READ,
+    ),
     Route("PUT", "/fhir/Consent/preferences", ("patient",), body={}),
-    Route("GET", "/fhir/RelatedPerson", PEOPLE, url="/fhir/RelatedPerson?patient={patient}", person_relations=True,
-          records=READ),
+    Route(
+        "GET",
+        "/fhir/RelatedPerson",
+        PEOPLE,
+        url="/fhir/RelatedPerson?patient={patient}",
+        person_relations=True,
+        records=READ,
+    ),
     Route("POST", "/fhir/RelatedPerson", ("patient",), body={}),
     Route("POST", "/fhir/RelatedPerson/{id}/$revoke", ("patient",), url="/fhir/RelatedPerson/none/$revoke", body={}),
     # care: end-of-life plans (a patient may start a draft of their own), repatriation transfers and discharge
     # summaries between clinical systems; the reads of another organisation's record are the sharing policy's
     # decision with the token's purpose of use, tested in tests/unit/test_care_*.py (no care record in this world)
     Route("POST", "/fhir/CarePlan", ("system", "clinician", "patient"), body={}),
-    Route("GET", "/fhir/CarePlan", ("system", "clinician", "patient"),
-          url="/fhir/CarePlan?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{patient}&category=end-of-life",
-          records=READ),
+    Route(
+        "GET",
+        "/fhir/CarePlan",
+        ("system", "clinician", "patient"),
+        url="/fhir/CarePlan?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{patient}&category=end-of-life",
+        records=READ,
+    ),
     Route("GET", "/fhir/CarePlan/{id}", ("system", "clinician", "patient"), url="/fhir/CarePlan/none"),
     Route("PUT", "/fhir/CarePlan/{id}", ("system", "clinician", "patient"), url="/fhir/CarePlan/none", body={}),
-    Route("GET", "/fhir/CarePlan/{id}/_history", ("system", "clinician", "patient"), url="/fhir/CarePlan/none/_history"),
-    Route("GET", "/fhir/CarePlan/{id}/_history/{vid}", ("system", "clinician", "patient"),
-          url="/fhir/CarePlan/none/_history/1"),
+    Route(
+        "GET", "/fhir/CarePlan/{id}/_history", ("system", "clinician", "patient"), url="/fhir/CarePlan/none/_history"
+    ),
+    Route(
+        "GET",
+        "/fhir/CarePlan/{id}/_history/{vid}",
+        ("system", "clinician", "patient"),
+        url="/fhir/CarePlan/none/_history/1",
+    ),
     Route("POST", "/fhir/Task", ("system", "clinician"), body={}),
     # A trust's bed managers read the transfers coming in (tests/unit/test_transfer_alerts.py: their alerts,
     # recipient=Organization/<ODS>, which no other role and no other trust's bed managers may search).
@@ -216,8 +387,9 @@ TABLE: tuple[Route, ...] = (
     Route("POST", "/fhir/Bundle", ("system", "clinician"), body={}),
     Route("GET", "/fhir/Bundle", ("system", "clinician"), url="/fhir/Bundle?recipient=RJ1", records=READ),
     Route("GET", "/fhir/Bundle/{id}", ("system", "clinician"), url="/fhir/Bundle/none"),
-    Route("POST", "/fhir/Bundle/{id}/$acknowledge", ("system", "clinician"), url="/fhir/Bundle/none/$acknowledge",
-          body={}),
+    Route(
+        "POST", "/fhir/Bundle/{id}/$acknowledge", ("system", "clinician"), url="/fhir/Bundle/none/$acknowledge", body={}
+    ),
     Route("GET", "/fhir/Bundle/{id}/$status", ("system", "clinician"), url="/fhir/Bundle/none/$status"),
     Route("GET", "/fhir/Questionnaire", ALL, note="the published blank forms: no patient data"),
     Route("GET", "/fhir/Questionnaire/{id}", ALL, url="/fhir/Questionnaire/none"),
@@ -249,6 +421,7 @@ class Cell:
 
 def cells() -> list[Cell]:
     """The table expanded: each route × each role, and × each relationship where the route has one."""
+
     def expected(route: Route, allowed: bool, related: bool) -> bool | str:
         if allowed and not related:
             return HIDDEN if route.filters else False
@@ -261,15 +434,19 @@ def cells() -> list[Cell]:
             if route.relations and role in CLINICAL:
                 out += [Cell(route, role, rel, expected(route, allowed, ok)) for rel, ok in CLINICAL_RELATIONS.items()]
             elif route.person_relations and role == "carer":
-                out += [Cell(route, role, rel, expected(route, allowed, PERSON_RELATIONS[rel]))
-                        for rel in ("carer-with-grant", "carer-without-grant")]
+                out += [
+                    Cell(route, role, rel, expected(route, allowed, PERSON_RELATIONS[rel]))
+                    for rel in ("carer-with-grant", "carer-without-grant")
+                ]
             else:
                 out.append(Cell(route, role, "own" if role not in PEOPLE else role, allowed))
         if route.filters:
             # Patients see which organisations hold their records (the patient view), not the documents:
             # their search is answered, empty.
-            out = [Cell(c.route, c.role, c.relation, HIDDEN) if c.route is route and c.role in PEOPLE and c.allowed
-                   else c for c in out]
+            out = [
+                Cell(c.route, c.role, c.relation, HIDDEN) if c.route is route and c.role in PEOPLE and c.allowed else c
+                for c in out
+            ]
     return out
 
 
@@ -285,8 +462,12 @@ def headers_for(tokens: Any, role: str, relation: str) -> dict[str, str]:
     return tokens.headers(org, role, mdt=MDT.get(org) if role == "mdt-coordinator" else None)
 
 
-WATCHED = (RoutingKey.ACCESS_DENIED, RoutingKey.RECORD_READ, RoutingKey.DOCUMENT_RETRIEVED,
-           RoutingKey.DOCUMENT_SEARCHED)
+WATCHED = (
+    RoutingKey.ACCESS_DENIED,
+    RoutingKey.RECORD_READ,
+    RoutingKey.DOCUMENT_RETRIEVED,
+    RoutingKey.DOCUMENT_SEARCHED,
+)
 
 
 def route_keys(app: Any) -> set[tuple[str, str]]:
@@ -308,12 +489,32 @@ async def test_every_route_of_the_stack_is_in_the_table(stack: TestClient) -> No
 
 
 async def _agreement(stack: TestClient, org: str, status: AgreementStatus, valid_to: datetime, key: RoutingKey) -> None:
-    await publish(stack, Event.new(RoutingKey.POLICY_ORGANISATION_UPDATED, OrganisationState(
-        ods_code=org, name=f"Trust {org}", kind="acute-trust", version=1), source="test"))
-    await publish(stack, Event.new(key, AgreementState(
-        agreement_id=f"isa-rj1-{org.lower()}", title=f"ISA RJ1-{org}", parties=("RJ1", org), purposes=("cancer-care",),
-        status=status, valid_from=datetime(2026, 1, 1, tzinfo=UTC), valid_to=valid_to, accepted_by=("RJ1", org),
-        version=2), source="test"))
+    await publish(
+        stack,
+        Event.new(
+            RoutingKey.POLICY_ORGANISATION_UPDATED,
+            OrganisationState(ods_code=org, name=f"Trust {org}", kind="acute-trust", version=1),
+            source="test",
+        ),
+    )
+    await publish(
+        stack,
+        Event.new(
+            key,
+            AgreementState(
+                agreement_id=f"isa-rj1-{org.lower()}",
+                title=f"ISA RJ1-{org}",
+                parties=("RJ1", org),
+                purposes=("cancer-care",),
+                status=status,
+                valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+                valid_to=valid_to,
+                accepted_by=("RJ1", org),
+                version=2,
+            ),
+            source="test",
+        ),
+    )
 
 
 async def build_world(stack: TestClient, tokens: Any) -> dict[str, str]:
@@ -322,23 +523,45 @@ async def build_world(stack: TestClient, tokens: Any) -> dict[str, str]:
     document = await post_document(stack, tokens)
     await eventually(lambda: stored(stack, tokens, document))
     now = datetime.now(UTC)
-    await _agreement(stack, "RF4", AgreementStatus.REVOKED, now + timedelta(days=365), RoutingKey.POLICY_AGREEMENT_REVOKED)
-    await _agreement(stack, "RQM", AgreementStatus.ACCEPTED, now - timedelta(days=1), RoutingKey.POLICY_AGREEMENT_ACCEPTED)
-    await set_preferences(stack, tokens, preferences(
-        {"type": "deny", "actor": [{"role": {"text": "recipient"},
-                                    "reference": {"identifier": {"system": ODS_CODE, "value": "RPY"}}}]}))
+    await _agreement(
+        stack, "RF4", AgreementStatus.REVOKED, now + timedelta(days=365), RoutingKey.POLICY_AGREEMENT_REVOKED
+    )
+    await _agreement(
+        stack, "RQM", AgreementStatus.ACCEPTED, now - timedelta(days=1), RoutingKey.POLICY_AGREEMENT_ACCEPTED
+    )
+    await set_preferences(
+        stack,
+        tokens,
+        preferences(
+            {
+                "type": "deny",
+                "actor": [
+                    {"role": {"text": "recipient"}, "reference": {"identifier": {"system": ODS_CODE, "value": "RPY"}}}
+                ],
+            }
+        ),
+    )
 
     async def alert_raised() -> bool:
-        response = await stack.get("/fhir/Communication?recipient=CareTeam/rj1-lung",
-                                   headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"))
+        response = await stack.get(
+            "/fhir/Communication?recipient=CareTeam/rj1-lung",
+            headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"),
+        )
         return bool(entries(await response.json()))
 
     await eventually(alert_raised)
-    response = await stack.get("/fhir/Communication?recipient=CareTeam/rj1-lung",
-                               headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"))
+    response = await stack.get(
+        "/fhir/Communication?recipient=CareTeam/rj1-lung",
+        headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"),
+    )
     alert = entries(await response.json())[0]["id"]
-    return {"document": document, "pathway": pathway["id"], "patient": TEST_PATIENT, "alert": alert,
-            "subscription": await _subscription(stack)}
+    return {
+        "document": document,
+        "pathway": pathway["id"],
+        "patient": TEST_PATIENT,
+        "alert": alert,
+        "subscription": await _subscription(stack),
+    }
 
 
 async def _subscription(stack: TestClient) -> str:
@@ -352,8 +575,9 @@ async def _subscription(stack: TestClient) -> str:
 
 
 async def _audit_has(stack: TestClient, tokens: Any, correlation_id: str) -> bool:
-    response = await stack.get(f"/fhir/AuditEvent?request-id={correlation_id}", headers=tokens.headers("LHCIE",
-                                                                                                  "exchange-operator"))
+    response = await stack.get(
+        f"/fhir/AuditEvent?request-id={correlation_id}", headers=tokens.headers("LHCIE", "exchange-operator")
+    )
     return bool(entries(await response.json()))
 
 
@@ -404,8 +628,10 @@ async def test_the_access_matrix(stack: TestClient, tokens: Any) -> None:
             if not await _audit_has(stack, tokens, cell.correlation_id):
                 cell.problems.append("the audit service kept no record of this use")
         elif cell.route.records and cell.status == 200 and not seen & set(cell.route.records):
-            cell.problems.append(f"allowed read of patient data left none of {[k.value for k in cell.route.records]}"
-                                 f" (only {sorted(seen)})")
+            cell.problems.append(
+                f"allowed read of patient data left none of {[k.value for k in cell.route.records]}"
+                f" (only {sorted(seen)})"
+            )
     if path := os.environ.get("LHCIE_MATRIX_DUMP"):
         with open(path, "w") as f:
             for cell in all_cells:

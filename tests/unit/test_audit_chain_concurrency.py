@@ -22,15 +22,19 @@ async def test_two_concurrent_writers_keep_one_linear_intact_chain(tmp_path: Pat
     for store in stores:
         await store.start()
     try:
+
         async def write(chain: AuditChain, writer: str) -> None:
             for n in range(PER_WRITER):
                 await chain.append(f"{writer}-{n}", resource(writer, n), {"orgs": [writer]})
                 await asyncio.sleep(0)  # let the other writer in between appends
 
         # Each writer also replays one of the other's events, as a redelivered message would.
-        await asyncio.gather(write(chains[0], "a"), write(chains[1], "b"),
-                             chains[0].append("b-0", resource("b", 0), {}),
-                             chains[1].append("a-0", resource("a", 0), {}))
+        await asyncio.gather(
+            write(chains[0], "a"),
+            write(chains[1], "b"),
+            chains[0].append("b-0", resource("b", 0), {}),
+            chains[1].append("a-0", resource("a", 0), {}),
+        )
 
         for chain in chains:
             verification = await chain.verify()
@@ -51,8 +55,9 @@ async def test_verify_finds_a_record_altered_after_concurrent_writes(tmp_path: P
     for store in stores:
         await store.start()
     try:
-        await asyncio.gather(*(chain.append(f"{i}-{n}", resource(str(i), n), {})
-                               for i, chain in enumerate(chains) for n in range(5)))
+        await asyncio.gather(
+            *(chain.append(f"{i}-{n}", resource(str(i), n), {}) for i, chain in enumerate(chains) for n in range(5))
+        )
         records = stores[0].collection("audit_records")
         assert await records.update({"seq": 4}, {"resource.outcome": "8"}) == 1
         verification = await chains[1].verify()

@@ -21,12 +21,17 @@ async def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LHCIE_AUDIT_CHECKPOINT_INTERVAL", "3")
     async with opened(load_settings()) as chain:
         for i in range(8):
-            await chain.append(f"event-{i}", {"resourceType": "AuditEvent", "action": "R"},
-                               {"date": DAY if i < 6 else "2026-11-26T09:00:00.000000Z"})
+            await chain.append(
+                f"event-{i}",
+                {"resourceType": "AuditEvent", "action": "R"},
+                {"date": DAY if i < 6 else "2026-11-26T09:00:00.000000Z"},
+            )
     return tmp_path / "data"
 
 
-async def test_verify_reports_an_intact_chain_and_its_checkpoints(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_verify_reports_an_intact_chain_and_its_checkpoints(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await _main(["audit", "verify"]) == 0
     assert await _main(["audit", "verify", "--since-checkpoint", "latest"]) == 0
     assert capsys.readouterr().out.splitlines() == [
@@ -35,10 +40,13 @@ async def test_verify_reports_an_intact_chain_and_its_checkpoints(data_dir: Path
     ]
 
 
-async def test_verify_names_the_first_broken_record_and_fails(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_verify_names_the_first_broken_record_and_fails(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with sqlite3.connect(data_dir / "audit.sqlite3") as conn:
-        conn.execute("UPDATE c_audit_records SET doc = json_set(doc, '$.resource.action', 'D') WHERE id = ?",
-                     (f"{5:012d}",))
+        conn.execute(
+            "UPDATE c_audit_records SET doc = json_set(doc, '$.resource.action', 'D') WHERE id = ?", (f"{5:012d}",)
+        )
     assert await _main(["audit", "verify"]) == 1
     assert await _main(["audit", "verify", "--since-checkpoint", "3"]) == 1
     assert capsys.readouterr().out.splitlines() == [

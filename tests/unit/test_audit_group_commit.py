@@ -44,13 +44,16 @@ async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
 
 
 async def test_concurrent_appends_share_transactions_and_the_chain_verifies_record_by_record(
-        store: CountingStore) -> None:
+    store: CountingStore,
+) -> None:
     chain = AuditChain(store, signer=CheckpointSigner.generate(), checkpoint_every=10)
     await store.start()
     count = 3 * MAX_BATCH // 2
     # A redelivered event (the same id twice in flight) is recorded once.
-    docs = await asyncio.gather(*(chain.append(f"e-{n}", resource(n), {"orgs": ["RJ1"]}) for n in range(count)),
-                                chain.append("e-7", resource(7), {"orgs": ["RJ1"]}))
+    docs = await asyncio.gather(
+        *(chain.append(f"e-{n}", resource(n), {"orgs": ["RJ1"]}) for n in range(count)),
+        chain.append("e-7", resource(7), {"orgs": ["RJ1"]}),
+    )
 
     assert sum(d is not None for d in docs) == count
     # The first append writes alone; everything that queued behind it goes in batches of at most MAX_BATCH.
@@ -81,10 +84,12 @@ async def test_a_failing_side_effect_fails_only_its_own_record(store: CountingSt
             if n == 3:
                 raise RuntimeError("policy view refused")
             await effects.insert({"_id": str(n)}, session=session)
+
         return also
 
-    results = await asyncio.gather(*(chain.append(f"e-{n}", resource(n), {}, also=effect(n)) for n in range(8)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(chain.append(f"e-{n}", resource(n), {}, also=effect(n)) for n in range(8)), return_exceptions=True
+    )
 
     assert isinstance(results[3], RuntimeError)
     assert all(isinstance(r, dict) for i, r in enumerate(results) if i != 3)
@@ -101,14 +106,20 @@ async def test_verify_reads_older_records_and_finds_text_edited_in_place(store: 
     # Records as the chain stored them before this version (the store's own serialisation).
     prev = GENESIS
     for seq in range(1, 4):
-        doc = {"orgs": ["RJ1"], "_id": f"{seq:012d}", "seq": seq, "event_id": f"old-{seq}", "prev_hash": prev,
-               "resource": {**resource(seq), "id": str(seq)}}
+        doc = {
+            "orgs": ["RJ1"],
+            "_id": f"{seq:012d}",
+            "seq": seq,
+            "event_id": f"old-{seq}",
+            "prev_hash": prev,
+            "resource": {**resource(seq), "id": str(seq)},
+        }
         doc["hash"] = prev = hash_of(doc)
         await records.insert(doc)
     await asyncio.gather(*(chain.append(f"e-{n}", resource(n), {"orgs": ["RJ1"]}) for n in range(5)))
     assert (await chain.verify()).count == 8
     # The records this version wrote are verified from their text without parsing; the older ones parsed.
-    texts = [t for t, in await records.find_serialized({}, sort=[("seq", 1)], limit=100)]  # type: ignore[attr-defined]
+    texts = [t for (t,) in await records.find_serialized({}, sort=[("seq", 1)], limit=100)]  # type: ignore[attr-defined]
     fast = [_fast_read(t) for t in texts]
     assert [f is not None for f in fast] == [False] * 3 + [True] * 5
     assert [f["seq"] for f in fast if f] == [4, 5, 6, 7, 8]
@@ -116,8 +127,9 @@ async def test_verify_reads_older_records_and_finds_text_edited_in_place(store: 
 
     # An edit of the stored text that keeps its form (same length, same prefix) is still found.
     with sqlite3.connect(tmp_path / "audit.sqlite3") as conn:
-        changed = conn.execute("UPDATE c_audit_records SET doc = replace(doc, '\"n\":2', '\"n\":9') "
-                               "WHERE id = '000000000006'").rowcount
+        changed = conn.execute(
+            "UPDATE c_audit_records SET doc = replace(doc, '\"n\":2', '\"n\":9') WHERE id = '000000000006'"
+        ).rowcount
     assert changed == 1
     broken = await chain.verify()
     assert (broken.intact, broken.first_broken, broken.problem) == (False, 6, "record 6 was altered")

@@ -23,8 +23,9 @@ NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 
 
 async def post_document(stack: TestClient, tokens: Any, org: str) -> str:
-    response = await stack.post("/fhir/DocumentReference", json=document_reference(custodian=org),
-                                headers={**FHIR, **tokens.headers(org)})
+    response = await stack.post(
+        "/fhir/DocumentReference", json=document_reference(custodian=org), headers={**FHIR, **tokens.headers(org)}
+    )
     assert response.status == 202, await response.text()
     doc_id = (await response.json())["id"]
 
@@ -80,8 +81,10 @@ async def test_the_access_report_lists_exactly_the_holders_and_the_accesses(stac
     kinds = [e["resource"]["resourceType"] for e in report["entry"]]
     # The holders (with their counts), then RAL, which looked without holding anything: named too.
     assert kinds == ["Patient", "Organization", "Organization", "Organization", "AuditEvent", "AuditEvent"]
-    assert report["entry"][0]["resource"] == {"resourceType": "Patient",
-                                              "identifier": [{"system": NHS_SYSTEM, "value": TEST_PATIENT}]}
+    assert report["entry"][0]["resource"] == {
+        "resourceType": "Patient",
+        "identifier": [{"system": NHS_SYSTEM, "value": TEST_PATIENT}],
+    }
     holders = [e["resource"] for e in report["entry"][1:3]]
     assert [(h["id"], h["extension"][0]["valueInteger"]) for h in holders] == [("RJ1", 1), ("RRV", 1)]
     assert all(h.get("name") for h in holders)
@@ -89,12 +92,23 @@ async def test_the_access_report_lists_exactly_the_holders_and_the_accesses(stac
     assert report["entry"][3]["resource"]["id"] == "RAL" and "extension" not in report["entry"][3]["resource"]
     accesses = [e["resource"] for e in report["entry"][4:]]
     assert "total" not in report  # bdl-1: a collection Bundle carries no total
-    summary = [(a["subtype"][1]["code"], a["outcome"],
-                next(ag["who"]["identifier"]["value"] for ag in a["agent"] if ag["type"]["coding"][0]["code"] == "PROV"),
-                next(e["what"]["reference"] for e in a["entity"] if e["what"].get("reference", "").startswith("DocumentReference/")))
-               for a in accesses]
-    assert summary == [("document.retrieved", "0", "RRV", f"DocumentReference/{rj1_doc}"),
-                       ("access.denied", "4", "RAL", f"DocumentReference/{rj1_doc}")]
+    summary = [
+        (
+            a["subtype"][1]["code"],
+            a["outcome"],
+            next(ag["who"]["identifier"]["value"] for ag in a["agent"] if ag["type"]["coding"][0]["code"] == "PROV"),
+            next(
+                e["what"]["reference"]
+                for e in a["entity"]
+                if e["what"].get("reference", "").startswith("DocumentReference/")
+            ),
+        )
+        for a in accesses
+    ]
+    assert summary == [
+        ("document.retrieved", "0", "RRV", f"DocumentReference/{rj1_doc}"),
+        ("access.denied", "4", "RAL", f"DocumentReference/{rj1_doc}"),
+    ]
     # Staff network addresses are not part of the patient's copy.
     assert all("network" not in agent for a in accesses for agent in a["agent"])
 
@@ -108,40 +122,62 @@ async def test_the_access_report_lists_exactly_the_holders_and_the_accesses(stac
     assert rrv_doc not in html.split("Every time")[1]  # nobody opened RRV's own document
 
 
-async def test_a_withdrawn_document_is_no_longer_held_but_its_accesses_stay_listed(stack: TestClient, tokens: Any) -> None:
+async def test_a_withdrawn_document_is_no_longer_held_but_its_accesses_stay_listed(
+    stack: TestClient, tokens: Any
+) -> None:
     _, rrv_doc = await scenario(stack, tokens)
     # RRV withdraws its only document (as the intake service would announce it).
-    facts = DocumentFacts(document_id=rrv_doc, patient_nhs_number=TEST_PATIENT, custodian="RRV",
-                          content_type="application/pdf", size=1, sha256="0" * 64)
-    withdrawn = DocumentStatusChanged(document=facts, status="entered-in-error",
-                                      actor=Actor(org="RRV", role="system", subject="system@RRV"))
-    await stack.server.app[AUDIT].record(Event.new(RoutingKey.DOCUMENT_WITHDRAWN, withdrawn, source="urn:lhcie:service:intake"))
-    response = await stack.get("/fhir/AuditEvent/$access-report", headers=tokens.headers("RJ1", "patient", patient=TEST_PATIENT))
+    facts = DocumentFacts(
+        document_id=rrv_doc,
+        patient_nhs_number=TEST_PATIENT,
+        custodian="RRV",
+        content_type="application/pdf",
+        size=1,
+        sha256="0" * 64,
+    )
+    withdrawn = DocumentStatusChanged(
+        document=facts, status="entered-in-error", actor=Actor(org="RRV", role="system", subject="system@RRV")
+    )
+    await stack.server.app[AUDIT].record(
+        Event.new(RoutingKey.DOCUMENT_WITHDRAWN, withdrawn, source="urn:lhcie:service:intake")
+    )
+    response = await stack.get(
+        "/fhir/AuditEvent/$access-report", headers=tokens.headers("RJ1", "patient", patient=TEST_PATIENT)
+    )
     report = await response.json()
-    holders = [e["resource"].get("id") for e in report["entry"]
-               if e["resource"]["resourceType"] == "Organization" and "extension" in e["resource"]]
+    holders = [
+        e["resource"].get("id")
+        for e in report["entry"]
+        if e["resource"]["resourceType"] == "Organization" and "extension" in e["resource"]
+    ]
     assert holders == ["RJ1"]  # RRV still appears, named, as an organisation that looked
     assert len([e for e in report["entry"] if e["resource"]["resourceType"] == "AuditEvent"]) == 2
 
 
 async def test_the_access_report_is_for_the_patient_and_their_authorised_carers(stack: TestClient, tokens: Any) -> None:
-    other = await stack.get("/fhir/AuditEvent/$access-report?patient=9434765919",
-                            headers=tokens.headers("RJ1", "patient", patient=TEST_PATIENT))
+    other = await stack.get(
+        "/fhir/AuditEvent/$access-report?patient=9434765919",
+        headers=tokens.headers("RJ1", "patient", patient=TEST_PATIENT),
+    )
     assert other.status == 403
-    clinician = await stack.get(f"/fhir/AuditEvent/$access-report?patient={TEST_PATIENT}",
-                                headers=tokens.headers("RJ1", "clinician"))
+    clinician = await stack.get(
+        f"/fhir/AuditEvent/$access-report?patient={TEST_PATIENT}", headers=tokens.headers("RJ1", "clinician")
+    )
     assert clinician.status == 403
 
     carer = tokens.headers("RJ1", "carer", subject="carer-sam")
     refused = await stack.get(f"/fhir/AuditEvent/$access-report?patient={TEST_PATIENT}", headers=carer)
     assert refused.status == 403
     assert (await refused.json())["issue"][0]["diagnostics"] == (
-        f"Access denied: not permitted by the sharing policy (reference {refused.headers['X-Correlation-Id']}).")
+        f"Access denied: not permitted by the sharing policy (reference {refused.headers['X-Correlation-Id']})."
+    )
 
-    grant = CarerGrantState(grant_id="grant-1", patient_nhs_number=TEST_PATIENT, carer_subject="carer-sam",
-                            carer_name="Sam", version=1)
+    grant = CarerGrantState(
+        grant_id="grant-1", patient_nhs_number=TEST_PATIENT, carer_subject="carer-sam", carer_name="Sam", version=1
+    )
     await stack.server.app[RUNTIME].ports.bus.publish(
-        Event.new(RoutingKey.POLICY_CONSENT_CARER_GRANTED, grant, source="urn:lhcie:service:agreements"))
+        Event.new(RoutingKey.POLICY_CONSENT_CARER_GRANTED, grant, source="urn:lhcie:service:agreements")
+    )
 
     async def allowed() -> dict[str, Any] | None:
         r = await stack.get(f"/fhir/AuditEvent/$access-report?patient={TEST_PATIENT}", headers=carer)
@@ -159,12 +195,16 @@ async def test_the_access_report_is_for_the_patient_and_their_authorised_carers(
     assert bad.status == 400
 
 
-async def test_search_is_for_dcc_administrators_and_the_organisations_own_auditors(stack: TestClient, tokens: Any) -> None:
+async def test_search_is_for_dcc_administrators_and_the_organisations_own_auditors(
+    stack: TestClient, tokens: Any
+) -> None:
     rj1_doc, rrv_doc = await scenario(stack, tokens)
     admin = tokens.headers("RJ1", "dcc-admin")
 
     everything = await search(stack, f"patient.identifier={NHS_SYSTEM}|{TEST_PATIENT}&_count=200", admin)
-    assert {"document.received", "document.stored", "document.retrieved", "access.denied"} <= set(event_codes(everything))
+    assert {"document.received", "document.stored", "document.retrieved", "access.denied"} <= set(
+        event_codes(everything)
+    )
 
     # RAL's auditor sees its refused attempt, and nothing about RRV's read or RRV's own document.
     ral = await search(stack, "_count=200", tokens.headers("RAL", "auditor"))
@@ -200,8 +240,11 @@ async def test_search_is_for_dcc_administrators_and_the_organisations_own_audito
 
 
 async def test_one_requests_records_across_services_are_found_by_its_request_id(stack: TestClient, tokens: Any) -> None:
-    response = await stack.post("/fhir/DocumentReference", json=document_reference(),
-                                headers={**FHIR, **tokens.headers("RJ1"), "X-Request-Id": "submission-42"})
+    response = await stack.post(
+        "/fhir/DocumentReference",
+        json=document_reference(),
+        headers={**FHIR, **tokens.headers("RJ1"), "X-Request-Id": "submission-42"},
+    )
     assert response.status == 202
     # The audit key is the id the server chose (X-Correlation-Id), never the client's X-Request-Id.
     request_id = response.headers["X-Correlation-Id"]
@@ -215,10 +258,22 @@ async def test_one_requests_records_across_services_are_found_by_its_request_id(
     codes = await eventually(trail)
     assert codes[:2] == ["document.received", "document.stored"]
     records = resources(await search(stack, f"request-id={request_id}", admin))
-    assert {r["source"]["observer"]["display"] for r in records} >= {"urn:lhcie:service:intake", "urn:lhcie:service:storage"}
-    assert all({"what": {"identifier": {"value": request_id}},
-                "type": {"system": "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType",
-                         "code": "XrequestId", "display": "X-Request-Id"}} in r["entity"] for r in records)
+    assert {r["source"]["observer"]["display"] for r in records} >= {
+        "urn:lhcie:service:intake",
+        "urn:lhcie:service:storage",
+    }
+    assert all(
+        {
+            "what": {"identifier": {"value": request_id}},
+            "type": {
+                "system": "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType",
+                "code": "XrequestId",
+                "display": "X-Request-Id",
+            },
+        }
+        in r["entity"]
+        for r in records
+    )
     assert event_codes(await search(stack, "request-id=submission-42", admin)) == []
 
 
@@ -235,7 +290,9 @@ async def test_searches_are_themselves_audited(stack: TestClient, tokens: Any) -
     assert any(e["what"].get("identifier", {}).get("value") == TEST_PATIENT for e in first["entity"])
 
 
-async def test_export_a_date_range_as_ndjson_that_still_verifies(stack: TestClient, tokens: Any, tmp_path: Path) -> None:
+async def test_export_a_date_range_as_ndjson_that_still_verifies(
+    stack: TestClient, tokens: Any, tmp_path: Path
+) -> None:
     await scenario(stack, tokens)
     admin = tokens.headers("LHCIE", "exchange-operator")
     response = await stack.get("/fhir/AuditEvent/$export?start=2000-01-01&end=2999-12-31", headers=admin)
@@ -250,8 +307,11 @@ async def test_export_a_date_range_as_ndjson_that_still_verifies(stack: TestClie
     empty = await stack.get("/fhir/AuditEvent/$export?start=2000-01-01&end=2000-01-02", headers=admin)
     assert await empty.text() == ""
     assert (await stack.get("/fhir/AuditEvent/$export?start=2000-01-01", headers=admin)).status == 400
-    assert (await stack.get("/fhir/AuditEvent/$export?start=2000-01-01&end=2999-01-01",
-                            headers=tokens.headers("RJ1", "clinician"))).status == 403
+    assert (
+        await stack.get(
+            "/fhir/AuditEvent/$export?start=2000-01-01&end=2999-01-01", headers=tokens.headers("RJ1", "clinician")
+        )
+    ).status == 403
 
 
 async def test_verify_over_http_whole_and_since_a_checkpoint(stack: TestClient, tokens: Any) -> None:
@@ -285,8 +345,9 @@ async def test_records_cannot_be_changed_or_removed(stack: TestClient, tokens: A
 
 async def test_a_redelivered_event_is_recorded_once(stack: TestClient, tokens: Any) -> None:
     audit = stack.server.app[AUDIT]
-    grant = CarerGrantState(grant_id="grant-9", patient_nhs_number=TEST_PATIENT, carer_subject="carer-x",
-                            carer_name="X", version=1)
+    grant = CarerGrantState(
+        grant_id="grant-9", patient_nhs_number=TEST_PATIENT, carer_subject="carer-x", carer_name="X", version=1
+    )
     event = Event.new(RoutingKey.POLICY_CONSENT_CARER_GRANTED, grant, source="urn:lhcie:service:agreements")
     before = await audit.chain.search({"event_id": event.id}, limit=10, skip=0)
     for _ in range(3):
@@ -295,13 +356,25 @@ async def test_a_redelivered_event_is_recorded_once(stack: TestClient, tokens: A
     assert (len(before), len(after)) == (0, 1)
 
 
-async def test_the_access_report_lists_reads_of_the_patients_records_in_plain_words(stack: TestClient, tokens: Any) -> None:
+async def test_the_access_report_lists_reads_of_the_patients_records_in_plain_words(
+    stack: TestClient, tokens: Any
+) -> None:
     audit = stack.server.app[AUDIT]
     reader = Actor(org="RRV", role="clinician", subject="dr.okafor@RRV")
-    for resource, action in (("DocumentReference/doc-9", "read"), ("Communication/alert-9", "read"),
-                             ("EpisodeOfCare/ep-9", "read"), ("DocumentReference", "search")):
-        read = RecordRead(actor=reader, resource=resource, action=action, patient_nhs_number=TEST_PATIENT,
-                          query="patient.identifier=9000000009" if action == "search" else None, rule="isa")
+    for resource, action in (
+        ("DocumentReference/doc-9", "read"),
+        ("Communication/alert-9", "read"),
+        ("EpisodeOfCare/ep-9", "read"),
+        ("DocumentReference", "search"),
+    ):
+        read = RecordRead(
+            actor=reader,
+            resource=resource,
+            action=action,
+            patient_nhs_number=TEST_PATIENT,
+            query="patient.identifier=9000000009" if action == "search" else None,
+            rule="isa",
+        )
         await audit.record(Event.new(RoutingKey.RECORD_READ, read, source="urn:lhcie:service:intake"))
     # A read about someone else is not in this patient's report.
     other = RecordRead(actor=reader, resource="DocumentReference/doc-x", action="read", patient_nhs_number="9434765919")
@@ -309,20 +382,29 @@ async def test_the_access_report_lists_reads_of_the_patients_records_in_plain_wo
     patient = tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT)
     report = await (await stack.get("/fhir/AuditEvent/$access-report", headers=patient)).json()
     reads = [e["resource"] for e in report["entry"] if e["resource"]["resourceType"] == "AuditEvent"]
-    assert [(r["subtype"][1]["code"], r["action"]) for r in reads] == [("record.read", "R")] * 3 + [("record.read", "E")]
+    assert [(r["subtype"][1]["code"], r["action"]) for r in reads] == [("record.read", "R")] * 3 + [
+        ("record.read", "E")
+    ]
     html = await (await stack.get("/fhir/AuditEvent/$access-report?_format=html", headers=patient)).text()
-    for words in ("opened document doc-9", "looked at an alert about you", "looked at your care pathway",
-                  "searched your records"):
+    for words in (
+        "opened document doc-9",
+        "looked at an alert about you",
+        "looked at your care pathway",
+        "searched your records",
+    ):
         assert words in html, words
     assert "doc-x" not in html and html.count('class="seen">seen<') == 4
 
 
-async def test_the_access_report_names_the_document_the_time_zone_and_lists_searches(stack: TestClient,
-                                                                                      tokens: Any) -> None:
+async def test_the_access_report_names_the_document_the_time_zone_and_lists_searches(
+    stack: TestClient, tokens: Any
+) -> None:
     rj1_doc = await post_document(stack, tokens, "RJ1")
     # RRV searches the patient's documents through ITI-67, then opens the one RJ1 holds.
-    found = await stack.get(f"/fhir/DocumentReference?patient.identifier={NHS_SYSTEM}|{TEST_PATIENT}",
-                            headers=tokens.headers("RRV", "clinician"))
+    found = await stack.get(
+        f"/fhir/DocumentReference?patient.identifier={NHS_SYSTEM}|{TEST_PATIENT}",
+        headers=tokens.headers("RRV", "clinician"),
+    )
     assert found.status == 200
     assert (await stack.get(f"/fhir/Binary/{rj1_doc}", headers=tokens.headers("RRV", "clinician"))).status == 200
     patient = tokens.headers("NHSLOGIN", "patient", patient=TEST_PATIENT)

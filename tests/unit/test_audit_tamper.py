@@ -44,8 +44,15 @@ async def open_chain(db: Path, signer: CheckpointSigner) -> tuple[SqliteStore, A
 async def written(db: Path, signer: CheckpointSigner) -> AsyncIterator[Path]:
     store, chain = await open_chain(db, signer)
     for i in range(1, RECORDS + 1):
-        resource = {"resourceType": "AuditEvent", "action": "R", "outcome": "0", "entity": [{"what": {"reference": f"Binary/d{i}"}}]}
-        await chain.append(f"event-{i}", resource, {"entities": [f"Binary/d{i}"], "orgs": ["RJ1"], "patient": "9000000009"})
+        resource = {
+            "resourceType": "AuditEvent",
+            "action": "R",
+            "outcome": "0",
+            "entity": [{"what": {"reference": f"Binary/d{i}"}}],
+        }
+        await chain.append(
+            f"event-{i}", resource, {"entities": [f"Binary/d{i}"], "orgs": ["RJ1"], "patient": "9000000009"}
+        )
     await store.close()
     yield db
 
@@ -94,11 +101,14 @@ async def test_a_deleted_record_is_found(written: Path, signer: CheckpointSigner
     assert await verify(written, signer) == Verification(False, 3, 4, "record 4 is missing")
 
 
-async def test_deleting_the_newest_records_behind_a_checkpoint_is_found(written: Path, signer: CheckpointSigner) -> None:
+async def test_deleting_the_newest_records_behind_a_checkpoint_is_found(
+    written: Path, signer: CheckpointSigner
+) -> None:
     with sqlite3.connect(written) as conn:
         conn.execute(f"DELETE FROM {TABLE} WHERE id >= ?", (f"{9:012d}",))
     assert await verify(written, signer) == Verification(
-        False, 8, 9, "record 9 is missing (checkpoint 10 covers it)", checkpoints=1)
+        False, 8, 9, "record 9 is missing (checkpoint 10 covers it)", checkpoints=1
+    )
 
 
 async def test_two_records_swapped_are_found(written: Path, signer: CheckpointSigner) -> None:
@@ -138,7 +148,8 @@ async def test_a_chain_rewritten_consistently_after_a_checkpoint_is_caught_by_th
         doc["hash"] = prev = hash_of(doc)
         write(written, doc)
     assert await verify(written, signer) == Verification(
-        False, 10, 7, "record 7 differs from signed checkpoint 10 (the chain was rewritten)", checkpoints=1)
+        False, 10, 7, "record 7 differs from signed checkpoint 10 (the chain was rewritten)", checkpoints=1
+    )
     assert (await verify(written, signer, since=5)).first_broken == 7
 
 
@@ -160,7 +171,8 @@ async def test_a_forged_checkpoint_fails_its_signature(written: Path, signer: Ch
         cp["signature"] = CheckpointSigner.generate().sign(_checkpoint_payload(cp))
         conn.execute("UPDATE c_audit_checkpoints SET doc = ? WHERE id = ?", (json.dumps(cp), cp["_id"]))
     assert await verify(written, signer) == Verification(
-        False, 10, 10, "the signature of checkpoint 10 is not valid", checkpoints=1)
+        False, 10, 10, "the signature of checkpoint 10 is not valid", checkpoints=1
+    )
 
 
 async def test_a_removed_checkpoint_is_found(written: Path, signer: CheckpointSigner) -> None:

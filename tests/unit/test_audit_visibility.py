@@ -42,9 +42,10 @@ async def test_another_organisations_admin_and_auditor_see_none_of_rj1s_records(
         found = await search(stack, f"patient.identifier={NHS_SYSTEM}|{TEST_PATIENT}&_count=200", ral)
         # Only RAL's own searches (which name the NHS number RAL itself asked about).
         assert set(event_codes(found)) <= {"audit.searched"}, role
-        assert all(f"@RAL" in json.dumps(r) for r in resources(found)), role
-        everything = [r for r in resources(await search(stack, "_count=200", ral))
-                      if r["subtype"][1]["code"] != "audit.searched"]
+        assert all("@RAL" in json.dumps(r) for r in resources(found)), role
+        everything = [
+            r for r in resources(await search(stack, "_count=200", ral)) if r["subtype"][1]["code"] != "audit.searched"
+        ]
         text = json.dumps(everything)
         assert TEST_PATIENT not in text and "rj1-lung" not in text and doc_id not in text, role
         lines = await exported(stack, ral)
@@ -63,8 +64,9 @@ async def test_an_organisations_admin_sees_its_own_records_and_only_those(stack:
     assert any(f"DocumentReference/{doc_id}" in line["entities"] for line in lines)
     # Not RAL's own work: RAL's auditor searching leaves a record that involves RAL alone.
     await search(stack, "_count=1", tokens.headers("RAL", "auditor"))
-    assert "audit.searched" not in [r["subtype"][1]["code"]
-                                    for r in resources(await search(stack, "agent=RAL&_count=200", rj1))]
+    assert "audit.searched" not in [
+        r["subtype"][1]["code"] for r in resources(await search(stack, "agent=RAL&_count=200", rj1))
+    ]
 
 
 async def test_the_exchange_operator_sees_everything_and_is_on_the_record(stack: TestClient, tokens: Any) -> None:
@@ -84,7 +86,8 @@ async def test_the_exchange_operator_sees_everything_and_is_on_the_record(stack:
 
 
 async def test_the_chain_check_is_open_to_the_operator_and_search_stays_closed_to_clinical_roles(
-        stack: TestClient, tokens: Any) -> None:
+    stack: TestClient, tokens: Any
+) -> None:
     response = await stack.get("/fhir/AuditEvent/$verify", headers=tokens.headers("LHCIE", "exchange-operator"))
     assert response.status == 200
     for role in ("clinician", "system", "mdt-coordinator"):

@@ -58,7 +58,8 @@ def _modules() -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports_in(nodes: list[ast.stmt], module: str, *, module_level: bool) -> Iterator[str]:
@@ -121,8 +122,11 @@ def _service_of(module: str) -> str | None:
 
 
 def domain_modules() -> list[str]:
-    return [m for m in _modules() if _service_of(m) and m.count(".") >= 2
-            and m.split(".")[2] not in HTTP_SIDE_NAMES and m not in HTTP_SIDE]
+    return [
+        m
+        for m in _modules()
+        if _service_of(m) and m.count(".") >= 2 and m.split(".")[2] not in HTTP_SIDE_NAMES and m not in HTTP_SIDE
+    ]
 
 
 def test_no_service_imports_another_service_or_the_cli() -> None:
@@ -139,8 +143,13 @@ def test_no_service_imports_another_service_or_the_cli() -> None:
 
 
 def test_shared_imports_no_service_and_not_the_cli() -> None:
-    broken = [f"{m} imports {n}" for m in _modules() if m.split(".")[0] == "shared"
-              for n in imports(m, module_level=False) if n.split(".")[0] in ("services", "lhcie")]
+    broken = [
+        f"{m} imports {n}"
+        for m in _modules()
+        if m.split(".")[0] == "shared"
+        for n in imports(m, module_level=False)
+        if n.split(".")[0] in ("services", "lhcie")
+    ]
     assert broken == []
 
 
@@ -169,20 +178,26 @@ def test_a_domain_module_loads_no_framework_when_imported() -> None:
     """What the interpreter does agrees with the reading: importing every domain module outside the
     allow-list (third-party packages included, which the reading does not follow) loads neither."""
     wanted = [m for m in domain_modules() if m not in KNOWN_VIOLATIONS and framework_chain(m) is None]
-    code = ("import importlib, sys\n"
-            f"for m in {wanted!r}: importlib.import_module(m)\n"
-            f"print(sorted(f for f in {FRAMEWORKS!r} if f in sys.modules))")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {wanted!r}: importlib.import_module(m)\n"
+        f"print(sorted(f for f in {FRAMEWORKS!r} if f in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_a_service_process_loads_only_its_own_service() -> None:
     """``python -m services.<name>`` imports its app and shared/process.py, not lhcie.runner's five apps."""
-    code = ("import sys, services.intake.app, shared.process\n"
-            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('services.')}),"
-            " any(m.startswith('lhcie') for m in sys.modules))")
+    code = (
+        "import sys, services.intake.app, shared.process\n"
+        "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('services.')}),"
+        " any(m.startswith('lhcie') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['intake'] False"
     main = ast.parse((ROOT / "services/intake/__main__.py").read_text())
-    assert {n.module for n in ast.walk(main) if isinstance(n, ast.ImportFrom)} == {"services.intake.app",
-                                                                                 "shared.process"}
+    assert {n.module for n in ast.walk(main) if isinstance(n, ast.ImportFrom)} == {
+        "services.intake.app",
+        "shared.process",
+    }

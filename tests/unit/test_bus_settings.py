@@ -23,8 +23,13 @@ LIMIT = 2  # below the default of 5, so a limit that is not wired shows as extra
 
 
 def denied() -> Event:
-    payload = AccessDenied(actor=Actor(org="RAL", role="clinician", subject="dr@RAL"), resource="Binary/1",
-                           action="read", reason_code="no-isa", reason="no accepted ISA")
+    payload = AccessDenied(
+        actor=Actor(org="RAL", role="clinician", subject="dr@RAL"),
+        resource="Binary/1",
+        action="read",
+        reason_code="no-isa",
+        reason="no accepted ISA",
+    )
     return Event.new(RoutingKey.ACCESS_DENIED, payload, source="urn:test", subject="1")
 
 
@@ -55,8 +60,9 @@ async def test_the_in_process_bus_dead_letters_after_the_configured_limit(tmp_pa
 
 @pytest.mark.rabbitmq
 async def test_rabbitmq_dead_letters_after_the_configured_limit(tmp_path: Path, session_amqp_url: str) -> None:
-    bus = open_bus(make_settings(tmp_path, bus=BusKind.AMQP, amqp_url=SecretStr(session_amqp_url),
-                                 amqp_delivery_limit=LIMIT))
+    bus = open_bus(
+        make_settings(tmp_path, bus=BusKind.AMQP, amqp_url=SecretStr(session_amqp_url), amqp_delivery_limit=LIMIT)
+    )
     await bus.start()
     try:
         # A quorum queue dead-letters once the delivery count passes x-delivery-limit: limit + 1 attempts.

@@ -42,20 +42,48 @@ def mutants(resource: dict[str, Any], n: int, seed: int) -> Iterator[dict[str, A
 async def test_wrong_shapes_never_cause_a_500(care_stack: TestClient, tokens: Any) -> None:
     status, task, _ = await call(care_stack, tokens, "POST", "/fhir/Task", "RJ1", examples.repatriation(PATIENT, "RRV"))
     assert status == 201
-    status, summary, _ = await call(care_stack, tokens, "POST", "/fhir/Bundle", "RJ1",
-                                    examples.discharge_summary(PATIENT, identifier="fuzz-0", gp="G85001"))
+    status, summary, _ = await call(
+        care_stack,
+        tokens,
+        "POST",
+        "/fhir/Bundle",
+        "RJ1",
+        examples.discharge_summary(PATIENT, identifier="fuzz-0", gp="G85001"),
+    )
     assert status == 201
     cases: list[tuple[str, str, str, dict[str, Any]]] = [
         ("POST", "/fhir/CarePlan", "RJ1", examples.care_plan(PATIENT)),
         ("POST", "/fhir/Task", "RJ1", examples.repatriation(PATIENT, "RRV")),
-        ("POST", "/fhir/Bundle", "RJ1", examples.discharge_summary(PATIENT, identifier="fuzz-1", gp="G85001",
-                                                                   trust="RRV", replaces="fuzz-0")),
-        ("POST", f"/fhir/Task/{task['id']}/$advance", "RRV",
-         {"resourceType": "Parameters", "parameter": [{"name": "state", "valueCode": "consultant-identified"},
-                                                      {"name": "consultant", "valueString": "Dr X"}]}),
-        ("POST", f"/fhir/Bundle/{summary['id']}/$acknowledge", "G85001",
-         {"resourceType": "Parameters", "parameter": [{"name": "type", "valueCode": "business"},
-                                                      {"name": "code", "valueCode": "patient-known"}]}),
+        (
+            "POST",
+            "/fhir/Bundle",
+            "RJ1",
+            examples.discharge_summary(PATIENT, identifier="fuzz-1", gp="G85001", trust="RRV", replaces="fuzz-0"),
+        ),
+        (
+            "POST",
+            f"/fhir/Task/{task['id']}/$advance",
+            "RRV",
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "state", "valueCode": "consultant-identified"},
+                    {"name": "consultant", "valueString": "Dr X"},
+                ],
+            },
+        ),
+        (
+            "POST",
+            f"/fhir/Bundle/{summary['id']}/$acknowledge",
+            "G85001",
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "type", "valueCode": "business"},
+                    {"name": "code", "valueCode": "patient-known"},
+                ],
+            },
+        ),
     ]
     for seed, (method, path, org, valid) in enumerate(cases):
         for mutant in mutants(valid, 60, seed):

@@ -5,7 +5,6 @@ every refusal is a 403 with an access.denied record."""
 from __future__ import annotations
 
 import json
-
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,12 @@ def test_a_token_states_its_purpose_and_an_unknown_purpose_is_refused(settings: 
     # IHE IUA carries a Coding; a code nobody agreed to is refused (a direct-care ISA would cover it).
     key = tokens.issuer._key
     claims = jwt.decode(tokens("RAL", "clinician"), options={"verify_signature": False})
-    coded = jwt.encode({**claims, "purpose_of_use": {"system": "x", "code": "transfer-of-care"}}, key, "ES256",
-                       headers={"kid": tokens.issuer.kid})
+    coded = jwt.encode(
+        {**claims, "purpose_of_use": {"system": "x", "code": "transfer-of-care"}},
+        key,
+        "ES256",
+        headers={"kid": tokens.issuer.kid},
+    )
     assert verifier.verify(f"Bearer {coded}").purpose == "transfer-of-care"
     bogus = jwt.encode({**claims, "purpose_of_use": "marketing"}, key, "ES256", headers={"kid": tokens.issuer.kid})
     with pytest.raises(Unauthorized, match="purpose_of_use must be one of"):
@@ -67,8 +70,9 @@ def test_a_token_states_its_purpose_and_an_unknown_purpose_is_refused(settings: 
         tokens("RAL", "clinician", purpose="marketing")
 
 
-def test_lhcie_token_mints_a_purpose(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_lhcie_token_mints_a_purpose(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from lhcie.cli import main
 
     monkeypatch.setenv("LHCIE_DATA_DIR", str(settings.data_dir))
@@ -80,23 +84,34 @@ def test_lhcie_token_mints_a_purpose(settings: Settings, monkeypatch: pytest.Mon
 
 
 def _isa(purposes: tuple[str, ...], categories: tuple[str, ...] = ()) -> AgreementState:
-    return AgreementState(agreement_id="isa", title="t", parties=("RAL", "RJ1"), purposes=purposes,
-                          status=AgreementStatus.ACCEPTED, categories=categories, version=1)
+    return AgreementState(
+        agreement_id="isa",
+        title="t",
+        parties=("RAL", "RJ1"),
+        purposes=purposes,
+        status=AgreementStatus.ACCEPTED,
+        categories=categories,
+        version=1,
+    )
 
 
-@pytest.mark.parametrize(("purposes", "purpose", "category", "admitted"), [
-    (("end-of-life-care",), "end-of-life-care", "end-of-life-care", True),
-    (("end-of-life-care",), "end-of-life-care", "pathology", False),  # nothing else
-    (("end-of-life-care",), "end-of-life-care", "transfer-of-care", False),
-    (("end-of-life-care",), "direct-care", "end-of-life-care", False),  # the request must state the purpose
-    (("transfer-of-care",), "transfer-of-care", "transfer-of-care", True),
-    (("transfer-of-care",), "transfer-of-care", "discharge-summary", True),
-    (("transfer-of-care",), "transfer-of-care", "end-of-life-care", False),
-    (("direct-care",), "end-of-life-care", "pathology", True),  # direct care covers its sub-purposes
-    (("cancer-care",), "cancer-care", "pathology", True),  # unchanged
-])
-def test_a_purpose_limited_isa_admits_only_its_own_records(purposes: tuple[str, ...], purpose: str, category: str,
-                                                           admitted: bool) -> None:
+@pytest.mark.parametrize(
+    ("purposes", "purpose", "category", "admitted"),
+    [
+        (("end-of-life-care",), "end-of-life-care", "end-of-life-care", True),
+        (("end-of-life-care",), "end-of-life-care", "pathology", False),  # nothing else
+        (("end-of-life-care",), "end-of-life-care", "transfer-of-care", False),
+        (("end-of-life-care",), "direct-care", "end-of-life-care", False),  # the request must state the purpose
+        (("transfer-of-care",), "transfer-of-care", "transfer-of-care", True),
+        (("transfer-of-care",), "transfer-of-care", "discharge-summary", True),
+        (("transfer-of-care",), "transfer-of-care", "end-of-life-care", False),
+        (("direct-care",), "end-of-life-care", "pathology", True),  # direct care covers its sub-purposes
+        (("cancer-care",), "cancer-care", "pathology", True),  # unchanged
+    ],
+)
+def test_a_purpose_limited_isa_admits_only_its_own_records(
+    purposes: tuple[str, ...], purpose: str, category: str, admitted: bool
+) -> None:
     assert covers(_isa(purposes), "RAL", "RJ1", purpose, category, datetime.now(UTC)) is admitted
 
 
@@ -105,8 +120,13 @@ async def test_reads_without_an_end_of_life_isa_are_refused_and_audited(care_sta
     status, body, headers = await call(care_stack, tokens, "GET", f"/fhir/CarePlan/{plan_id}", "RAL")
     assert status == 403
     # The caller learns a generic reason and a reference; the rule (no ISA) is in the audit record.
-    assert body["issue"] == [outcome("ACCESS_DENIED", "forbidden", "Access denied: not permitted by the sharing "
-                                     f"policy (reference {headers['X-Correlation-Id']}).")]
+    assert body["issue"] == [
+        outcome(
+            "ACCESS_DENIED",
+            "forbidden",
+            f"Access denied: not permitted by the sharing policy (reference {headers['X-Correlation-Id']}).",
+        )
+    ]
     # A search tells a caller without the right nothing of the plan: an empty searchset, the refusal recorded.
     status, body, _ = await call(care_stack, tokens, "GET", SEARCH, "RAL", purpose="end-of-life-care")
     assert (status, body.get("entry", [])) == (200, [])
@@ -119,8 +139,16 @@ async def test_reads_without_an_end_of_life_isa_are_refused_and_audited(care_sta
     assert (status, [e["resource"]["id"] for e in found["entry"]]) == (200, [plan_id])
     # ... and nothing else of RJ1's: a pathology report is outside that ISA.
     care = care_of(care_stack)
-    pathology = DocumentFacts(document_id="d", patient_nhs_number=PATIENT, custodian="RJ1", type_system=LOINC,
-                              type_code="11526-1", content_type="application/pdf", size=1, sha256="x")
+    pathology = DocumentFacts(
+        document_id="d",
+        patient_nhs_number=PATIENT,
+        custodian="RJ1",
+        type_system=LOINC,
+        type_code="11526-1",
+        content_type="application/pdf",
+        size=1,
+        sha256="x",
+    )
     ral = Caller(org="RAL", role="clinician", subject="c", scopes=frozenset(), purpose="end-of-life-care")
     decision = await care.policy.decide(ral, pathology)
     assert (decision.allowed, decision.rule) == (False, "no-isa")
@@ -162,43 +190,75 @@ async def test_a_patients_opt_out_withholds_end_of_life_plans(care_stack: TestCl
 
     async def trail() -> list[str] | None:
         # The operator's view: a refused search names no plan, so it does not involve RJ1.
-        status, bundle, _ = await call(care_stack, tokens, "GET",
-                                       f"/fhir/AuditEvent?patient.identifier={PATIENT}&subtype=access.denied", "LHCIE",
-                                       role="exchange-operator")
+        _status, bundle, _ = await call(
+            care_stack,
+            tokens,
+            "GET",
+            f"/fhir/AuditEvent?patient.identifier={PATIENT}&subtype=access.denied",
+            "LHCIE",
+            role="exchange-operator",
+        )
         entries = bundle.get("entry", [])
         return entries if len(entries) == 4 else None
 
     # Each refusal, and (BALP) the consent decision it rested on.
     denied = await eventually(trail)
-    assert sorted(e["resource"]["subtype"][0]["code"] for e in denied) == ["AuthZ-Consent", "AuthZ-Consent",
-                                                                            "read", "search"]
+    assert sorted(e["resource"]["subtype"][0]["code"] for e in denied) == [
+        "AuthZ-Consent",
+        "AuthZ-Consent",
+        "read",
+        "search",
+    ]
     assert {e["resource"]["outcomeDesc"] for e in denied} == {
-        "a patient sharing preference (category opt-out) withholds this document from RRV"}
+        "a patient sharing preference (category opt-out) withholds this document from RRV"
+    }
 
 
-async def test_the_opt_out_categories_include_end_of_life_and_transfers(care_stack: TestClient, tokens: Any,
-                                                                        tmp_path: Path) -> None:
+async def test_the_opt_out_categories_include_end_of_life_and_transfers(
+    care_stack: TestClient, tokens: Any, tmp_path: Path
+) -> None:
     await opt_out(care_stack, tokens, PATIENT, "end-of-life-care", "transfer-of-care")
-    status, body, _ = await call(care_stack, tokens, "PUT", "/fhir/Consent/preferences", "NHSLOGIN", {
-        "resourceType": "Consent", "status": "active", "provision": {"type": "permit", "provision": [
-            {"type": "deny", "class": [{"code": "end-of-lives"}]}]}}, role="patient", patient=PATIENT)
+    status, body, _ = await call(
+        care_stack,
+        tokens,
+        "PUT",
+        "/fhir/Consent/preferences",
+        "NHSLOGIN",
+        {
+            "resourceType": "Consent",
+            "status": "active",
+            "provision": {"type": "permit", "provision": [{"type": "deny", "class": [{"code": "end-of-lives"}]}]},
+        },
+        role="patient",
+        patient=PATIENT,
+    )
     assert status == 422
     assert "end-of-life-care" in body["issue"][0]["diagnostics"]
     assert "transfer-of-care" in body["issue"][0]["diagnostics"]
 
 
-@pytest.mark.parametrize(("purposes", "categories", "why"), [
-    (("end-of-life-care",), ("pathology",),
-     "its purposes (end-of-life-care) admit none of its document categories (pathology)"),
-    (("end-of-life-care", "transfer-of-care"), ("imaging", "referral"),
-     "its purposes (end-of-life-care, transfer-of-care) admit none of its document categories (imaging, referral)"),
-    (("end-of-life-care",), ("end-of-life-care", "pathology"), None),
-    (("end-of-life-care",), (), None),
-    (("cancer-care",), ("pathology",), None),
-    (("direct-care",), ("pathology",), None),
-])
-def test_an_isa_that_can_never_apply_is_named(purposes: tuple[str, ...], categories: tuple[str, ...],
-                                              why: str | None) -> None:
+@pytest.mark.parametrize(
+    ("purposes", "categories", "why"),
+    [
+        (
+            ("end-of-life-care",),
+            ("pathology",),
+            "its purposes (end-of-life-care) admit none of its document categories (pathology)",
+        ),
+        (
+            ("end-of-life-care", "transfer-of-care"),
+            ("imaging", "referral"),
+            "its purposes (end-of-life-care, transfer-of-care) admit none of its document categories (imaging, referral)",
+        ),
+        (("end-of-life-care",), ("end-of-life-care", "pathology"), None),
+        (("end-of-life-care",), (), None),
+        (("cancer-care",), ("pathology",), None),
+        (("direct-care",), ("pathology",), None),
+    ],
+)
+def test_an_isa_that_can_never_apply_is_named(
+    purposes: tuple[str, ...], categories: tuple[str, ...], why: str | None
+) -> None:
     from shared.policy import never_applies
 
     assert never_applies(_isa(purposes, categories)) == why
@@ -207,22 +267,38 @@ def test_an_isa_that_can_never_apply_is_named(purposes: tuple[str, ...], categor
 async def test_the_dcc_is_warned_of_an_isa_that_can_never_apply(care_stack: TestClient, tokens: Any) -> None:
     """The agreements API marks such an ISA on every Contract it returns (proposal, read, acceptance)."""
     never = "https://lhcie.london/fhir/StructureDefinition/never-applies"
-    body = {"resourceType": "Contract", "title": "End-of-life ISA for pathology",
-            "authority": [{"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "RRV"}}],
-            "scope": {"coding": [{"code": "end-of-life-care"}]},
-            "term": [{"asset": [{"type": [{"coding": [{"system": CATEGORY_SYSTEM, "code": "pathology"}]}]}],
-                      "offer": {"text": "documents"}}]}
-    warning = {"url": never, "valueString": "This agreement can never apply: its purposes (end-of-life-care) admit "
-                                            "none of its document categories (pathology)."}
-    response = await care_stack.post("/fhir/Contract", json=body, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")})
+    body = {
+        "resourceType": "Contract",
+        "title": "End-of-life ISA for pathology",
+        "authority": [{"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "RRV"}}],
+        "scope": {"coding": [{"code": "end-of-life-care"}]},
+        "term": [
+            {
+                "asset": [{"type": [{"coding": [{"system": CATEGORY_SYSTEM, "code": "pathology"}]}]}],
+                "offer": {"text": "documents"},
+            }
+        ],
+    }
+    warning = {
+        "url": never,
+        "valueString": "This agreement can never apply: its purposes (end-of-life-care) admit "
+        "none of its document categories (pathology).",
+    }
+    response = await care_stack.post(
+        "/fhir/Contract", json=body, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")}
+    )
     assert response.status == 201
     proposed = await response.json()
     assert proposed["extension"] == [warning]
-    response = await care_stack.post(f"/fhir/Contract/{proposed['id']}/$accept", headers=tokens.headers("RRV", "dcc-admin"))
+    response = await care_stack.post(
+        f"/fhir/Contract/{proposed['id']}/$accept", headers=tokens.headers("RRV", "dcc-admin")
+    )
     assert (await response.json())["extension"] == [warning]
     response = await care_stack.get(f"/fhir/Contract/{proposed['id']}", headers=tokens.headers("RRV", "dcc-admin"))
     assert (await response.json())["extension"] == [warning]
     # One that can apply carries no warning.
     body["term"][0]["asset"][0]["type"][0]["coding"][0]["code"] = "end-of-life-care"
-    response = await care_stack.post("/fhir/Contract", json=body, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")})
+    response = await care_stack.post(
+        "/fhir/Contract", json=body, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")}
+    )
     assert "extension" not in await response.json()

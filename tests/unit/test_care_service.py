@@ -26,7 +26,13 @@ async def test_care_serves_its_resources_from_its_own_store(care_stack: TestClie
     resources = {r["type"]: r for r in (await response.json())["rest"][0]["resource"]}
     assert resources["CarePlan"]["versioning"] == "versioned-update"
     assert {i["code"] for i in resources["CarePlan"]["interaction"]} == {
-        "create", "read", "vread", "update", "history-instance", "search-type"}
+        "create",
+        "read",
+        "vread",
+        "update",
+        "history-instance",
+        "search-type",
+    }
     assert {"Task", "Bundle", "Questionnaire"} <= set(resources)
     ready = await (await care_stack.get("/readyz")).json()
     assert ready["services"] == ["agreements", "audit", "care"]
@@ -34,7 +40,9 @@ async def test_care_serves_its_resources_from_its_own_store(care_stack: TestClie
     assert ctx.source == "urn:lhcie:service:care"
     status, bundle, _ = await call(care_stack, tokens, "GET", "/fhir/Questionnaire", "RJ1")
     assert (status, sorted(e["resource"]["id"] for e in bundle["entry"])) == (
-        200, ["end-of-life-care-plan", "repatriation"])
+        200,
+        ["end-of-life-care-plan", "repatriation"],
+    )
     # The HTML shells are public (their data comes through the API with the user's token).
     for path in ("/care/plan/", "/care/transfers/"):
         page = await care_stack.get(path)

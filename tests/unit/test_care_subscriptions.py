@@ -16,7 +16,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.care import examples
-from shared.clock import FixedClock
 from services.notification.subscriptions import (
     CAREPLAN_TOPIC,
     CHANNEL_SYSTEM,
@@ -27,6 +26,7 @@ from services.notification.subscriptions import (
     STATUS_PROFILE,
     status_fields,
 )
+from shared.clock import FixedClock
 from shared.config import Settings
 from tests.fhir_validation import Validator, fhir_validator, validated_answers  # noqa: F401  (fixtures)
 from tests.helpers import eventually, settled
@@ -64,16 +64,30 @@ async def receivers() -> AsyncIterator[dict[str, tuple[Receiver, str]]]:
 
 def careplan_subscription(*, endpoint: str | None = None, patient: str | None = PATIENT) -> dict[str, Any]:
     criteria = f"CarePlan?patient=https://fhir.nhs.uk/Id/nhs-number|{patient}" if patient else "CarePlan?"
-    channel: dict[str, Any] = {"payload": "application/fhir+json",
-                               "_payload": {"extension": [{"url": PAYLOAD_URL, "valueCode": "id-only"}]}}
+    channel: dict[str, Any] = {
+        "payload": "application/fhir+json",
+        "_payload": {"extension": [{"url": PAYLOAD_URL, "valueCode": "id-only"}]},
+    }
     if endpoint:
         channel.update({"type": "rest-hook", "endpoint": endpoint})
     else:
-        channel.update({"type": "message", "_type": {"extension": [
-            {"url": CHANNEL_TYPE_URL, "valueCoding": {"system": CHANNEL_SYSTEM, "code": "sse"}}]}})
-    return {"resourceType": "Subscription", "status": "requested", "reason": "End-of-life plans of our patients",
-            "criteria": CAREPLAN_TOPIC, "_criteria": {"extension": [{"url": FILTER_URL, "valueString": criteria}]},
-            "channel": channel, "extension": [{"url": SECRET_URL, "valueString": SECRET}]}
+        channel.update(
+            {
+                "type": "message",
+                "_type": {
+                    "extension": [{"url": CHANNEL_TYPE_URL, "valueCoding": {"system": CHANNEL_SYSTEM, "code": "sse"}}]
+                },
+            }
+        )
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "End-of-life plans of our patients",
+        "criteria": CAREPLAN_TOPIC,
+        "_criteria": {"extension": [{"url": FILTER_URL, "valueString": criteria}]},
+        "channel": channel,
+        "extension": [{"url": SECRET_URL, "valueString": SECRET}],
+    }
 
 
 async def subscribe(stack: TestClient, tokens: Any, org: str, resource: dict[str, Any]) -> dict[str, Any]:
@@ -82,12 +96,14 @@ async def subscribe(stack: TestClient, tokens: Any, org: str, resource: dict[str
     return await response.json()
 
 
-async def write_plan(stack: TestClient, tokens: Any, plan: dict[str, Any], *, plan_id: str | None = None,
-                     version: int = 0) -> dict[str, Any]:
+async def write_plan(
+    stack: TestClient, tokens: Any, plan: dict[str, Any], *, plan_id: str | None = None, version: int = 0
+) -> dict[str, Any]:
     headers = {**FHIR, **tokens.headers("RJ1", "clinician")}
     if plan_id:
-        response = await stack.put(f"/fhir/CarePlan/{plan_id}", json=plan,
-                                   headers={**headers, "If-Match": f'W/"{version}"'})
+        response = await stack.put(
+            f"/fhir/CarePlan/{plan_id}", json=plan, headers={**headers, "If-Match": f'W/"{version}"'}
+        )
     else:
         response = await stack.post("/fhir/CarePlan", json=plan, headers=headers)
     assert response.status in (200, 201), await response.text()
@@ -119,8 +135,12 @@ async def read_stream(response: Any, n: int) -> list[tuple[str, dict[str, Any]]]
 
 
 async def test_a_plan_change_reaches_rest_hook_and_sse_subscribers_with_an_isa_and_no_one_else(
-        stack: TestClient, tokens: Any, settings: Settings, receivers: dict[str, tuple[Receiver, str]],
-        fhir_validator: Validator) -> None:
+    stack: TestClient,
+    tokens: Any,
+    settings: Settings,
+    receivers: dict[str, tuple[Receiver, str]],
+    fhir_validator: Validator,
+) -> None:
     clock = FixedClock(datetime.now(UTC))
     notification(stack).set_clock(clock)
     n = notification(stack)
@@ -132,14 +152,21 @@ async def test_a_plan_change_reaches_rest_hook_and_sse_subscribers_with_an_isa_a
     assert hook["criteria"] == CAREPLAN_TOPIC and hook["status"] == "requested"
     sse = await subscribe(stack, tokens, "RRV", careplan_subscription())
     assert sse["status"] == "active" and "endpoint" not in sse["channel"]
-    other_patient = await subscribe(stack, tokens, "RRV", careplan_subscription(endpoint=rrv_hook, patient="9000000009"))
+    other_patient = await subscribe(
+        stack, tokens, "RRV", careplan_subscription(endpoint=rrv_hook, patient="9000000009")
+    )
     no_isa = await subscribe(stack, tokens, "RAL", careplan_subscription(endpoint=ral_hook, patient=None))
 
     # A draft is its author's: nobody hears of it. Completed, it is announced; so is each later version.
     draft = await write_plan(stack, tokens, examples.care_plan(PATIENT, status="draft"))
     await write_plan(stack, tokens, examples.care_plan(PATIENT), plan_id=draft["id"], version=1)
-    await write_plan(stack, tokens, examples.care_plan(PATIENT, cpr="cpr-recommended", reason="CPR wish changed"),
-                     plan_id=draft["id"], version=2)
+    await write_plan(
+        stack,
+        tokens,
+        examples.care_plan(PATIENT, cpr="cpr-recommended", reason="CPR wish changed"),
+        plan_id=draft["id"],
+        version=2,
+    )
     expected = [("1", f"CarePlan/{draft['id']}/_history/2"), ("2", f"CarePlan/{draft['id']}/_history/3")]
 
     await deliver_until(stack, clock, lambda: len(notified(rrv.received)) == 2 and len(ral.received) == 1)
@@ -148,10 +175,13 @@ async def test_a_plan_change_reaches_rest_hook_and_sse_subscribers_with_an_isa_a
     for bundle in rrv.received:
         assert fhir_validator.errors(bundle) == []
         assert bundle["meta"]["profile"] == [
-            "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4"]
-    assert rrv.received[-1]["entry"][1] == {"fullUrl": f"CarePlan/{draft['id']}",
-                                            "request": {"method": "PUT", "url": f"CarePlan/{draft['id']}"},
-                                            "response": {"status": "200"}}
+            "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4"
+        ]
+    assert rrv.received[-1]["entry"][1] == {
+        "fullUrl": f"CarePlan/{draft['id']}",
+        "request": {"method": "PUT", "url": f"CarePlan/{draft['id']}"},
+        "response": {"status": "200"},
+    }
 
     # The SSE subscriber reads the same notifications on its own connection, and resumes after the last.
     async with stack.get(f"/fhir/Subscription/{sse['id']}/$stream", headers=tokens.headers("RRV")) as stream:
@@ -160,8 +190,9 @@ async def test_a_plan_change_reaches_rest_hook_and_sse_subscribers_with_an_isa_a
     assert [i for i, _ in got] == ["1", "2"]
     assert notified([b for _, b in got]) == expected
     assert all(fhir_validator.errors(b) == [] for _, b in got)
-    async with stack.get(f"/fhir/Subscription/{sse['id']}/$stream", headers={**tokens.headers("RRV"),
-                                                                             "Last-Event-ID": "1"}) as stream:
+    async with stack.get(
+        f"/fhir/Subscription/{sse['id']}/$stream", headers={**tokens.headers("RRV"), "Last-Event-ID": "1"}
+    ) as stream:
         [(again, _)] = await read_stream(stream, 1)
     assert again == "2"
     # Only its own organisation's system may read it; a rest-hook subscription has no stream.
@@ -176,8 +207,9 @@ async def test_a_plan_change_reaches_rest_hook_and_sse_subscribers_with_an_isa_a
     await deliver_until(stack, clock, lambda: True)
     assert [status_fields(b["entry"][0]["resource"])["type"] for b in ral.received] == ["handshake"]
     for quiet in (no_isa, other_patient):
-        response = await stack.get(f"/fhir/Subscription/{quiet['id']}/$status", headers=tokens.headers(
-            "RAL" if quiet is no_isa else "RRV"))
+        response = await stack.get(
+            f"/fhir/Subscription/{quiet['id']}/$status", headers=tokens.headers("RAL" if quiet is no_isa else "RRV")
+        )
         status = (await response.json())["entry"][0]["resource"]
         assert status_fields(status)["events-since-subscription-start"] == "0"
 
@@ -192,13 +224,19 @@ async def test_care_plan_subscriptions_are_checked(stack: TestClient, tokens: An
     bad_filter["_criteria"]["extension"][0]["valueString"] = "CarePlan?recipient=CareTeam/rj1-lung"
     response = await stack.post("/fhir/Subscription", json=bad_filter, headers={**FHIR, **tokens.headers("RRV")})
     assert response.status == 422
-    response = await stack.post("/fhir/Subscription", json=careplan_subscription(),
-                                headers={**FHIR, **tokens.headers("RRV", "clinician")})
+    response = await stack.post(
+        "/fhir/Subscription", json=careplan_subscription(), headers={**FHIR, **tokens.headers("RRV", "clinician")}
+    )
     assert response.status == 403
 
 
 def test_the_r4_validator_refuses_the_r4b_status_that_the_r4_form_replaces(fhir_validator: Validator) -> None:
     """Why the status is a Parameters: an R4 parser has no SubscriptionStatus (issue 16)."""
-    r4b = {"resourceType": "SubscriptionStatus", "status": "active", "type": "event-notification",
-           "subscription": {"reference": "Subscription/x"}, "topic": CAREPLAN_TOPIC}
+    r4b = {
+        "resourceType": "SubscriptionStatus",
+        "status": "active",
+        "type": "event-notification",
+        "subscription": {"reference": "Subscription/x"},
+        "topic": CAREPLAN_TOPIC,
+    }
     assert fhir_validator.errors(r4b) != []

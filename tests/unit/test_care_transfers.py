@@ -22,8 +22,13 @@ LIST = "/fhir/Task?owner=RRV&status=pending"
 
 
 def move(state: str, **details: str) -> dict[str, Any]:
-    return {"resourceType": "Parameters", "parameter": [{"name": "state", "valueCode": state},
-                                                       *({"name": k, "valueString": v} for k, v in details.items())]}
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "state", "valueCode": state},
+            *({"name": k, "valueString": v} for k, v in details.items()),
+        ],
+    }
 
 
 class Heard:
@@ -55,10 +60,12 @@ async def heard(care_stack: TestClient) -> Any:
 
 
 async def test_a_repatriation_moves_through_its_states_with_hours_waited_and_escalates(
-        care_stack: TestClient, tokens: Any, heard: Heard) -> None:
+    care_stack: TestClient, tokens: Any, heard: Heard
+) -> None:
     clock = care_of(care_stack).clock = FixedClock(START)
-    status, task, headers = await call(care_stack, tokens, "POST", "/fhir/Task", "RJ1",
-                                       examples.repatriation(PATIENT, "RRV"))
+    status, task, headers = await call(
+        care_stack, tokens, "POST", "/fhir/Task", "RJ1", examples.repatriation(PATIENT, "RRV")
+    )
     assert status == 201, task
     assert headers["Location"] == f"/fhir/Task/{task['id']}"
     assert (task["status"], task["businessStatus"]["coding"][0]["code"]) == ("requested", "requested")
@@ -72,22 +79,34 @@ async def test_a_repatriation_moves_through_its_states_with_hours_waited_and_esc
     assert status == 200
     [entry] = found["entry"]
     assert entry["resource"]["extension"][-1] == {
-        "url": "https://lhcie.london/fhir/StructureDefinition/hours-waited", "valueDecimal": 5.0}
+        "url": "https://lhcie.london/fhir/StructureDefinition/hours-waited",
+        "valueDecimal": 5.0,
+    }
 
     # The receiver identifies the accepting consultant; the sender cannot do that for it.
     status, body, _ = await call(care_stack, tokens, "POST", path, "RJ1", move("consultant-identified", consultant="X"))
-    assert (status, body["issue"]) == (403, [outcome("FORBIDDEN", "forbidden",
-                                                     "Only the receiver moves a transfer to consultant-identified.")])
+    assert (status, body["issue"]) == (
+        403,
+        [outcome("FORBIDDEN", "forbidden", "Only the receiver moves a transfer to consultant-identified.")],
+    )
     status, body, _ = await call(care_stack, tokens, "POST", path, "RRV", move("consultant-identified"))
     assert (status, body["issue"][0]["diagnostics"]) == (422, "consultant-identified needs a consultant")
-    status, task, _ = await call(care_stack, tokens, "POST", path, "RRV",
-                                 move("consultant-identified", consultant="Dr D Orthogeriatrician, GMC 7000001"))
+    status, task, _ = await call(
+        care_stack,
+        tokens,
+        "POST",
+        path,
+        "RRV",
+        move("consultant-identified", consultant="Dr D Orthogeriatrician, GMC 7000001"),
+    )
     assert (status, task["status"], task["businessStatus"]["text"]) == (200, "received", "consultant identified")
     status, body, _ = await call(care_stack, tokens, "POST", path, "RRV", move("transport-booked", transport="x"))
     assert (status, body["issue"][0]["code"]) == (403, "forbidden")
     status, body, _ = await call(care_stack, tokens, "POST", path, "RJ1", move("transport-booked", transport="x"))
-    assert (status, body["issue"][0]["diagnostics"]) == (409, "A transfer that is consultant-identified cannot become "
-                                                               "transport-booked.")
+    assert (status, body["issue"][0]["diagnostics"]) == (
+        409,
+        "A transfer that is consultant-identified cannot become transport-booked.",
+    )
     status, task, _ = await call(care_stack, tokens, "POST", path, "RRV", move("accepted"))
     assert task["status"] == "accepted"
 
@@ -99,18 +118,26 @@ async def test_a_repatriation_moves_through_its_states_with_hours_waited_and_esc
     assert await care_of(care_stack).run_timers() == 0
     status, found, _ = await call(care_stack, tokens, "GET", LIST, "RRV")
     assert [e["url"].rsplit("/", 1)[1] for e in found["entry"][0]["resource"]["extension"]] == [
-        "clinical-network", "hours-waited", "escalated"]
+        "clinical-network",
+        "hours-waited",
+        "escalated",
+    ]
 
     clock.advance(hours=2)
-    for org, state, details in (("RRV", "bed-confirmed", {"bed": "Ward 7, bed 12"}), ("RJ1", "fit-and-ready", {}),
-                                ("RJ1", "transport-booked", {"transport": "LAS patient transport 14:00"}),
-                                ("RJ1", "transferred", {})):
+    for org, state, details in (
+        ("RRV", "bed-confirmed", {"bed": "Ward 7, bed 12"}),
+        ("RJ1", "fit-and-ready", {}),
+        ("RJ1", "transport-booked", {"transport": "LAS patient transport 14:00"}),
+        ("RJ1", "transferred", {}),
+    ):
         status, task, _ = await call(care_stack, tokens, "POST", path, org, move(state, **details))
         assert status == 200, task
     assert task["status"] == "completed"
-    assert [n["text"] for n in task["note"]] == ["consultant-identified: consultant Dr D Orthogeriatrician, GMC 7000001",
-                                                 "bed-confirmed: bed Ward 7, bed 12",
-                                                 "transport-booked: transport LAS patient transport 14:00"]
+    assert [n["text"] for n in task["note"]] == [
+        "consultant-identified: consultant Dr D Orthogeriatrician, GMC 7000001",
+        "bed-confirmed: bed Ward 7, bed 12",
+        "transport-booked: transport LAS patient transport 14:00",
+    ]
     # Transferred: off the live list, its waiting time fixed.
     status, found, _ = await call(care_stack, tokens, "GET", LIST, "RRV")
     assert found["total"] == 0
@@ -132,27 +159,45 @@ async def test_a_repatriation_moves_through_its_states_with_hours_waited_and_esc
     assert heard.events[3].data["receiver"] == "RRV"
 
 
-async def test_a_network_sets_its_own_escalation_threshold(care_stack: TestClient, tokens: Any, heard: Heard,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_network_sets_its_own_escalation_threshold(
+    care_stack: TestClient, tokens: Any, heard: Heard, monkeypatch: pytest.MonkeyPatch
+) -> None:
     care = care_of(care_stack)
     care.settings = care.transfers.settings = care.settings.model_copy(
-        update={"network_escalation_hours": {"north-london-critical-care": 24.0}})
+        update={"network_escalation_hours": {"north-london-critical-care": 24.0}}
+    )
     clock = care.clock = FixedClock(START)
-    status, task, _ = await call(care_stack, tokens, "POST", "/fhir/Task", "RJ1",
-                                 examples.repatriation(PATIENT, "RRV", network="north-london-critical-care"))
+    status, task, _ = await call(
+        care_stack,
+        tokens,
+        "POST",
+        "/fhir/Task",
+        "RJ1",
+        examples.repatriation(PATIENT, "RRV", network="north-london-critical-care"),
+    )
     assert status == 201
-    status, other, _ = await call(care_stack, tokens, "POST", "/fhir/Task", "RJ1",
-                                  examples.repatriation(PATIENT, "RRV", network=None))
+    status, other, _ = await call(
+        care_stack, tokens, "POST", "/fhir/Task", "RJ1", examples.repatriation(PATIENT, "RRV", network=None)
+    )
     clock.advance(hours=24)
     assert await care.run_timers() == 1
     events = await heard.of(3)
     assert events[-1] == ("transfer.escalated", "requested", 24.0)
     assert heard.events[-1].data["task_id"] == task["id"]
     # Declined with a reason: off the list, no escalation later.
-    status, declined, _ = await call(care_stack, tokens, "POST", f"/fhir/Task/{other['id']}/$advance", "RRV",
-                                     move("declined", reason="No rehabilitation bed; patient lives out of area"))
+    status, declined, _ = await call(
+        care_stack,
+        tokens,
+        "POST",
+        f"/fhir/Task/{other['id']}/$advance",
+        "RRV",
+        move("declined", reason="No rehabilitation bed; patient lives out of area"),
+    )
     assert (status, declined["status"], declined["statusReason"]["text"]) == (
-        200, "rejected", "No rehabilitation bed; patient lives out of area")
+        200,
+        "rejected",
+        "No rehabilitation bed; patient lives out of area",
+    )
     clock.advance(hours=48)
     assert await care.run_timers() == 0
 
@@ -161,7 +206,9 @@ async def test_a_transfer_is_sent_only_where_the_policy_allows(care_stack: TestC
     # RAL has no ISA with RJ1: the form is not disclosed to it.
     status, body, _ = await call(care_stack, tokens, "POST", "/fhir/Task", "RJ1", examples.repatriation(PATIENT, "RAL"))
     assert (status, body["issue"][0]["diagnostics"].split(" (reference")[0]) == (
-        403, "Access denied: not permitted by the sharing policy")
+        403,
+        "Access denied: not permitted by the sharing policy",
+    )
     await isa(care_stack, tokens, "RAL", "RJ1", ("transfer-of-care",))
     status, task, _ = await call(care_stack, tokens, "POST", "/fhir/Task", "RJ1", examples.repatriation(PATIENT, "RAL"))
     assert status == 201
@@ -182,7 +229,13 @@ async def test_an_invalid_request_is_refused_with_one_issue_per_problem(care_sta
     status, body, _ = await call(care_stack, tokens, "POST", "/fhir/Task", "RJ1", task)
     assert status == 422
     assert [i["expression"][0] for i in body["issue"]] == [
-        "Task.for.identifier", "Task.owner.identifier", "Task.contained[0].item.where(linkId='specialty')"]
+        "Task.for.identifier",
+        "Task.owner.identifier",
+        "Task.contained[0].item.where(linkId='specialty')",
+    ]
     status, body, _ = await call(care_stack, tokens, "GET", "/fhir/Questionnaire/repatriation", "RRV")
     assert (status, body["url"], body["item"][0]["linkId"]) == (
-        200, "https://lhcie.london/fhir/Questionnaire/repatriation", "specialty")
+        200,
+        "https://lhcie.london/fhir/Questionnaire/repatriation",
+        "specialty",
+    )

@@ -9,15 +9,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from lhcie.services import SPECS
 from shared.config import Settings
 from shared.http import build_app
-
 from tests.helpers import PDF, TEST_PATIENT, document_reference, eventually
 
 FHIR = {"Content-Type": "application/fhir+json"}
 
 
-async def post_document(stack: TestClient, tokens: Any, resource: dict[str, Any] | None = None, org: str = "RJ1") -> str:
-    response = await stack.post("/fhir/DocumentReference", json=resource or document_reference(custodian=org),
-                                headers={**FHIR, **tokens.headers(org)})
+async def post_document(
+    stack: TestClient, tokens: Any, resource: dict[str, Any] | None = None, org: str = "RJ1"
+) -> str:
+    response = await stack.post(
+        "/fhir/DocumentReference",
+        json=resource or document_reference(custodian=org),
+        headers={**FHIR, **tokens.headers(org)},
+    )
     assert response.status == 202, await response.text()
     body = await response.json()
     assert response.headers["Location"] == str(stack.make_url(f"/fhir/DocumentReference/{body['id']}"))
@@ -68,7 +72,8 @@ async def test_posted_document_is_stored_alerted_retrievable_and_audited(stack: 
     body = await response.json()
     assert body["issue"][0]["code"] == "forbidden"
     assert body["issue"][0]["diagnostics"] == (
-        f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Correlation-Id']}).")
+        f"Access denied: not permitted by the sharing policy (reference {response.headers['X-Correlation-Id']})."
+    )
 
     ack = await stack.post(f"/fhir/Communication/{alert['id']}/$acknowledge", headers=coordinator)
     assert ack.status == 200
@@ -81,8 +86,14 @@ async def test_posted_document_is_stored_alerted_retrievable_and_audited(stack: 
     async def trail() -> list[str] | None:
         response = await stack.get(f"/fhir/AuditEvent?entity=DocumentReference/{doc_id}", headers=admin)
         codes = [e["resource"]["subtype"][1]["code"] for e in (await response.json()).get("entry", [])]
-        expected = {"document.received", "document.stored", "alert.raised", "document.retrieved",
-                    "access.denied", "alert.acknowledged"}
+        expected = {
+            "document.received",
+            "document.stored",
+            "alert.raised",
+            "document.retrieved",
+            "access.denied",
+            "alert.acknowledged",
+        }
         return codes if expected <= set(codes) and codes.count("document.retrieved") == 2 else None
 
     codes = await eventually(trail)
@@ -124,13 +135,18 @@ async def test_document_for_another_trusts_mdt_alerts_only_with_an_isa(stack: Te
     assert await eventually(alerted_documents) == {f"DocumentReference/{shared_id}"}
 
 
-async def test_content_not_matching_its_declared_type_is_refused_at_once(stack: TestClient, tokens: Any,
-                                                                         settings: Any) -> None:
-    response = await stack.post("/fhir/DocumentReference", json=document_reference(content=b"not a pdf at all"),
-                                headers={**FHIR, **tokens.headers()})
+async def test_content_not_matching_its_declared_type_is_refused_at_once(
+    stack: TestClient, tokens: Any, settings: Any
+) -> None:
+    response = await stack.post(
+        "/fhir/DocumentReference",
+        json=document_reference(content=b"not a pdf at all"),
+        headers={**FHIR, **tokens.headers()},
+    )
     assert response.status == 422
     assert (await response.json())["issue"][0]["diagnostics"] == (
-        "Declared application/pdf but the content is not a PDF.")
+        "Declared application/pdf but the content is not a PDF."
+    )
     staged = settings.data_dir / "objects" / "staging"
     assert not staged.exists() or not any(p.is_file() for p in staged.rglob("*"))
 
@@ -150,15 +166,21 @@ async def test_a_pending_document_answers_202_to_its_sender_only(settings: Setti
 
 
 async def test_alerts_are_only_for_the_mdts_own_staff(stack: TestClient, tokens: Any) -> None:
-    response = await stack.get("/fhir/Communication?recipient=CareTeam/rj1-lung",
-                               headers=tokens.headers("RRV", "mdt-coordinator", mdt="rrv-haematology"))
+    response = await stack.get(
+        "/fhir/Communication?recipient=CareTeam/rj1-lung",
+        headers=tokens.headers("RRV", "mdt-coordinator", mdt="rrv-haematology"),
+    )
     assert response.status == 403
     assert await response.json() == {
         "resourceType": "OperationOutcome",
-        "issue": [{
-            "severity": "error",
-            "code": "forbidden",
-            "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "FORBIDDEN"}]},
-            "diagnostics": "Only members of this MDT may see its alerts.",
-        }],
+        "issue": [
+            {
+                "severity": "error",
+                "code": "forbidden",
+                "details": {
+                    "coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "FORBIDDEN"}]
+                },
+                "diagnostics": "Only members of this MDT may see its alerts.",
+            }
+        ],
     }

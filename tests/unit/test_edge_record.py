@@ -66,15 +66,25 @@ PATIENT_QUERY = f"patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{TEST_PAT
 
 async def test_every_401_of_every_service_is_an_access_denied_without_the_patient(stack: TestClient) -> None:
     w = await watch(stack)
-    for path in (f"/fhir/DocumentReference?{PATIENT_QUERY}", "/fhir/Binary/doc-1", "/fhir/Communication",
-                 f"/fhir/AuditEvent?{PATIENT_QUERY}", "/fhir/Contract", "/fhir/EpisodeOfCare/ep-1"):
+    for path in (
+        f"/fhir/DocumentReference?{PATIENT_QUERY}",
+        "/fhir/Binary/doc-1",
+        "/fhir/Communication",
+        f"/fhir/AuditEvent?{PATIENT_QUERY}",
+        "/fhir/Contract",
+        "/fhir/EpisodeOfCare/ep-1",
+    ):
         response = await stack.get(path, headers={"Authorization": "Bearer not-a-token"})
         assert response.status == 401, path
         [event] = await w.of(RoutingKey.ACCESS_DENIED, response.headers["X-Correlation-Id"])
         resource = path.removeprefix("/fhir/").split("?")[0]
-        assert present(event.data) == {"actor": ANONYMOUS, "resource": resource,
-                              "action": "search" if "/" not in resource else "read",
-                              "reason_code": "invalid-token", "reason": "the token is not valid (DecodeError)"}
+        assert present(event.data) == {
+            "actor": ANONYMOUS,
+            "resource": resource,
+            "action": "search" if "/" not in resource else "read",
+            "reason_code": "invalid-token",
+            "reason": "the token is not valid (DecodeError)",
+        }
         assert event.subject == resource
         assert TEST_PATIENT not in event.to_bytes().decode()
 
@@ -84,8 +94,12 @@ async def test_a_403_for_a_scope_names_the_caller_and_the_rule(stack: TestClient
     response = await stack.get(f"/fhir/AuditEvent?{PATIENT_QUERY}", headers=tokens.headers("RAL", "clinician"))
     assert response.status == 403
     [event] = await w.of(RoutingKey.ACCESS_DENIED, response.headers["X-Correlation-Id"])
-    assert present(event.data["actor"]) == {"org": "RAL", "role": "clinician", "subject": "clinician@RAL",
-                                   "address": "127.0.0.1"}
+    assert present(event.data["actor"]) == {
+        "org": "RAL",
+        "role": "clinician",
+        "subject": "clinician@RAL",
+        "address": "127.0.0.1",
+    }
     assert (event.data["resource"], event.data["action"]) == ("AuditEvent", "search")
     assert event.data["reason_code"] == "scope"
     assert event.data["patient_nhs_number"] is None
@@ -114,31 +128,42 @@ async def test_every_document_reference_read_is_recorded_with_the_patient(stack:
     response = await stack.get(f"/fhir/DocumentReference/{doc_id}", headers=tokens.headers("RRV", "clinician"))
     assert response.status == 200
     [event] = await w.of(RoutingKey.RECORD_READ, response.headers["X-Correlation-Id"])
-    assert present(event.data) == {"actor": {"org": "RRV", "role": "clinician", "subject": "clinician@RRV",
-                                    "address": "127.0.0.1"},
-                          "resource": f"DocumentReference/{doc_id}", "action": "read",
-                          "patient_nhs_number": TEST_PATIENT, "rule": event.data["rule"]}
+    assert present(event.data) == {
+        "actor": {"org": "RRV", "role": "clinician", "subject": "clinician@RRV", "address": "127.0.0.1"},
+        "resource": f"DocumentReference/{doc_id}",
+        "action": "read",
+        "patient_nhs_number": TEST_PATIENT,
+        "rule": event.data["rule"],
+    }
     assert event.data["rule"]
     admin = tokens.headers("RRV", "dcc-admin")
 
     async def on_the_audit_log() -> list[dict[str, Any]] | None:
         found = await stack.get(f"/fhir/AuditEvent?entity=DocumentReference/{doc_id}", headers=admin)
-        records = [e["resource"] for e in (await found.json()).get("entry", [])
-                   if e["resource"]["subtype"][1]["code"] == "record.read" and "clinician@RRV" in json.dumps(e)]
+        records = [
+            e["resource"]
+            for e in (await found.json()).get("entry", [])
+            if e["resource"]["subtype"][1]["code"] == "record.read" and "clinician@RRV" in json.dumps(e)
+        ]
         return records or None
 
     [record] = await eventually(on_the_audit_log)
     assert {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": TEST_PATIENT} in [
-        e["what"].get("identifier") for e in record["entity"]]
+        e["what"].get("identifier") for e in record["entity"]
+    ]
 
 
-async def test_the_correlation_id_is_the_servers_and_the_clients_id_is_kept_apart(stack: TestClient,
-                                                                                  tokens: Any) -> None:
+async def test_the_correlation_id_is_the_servers_and_the_clients_id_is_kept_apart(
+    stack: TestClient, tokens: Any
+) -> None:
     w = await watch(stack)
     answers = []
     for _ in range(2):
-        response = await stack.post("/fhir/DocumentReference", json=document_reference(),
-                                    headers={**FHIR, **tokens.headers("RJ1"), "X-Request-Id": "submission-42"})
+        response = await stack.post(
+            "/fhir/DocumentReference",
+            json=document_reference(),
+            headers={**FHIR, **tokens.headers("RJ1"), "X-Request-Id": "submission-42"},
+        )
         assert response.status == 202
         answers.append(response)
     ids = [r.headers["X-Correlation-Id"] for r in answers]
@@ -153,8 +178,13 @@ async def test_the_correlation_id_is_the_servers_and_the_clients_id_is_kept_apar
 
 
 async def test_no_response_names_the_server_software(stack: TestClient, tokens: Any) -> None:
-    for path, status in (("/healthz", 200), ("/fhir/metadata", 200), ("/nowhere", 401), ("/fhir/Binary/x", 401),
-                         ("/console/", 200)):
+    for path, status in (
+        ("/healthz", 200),
+        ("/fhir/metadata", 200),
+        ("/nowhere", 401),
+        ("/fhir/Binary/x", 401),
+        ("/console/", 200),
+    ):
         response = await stack.get(path)
         assert response.status == status, path
         assert response.headers["Server"] == "LHCIE", path

@@ -18,14 +18,21 @@ def test_the_readme_names_only_example_files_that_exist() -> None:
     import re
 
     named = set(re.findall(r"@(examples/[\w.-]+)", README.read_text()))
-    assert {"examples/document-reference.json", "examples/document-reference-streamed.json",
-            "examples/provide-bundle.json", "examples/scan.pdf"} <= named
+    assert {
+        "examples/document-reference.json",
+        "examples/document-reference-streamed.json",
+        "examples/provide-bundle.json",
+        "examples/scan.pdf",
+    } <= named
     assert [n for n in sorted(named) if not (EXAMPLES.parent / n).is_file()] == []
 
 
 async def test_the_inline_example_is_accepted(stack: TestClient, tokens: Any) -> None:
-    response = await stack.post("/fhir/DocumentReference", data=(EXAMPLES / "document-reference.json").read_bytes(),
-                                headers={**FHIR, **tokens.headers("RJ1")})
+    response = await stack.post(
+        "/fhir/DocumentReference",
+        data=(EXAMPLES / "document-reference.json").read_bytes(),
+        headers={**FHIR, **tokens.headers("RJ1")},
+    )
     assert response.status == 202, await response.text()
     # Absolute (ITI-67/MHD: every URL a client follows), built from the request when no public base is set.
     assert response.headers["Location"].startswith(f"{stack.make_url('/fhir/DocumentReference/')}")
@@ -33,10 +40,13 @@ async def test_the_inline_example_is_accepted(stack: TestClient, tokens: Any) ->
 
 async def test_the_streamed_example_is_accepted(stack: TestClient, tokens: Any) -> None:
     form = aiohttp.FormData()
-    form.add_field("resource", (EXAMPLES / "document-reference-streamed.json").read_bytes(),
-                   content_type="application/fhir+json", filename="document-reference-streamed.json")
-    form.add_field("content", (EXAMPLES / "scan.pdf").read_bytes(), content_type="application/pdf",
-                   filename="scan.pdf")
+    form.add_field(
+        "resource",
+        (EXAMPLES / "document-reference-streamed.json").read_bytes(),
+        content_type="application/fhir+json",
+        filename="document-reference-streamed.json",
+    )
+    form.add_field("content", (EXAMPLES / "scan.pdf").read_bytes(), content_type="application/pdf", filename="scan.pdf")
     response = await stack.post("/fhir/DocumentReference", data=form, headers=tokens.headers("RJ1"))
     assert response.status == 202, await response.text()
 

@@ -45,8 +45,16 @@ class Provider:
 
     def token(self, kid: str | None, *, lifetime: int = 600, key: str | None = None, **claims: Any) -> str:
         now = int(time.time())
-        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "dr@RJ1", "iat": now, "exp": now + lifetime, "org": "RJ1",
-                "role": "clinician", **claims}
+        body = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "dr@RJ1",
+            "iat": now,
+            "exp": now + lifetime,
+            "org": "RJ1",
+            "role": "clinician",
+            **claims,
+        }
         headers = {"kid": kid} if kid else {}
         return jwt.encode(body, self.keys[key or kid or "k1"], algorithm="ES256", headers=headers)
 
@@ -108,14 +116,20 @@ async def test_a_token_valid_for_longer_than_the_maximum_is_refused(provider: tu
     idp, _ = provider
     verifier = TokenVerifier(idp.jwks(), issuer=ISSUER, audience=AUDIENCE, max_lifetime=24 * 3600)
     assert await verified(verifier, idp.token("k1", lifetime=24 * 3600)) == "dr@RJ1"
-    for token in (idp.token("k1", lifetime=10 * 365 * 24 * 3600),
-                  # a recent 'iat' does not make a ten-year 'exp' acceptable
-                  idp.token("k1", lifetime=10 * 365 * 24 * 3600, iat=int(time.time()) + 10 * 365 * 24 * 3600 - 60)):
+    for token in (
+        idp.token("k1", lifetime=10 * 365 * 24 * 3600),
+        # a recent 'iat' does not make a ten-year 'exp' acceptable
+        idp.token("k1", lifetime=10 * 365 * 24 * 3600, iat=int(time.time()) + 10 * 365 * 24 * 3600 - 60),
+    ):
         with pytest.raises(Unauthorized) as refused:
             await verified(verifier, token)
         assert refused.value.reason_code in ("token-lifetime", "invalid-token")
-    no_iat = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": int(time.time()) + 60, "org": "RJ1",
-                         "role": "clinician"}, idp.keys["k1"], algorithm="ES256", headers={"kid": "k1"})
+    no_iat = jwt.encode(
+        {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": int(time.time()) + 60, "org": "RJ1", "role": "clinician"},
+        idp.keys["k1"],
+        algorithm="ES256",
+        headers={"kid": "k1"},
+    )
     with pytest.raises(Unauthorized):
         await verified(verifier, no_iat)
 
@@ -127,8 +141,15 @@ def _segment(value: dict[str, Any]) -> str:
 async def test_hostile_tokens_are_a_clean_401(stack: TestClient, tokens: Any, caplog: pytest.LogCaptureFixture) -> None:
     kid = tokens.issuer.kid
     now = int(time.time())
-    claims = {"iss": "lhcie-embedded", "aud": "lhcie", "sub": "x", "iat": now, "exp": now + 60, "org": "RJ1",
-              "role": "system"}
+    claims = {
+        "iss": "lhcie-embedded",
+        "aud": "lhcie",
+        "sub": "x",
+        "iat": now,
+        "exp": now + 60,
+        "org": "RJ1",
+        "role": "system",
+    }
     hostile = [
         f"{_segment({'alg': 'RS256', 'kid': kid})}.{_segment(claims)}.c2lnbmF0dXJl",
         f"{_segment({'alg': 'RS256', 'kid': kid})}.garbage.garbage",
@@ -147,23 +168,38 @@ async def test_hostile_tokens_are_a_clean_401(stack: TestClient, tokens: Any, ca
 
 def serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LHCIE_")}
-    return subprocess.run([sys.executable, "-m", "lhcie.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**clean, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "lhcie.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env},
+    )
 
 
-SERVE_ENV = {"LHCIE_JWKS_URL": "https://idp.example/jwks", "LHCIE_JWT_ISSUER": ISSUER, "LHCIE_JWT_AUDIENCE": AUDIENCE,
-             "LHCIE_AMQP_URL": "amqp://lhcie:secret@127.0.0.1:1/lhcie", "LHCIE_S3_BUCKET": "documents"}
+SERVE_ENV = {
+    "LHCIE_JWKS_URL": "https://idp.example/jwks",
+    "LHCIE_JWT_ISSUER": ISSUER,
+    "LHCIE_JWT_AUDIENCE": AUDIENCE,
+    "LHCIE_AMQP_URL": "amqp://lhcie:secret@127.0.0.1:1/lhcie",
+    "LHCIE_S3_BUCKET": "documents",
+}
 
 
-@pytest.mark.parametrize(("unset", "named"), [
-    ("LHCIE_JWKS_URL", "LHCIE_JWKS_URL"),
-    ("LHCIE_JWT_ISSUER", "LHCIE_JWT_ISSUER"),
-    ("LHCIE_JWT_AUDIENCE", "LHCIE_JWT_AUDIENCE"),
-    ("LHCIE_AMQP_URL", "LHCIE_AMQP_URL"),
-    ("LHCIE_S3_BUCKET", "LHCIE_S3_BUCKET"),
-])
-def test_serve_refuses_to_start_without_a_setting_that_has_no_safe_default(tmp_path: Path, unset: str,
-                                                                           named: str) -> None:
+@pytest.mark.parametrize(
+    ("unset", "named"),
+    [
+        ("LHCIE_JWKS_URL", "LHCIE_JWKS_URL"),
+        ("LHCIE_JWT_ISSUER", "LHCIE_JWT_ISSUER"),
+        ("LHCIE_JWT_AUDIENCE", "LHCIE_JWT_AUDIENCE"),
+        ("LHCIE_AMQP_URL", "LHCIE_AMQP_URL"),
+        ("LHCIE_S3_BUCKET", "LHCIE_S3_BUCKET"),
+    ],
+)
+def test_serve_refuses_to_start_without_a_setting_that_has_no_safe_default(
+    tmp_path: Path, unset: str, named: str
+) -> None:
     env = {k: v for k, v in SERVE_ENV.items() if k != unset}
     done = serve({**env, "LHCIE_DATA_DIR": str(tmp_path)}, "serve", "intake")
     assert done.returncode == 2
@@ -172,18 +208,32 @@ def test_serve_refuses_to_start_without_a_setting_that_has_no_safe_default(tmp_p
 
 
 def test_serve_refuses_an_amqp_url_without_credentials(tmp_path: Path) -> None:
-    done = serve({**SERVE_ENV, "LHCIE_AMQP_URL": "amqp://127.0.0.1:1/", "LHCIE_DATA_DIR": str(tmp_path)},
-                 "serve", "intake")
+    done = serve(
+        {**SERVE_ENV, "LHCIE_AMQP_URL": "amqp://127.0.0.1:1/", "LHCIE_DATA_DIR": str(tmp_path)}, "serve", "intake"
+    )
     assert done.returncode == 2 and "LHCIE_AMQP_URL has no credentials" in done.stderr
 
 
 def test_the_embedded_issuer_serves_only_when_enabled_and_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in SERVE_ENV.items() if k != "LHCIE_JWKS_URL"}
-    env.update({"LHCIE_DATA_DIR": str(tmp_path), "LHCIE_EMBEDDED_ISSUER": "true", "LHCIE_BUS": "memory",
-                "LHCIE_OBJECT_STORE": "fs", "LHCIE_HTTP_PORT": "0"})
+    env.update(
+        {
+            "LHCIE_DATA_DIR": str(tmp_path),
+            "LHCIE_EMBEDDED_ISSUER": "true",
+            "LHCIE_BUS": "memory",
+            "LHCIE_OBJECT_STORE": "fs",
+            "LHCIE_HTTP_PORT": "0",
+        }
+    )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LHCIE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "services.audit"], cwd=ROOT, env={**clean, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.audit"],
+        cwd=ROOT,
+        env={**clean, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
@@ -211,8 +261,19 @@ def test_lhcie_token_mints_within_the_maximum_lifetime(tmp_path: Path) -> None:
     assert serve(env, "token", "--org", "RJ1", "--role", "system", "--ttl", str(24 * 3600)).returncode == 0
     refused = serve(env, "token", "--org", "RJ1", "--role", "system", "--ttl", str(24 * 3600 + 1))
     assert refused.returncode == 2 and "LHCIE_JWT_MAX_LIFETIME_SECONDS" in refused.stderr
-    assert serve({**env, "LHCIE_JWT_MAX_LIFETIME_SECONDS": "600"}, "token", "--org", "RJ1", "--role", "system",
-                 "--ttl", "601").returncode == 2
+    assert (
+        serve(
+            {**env, "LHCIE_JWT_MAX_LIFETIME_SECONDS": "600"},
+            "token",
+            "--org",
+            "RJ1",
+            "--role",
+            "system",
+            "--ttl",
+            "601",
+        ).returncode
+        == 2
+    )
 
 
 @pytest.fixture
@@ -223,8 +284,8 @@ def loose_umask() -> Any:
 
 
 async def test_data_directory_and_its_files_are_private(loose_umask: None, tmp_path: Path) -> None:
-    from shared.http import build_app
     from lhcie.services import SPECS
+    from shared.http import build_app
     from tests.conftest import Tokens, make_settings
 
     settings = make_settings(tmp_path / "fresh" / "data")

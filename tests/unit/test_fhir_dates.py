@@ -30,6 +30,7 @@ def matches(raw: str, target: Range) -> bool:
 
 # -- the specification's examples, one per row of its table --
 
+
 def test_eq_a_day_contains_every_time_of_that_day_only() -> None:
     assert matches("eq2013-01-14", instant("2013-01-14T00:00"))
     assert matches("eq2013-01-14", instant("2013-01-14T10:00"))
@@ -61,17 +62,21 @@ def test_ge_includes_a_period_that_may_run_past_the_value() -> None:
 
 # -- partial dates are ranges --
 
-@pytest.mark.parametrize(("text", "start", "end"), [
-    ("2000", "2000-01-01T00:00", "2001-01-01T00:00"),
-    ("2000-04", "2000-04-01T00:00", "2000-05-01T00:00"),
-    ("2000-12", "2000-12-01T00:00", "2001-01-01T00:00"),
-    ("2000-02-29", "2000-02-29T00:00", "2000-03-01T00:00"),
-    ("2000-04-04T10:00Z", "2000-04-04T10:00", "2000-04-04T10:01"),
-    ("2000-04-04T10:00:30Z", "2000-04-04T10:00:30", "2000-04-04T10:00:31"),
-    ("2000-04-04T10:00:30.5Z", "2000-04-04T10:00:30.500000", "2000-04-04T10:00:30.600000"),
-    ("2000-04-04T10:00+01:00", "2000-04-04T09:00", "2000-04-04T09:01"),
-    ("2000-04-04T10:00 01:00", "2000-04-04T09:00", "2000-04-04T09:01"),  # a '+' sent unencoded
-])
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("2000", "2000-01-01T00:00", "2001-01-01T00:00"),
+        ("2000-04", "2000-04-01T00:00", "2000-05-01T00:00"),
+        ("2000-12", "2000-12-01T00:00", "2001-01-01T00:00"),
+        ("2000-02-29", "2000-02-29T00:00", "2000-03-01T00:00"),
+        ("2000-04-04T10:00Z", "2000-04-04T10:00", "2000-04-04T10:01"),
+        ("2000-04-04T10:00:30Z", "2000-04-04T10:00:30", "2000-04-04T10:00:31"),
+        ("2000-04-04T10:00:30.5Z", "2000-04-04T10:00:30.500000", "2000-04-04T10:00:30.600000"),
+        ("2000-04-04T10:00+01:00", "2000-04-04T09:00", "2000-04-04T09:01"),
+        ("2000-04-04T10:00 01:00", "2000-04-04T09:00", "2000-04-04T09:01"),  # a '+' sent unencoded
+    ],
+)
 def test_a_value_stands_for_all_of_its_precision(text: str, start: str, end: str) -> None:
     assert dates.value_range(text) == Range(at(start), at(end))
 
@@ -83,13 +88,25 @@ def test_a_date_without_a_zone_is_read_in_the_zone_given() -> None:
 
 # -- periods: overlap --
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("eq2013-02", False),  # February does not contain a period running into March
-    ("ge2013-02-01", True), ("le2013-02-11", True), ("le2013-02-01", False), ("gt2013-03-31", False),
-    ("lt2013-02-10", False),  # nothing of it comes before the 10th
-    ("sa2013-02-09", True), ("sa2013-02-10", False), ("eb2013-03-16", True), ("eb2013-03-15", False),
-    ("ne2013-02", True), ("eq2013", True), ("ap2013-03-01", True),
-])
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("eq2013-02", False),  # February does not contain a period running into March
+        ("ge2013-02-01", True),
+        ("le2013-02-11", True),
+        ("le2013-02-01", False),
+        ("gt2013-03-31", False),
+        ("lt2013-02-10", False),  # nothing of it comes before the 10th
+        ("sa2013-02-09", True),
+        ("sa2013-02-10", False),
+        ("eb2013-03-16", True),
+        ("eb2013-03-15", False),
+        ("ne2013-02", True),
+        ("eq2013", True),
+        ("ap2013-03-01", True),
+    ],
+)
 def test_a_period_is_matched_by_how_the_ranges_relate(raw: str, expected: bool) -> None:
     period = Range.period("2013-02-10", "2013-03-15")  # the whole of 15 March is in it
     assert dates.parse(raw, now=at("2013-03-20T00:00")).matches(period) is expected
@@ -103,6 +120,7 @@ def test_an_open_period_end_is_later_than_any_date() -> None:
 
 
 # -- repeated parameters: AND --
+
 
 def test_a_range_given_as_two_values_is_both_bounds() -> None:
     # "all the procedures in a patient compartment that occurred over a 2-year period"
@@ -132,10 +150,12 @@ def test_ne_with_a_range_leaves_two_pieces_for_the_store() -> None:
     def render(d: datetime) -> str:
         return d.strftime("%Y-%m-%dT%H:%M")
 
-    assert dates.instant_filter("sent", searches, render) == {"$or": [
-        {"sent": {"$gte": "2026-11-01T00:00", "$lt": "2026-11-15T00:00"}},
-        {"sent": {"$gte": "2026-11-16T00:00", "$lt": "2026-12-01T00:00"}},
-    ]}
+    assert dates.instant_filter("sent", searches, render) == {
+        "$or": [
+            {"sent": {"$gte": "2026-11-01T00:00", "$lt": "2026-11-15T00:00"}},
+            {"sent": {"$gte": "2026-11-16T00:00", "$lt": "2026-12-01T00:00"}},
+        ]
+    }
     assert dates.instant_filter("sent", (), render) == {}
 
 
@@ -160,18 +180,35 @@ def test_ap_is_within_a_tenth_of_the_distance_from_now() -> None:
 
 # -- nonsense is a 400 naming the parameter --
 
-@pytest.mark.parametrize("raw", [
-    "yesterday", "", "2026-02-30", "2026-13", "26-11-01", "ge2026-11-01T25:00", "2026-11-01T10", "xx2026",
-    "2026-11-01 10:00", "2026-11-01T10:00+1",
-])
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "yesterday",
+        "",
+        "2026-02-30",
+        "2026-13",
+        "26-11-01",
+        "ge2026-11-01T25:00",
+        "2026-11-01T10",
+        "xx2026",
+        "2026-11-01 10:00",
+        "2026-11-01T10:00+1",
+    ],
+)
 def test_a_value_that_is_not_a_fhir_date_is_refused(raw: str) -> None:
     with pytest.raises(FhirError) as refused:
         dates.parse(raw, "sent")
     assert refused.value.status == 400
-    assert [issue.to_fhir() for issue in refused.value.issues] == [{
-        "severity": "error", "code": "value",
-        "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code",
-                                "code": "INVALID_PARAMETER"}]},
-        "diagnostics": "sent must be a FHIR date or dateTime, optionally prefixed (eq/ne/gt/lt/ge/le/sa/eb/ap), "
-                       "e.g. sent=ge2026-11-01.",
-        "expression": ["sent"]}]
+    assert [issue.to_fhir() for issue in refused.value.issues] == [
+        {
+            "severity": "error",
+            "code": "value",
+            "details": {
+                "coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "INVALID_PARAMETER"}]
+            },
+            "diagnostics": "sent must be a FHIR date or dateTime, optionally prefixed (eq/ne/gt/lt/ge/le/sa/eb/ap), "
+            "e.g. sent=ge2026-11-01.",
+            "expression": ["sent"],
+        }
+    ]

@@ -3,10 +3,9 @@ Accept or _format, parsed back with the FHIR XML models; 406 for an Accept that 
 
 from __future__ import annotations
 
-import pytest
-
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
@@ -14,8 +13,8 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from tests.conftest import Tokens
-from tests.helpers import TEST_PATIENT, document_reference, eventually
 from tests.fhir_validation import fhir_validator, validated_answers  # noqa: F401  (fixtures)
+from tests.helpers import TEST_PATIENT, document_reference, eventually
 
 # Every FHIR answer these tests read is checked by an independent R4 validator (tests/fhir_validation.py).
 pytestmark = pytest.mark.usefixtures("validated_answers")
@@ -25,8 +24,11 @@ SEARCH = f"/fhir/DocumentReference?patient=Patient/{TEST_PATIENT}"
 
 
 async def test_xml_for_every_kind_of_answer(stack: TestClient, tokens: Tokens) -> None:
-    created = await stack.post("/fhir/DocumentReference", json=document_reference(),
-                               headers={**tokens.headers(), "Content-Type": "application/fhir+json", "Accept": XML})
+    created = await stack.post(
+        "/fhir/DocumentReference",
+        json=document_reference(),
+        headers={**tokens.headers(), "Content-Type": "application/fhir+json", "Accept": XML},
+    )
     assert created.status == 202 and created.content_type == XML
     doc_id = DocumentReference.model_validate_xml(await created.read()).id
 
@@ -44,7 +46,9 @@ async def test_xml_for_every_kind_of_answer(stack: TestClient, tokens: Tokens) -
     bundle = Bundle.model_validate_xml(await found.read())
     assert (bundle.type, bundle.total, bundle.entry[0].resource.id) == ("searchset", 1, doc_id)
 
-    refused = await stack.get(SEARCH + "&status=final", headers={**tokens.headers(), "Accept": f"{XML};q=0.9, */*;q=0.1"})
+    refused = await stack.get(
+        SEARCH + "&status=final", headers={**tokens.headers(), "Accept": f"{XML};q=0.9, */*;q=0.1"}
+    )
     assert (refused.status, refused.content_type) == (400, XML)
     assert OperationOutcome.model_validate_xml(await refused.read()).issue[0].expression == ["status"]
 

@@ -3,16 +3,15 @@ exchange served on a loopback port: search, read, refresh(), count(), fetch_all(
 
 from __future__ import annotations
 
-import pytest
-
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from fhirpy import AsyncFHIRClient
 
 from tests.conftest import Tokens
-from tests.helpers import TEST_PATIENT, document_reference, eventually
 from tests.fhir_validation import fhir_validator, validated_answers  # noqa: F401  (fixtures)
+from tests.helpers import TEST_PATIENT, document_reference, eventually
 
 # Every FHIR answer these tests read is checked by an independent R4 validator (tests/fhir_validation.py).
 pytestmark = pytest.mark.usefixtures("validated_answers")
@@ -57,9 +56,11 @@ async def test_fhirpy_searches_reads_refreshes_counts_and_pages(stack: TestClien
     assert (document["status"], document["meta"]["versionId"]) == ("current", "1")
     assert document["content"][0]["attachment"]["url"] == str(stack.make_url(f"/fhir/Binary/{ids[0]}"))
 
-    withdrawn = await stack.patch(f"/fhir/DocumentReference/{ids[0]}", headers={
-        **tokens.headers(), "Content-Type": "application/json-patch+json", "If-Match": 'W/"1"'},
-        json=[{"op": "replace", "path": "/status", "value": "entered-in-error"}])
+    withdrawn = await stack.patch(
+        f"/fhir/DocumentReference/{ids[0]}",
+        headers={**tokens.headers(), "Content-Type": "application/json-patch+json", "If-Match": 'W/"1"'},
+        json=[{"op": "replace", "path": "/status", "value": "entered-in-error"}],
+    )
     assert withdrawn.status == 200
     await document.refresh()
     assert (document["status"], document["meta"]["versionId"]) == ("entered-in-error", "2")

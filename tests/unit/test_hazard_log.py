@@ -12,8 +12,13 @@ LOG = ROOT / "docs" / "clinical-safety" / "hazard-log.md"
 COLUMNS = ["id", "hazard", "cause", "effect", "severity", "likelihood", "risk", "controls", "residual risk"]
 NAMED_TEST = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)`")
 FIRST_HAZARDS = (
-    "Document shown to the wrong organisation", "Alert not raised, or raised for the wrong MDT", "Alert delayed",
-    "Pathway clock wrong", "Document lost or altered", "Audit record lost (or altered)", "Patient opt-out ignored",
+    "Document shown to the wrong organisation",
+    "Alert not raised, or raised for the wrong MDT",
+    "Alert delayed",
+    "Pathway clock wrong",
+    "Document lost or altered",
+    "Audit record lost (or altered)",
+    "Patient opt-out ignored",
 )
 
 
@@ -26,13 +31,16 @@ def hazards() -> list[dict[str, str]]:
 
 def defined_tests(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
-    return {node.name for node in tree.body
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")}
+    return {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
+    }
 
 
 def test_every_hazard_has_the_dcb0129_fields_and_the_required_hazards_come_first() -> None:
     log = hazards()
-    assert [h["hazard"] for h in log[:len(FIRST_HAZARDS)]] == list(FIRST_HAZARDS)
+    assert [h["hazard"] for h in log[: len(FIRST_HAZARDS)]] == list(FIRST_HAZARDS)
     assert len({h["id"] for h in log}) == len(log)
     for hazard in log:
         assert all(hazard[c] for c in COLUMNS), hazard["id"]

@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
-from shared.objects.fs import FileObjectStore
 from shared.objects import one_chunk
+from shared.objects.fs import FileObjectStore
 from tests.helpers import TEST_PATIENT, document_reference, eventually
 from tests.unit.test_intake_errors import FHIR, object_files, outcome
 
@@ -35,8 +35,11 @@ async def test_deep_json_document_reference_is_400(stack: TestClient, tokens: An
 
 
 async def test_deep_json_patch_is_400(stack: TestClient, tokens: Any) -> None:
-    response = await stack.patch("/fhir/DocumentReference/any", data=DEEP,
-                                 headers={"Content-Type": "application/json-patch+json", **tokens.headers()})
+    response = await stack.patch(
+        "/fhir/DocumentReference/any",
+        data=DEEP,
+        headers={"Content-Type": "application/json-patch+json", **tokens.headers()},
+    )
     assert await answer(response) == (400, TOO_DEEP)
 
 
@@ -50,23 +53,35 @@ async def test_deep_json_multipart_metadata_is_400(stack: TestClient, tokens: An
 
     writer = aiohttp.MultipartWriter("form-data")
     writer.append(DEEP_OBJECT, {"Content-Type": "application/fhir+json"}).set_content_disposition(
-        "form-data", name="resource")
+        "form-data", name="resource"
+    )
     writer.append(b"%PDF-1.4", {"Content-Type": "application/pdf"}).set_content_disposition(
-        "form-data", name="content", filename="a.pdf")
+        "form-data", name="content", filename="a.pdf"
+    )
     response = await stack.post("/fhir/DocumentReference", data=writer, headers=tokens.headers())
-    assert await answer(response) == (400, outcome(
-        "MALFORMED_JSON", "structure", "The first part is nested more than 100 levels deep."))
+    assert await answer(response) == (
+        400,
+        outcome("MALFORMED_JSON", "structure", "The first part is nested more than 100 levels deep."),
+    )
 
 
 async def test_deep_json_document_content_is_refused_and_leaves_nothing(
-        stack: TestClient, tokens: Any, settings: Settings) -> None:
+    stack: TestClient, tokens: Any, settings: Settings
+) -> None:
     before = object_files(settings)
     resource = document_reference(content=DEEP, content_type="application/fhir+json")
-    response = await stack.post("/fhir/DocumentReference", data=json.dumps(resource),
-                                headers={**FHIR, **tokens.headers()})
-    assert await answer(response) == (422, outcome(
-        "INVALID_RESOURCE", "invalid", "Declared application/fhir+json but the content is not JSON.",
-        "DocumentReference.content[0].attachment.contentType"))
+    response = await stack.post(
+        "/fhir/DocumentReference", data=json.dumps(resource), headers={**FHIR, **tokens.headers()}
+    )
+    assert await answer(response) == (
+        422,
+        outcome(
+            "INVALID_RESOURCE",
+            "invalid",
+            "Declared application/fhir+json but the content is not JSON.",
+            "DocumentReference.content[0].attachment.contentType",
+        ),
+    )
     assert object_files(settings) == before
 
 
@@ -78,27 +93,36 @@ async def test_absurd_offset_is_400(stack: TestClient, tokens: Any, offset: str)
 
 
 async def test_offset_past_the_limit_names_the_parameter(stack: TestClient, tokens: Any) -> None:
-    response = await stack.get(f"/fhir/DocumentReference?{PATIENT}&_offset=9223372036854775808", headers=tokens.headers())
-    assert await answer(response) == (400, outcome("INVALID_PARAMETER", "value", "_offset must be 0..1000000.",
-                                                   "_offset"))
+    response = await stack.get(
+        f"/fhir/DocumentReference?{PATIENT}&_offset=9223372036854775808", headers=tokens.headers()
+    )
+    assert await answer(response) == (
+        400,
+        outcome("INVALID_PARAMETER", "value", "_offset must be 0..1000000.", "_offset"),
+    )
 
 
-async def test_range_of_4300_digits_is_refused_before_the_document_is_looked_up(
-        stack: TestClient, tokens: Any) -> None:
+async def test_range_of_4300_digits_is_refused_before_the_document_is_looked_up(stack: TestClient, tokens: Any) -> None:
     # The document does not exist: a 400 (not a 404) shows the header was refused before any lookup, so
     # before any retrieval was authorised or put on the record.
     for first, last in (("1" * 4300, ""), ("0", "9" * 4300), ("", "9" * 20)):
-        response = await stack.get("/fhir/Binary/nope", headers={"Range": f"bytes={first}-{last}",
-                                                                 **tokens.headers()})
-        assert await answer(response) == (400, outcome(
-            "MALFORMED_REQUEST", "structure",
-            "The Range header asks for a position beyond any document (more than 19 digits)."))
+        response = await stack.get("/fhir/Binary/nope", headers={"Range": f"bytes={first}-{last}", **tokens.headers()})
+        assert await answer(response) == (
+            400,
+            outcome(
+                "MALFORMED_REQUEST",
+                "structure",
+                "The Range header asks for a position beyond any document (more than 19 digits).",
+            ),
+        )
 
 
 async def _stored(stack: TestClient, tokens: Any, content: bytes, content_type: str = "application/pdf") -> str:
-    response = await stack.post("/fhir/DocumentReference",
-                                data=json.dumps(document_reference(content=content, content_type=content_type)),
-                                headers={**FHIR, **tokens.headers()})
+    response = await stack.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(document_reference(content=content, content_type=content_type)),
+        headers={**FHIR, **tokens.headers()},
+    )
     assert response.status == 202, await response.text()
     doc_id = (await response.json())["id"]
 
@@ -111,16 +135,21 @@ async def _stored(stack: TestClient, tokens: Any, content: bytes, content_type: 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 65_536 * 3 + 1, 300_001])
 async def test_binary_as_fhir_json_is_streamed_exactly(stack: TestClient, tokens: Any, size: int) -> None:
-    content = (b"%PDF-1.4\n" + bytes(range(256)) * (size // 256 + 1))[:max(size, 9)]
+    content = (b"%PDF-1.4\n" + bytes(range(256)) * (size // 256 + 1))[: max(size, 9)]
     doc_id = await _stored(stack, tokens, content)
-    response = await stack.get(f"/fhir/Binary/{doc_id}", headers={"Accept": "application/fhir+json",
-                                                                  **tokens.headers()})
+    response = await stack.get(
+        f"/fhir/Binary/{doc_id}", headers={"Accept": "application/fhir+json", **tokens.headers()}
+    )
     assert response.status == 200
     assert response.headers["Content-Type"] == "application/fhir+json"
     raw = await response.read()
     assert int(response.headers["Content-Length"]) == len(raw)
-    assert json.loads(raw) == {"resourceType": "Binary", "id": doc_id, "contentType": "application/pdf",
-                               "data": base64.b64encode(content).decode()}
+    assert json.loads(raw) == {
+        "resourceType": "Binary",
+        "id": doc_id,
+        "contentType": "application/pdf",
+        "data": base64.b64encode(content).decode(),
+    }
 
 
 async def test_abandoned_staging_objects_expire_like_the_lifecycle_rule(tmp_path: Path) -> None:
@@ -155,15 +184,22 @@ async def test_a_conflicting_repeat_leaves_nothing_behind(stack: TestClient, tok
     other = document_reference(content=b"%PDF-1.4 another document")
     other["masterIdentifier"] = first["masterIdentifier"]
     response = await stack.post("/fhir/DocumentReference", data=json.dumps(other), headers={**FHIR, **tokens.headers()})
-    assert await answer(response) == (409, outcome(
-        "CONFLICT", "conflict", "This identifier was already used for a different document.",
-        "DocumentReference.masterIdentifier"))
+    assert await answer(response) == (
+        409,
+        outcome(
+            "CONFLICT",
+            "conflict",
+            "This identifier was already used for a different document.",
+            "DocumentReference.masterIdentifier",
+        ),
+    )
     assert object_files(settings) == before
 
 
 async def _stored_resource(stack: TestClient, tokens: Any, resource: dict[str, Any]) -> str:
-    response = await stack.post("/fhir/DocumentReference", data=json.dumps(resource),
-                                headers={**FHIR, **tokens.headers()})
+    response = await stack.post(
+        "/fhir/DocumentReference", data=json.dumps(resource), headers={**FHIR, **tokens.headers()}
+    )
     assert response.status == 202, await response.text()
     doc_id = (await response.json())["id"]
 

@@ -46,42 +46,70 @@ def without(resource: dict[str, Any], *path: str) -> dict[str, Any]:
 
 async def test_malformed_json(stack: TestClient, tokens: Any) -> None:
     assert await post(stack, "{not json", {**FHIR, **tokens.headers()}) == (
-        400, outcome("MALFORMED_JSON", "structure", "The request body is not valid JSON."))
+        400,
+        outcome("MALFORMED_JSON", "structure", "The request body is not valid JSON."),
+    )
 
 
 async def test_not_a_document_reference(stack: TestClient, tokens: Any) -> None:
     body = json.dumps({"resourceType": "Patient"})
     assert await post(stack, body, {**FHIR, **tokens.headers()}) == (
-        422, outcome("INVALID_RESOURCE", "invalid", "Expected a DocumentReference resource.", "resourceType"))
+        422,
+        outcome("INVALID_RESOURCE", "invalid", "Expected a DocumentReference resource.", "resourceType"),
+    )
 
 
 async def test_invalid_nhs_number(stack: TestClient, tokens: Any) -> None:
     body = json.dumps(document_reference(patient="9000000008"))
     assert await post(stack, body, {**FHIR, **tokens.headers()}) == (
-        422, outcome("INVALID_NHS_NUMBER", "value", "subject.identifier.value is not a valid NHS number.",
-                     "DocumentReference.subject.identifier.value"))
+        422,
+        outcome(
+            "INVALID_NHS_NUMBER",
+            "value",
+            "subject.identifier.value is not a valid NHS number.",
+            "DocumentReference.subject.identifier.value",
+        ),
+    )
 
 
 async def test_missing_content(stack: TestClient, tokens: Any) -> None:
     body = json.dumps(without(document_reference(), "content", "0", "attachment", "data"))
     assert await post(stack, body, {**FHIR, **tokens.headers()}) == (
-        422, outcome("INVALID_RESOURCE", "invalid", "content[0].attachment.data must hold the document (base64).",
-                     "DocumentReference.content[0].attachment.data"))
+        422,
+        outcome(
+            "INVALID_RESOURCE",
+            "invalid",
+            "content[0].attachment.data must hold the document (base64).",
+            "DocumentReference.content[0].attachment.data",
+        ),
+    )
 
 
 async def test_content_that_is_not_base64(stack: TestClient, tokens: Any) -> None:
     resource = document_reference()
     resource["content"][0]["attachment"]["data"] = "!!not base64!!"
     assert await post(stack, json.dumps(resource), {**FHIR, **tokens.headers()}) == (
-        422, outcome("INVALID_RESOURCE", "invalid", "content[0].attachment.data is not valid base64.",
-                     "DocumentReference.content[0].attachment.data"))
+        422,
+        outcome(
+            "INVALID_RESOURCE",
+            "invalid",
+            "content[0].attachment.data is not valid base64.",
+            "DocumentReference.content[0].attachment.data",
+        ),
+    )
 
 
 async def test_wrong_organisation(stack: TestClient, tokens: Any) -> None:
     body = json.dumps(document_reference(custodian="RRV"))
     assert await post(stack, body, {**FHIR, **tokens.headers("RJ1")}) == (
-        422, outcome("WRONG_ORGANISATION", "business-rule", "custodian must be the caller's own organisation.",
-                     "DocumentReference.custodian.identifier.value"))
+        422,
+        outcome(
+            "WRONG_ORGANISATION",
+            "business-rule",
+            "custodian must be the caller's own organisation.",
+            "DocumentReference.custodian.identifier.value",
+        ),
+    )
 
 
 async def test_every_problem_is_reported_at_once(stack: TestClient, tokens: Any) -> None:
@@ -100,8 +128,14 @@ async def test_unknown_status_is_refused(stack: TestClient, tokens: Any) -> None
     resource = document_reference()
     resource["status"] = "archived"
     assert await post(stack, json.dumps(resource), {**FHIR, **tokens.headers()}) == (
-        422, outcome("INVALID_RESOURCE", "invalid", "status must be current, superseded or entered-in-error.",
-                     "DocumentReference.status"))
+        422,
+        outcome(
+            "INVALID_RESOURCE",
+            "invalid",
+            "status must be current, superseded or entered-in-error.",
+            "DocumentReference.status",
+        ),
+    )
 
 
 async def test_structure_errors_name_the_field(stack: TestClient, tokens: Any) -> None:
@@ -114,10 +148,17 @@ async def test_structure_errors_name_the_field(stack: TestClient, tokens: Any) -
 
 
 async def test_wrong_media_type(stack: TestClient, tokens: Any) -> None:
-    status, body = await post(stack, json.dumps(document_reference()),
-                              {"Content-Type": "text/plain", **tokens.headers()})
-    assert (status, body) == (415, outcome("UNSUPPORTED_MEDIA_TYPE", "not-supported",
-                                           "Send application/fhir+json or application/fhir+xml (or a multipart document); got text/plain."))
+    status, body = await post(
+        stack, json.dumps(document_reference()), {"Content-Type": "text/plain", **tokens.headers()}
+    )
+    assert (status, body) == (
+        415,
+        outcome(
+            "UNSUPPORTED_MEDIA_TYPE",
+            "not-supported",
+            "Send application/fhir+json or application/fhir+xml (or a multipart document); got text/plain.",
+        ),
+    )
 
 
 async def test_no_token(stack: TestClient) -> None:
@@ -129,8 +170,11 @@ async def test_no_token(stack: TestClient) -> None:
 
 async def test_expired_token(stack: TestClient, tokens: Any) -> None:
     expired = tokens("RJ1", "system", ttl=-60)
-    response = await stack.post("/fhir/DocumentReference", data=json.dumps(document_reference()),
-                                headers={**FHIR, "Authorization": f"Bearer {expired}"})
+    response = await stack.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(document_reference()),
+        headers={**FHIR, "Authorization": f"Bearer {expired}"},
+    )
     assert response.status == 401
     assert await response.json() == outcome("UNAUTHORIZED", "login", "the token has expired")
 
@@ -146,11 +190,15 @@ async def test_token_from_another_issuer(stack: TestClient, tmp_path: Any) -> No
 
 
 async def test_role_without_the_scope_is_forbidden(stack: TestClient, tokens: Any) -> None:
-    response = await stack.post("/fhir/DocumentReference", data=json.dumps(document_reference()),
-                                headers={**FHIR, **tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung")})
+    response = await stack.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(document_reference()),
+        headers={**FHIR, **tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung")},
+    )
     assert response.status == 403
     assert await response.json() == outcome(
-        "FORBIDDEN", "forbidden", "the token's scopes do not allow 'c' on DocumentReference")
+        "FORBIDDEN", "forbidden", "the token's scopes do not allow 'c' on DocumentReference"
+    )
 
 
 async def test_unknown_document(stack: TestClient, tokens: Any) -> None:
@@ -158,7 +206,8 @@ async def test_unknown_document(stack: TestClient, tokens: Any) -> None:
         response = await stack.get(path, headers=tokens.headers())
         assert response.status == 404
         assert await response.json() == outcome(
-            "NOT_FOUND", "not-found", "The resource does not exist or is not visible to the caller.")
+            "NOT_FOUND", "not-found", "The resource does not exist or is not visible to the caller."
+        )
 
 
 async def test_unknown_route_and_method(stack: TestClient, tokens: Any) -> None:
@@ -194,18 +243,22 @@ def not_a_pdf_upload() -> aiohttp.MultipartWriter:
     del resource["content"][0]["attachment"]["data"]
     writer = aiohttp.MultipartWriter("form-data")
     writer.append(json.dumps(resource), {"Content-Type": "application/fhir+json"}).set_content_disposition(
-        "form-data", name="resource")
-    writer.append(io.BytesIO(b"MZ\x90\x00 not a pdf " * 1000), {"Content-Type": "application/pdf"}).set_content_disposition(
-        "form-data", name="content", filename="report.pdf")
+        "form-data", name="resource"
+    )
+    writer.append(
+        io.BytesIO(b"MZ\x90\x00 not a pdf " * 1000), {"Content-Type": "application/pdf"}
+    ).set_content_disposition("form-data", name="content", filename="report.pdf")
     return writer
 
 
 @pytest.mark.parametrize("case", ["invalid-nhs-number", "content-not-its-declared-type"])
-async def test_rejected_submission_leaves_nothing_behind(stack: TestClient, tokens: Any, settings: Settings,
-                                                         case: str) -> None:
+async def test_rejected_submission_leaves_nothing_behind(
+    stack: TestClient, tokens: Any, settings: Settings, case: str
+) -> None:
     # A document that is accepted first, so that the object store exists and holds a known set of files.
-    accepted = await stack.post("/fhir/DocumentReference", data=json.dumps(document_reference()),
-                                headers={**FHIR, **tokens.headers()})
+    accepted = await stack.post(
+        "/fhir/DocumentReference", data=json.dumps(document_reference()), headers={**FHIR, **tokens.headers()}
+    )
     assert accepted.status == 202
     doc_id = (await accepted.json())["id"]
 
@@ -218,8 +271,11 @@ async def test_rejected_submission_leaves_nothing_behind(stack: TestClient, toke
     assert before, "the accepted document must have left files to compare against"
 
     if case == "invalid-nhs-number":
-        response = await stack.post("/fhir/DocumentReference", data=json.dumps(document_reference(patient="9000000008")),
-                                    headers={**FHIR, **tokens.headers()})
+        response = await stack.post(
+            "/fhir/DocumentReference",
+            data=json.dumps(document_reference(patient="9000000008")),
+            headers={**FHIR, **tokens.headers()},
+        )
     else:
         response = await stack.post("/fhir/DocumentReference", data=not_a_pdf_upload(), headers=tokens.headers())
     assert response.status in (415, 422), await response.text()
@@ -235,6 +291,13 @@ async def test_public_endpoints_need_no_token(stack: TestClient) -> None:
     metadata = await (await stack.get("/fhir/metadata")).json()
     assert metadata["resourceType"] == "CapabilityStatement"
     assert {r["type"] for r in metadata["rest"][0]["resource"]} >= {
-        "DocumentReference", "Binary", "Communication", "AuditEvent", "Organization", "CareTeam", "Contract"}
+        "DocumentReference",
+        "Binary",
+        "Communication",
+        "AuditEvent",
+        "Organization",
+        "CareTeam",
+        "Contract",
+    }
     metrics = await stack.get("/metrics")
     assert "lhcie_http_requests_total" in await metrics.text()

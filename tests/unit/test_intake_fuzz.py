@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.intake import bundles, catalogue
 from services.intake.validation import check_metadata
@@ -22,8 +23,23 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=20,
 )
-FIELDS = ["status", "subject", "custodian", "author", "type", "category", "content", "context", "relatesTo",
-          "masterIdentifier", "date", "identifier", "resourceType", "docStatus", "securityLabel"]
+FIELDS = [
+    "status",
+    "subject",
+    "custodian",
+    "author",
+    "type",
+    "category",
+    "content",
+    "context",
+    "relatesTo",
+    "masterIdentifier",
+    "date",
+    "identifier",
+    "resourceType",
+    "docStatus",
+    "securityLabel",
+]
 
 
 @st.composite
@@ -32,8 +48,17 @@ def hostile_document_references(draw: st.DrawFn) -> dict[str, Any]:
     for field in draw(st.lists(st.sampled_from(FIELDS), max_size=4, unique=True)):
         resource[field] = draw(json_values)
     if draw(st.booleans()):
-        resource["content"] = [{"attachment": draw(st.dictionaries(
-            st.sampled_from(["data", "contentType", "size", "hash", "url", "creation"]), json_values, max_size=5))}]
+        resource["content"] = [
+            {
+                "attachment": draw(
+                    st.dictionaries(
+                        st.sampled_from(["data", "contentType", "size", "hash", "url", "creation"]),
+                        json_values,
+                        max_size=5,
+                    )
+                )
+            }
+        ]
     return resource
 
 
@@ -48,8 +73,10 @@ def test_validator_returns_metadata_or_issues(resource: dict[str, Any], inline: 
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["resourceType", "type", "entry"]), json_values, max_size=3),
-       st.lists(json_values, max_size=4))
+@given(
+    st.dictionaries(st.sampled_from(["resourceType", "type", "entry"]), json_values, max_size=3),
+    st.lists(json_values, max_size=4),
+)
 def test_bundle_parser_returns_documents_or_issues(bundle: dict[str, Any], entries: list[Any]) -> None:
     bundle.setdefault("resourceType", "Bundle")
     bundle.setdefault("type", "transaction")
@@ -64,7 +91,8 @@ def test_bundle_parser_returns_documents_or_issues(bundle: dict[str, Any], entri
 @given(body=st.one_of(hostile_document_references().map(json.dumps), st.binary(max_size=200).map(bytes)))
 async def test_http_never_answers_500_to_bad_input(stack: TestClient, tokens: Any, body: Any) -> None:
     for path in ("/fhir/DocumentReference", "/fhir"):
-        response = await stack.post(path, data=body, headers={"Content-Type": "application/fhir+json",
-                                                               **tokens.headers()})
+        response = await stack.post(
+            path, data=body, headers={"Content-Type": "application/fhir+json", **tokens.headers()}
+        )
         assert response.status < 500, await response.text()
         assert response.content_type == "application/fhir+json"

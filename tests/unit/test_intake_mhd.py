@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 import base64
 import hashlib
@@ -13,14 +11,15 @@ import os
 from typing import Any
 
 import aiohttp
-from yarl import URL
+import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
-from shared.fhir.identifiers import NHS_NUMBER
 from shared.config import Settings
+from shared.fhir.identifiers import NHS_NUMBER
 from tests.conftest import make_settings
-from tests.helpers import PDF, TEST_PATIENT, document_reference, eventually, settled
 from tests.fhir_validation import fhir_validator, validated_answers  # noqa: F401  (fixtures)
+from tests.helpers import PDF, TEST_PATIENT, document_reference, eventually, settled
 
 # Every FHIR answer these tests read is checked by an independent R4 validator (tests/fhir_validation.py).
 pytestmark = pytest.mark.usefixtures("validated_answers")
@@ -59,25 +58,29 @@ def streamed_reference() -> dict[str, Any]:
 async def test_multipart_upload_is_streamed_and_stored_byte_for_byte(stack: TestClient, tokens: Any) -> None:
     content = b"%PDF-1.7\n" + os.urandom(3 * 1024 * 1024 + 17)
     for subtype in ("form-data", "related"):
-        response = await stack.post("/fhir/DocumentReference", data=multipart(streamed_reference(), content, subtype),
-                                    headers=tokens.headers())
+        response = await stack.post(
+            "/fhir/DocumentReference", data=multipart(streamed_reference(), content, subtype), headers=tokens.headers()
+        )
         assert response.status == 202, await response.text()
         doc_id = (await response.json())["id"]
-        resource = await eventually(lambda: stored(stack, tokens, doc_id))
+        resource = await eventually(lambda doc_id=doc_id: stored(stack, tokens, doc_id))
         assert resource["content"][0]["attachment"]["size"] == len(content)
         binary = await stack.get(f"/fhir/Binary/{doc_id}", headers=tokens.headers())
         assert hashlib.sha256(await binary.read()).hexdigest() == hashlib.sha256(content).hexdigest()
 
 
-async def test_multipart_with_declared_hash_that_does_not_match_is_refused(stack: TestClient, tokens: Any,
-                                                                          settings: Any) -> None:
+async def test_multipart_with_declared_hash_that_does_not_match_is_refused(
+    stack: TestClient, tokens: Any, settings: Any
+) -> None:
     resource = streamed_reference()
     resource["content"][0]["attachment"]["hash"] = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
     resource["content"][0]["attachment"]["size"] = 3
     response = await stack.post("/fhir/DocumentReference", data=multipart(resource, PDF), headers=tokens.headers())
     assert response.status == 422
     assert [i["expression"][0] for i in (await response.json())["issue"]] == [
-        "DocumentReference.content[0].attachment.size", "DocumentReference.content[0].attachment.hash"]
+        "DocumentReference.content[0].attachment.size",
+        "DocumentReference.content[0].attachment.hash",
+    ]
     staging = settings.data_dir / "objects" / "staging"
     assert not staging.exists() or not any(p.is_file() for p in staging.rglob("*"))
 
@@ -86,8 +89,9 @@ async def test_xml_document_reference_is_accepted(stack: TestClient, tokens: Any
     from fhir.resources.R4B.documentreference import DocumentReference
 
     xml = DocumentReference.model_validate(document_reference()).model_dump_xml()
-    response = await stack.post("/fhir/DocumentReference", data=xml,
-                                headers={"Content-Type": "application/fhir+xml", **tokens.headers()})
+    response = await stack.post(
+        "/fhir/DocumentReference", data=xml, headers={"Content-Type": "application/fhir+xml", **tokens.headers()}
+    )
     assert response.status == 202, await response.text()
     doc_id = (await response.json())["id"]
     await eventually(lambda: stored(stack, tokens, doc_id))
@@ -95,34 +99,59 @@ async def test_xml_document_reference_is_accepted(stack: TestClient, tokens: Any
 
 async def test_xml_with_a_dtd_is_refused(stack: TestClient, tokens: Any) -> None:
     bomb = b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa">]><DocumentReference xmlns="http://hl7.org/fhir"/>'
-    response = await stack.post("/fhir/DocumentReference", data=bomb,
-                                headers={"Content-Type": "application/fhir+xml", **tokens.headers()})
+    response = await stack.post(
+        "/fhir/DocumentReference", data=bomb, headers={"Content-Type": "application/fhir+xml", **tokens.headers()}
+    )
     assert response.status == 400
     assert (await response.json())["issue"][0]["diagnostics"] == (
-        "The XML body is not accepted: XML with a DTD is not accepted.")
+        "The XML body is not accepted: XML with a DTD is not accepted."
+    )
 
 
 def provide_bundle(*documents: dict[str, Any], folder: bool = False) -> dict[str, Any]:
-    entries: list[dict[str, Any]] = [{
-        "fullUrl": "urn:uuid:submission-set",
-        "resource": {"resourceType": "List", "status": "current", "mode": "working",
-                     "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
-                                          "code": "submissionset"}]}},
-        "request": {"method": "POST", "url": "List"},
-    }]
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": "urn:uuid:submission-set",
+            "resource": {
+                "resourceType": "List",
+                "status": "current",
+                "mode": "working",
+                "code": {
+                    "coding": [
+                        {"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "code": "submissionset"}
+                    ]
+                },
+            },
+            "request": {"method": "POST", "url": "List"},
+        }
+    ]
     for i, doc in enumerate(documents):
         doc = json.loads(json.dumps(doc))
         data = doc["content"][0]["attachment"].pop("data")
         doc["content"][0]["attachment"]["url"] = f"urn:uuid:binary-{i}"
-        entries.append({"fullUrl": f"urn:uuid:doc-{i}", "resource": doc,
-                        "request": {"method": "POST", "url": "DocumentReference"}})
-        entries.append({"fullUrl": f"urn:uuid:binary-{i}",
-                        "resource": {"resourceType": "Binary", "contentType": "application/pdf", "data": data},
-                        "request": {"method": "POST", "url": "Binary"}})
+        entries.append(
+            {"fullUrl": f"urn:uuid:doc-{i}", "resource": doc, "request": {"method": "POST", "url": "DocumentReference"}}
+        )
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:binary-{i}",
+                "resource": {"resourceType": "Binary", "contentType": "application/pdf", "data": data},
+                "request": {"method": "POST", "url": "Binary"},
+            }
+        )
     if folder:
-        entries.append({"fullUrl": "urn:uuid:folder", "request": {"method": "POST", "url": "List"},
-                        "resource": {"resourceType": "List", "status": "current", "mode": "working",
-                                     "code": {"coding": [{"code": "folder"}]}}})
+        entries.append(
+            {
+                "fullUrl": "urn:uuid:folder",
+                "request": {"method": "POST", "url": "List"},
+                "resource": {
+                    "resourceType": "List",
+                    "status": "current",
+                    "mode": "working",
+                    "code": {"coding": [{"code": "folder"}]},
+                },
+            }
+        )
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -136,8 +165,13 @@ async def test_provide_document_bundle_answers_when_every_document_is_stored(sta
     assert statuses == ["201 Created"] * len(bundle["entry"])
     locations = [e["response"].get("location", "") for e in body["entry"]]
     first, second = locations[1].removeprefix("DocumentReference/"), locations[3].removeprefix("DocumentReference/")
-    assert locations[:5] == [f"List/{locations[0].removeprefix('List/')}", f"DocumentReference/{first}",
-                             f"Binary/{first}", f"DocumentReference/{second}", f"Binary/{second}"]
+    assert locations[:5] == [
+        f"List/{locations[0].removeprefix('List/')}",
+        f"DocumentReference/{first}",
+        f"Binary/{first}",
+        f"DocumentReference/{second}",
+        f"Binary/{second}",
+    ]
     # The Folder is kept (no PartialFolderContentNotProcessed any more): its entry has its own List.
     assert "outcome" not in body["entry"][0]["response"]
     assert locations[5].startswith("List/") and locations[5] != locations[0]
@@ -162,8 +196,11 @@ async def test_bundle_with_one_invalid_document_stores_nothing(stack: TestClient
 async def test_bundle_with_respond_async_gets_a_status_url(stack: TestClient, tokens: Any) -> None:
     appended = document_reference()
     appended["relatesTo"] = [{"code": "appends", "target": {"reference": "DocumentReference/elsewhere"}}]
-    response = await stack.post("/fhir", json=provide_bundle(appended, document_reference()),
-                                headers={**FHIR, **tokens.headers(), "Prefer": "respond-async"})
+    response = await stack.post(
+        "/fhir",
+        json=provide_bundle(appended, document_reference()),
+        headers={**FHIR, **tokens.headers(), "Prefer": "respond-async"},
+    )
     assert response.status == 202
     status_url = URL(response.headers["Content-Location"]).path_qs
 
@@ -177,8 +214,13 @@ async def test_bundle_with_respond_async_gets_a_status_url(stack: TestClient, to
     # Entry for entry what the synchronous answer gives: the SubmissionSet, each document and its Binary,
     # and the relatesTo warning MHD requires on the SubmissionSet's entry.
     responses = [e["response"] for e in body["entry"]]
-    assert [r["location"].split("/")[0] for r in responses] == ["List", "DocumentReference", "Binary",
-                                                                "DocumentReference", "Binary"]
+    assert [r["location"].split("/")[0] for r in responses] == [
+        "List",
+        "DocumentReference",
+        "Binary",
+        "DocumentReference",
+        "Binary",
+    ]
     assert [i["diagnostics"] for i in responses[0]["outcome"]["issue"]] == ["PartialAppendContentNotProcessed"]
     assert responses[0]["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.relatesTo[0]"]
     other = await stack.get(status_url, headers=tokens.headers("RRV"))
@@ -193,11 +235,15 @@ async def test_malformed_bundles_get_every_problem(stack: TestClient, tokens: An
     response = await stack.post("/fhir", json=bundle, headers={**FHIR, **tokens.headers()})
     assert response.status == 422
     expressions = [i["expression"][0] for i in (await response.json())["issue"]]
-    assert expressions == ["Bundle.entry[3].request", "Bundle.entry[4].resource.resourceType",
-                           "Bundle.entry[3].resource.identifier",
-                           "Bundle.entry[1].resource.content[0].attachment.url"]
-    response = await stack.post("/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": []},
-                                headers={**FHIR, **tokens.headers()})
+    assert expressions == [
+        "Bundle.entry[3].request",
+        "Bundle.entry[4].resource.resourceType",
+        "Bundle.entry[3].resource.identifier",
+        "Bundle.entry[1].resource.content[0].attachment.url",
+    ]
+    response = await stack.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": []}, headers={**FHIR, **tokens.headers()}
+    )
     assert response.status == 422
 
 
@@ -235,20 +281,25 @@ async def test_a_fhir_document_bundle_gets_mhds_error_code(stack: TestClient, to
 async def test_transaction_response_in_xml(stack: TestClient, tokens: Any) -> None:
     from fhir.resources.R4B.bundle import Bundle
 
-    response = await stack.post("/fhir", json=provide_bundle(document_reference()),
-                                headers={**FHIR, **tokens.headers(), "Accept": "application/fhir+xml"})
+    response = await stack.post(
+        "/fhir",
+        json=provide_bundle(document_reference()),
+        headers={**FHIR, **tokens.headers(), "Accept": "application/fhir+xml"},
+    )
     assert (response.status, response.content_type) == (200, "application/fhir+xml")
     answer = Bundle.model_validate_xml(await response.read())
     assert answer.type == "transaction-response"
     assert [e.response.location.split("/")[0] for e in answer.entry] == ["List", "DocumentReference", "Binary"]
 
 
-async def test_concurrent_duplicates_create_one_document_and_one_alert(stack: TestClient, tokens: Any,
-                                                                      settings: Settings) -> None:
+async def test_concurrent_duplicates_create_one_document_and_one_alert(
+    stack: TestClient, tokens: Any, settings: Settings
+) -> None:
     resource = document_reference()
     resource["masterIdentifier"] = {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.3.4.6"}
-    responses = await asyncio.gather(*(
-        stack.post("/fhir/DocumentReference", json=resource, headers={**FHIR, **tokens.headers()}) for _ in range(6)))
+    responses = await asyncio.gather(
+        *(stack.post("/fhir/DocumentReference", json=resource, headers={**FHIR, **tokens.headers()}) for _ in range(6))
+    )
     statuses = sorted(r.status for r in responses)
     assert statuses == [200] * 5 + [202]
     ids = {(await r.json())["id"] for r in responses}
@@ -309,17 +360,26 @@ async def test_custodian_withdraws_a_document(stack: TestClient, tokens: Any) ->
     doc_id = (await first.json())["id"]
     await eventually(lambda: stored(stack, tokens, doc_id))
     patch = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
-    denied = await stack.patch(f"/fhir/DocumentReference/{doc_id}", json=patch,
-                               headers={"Content-Type": "application/json-patch+json", **tokens.headers("RRV")})
+    denied = await stack.patch(
+        f"/fhir/DocumentReference/{doc_id}",
+        json=patch,
+        headers={"Content-Type": "application/json-patch+json", **tokens.headers("RRV")},
+    )
     assert denied.status in (403, 404)
-    response = await stack.patch(f"/fhir/DocumentReference/{doc_id}", json=patch,
-                                 headers={"Content-Type": "application/json-patch+json", **tokens.headers()})
+    response = await stack.patch(
+        f"/fhir/DocumentReference/{doc_id}",
+        json=patch,
+        headers={"Content-Type": "application/json-patch+json", **tokens.headers()},
+    )
     assert response.status == 200
     assert (await response.json())["status"] == "entered-in-error"
     assert (await search(stack, tokens))["entry"] == []
     other = [{"op": "replace", "path": "/subject", "value": {}}]
-    refused = await stack.patch(f"/fhir/DocumentReference/{doc_id}", json=other,
-                                headers={"Content-Type": "application/json-patch+json", **tokens.headers()})
+    refused = await stack.patch(
+        f"/fhir/DocumentReference/{doc_id}",
+        json=other,
+        headers={"Content-Type": "application/json-patch+json", **tokens.headers()},
+    )
     assert refused.status == 422
 
 
@@ -351,9 +411,11 @@ async def test_search_parameters_and_paging(stack: TestClient, tokens: Any) -> N
     assert found(page) | found(rest) == set(ids)
     assert not any(link["relation"] == "next" for link in rest["link"])
 
-    form = await stack.post("/fhir/DocumentReference/_search",
-                            data={"patient.identifier": f"{NHS_NUMBER}|{TEST_PATIENT}", "type": "57133-1"},
-                            headers=tokens.headers())
+    form = await stack.post(
+        "/fhir/DocumentReference/_search",
+        data={"patient.identifier": f"{NHS_NUMBER}|{TEST_PATIENT}", "type": "57133-1"},
+        headers=tokens.headers(),
+    )
     assert found(await form.json()) == {ids[1]}
     bad = await stack.get(SEARCH + "&colour=blue", headers={**tokens.headers(), "Prefer": "handling=strict"})
     assert bad.status == 400
@@ -402,13 +464,17 @@ async def test_rate_limit_per_organisation(tmp_path: Any, monkeypatch: pytest.Mo
     async with TestClient(TestServer(build_app(settings, list(SPECS.values())))) as client:
         statuses = []
         for _ in range(3):
-            response = await client.post("/fhir/DocumentReference", json=document_reference(),
-                                         headers={**FHIR, **tokens.headers()})
+            response = await client.post(
+                "/fhir/DocumentReference", json=document_reference(), headers={**FHIR, **tokens.headers()}
+            )
             statuses.append(response.status)
         assert statuses == [202, 202, 429]
         assert int(response.headers["Retry-After"]) >= 1
-        other = await client.post("/fhir/DocumentReference", json=document_reference(custodian="RRV"),
-                                  headers={**FHIR, **tokens.headers("RRV")})
+        other = await client.post(
+            "/fhir/DocumentReference",
+            json=document_reference(custodian="RRV"),
+            headers={**FHIR, **tokens.headers("RRV")},
+        )
         assert other.status == 202
 
 
@@ -417,15 +483,17 @@ async def test_every_search_is_audited_with_its_query(stack: TestClient, tokens:
     admin = tokens.headers("RRV", "dcc-admin")  # the searcher's own organisation sees its searches
 
     async def searches() -> list[dict[str, Any]]:
-        response = await stack.get(f"/fhir/AuditEvent?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}"
-                                   "&subtype=document.searched", headers=admin)
+        response = await stack.get(
+            f"/fhir/AuditEvent?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}&subtype=document.searched", headers=admin
+        )
         return [e["resource"] for e in (await response.json())["entry"]]
 
     [record] = await eventually(searches)
     assert record["action"] == "E"
     query = next(e for e in record["entity"] if e.get("role", {}).get("code") == "24")
     assert base64.b64decode(query["query"]).decode() == (
-        f"patient.identifier={NHS_NUMBER.replace(':', '%3A').replace('/', '%2F')}%7C{TEST_PATIENT}&type=57133-1")
+        f"patient.identifier={NHS_NUMBER.replace(':', '%3A').replace('/', '%2F')}%7C{TEST_PATIENT}&type=57133-1"
+    )
     assert "system@RRV" in json.dumps(record["agent"])
 
 
@@ -435,8 +503,11 @@ async def test_retrieval_of_replaced_or_withdrawn_content_is_gone(stack: TestCli
     await eventually(lambda: stored(stack, tokens, old_id))
     replacement = document_reference(content=PDF + b"% v2\n")
     replacement["relatesTo"] = [{"code": "replaces", "target": {"reference": f"DocumentReference/{old_id}"}}]
-    new_id = (await (await stack.post("/fhir/DocumentReference", json=replacement,
-                                      headers={**FHIR, **tokens.headers()})).json())["id"]
+    new_id = (
+        await (
+            await stack.post("/fhir/DocumentReference", json=replacement, headers={**FHIR, **tokens.headers()})
+        ).json()
+    )["id"]
 
     async def gone() -> dict[str, Any] | None:
         response = await stack.get(f"/fhir/Binary/{old_id}", headers=tokens.headers("RRV"))
@@ -444,13 +515,17 @@ async def test_retrieval_of_replaced_or_withdrawn_content_is_gone(stack: TestCli
 
     outcome = await eventually(gone)
     assert outcome["issue"][0]["diagnostics"] == (
-        f"The document is superseded by DocumentReference/{new_id}; its content is no longer served.")
+        f"The document is superseded by DocumentReference/{new_id}; its content is no longer served."
+    )
     hidden = await stack.get(f"/fhir/Binary/{old_id}", headers=tokens.headers("RAL"))
     assert hidden.status == 404  # nothing about it to an organisation that may not see it
 
     patch = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
-    await stack.patch(f"/fhir/DocumentReference/{new_id}", json=patch,
-                      headers={"Content-Type": "application/json-patch+json", **tokens.headers()})
+    await stack.patch(
+        f"/fhir/DocumentReference/{new_id}",
+        json=patch,
+        headers={"Content-Type": "application/json-patch+json", **tokens.headers()},
+    )
 
     async def withdrawn() -> bool:
         return (await stack.get(f"/fhir/Binary/{new_id}", headers=tokens.headers())).status == 410
@@ -462,8 +537,14 @@ async def test_retrieval_with_an_accept_it_cannot_serve_is_406(stack: TestClient
     first = await stack.post("/fhir/DocumentReference", json=document_reference(), headers={**FHIR, **tokens.headers()})
     doc_id = (await first.json())["id"]
     await eventually(lambda: stored(stack, tokens, doc_id))
-    for accept, status in (("image/png", 406), ("text/html, image/*", 406), ("application/pdf;q=0", 406),
-                           ("application/*", 200), ("*/*", 200), ("application/pdf", 200),
-                           ("application/fhir+json", 200)):
+    for accept, status in (
+        ("image/png", 406),
+        ("text/html, image/*", 406),
+        ("application/pdf;q=0", 406),
+        ("application/*", 200),
+        ("*/*", 200),
+        ("application/pdf", 200),
+        ("application/fhir+json", 200),
+    ):
         response = await stack.get(f"/fhir/Binary/{doc_id}", headers={**tokens.headers(), "Accept": accept})
         assert response.status == status, accept

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from shared.fhir.identifiers import NHS_NUMBER
 from tests.fhir_validation import fhir_validator, validated_answers  # noqa: F401  (fixtures)
-from tests.unit.test_ihe_examples import FHIR, example, existing_document, existing_folder, read
 from tests.helpers import TEST_PATIENT, document_reference, eventually
+from tests.unit.test_ihe_examples import FHIR, example, existing_document, existing_folder, read
 
 pytestmark = pytest.mark.usefixtures("validated_answers")
 
@@ -27,8 +27,9 @@ async def post(stack: TestClient, tokens: Any, bundle: dict[str, Any], org: str 
 
 
 async def documents(stack: TestClient, tokens: Any, patient: str = TEST_PATIENT) -> list[str]:
-    response = await stack.get(f"/fhir/DocumentReference?patient.identifier={NHS_NUMBER}|{patient}",
-                               headers=tokens.headers())
+    response = await stack.get(
+        f"/fhir/DocumentReference?patient.identifier={NHS_NUMBER}|{patient}", headers=tokens.headers()
+    )
     return [e["resource"]["id"] for e in (await response.json())["entry"]]
 
 
@@ -39,7 +40,9 @@ def expressions(outcome: dict[str, Any]) -> list[str]:
 # -- Patient ------------------------------------------------------------------------------------------
 
 
-async def test_patient_entry_whose_nhs_number_differs_from_the_subject_is_refused(stack: TestClient, tokens: Any) -> None:
+async def test_patient_entry_whose_nhs_number_differs_from_the_subject_is_refused(
+    stack: TestClient, tokens: Any
+) -> None:
     bundle = example("minimal-simple")
     bundle["entry"][1]["resource"]["subject"]["identifier"] = {"system": NHS_NUMBER, "value": TEST_PATIENT}
     bundle["entry"][3]["resource"]["identifier"][0]["value"] = OTHER_PATIENT
@@ -62,7 +65,8 @@ async def test_patient_entry_without_an_nhs_number_is_refused(stack: TestClient,
 
 
 async def test_patient_entry_files_the_documents_under_its_nhs_number_and_is_only_the_submitters(
-        stack: TestClient, tokens: Any) -> None:
+    stack: TestClient, tokens: Any
+) -> None:
     bundle = example("minimal-simple")
     bundle["entry"][3]["resource"]["identifier"][0]["value"] = OTHER_PATIENT
     status, answer = await post(stack, tokens, bundle)
@@ -74,14 +78,18 @@ async def test_patient_entry_files_the_documents_under_its_nhs_number_and_is_onl
     patient = answer["entry"][3]["response"]["location"]
     other = await stack.get(f"/fhir/{patient}", headers=tokens.headers("RRV"))
     assert other.status == 404
-    assert (await read(stack, tokens, patient))["id"] == answer["entry"][0]["response"]["location"].removeprefix("List/")
+    assert (await read(stack, tokens, patient))["id"] == answer["entry"][0]["response"]["location"].removeprefix(
+        "List/"
+    )
     # A bundle without a Patient entry has no Patient to point at.
     plain = example("comprehensive-simple")
     plain["entry"][1]["resource"]["masterIdentifier"]["value"] += ".1"  # IHE's examples share one
     plain_status, plain_answer = await post(stack, tokens, plain)
     assert plain_status == 200, plain_answer
-    none = await stack.get(f"/fhir/Patient/{plain_answer['entry'][0]['response']['location'].removeprefix('List/')}",
-                           headers=tokens.headers())
+    none = await stack.get(
+        f"/fhir/Patient/{plain_answer['entry'][0]['response']['location'].removeprefix('List/')}",
+        headers=tokens.headers(),
+    )
     assert none.status == 404
 
 
@@ -101,8 +109,9 @@ async def status_of(stack: TestClient, tokens: Any, doc_id: str) -> tuple[str, s
 
 
 async def test_only_the_custodian_may_patch_and_nothing_is_kept(stack: TestClient, tokens: Any) -> None:
-    response = await stack.post("/fhir/DocumentReference", json=document_reference(custodian="RRV"),
-                                headers={**FHIR, **tokens.headers("RRV")})
+    response = await stack.post(
+        "/fhir/DocumentReference", json=document_reference(custodian="RRV"), headers={**FHIR, **tokens.headers("RRV")}
+    )
     theirs = (await response.json())["id"]
 
     async def is_stored() -> bool:
@@ -134,8 +143,11 @@ async def test_a_json_patch_in_a_binary_works_as_ihes_fhirpath_patch(stack: Test
     old = await existing_document(stack, tokens)
     bundle = replace_bundle(old)
     patch = json.dumps([{"op": "replace", "path": "/status", "value": "superseded"}]).encode()
-    bundle["entry"][1]["resource"] = {"resourceType": "Binary", "contentType": "application/json-patch+json",
-                                      "data": base64.b64encode(patch).decode()}
+    bundle["entry"][1]["resource"] = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(patch).decode(),
+    }
     status, answer = await post(stack, tokens, bundle)
     assert status == 200, answer
     assert await status_of(stack, tokens, old) == ("superseded", "2")
@@ -169,8 +181,9 @@ async def test_a_patch_and_its_bundle_are_all_or_nothing(stack: TestClient, toke
 
 
 async def test_a_folder_holding_another_organisations_document_is_refused(stack: TestClient, tokens: Any) -> None:
-    response = await stack.post("/fhir/DocumentReference", json=document_reference(custodian="RRV"),
-                                headers={**FHIR, **tokens.headers("RRV")})
+    response = await stack.post(
+        "/fhir/DocumentReference", json=document_reference(custodian="RRV"), headers={**FHIR, **tokens.headers("RRV")}
+    )
     theirs = (await response.json())["id"]
     bundle = example("comprehensive-complete")
     bundle["entry"][1]["resource"]["entry"].append({"item": {"reference": f"DocumentReference/{theirs}"}})
@@ -227,14 +240,17 @@ async def test_a_folder_update_cannot_remove_a_document(stack: TestClient, token
     status, outcome = await post(stack, tokens, bundle)
     assert status == 422 and expressions(outcome) == ["Bundle.entry[1].resource.entry"]
     assert [e["item"]["reference"] for e in (await read(stack, tokens, f"List/{folder}"))["entry"]] == [
-        f"DocumentReference/{doc}"]
+        f"DocumentReference/{doc}"
+    ]
     assert await documents(stack, tokens) == before
 
 
-async def test_the_asynchronous_answer_has_the_same_slices_as_the_synchronous_one(stack: TestClient,
-                                                                                 tokens: Any) -> None:
-    response = await stack.post("/fhir", json=example("minimal-simple"),
-                                headers={**FHIR, **tokens.headers(), "Prefer": "respond-async"})
+async def test_the_asynchronous_answer_has_the_same_slices_as_the_synchronous_one(
+    stack: TestClient, tokens: Any
+) -> None:
+    response = await stack.post(
+        "/fhir", json=example("minimal-simple"), headers={**FHIR, **tokens.headers(), "Prefer": "respond-async"}
+    )
     assert response.status == 202
     status_url = response.headers["Content-Location"].split("/fhir/", 1)[1]
 
@@ -244,7 +260,11 @@ async def test_the_asynchronous_answer_has_the_same_slices_as_the_synchronous_on
 
     answer = await eventually(done)
     assert [(e["response"]["status"], e["response"]["location"].split("/")[0]) for e in answer["entry"]] == [
-        ("201 Created", "List"), ("201 Created", "DocumentReference"), ("201 Created", "Binary"), ("200 OK", "Patient")]
+        ("201 Created", "List"),
+        ("201 Created", "DocumentReference"),
+        ("201 Created", "Binary"),
+        ("200 OK", "Patient"),
+    ]
     for entry in answer["entry"]:
         if not entry["response"]["location"].startswith("Binary/"):
             await read(stack, tokens, entry["response"]["location"])

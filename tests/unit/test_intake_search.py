@@ -16,8 +16,8 @@ from lhcie.services import SPECS
 from shared.fhir.identifiers import NHS_NUMBER
 from shared.http import build_app
 from tests.conftest import Tokens, make_settings
-from tests.helpers import TEST_PATIENT, document_reference, eventually
 from tests.fhir_validation import fhir_validator, validated_answers  # noqa: F401  (fixtures)
+from tests.helpers import TEST_PATIENT, document_reference, eventually
 
 # Every FHIR answer these tests read is checked by an independent R4 validator (tests/fhir_validation.py).
 pytestmark = pytest.mark.usefixtures("validated_answers")
@@ -38,8 +38,9 @@ def documents() -> list[dict[str, Any]]:
     a["context"]["period"] = {"start": "2026-02-10", "end": "2026-03-10"}
     a["context"]["event"] = [{"coding": [{"system": "http://snomed.info/sct", "code": "363346000"}]}]
     a["context"]["related"].append({"identifier": {"system": "urn:oid:1.2.3", "value": "ACC-1"}})
-    a["securityLabel"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
-                                       "code": "N"}]}]
+    a["securityLabel"] = [
+        {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "N"}]}
+    ]
     a["date"] = "2026-03-01T09:00:00Z"
     b = document_reference(type_code="57133-1")
     b["contained"] = [practitioner("John", "Smythe")]
@@ -58,9 +59,11 @@ async def post_all(client: TestClient, tokens: Tokens) -> list[str]:
         assert response.status == 202, await response.text()
         ids.append((await response.json())["id"])
     for doc_id in ids:
+
         async def stored(doc_id: str = doc_id) -> bool | None:
             response = await client.get(f"/fhir/DocumentReference/{doc_id}", headers=tokens.headers())
             return True if response.status == 200 else None
+
         await eventually(stored)
     return ids
 
@@ -79,8 +82,9 @@ async def test_every_mhd_responder_parameter(stack: TestClient, tokens: Tokens) 
     a, b, c = await post_all(stack, tokens)
     everything = await get(stack, tokens, "")
     assert found(everything) == {a, b, c} and everything["total"] == 3
-    same = await stack.get(f"/fhir/DocumentReference?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}",
-                           headers=tokens.headers())
+    same = await stack.get(
+        f"/fhir/DocumentReference?patient.identifier={NHS_NUMBER}|{TEST_PATIENT}", headers=tokens.headers()
+    )
     assert found(await same.json()) == {a, b, c}
 
     expected = {
@@ -112,38 +116,60 @@ async def test_every_mhd_responder_parameter(stack: TestClient, tokens: Tokens) 
     assert found(await get(stack, tokens, f"&_lastUpdated=ge{before}")) == {a, b, c}
     assert found(await get(stack, tokens, f"&_lastUpdated=lt{before}")) == set()
 
-    withdrawn = await stack.patch(f"/fhir/DocumentReference/{c}", headers={
-        **tokens.headers(), "Content-Type": "application/json-patch+json"},
-        json=[{"op": "replace", "path": "/status", "value": "entered-in-error"}])
+    withdrawn = await stack.patch(
+        f"/fhir/DocumentReference/{c}",
+        headers={**tokens.headers(), "Content-Type": "application/json-patch+json"},
+        json=[{"op": "replace", "path": "/status", "value": "entered-in-error"}],
+    )
     assert withdrawn.status == 200
     assert found(await get(stack, tokens, "&status=current,entered-in-error")) == {a, b, c}
     assert found(await get(stack, tokens, "&status=entered-in-error")) == {c}
 
 
 async def test_bad_values_are_400_with_the_parameter_named(stack: TestClient, tokens: Tokens) -> None:
-    for query, where in (("&period=ge2026-13-01", "period"), ("&status=final", "status"), ("&_count=two", "_count"),
-                         ("&_offset=-1", "_offset")):
+    for query, where in (
+        ("&period=ge2026-13-01", "period"),
+        ("&status=final", "status"),
+        ("&_count=two", "_count"),
+        ("&_offset=-1", "_offset"),
+    ):
         response = await stack.get(BY_REFERENCE + query, headers=tokens.headers())
         assert response.status == 400, query
         assert (await response.json())["issue"][0]["expression"] == [where], query
-    for query in ("/fhir/DocumentReference?patient=Patient/123", "/fhir/DocumentReference?patient=Practitioner/9000000009",
-                  "/fhir/DocumentReference?type=11526-1"):
+    for query in (
+        "/fhir/DocumentReference?patient=Patient/123",
+        "/fhir/DocumentReference?patient=Practitioner/9000000009",
+        "/fhir/DocumentReference?type=11526-1",
+    ):
         assert (await stack.get(query, headers=tokens.headers())).status == 400, query
 
 
 async def test_unknown_parameters_are_ignored_and_said_so_unless_strict(stack: TestClient, tokens: Tokens) -> None:
-    a, b, c = await post_all(stack, tokens)
+    _a, b, _c = await post_all(stack, tokens)
     bundle = await get(stack, tokens, "&colour=blue&type=57133-1&_sort=-date")
     assert found(bundle) == {b}
     self_link = next(link["url"] for link in bundle["link"] if link["relation"] == "self")
     assert dict(parse_qsl(urlsplit(self_link).query)) == {
-        "patient": f"Patient/{TEST_PATIENT}", "type": "57133-1", "_count": "50", "_offset": "0"}
+        "patient": f"Patient/{TEST_PATIENT}",
+        "type": "57133-1",
+        "_count": "50",
+        "_offset": "0",
+    }
     outcome = bundle["entry"][-1]
     assert outcome["search"] == {"mode": "outcome"}
-    assert outcome["resource"] == {"resourceType": "OperationOutcome", "issue": [{
-        "severity": "warning", "code": "processing",
-        "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "PROCESSING"}]},
-        "diagnostics": "Search parameter(s) ignored: _sort, colour."}]}
+    assert outcome["resource"] == {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "processing",
+                "details": {
+                    "coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "PROCESSING"}]
+                },
+                "diagnostics": "Search parameter(s) ignored: _sort, colour.",
+            }
+        ],
+    }
 
     strict = await stack.get(BY_REFERENCE + "&colour=blue", headers={**tokens.headers(), "Prefer": "handling=strict"})
     assert strict.status == 400
@@ -212,7 +238,9 @@ async def test_every_url_a_client_follows_is_absolute_on_the_public_base(public:
         return await response.json() if response.status == 200 else None
 
     assert (await eventually(read))["content"][0]["attachment"]["url"] == f"{base}/fhir/Binary/{doc_id}"
-    bundle = await (await client.get(BY_REFERENCE, headers={**tokens.headers(), "X-Forwarded-Host": "evil.example"})).json()
+    bundle = await (
+        await client.get(BY_REFERENCE, headers={**tokens.headers(), "X-Forwarded-Host": "evil.example"})
+    ).json()
     assert bundle["entry"][0]["fullUrl"] == f"{base}/fhir/DocumentReference/{doc_id}"
     assert bundle["entry"][0]["resource"]["content"][0]["attachment"]["url"] == f"{base}/fhir/Binary/{doc_id}"
     assert all(link["url"].startswith(f"{base}/fhir/DocumentReference?") for link in bundle["link"])
@@ -232,21 +260,43 @@ async def test_the_capability_statement_tells_the_truth_about_intake(stack: Test
     assert statement["format"] == ["application/fhir+json", "application/fhir+xml"]
     assert set(statement["instantiates"]) == {
         "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD.DocumentRecipient",
-        "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD.DocumentResponder"}
+        "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD.DocumentResponder",
+    }
     assert {"code": "transaction"} in statement["rest"][0]["interaction"]
     [documents] = [r for r in statement["rest"][0]["resource"] if r["type"] == "DocumentReference"]
     assert "profile" not in documents
     types = {p["name"]: p["type"] for p in documents["searchParam"]}
-    assert {name: types[name] for name in ("date", "period", "creation", "_lastUpdated", "author", "related",
-                                           "patient", "author.given", "type")} == {
-        "date": "date", "period": "date", "creation": "date", "_lastUpdated": "date", "author": "reference",
-        "related": "reference", "patient": "reference", "author.given": "string", "type": "token"}
+    assert {
+        name: types[name]
+        for name in (
+            "date",
+            "period",
+            "creation",
+            "_lastUpdated",
+            "author",
+            "related",
+            "patient",
+            "author.given",
+            "type",
+        )
+    } == {
+        "date": "date",
+        "period": "date",
+        "creation": "date",
+        "_lastUpdated": "date",
+        "author": "reference",
+        "related": "reference",
+        "patient": "reference",
+        "author.given": "string",
+        "type": "token",
+    }
     assert {i["code"] for i in documents["interaction"]} >= {"read", "vread", "history-instance", "search-type"}
 
 
 async def test_the_accepted_types_are_a_value_set_the_refusal_names(stack: TestClient, tokens: Tokens) -> None:
-    refused = await stack.post("/fhir/DocumentReference", json=document_reference(type_code="99999-9"),
-                               headers={**FHIR, **tokens.headers()})
+    refused = await stack.post(
+        "/fhir/DocumentReference", json=document_reference(type_code="99999-9"), headers={**FHIR, **tokens.headers()}
+    )
     assert refused.status == 422
     issue = next(i for i in (await refused.json())["issue"] if i["expression"] == ["DocumentReference.type"])
     assert "ValueSet/lhcie-document-types" in issue["diagnostics"]

@@ -70,8 +70,9 @@ def test_the_scan_finds_what_it_looks_for() -> None:
     assert names_in('{"who": "olivia testpatient"}') == ["Olivia", "Testpatient"]
 
 
-async def test_a_document_trip_logs_no_nhs_number_and_no_name(service_logs: io.StringIO, stack: TestClient,
-                                                              tokens: Any) -> None:
+async def test_a_document_trip_logs_no_nhs_number_and_no_name(
+    service_logs: io.StringIO, stack: TestClient, tokens: Any
+) -> None:
     # service_logs comes first: the services' start-up lines are scanned too.
     resource = document_reference()
     resource["subject"]["display"] = " ".join(PATIENT_NAME)
@@ -88,8 +89,10 @@ async def test_a_document_trip_logs_no_nhs_number_and_no_name(service_logs: io.S
         return (await response.json()).get("entry", [])
 
     [entry] = await eventually(alert)
-    search = await stack.get(f"/fhir/DocumentReference?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|"
-                             f"{TEST_PATIENT}", headers=clinician)
+    search = await stack.get(
+        f"/fhir/DocumentReference?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{TEST_PATIENT}",
+        headers=clinician,
+    )
     assert search.status == 200 and len((await search.json())["entry"]) == 1
     retrieved = await stack.get(f"/fhir/Binary/{doc_id}", headers=clinician)
     assert retrieved.status == 200
@@ -98,8 +101,9 @@ async def test_a_document_trip_logs_no_nhs_number_and_no_name(service_logs: io.S
     ack = await stack.post(f"/fhir/Communication/{entry['resource']['id']}/$acknowledge", headers=coordinator)
     assert ack.status == 200
     for who in ("patient", "carer"):
-        headers = tokens.headers("NHSLOGIN", who, patient=TEST_PATIENT,
-                                 subject="carer@NHSLOGIN" if who == "carer" else None)
+        headers = tokens.headers(
+            "NHSLOGIN", who, patient=TEST_PATIENT, subject="carer@NHSLOGIN" if who == "carer" else None
+        )
 
         async def reported(headers: dict[str, str] = headers) -> bool:
             response = await stack.get(f"/fhir/AuditEvent/$access-report?patient={TEST_PATIENT}", headers=headers)
@@ -111,8 +115,11 @@ async def test_a_document_trip_logs_no_nhs_number_and_no_name(service_logs: io.S
     assert page.status == 200
 
     lines = service_logs.getvalue().splitlines()
-    loggers = {json.loads(line)["logger"].split(".")[1] for line in lines if line.startswith('{"time"')
-               and json.loads(line)["logger"].startswith("services.")}
+    loggers = {
+        json.loads(line)["logger"].split(".")[1]
+        for line in lines
+        if line.startswith('{"time"') and json.loads(line)["logger"].startswith("services.")
+    }
     assert {"intake", "storage", "notification"} <= loggers, "the capture missed the trip's own lines"
     hits = [(line, nhs_numbers_in(line), names_in(line)) for line in lines if nhs_numbers_in(line) or names_in(line)]
     print(f"log lines scanned: {len(lines)}")

@@ -29,16 +29,37 @@ from tests.helpers import TEST_PATIENT, eventually, settled
 REFERRAL, PATHOLOGY, DISCHARGE = "57133-1", "11526-1", "18842-5"
 
 
-def stored_event(*, document_id: str | None = None, patient: str = TEST_PATIENT, custodian: str = "RJ1",
-                 type_code: str = PATHOLOGY, team: str = "rj1-lung", stored_at: datetime | None = None) -> Event:
-    facts = DocumentFacts(document_id=document_id or str(uuid.uuid4()), patient_nhs_number=patient,
-                          custodian=custodian, type_system=LOINC, type_code=type_code,
-                          related=(f"CareTeam/{team}",), content_type="application/pdf", size=3,
-                          sha256=hashlib.sha256(b"pdf").hexdigest())
-    return Event.new(RoutingKey.DOCUMENT_STORED,
-                     DocumentStored(submission_id=str(uuid.uuid4()), document=facts, object_key=f"k/{facts.document_id}",
-                                    stored_at=stored_at or datetime.now(UTC)),
-                     source="urn:lhcie:service:storage", subject=facts.document_id)
+def stored_event(
+    *,
+    document_id: str | None = None,
+    patient: str = TEST_PATIENT,
+    custodian: str = "RJ1",
+    type_code: str = PATHOLOGY,
+    team: str = "rj1-lung",
+    stored_at: datetime | None = None,
+) -> Event:
+    facts = DocumentFacts(
+        document_id=document_id or str(uuid.uuid4()),
+        patient_nhs_number=patient,
+        custodian=custodian,
+        type_system=LOINC,
+        type_code=type_code,
+        related=(f"CareTeam/{team}",),
+        content_type="application/pdf",
+        size=3,
+        sha256=hashlib.sha256(b"pdf").hexdigest(),
+    )
+    return Event.new(
+        RoutingKey.DOCUMENT_STORED,
+        DocumentStored(
+            submission_id=str(uuid.uuid4()),
+            document=facts,
+            object_key=f"k/{facts.document_id}",
+            stored_at=stored_at or datetime.now(UTC),
+        ),
+        source="urn:lhcie:service:storage",
+        subject=facts.document_id,
+    )
 
 
 def notification(stack: TestClient) -> Notification:
@@ -56,9 +77,13 @@ async def teams_known(stack: TestClient) -> None:
     await eventually(lambda: n.policy.agreements_between("RJ1", "RRV"))
 
 
-async def alerts(stack: TestClient, tokens: Any, query: str = "", team: str = "rj1-lung", org: str = "RJ1") -> dict[str, Any]:
-    response = await stack.get(f"/fhir/Communication?recipient=CareTeam/{team}{query}",
-                               headers=tokens.headers(org, "mdt-coordinator", mdt=team))
+async def alerts(
+    stack: TestClient, tokens: Any, query: str = "", team: str = "rj1-lung", org: str = "RJ1"
+) -> dict[str, Any]:
+    response = await stack.get(
+        f"/fhir/Communication?recipient=CareTeam/{team}{query}",
+        headers=tokens.headers(org, "mdt-coordinator", mdt=team),
+    )
     assert response.status == 200, await response.text()
     return await response.json()
 
@@ -75,8 +100,9 @@ async def alert_count(stack: TestClient, tokens: Any, expected: int, query: str 
     return await eventually(probe)
 
 
-async def test_a_redelivered_or_repeated_stored_event_raises_one_alert(stack: TestClient, tokens: Any,
-                                                                       settings: Settings) -> None:
+async def test_a_redelivered_or_repeated_stored_event_raises_one_alert(
+    stack: TestClient, tokens: Any, settings: Settings
+) -> None:
     await teams_known(stack)
     event = stored_event(type_code=PATHOLOGY)
     await publish(stack, event)
@@ -114,19 +140,29 @@ async def test_search_by_patient_status_priority_and_date_is_paged(stack: TestCl
     response = await stack.get(next_url, headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"))
     assert [a["id"] for a in entries(await response.json())] == [everything[2]["id"]]
 
-    await stack.post(f"/fhir/Communication/{everything[0]['id']}/$acknowledge",
-                     headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"))
+    await stack.post(
+        f"/fhir/Communication/{everything[0]['id']}/$acknowledge",
+        headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"),
+    )
     assert [a["id"] for a in entries(await alerts(stack, tokens, "&status=completed"))] == [everything[0]["id"]]
     assert len(entries(await alerts(stack, tokens, "&status=in-progress"))) == 2
 
 
-@pytest.mark.parametrize(("query", "expression"), [
-    ("&priority=high", "priority"), ("&status=open", "status"), ("&sent=yesterday", "sent"),
-])
-async def test_bad_search_parameters_are_400_with_the_parameter_named(stack: TestClient, tokens: Any, query: str,
-                                                                      expression: str) -> None:
-    response = await stack.get(f"/fhir/Communication?recipient=CareTeam/rj1-lung{query}",
-                               headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"))
+@pytest.mark.parametrize(
+    ("query", "expression"),
+    [
+        ("&priority=high", "priority"),
+        ("&status=open", "status"),
+        ("&sent=yesterday", "sent"),
+    ],
+)
+async def test_bad_search_parameters_are_400_with_the_parameter_named(
+    stack: TestClient, tokens: Any, query: str, expression: str
+) -> None:
+    response = await stack.get(
+        f"/fhir/Communication?recipient=CareTeam/rj1-lung{query}",
+        headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"),
+    )
     assert response.status == 400
     [issue] = (await response.json())["issue"]
     assert issue["code"] == "value" and issue["expression"] == [expression]
@@ -136,21 +172,27 @@ async def test_acknowledging_is_one_click_idempotent_and_for_the_mdt_only(stack:
     await teams_known(stack)
     await publish(stack, stored_event())
     [alert] = await alert_count(stack, tokens, 1)
-    outsider = await stack.post(f"/fhir/Communication/{alert['id']}/$acknowledge",
-                                headers=tokens.headers("RRV", "mdt-coordinator", mdt="rrv-haematology"))
+    outsider = await stack.post(
+        f"/fhir/Communication/{alert['id']}/$acknowledge",
+        headers=tokens.headers("RRV", "mdt-coordinator", mdt="rrv-haematology"),
+    )
     assert outsider.status == 403
     coordinator = tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung")
     first = await (await stack.post(f"/fhir/Communication/{alert['id']}/$acknowledge", headers=coordinator)).json()
     second = await (await stack.post(f"/fhir/Communication/{alert['id']}/$acknowledge", headers=coordinator)).json()
     assert first == second
     assert first["status"] == "completed"
-    assert {"url": "https://lhcie.london/fhir/StructureDefinition/alert-state", "valueCode": "acknowledged"} in first["extension"]
+    assert {"url": "https://lhcie.london/fhir/StructureDefinition/alert-state", "valueCode": "acknowledged"} in first[
+        "extension"
+    ]
     assert first["note"] == [{"authorString": "mdt-coordinator@RJ1", "time": first["received"], "text": "Acknowledged"}]
     missing = await stack.post("/fhir/Communication/nope/$acknowledge", headers=coordinator)
     assert missing.status == 404
 
 
-async def test_an_unacknowledged_alert_escalates_to_the_deputy_then_the_lead_once_each(stack: TestClient, tokens: Any) -> None:
+async def test_an_unacknowledged_alert_escalates_to_the_deputy_then_the_lead_once_each(
+    stack: TestClient, tokens: Any
+) -> None:
     n = notification(stack)
     clock = FixedClock(datetime.now(UTC))
     n.set_clock(clock)
@@ -181,8 +223,10 @@ async def test_an_unacknowledged_alert_escalates_to_the_deputy_then_the_lead_onc
     escalations = []
     while (body := await bus.get(watch.name)) is not None:
         escalations.append(Event.from_bytes(body).data)
-    assert [e["escalated_to"] for e in escalations] == ["CareTeam/rj1-lung#deputy-coordinator",
-                                                        "CareTeam/rj1-lung#mdt-lead"]
+    assert [e["escalated_to"] for e in escalations] == [
+        "CareTeam/rj1-lung#deputy-coordinator",
+        "CareTeam/rj1-lung#mdt-lead",
+    ]
     [escalated] = [a for a in entries(await alerts(stack, tokens)) if a["id"] == alert["id"]]
     assert escalated["id"] == alert["id"]
     assert [note["text"] for note in escalated["note"]] == [
@@ -198,8 +242,10 @@ async def test_acknowledging_in_time_cancels_the_escalation(stack: TestClient, t
     await teams_known(stack)
     await publish(stack, stored_event())
     [alert] = await alert_count(stack, tokens, 1)
-    await stack.post(f"/fhir/Communication/{alert['id']}/$acknowledge",
-                     headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"))
+    await stack.post(
+        f"/fhir/Communication/{alert['id']}/$acknowledge",
+        headers=tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung"),
+    )
     clock.advance(hours=5)
     await n.run_timers()
     stored = await n.alerts.get(alert["id"])
@@ -210,20 +256,28 @@ async def test_documents_that_arrived_before_their_mdt_was_known_are_reconciled(
     n = notification(stack)
     await teams_known(stack)
     event = stored_event(team="rpy-breast", custodian="RPY")
-    await n.policy.apply(Event.new(
-        RoutingKey.POLICY_CARETEAM_UPDATED,
-        CareTeamState(careteam_id="rpy-breast", name="Breast MDT", organisation="RPY", active=False, version=50),
-        source="test"))
+    await n.policy.apply(
+        Event.new(
+            RoutingKey.POLICY_CARETEAM_UPDATED,
+            CareTeamState(careteam_id="rpy-breast", name="Breast MDT", organisation="RPY", active=False, version=50),
+            source="test",
+        )
+    )
     await publish(stack, event)
     await eventually(lambda: n.documents.get(event.data["document"]["document_id"]))
     assert entries(await alerts(stack, tokens, team="rpy-breast", org="RPY")) == []
 
     # The MDT becomes active (a policy event): the stored documents are checked again and nothing is missed.
-    await publish(stack, Event.new(
-        RoutingKey.POLICY_CARETEAM_UPDATED,
-        CareTeamState(careteam_id="rpy-breast", name="Breast MDT", organisation="RPY", tumour_site="breast",
-                      version=51),
-        source="test"))
+    await publish(
+        stack,
+        Event.new(
+            RoutingKey.POLICY_CARETEAM_UPDATED,
+            CareTeamState(
+                careteam_id="rpy-breast", name="Breast MDT", organisation="RPY", tumour_site="breast", version=51
+            ),
+            source="test",
+        ),
+    )
 
     async def raised() -> list[dict[str, Any]]:
         return entries(await alerts(stack, tokens, team="rpy-breast", org="RPY"))
@@ -249,7 +303,8 @@ async def test_each_mdt_gets_one_digest_a_morning(stack: TestClient, tokens: Any
     assert len(found) == 1 and "subject" not in found[0]
     assert found[0]["payload"][0]["contentString"] == (
         f"Daily digest for {due.astimezone(ZoneInfo('Europe/London')).date().isoformat()}: 1 open alert(s) (1 urgent); "
-        "0 pathway clock(s) at risk, 0 breached")
+        "0 pathway clock(s) at risk, 0 breached"
+    )
     [following] = await _digest_timers(n)
     assert following["due"] > timer["due"]  # tomorrow's is already scheduled
 

@@ -36,7 +36,9 @@ def clock_parts(resource: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def open_pathway(stack: TestClient, tokens: Any, clock: FixedClock, patient: str = "9000000009") -> dict[str, Any]:
+async def open_pathway(
+    stack: TestClient, tokens: Any, clock: FixedClock, patient: str = "9000000009"
+) -> dict[str, Any]:
     notification(stack).set_clock(clock)
     await teams_known(stack)
     await publish(stack, stored_event(type_code=REFERRAL, stored_at=START, patient=patient))
@@ -51,17 +53,24 @@ async def open_pathway(stack: TestClient, tokens: Any, clock: FixedClock, patien
 
 async def record(stack: TestClient, tokens: Any, pathway_id: str, event: str, on: date) -> dict[str, Any]:
     response = await stack.post(
-        f"/fhir/EpisodeOfCare/{pathway_id}/$record-event", headers=tokens.headers(**COORDINATOR),
-        json={"resourceType": "Parameters", "parameter": [{"name": "event", "valueCode": event},
-                                                          {"name": "date", "valueDate": on.isoformat()}]})
+        f"/fhir/EpisodeOfCare/{pathway_id}/$record-event",
+        headers=tokens.headers(**COORDINATOR),
+        json={
+            "resourceType": "Parameters",
+            "parameter": [{"name": "event", "valueCode": event}, {"name": "date", "valueDate": on.isoformat()}],
+        },
+    )
     assert response.status == 200, await response.text()
     return await response.json()
 
 
 def parts(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """Each ``name`` parameter of a Parameters resource as {part name: value}."""
-    return [{p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in parameter["part"]}
-            for parameter in parameters["parameter"] if parameter["name"] == name]
+    return [
+        {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in parameter["part"]}
+        for parameter in parameters["parameter"]
+        if parameter["name"] == name
+    ]
 
 
 def test_clock_days_pauses_and_risk_thresholds() -> None:
@@ -69,11 +78,23 @@ def test_clock_days_pauses_and_risk_thresholds() -> None:
     fds, dtt, rtt = RULES.clocks["fds"], RULES.clocks["dtt"], RULES.clocks["rtt"]
     assert waiting_times.day(clock, date(2026, 3, 2)) == 0  # the day of receipt is day 0
     assert [waiting_times.risk(clock, fds, date(2026, 3, 2) + timedelta(days=d)) for d in (20, 21, 28, 29)] == [
-        "on-track", "at-risk", "at-risk", "breached"]
+        "on-track",
+        "at-risk",
+        "at-risk",
+        "breached",
+    ]
     assert [waiting_times.risk(clock, dtt, date(2026, 3, 2) + timedelta(days=d)) for d in (23, 24, 31, 32)] == [
-        "on-track", "at-risk", "at-risk", "breached"]
+        "on-track",
+        "at-risk",
+        "at-risk",
+        "breached",
+    ]
     assert [waiting_times.risk(clock, rtt, date(2026, 3, 2) + timedelta(days=d)) for d in (51, 52, 62, 63)] == [
-        "on-track", "at-risk", "at-risk", "breached"]
+        "on-track",
+        "at-risk",
+        "at-risk",
+        "breached",
+    ]
     waiting_times.pause(clock, date(2026, 3, 12))
     assert waiting_times.day(clock, date(2026, 3, 15)) == 10  # paused days do not count
     waiting_times.resume(clock, date(2026, 3, 17))
@@ -82,7 +103,14 @@ def test_clock_days_pauses_and_risk_thresholds() -> None:
     assert waiting_times.day(clock, date(2026, 6, 1)) == 23  # a stopped clock stays at its stop date
     assert waiting_times.risk(clock, fds, date(2026, 6, 1)) == "met"
     assert [waiting_times.bucket(d) for d in (0, 28, 29, 62, 63, 104, 105)] == [
-        "0-28", "0-28", "29-62", "29-62", "63-104", "63-104", "over-104"]
+        "0-28",
+        "0-28",
+        "29-62",
+        "29-62",
+        "63-104",
+        "63-104",
+        "over-104",
+    ]
 
 
 async def test_a_referral_opens_a_pathway_with_the_28_and_62_day_clocks(stack: TestClient, tokens: Any) -> None:
@@ -99,7 +127,9 @@ async def test_a_referral_opens_a_pathway_with_the_28_and_62_day_clocks(stack: T
     await publish(stack, stored_event(type_code=PATHOLOGY))
 
     async def pathology_alert() -> dict[str, Any] | None:
-        found = [a for a in entries(await alerts(stack, tokens)) if a["payload"][0]["contentString"].startswith("New Histo")]
+        found = [
+            a for a in entries(await alerts(stack, tokens)) if a["payload"][0]["contentString"].startswith("New Histo")
+        ]
         return found[0] if found else None
 
     alert = await eventually(pathology_alert)
@@ -127,15 +157,17 @@ async def test_breach_risk_fires_on_day_21_of_28_and_52_of_62_once(stack: TestCl
         "Breach risk: day 21 of 28 (28-day Faster Diagnosis Standard)",
         "Breach risk: day 52 of 62 (62-day referral to first definitive treatment)",
     ]
-    breach_ids = {a["id"] for a in entries(await alerts(stack, tokens))
-                  if a["category"][0]["coding"][0]["code"] == "breach-risk"}
+    breach_ids = {
+        a["id"] for a in entries(await alerts(stack, tokens)) if a["category"][0]["coding"][0]["code"] == "breach-risk"
+    }
 
     async def audited() -> set[str] | None:
         # Alerts without a document behind them are announced (alert.raised) and so audited too.
         found = set()
         for alert_id in breach_ids:
-            response = await stack.get(f"/fhir/AuditEvent?entity=Communication/{alert_id}",
-                                       headers=tokens.headers("RJ1", "dcc-admin"))
+            response = await stack.get(
+                f"/fhir/AuditEvent?entity=Communication/{alert_id}", headers=tokens.headers("RJ1", "dcc-admin")
+            )
             if (await response.json())["entry"]:
                 found.add(alert_id)
         return found if found == breach_ids else None
@@ -144,8 +176,11 @@ async def test_breach_risk_fires_on_day_21_of_28_and_52_of_62_once(stack: TestCl
 
 
 async def breach_texts(stack: TestClient, tokens: Any) -> list[str]:
-    return sorted(a["payload"][0]["contentString"] for a in entries(await alerts(stack, tokens))
-                  if a["category"][0]["coding"][0]["code"] == "breach-risk")
+    return sorted(
+        a["payload"][0]["contentString"]
+        for a in entries(await alerts(stack, tokens))
+        if a["category"][0]["coding"][0]["code"] == "breach-risk"
+    )
 
 
 async def test_recorded_events_stop_start_and_pause_clocks(stack: TestClient, tokens: Any) -> None:
@@ -154,8 +189,13 @@ async def test_recorded_events_stop_start_and_pause_clocks(stack: TestClient, to
     pathway = await open_pathway(stack, tokens, clock)
     # The FDS clock stops when the patient is told (a recorded event), never on a document alone.
     told = await record(stack, tokens, pathway["id"], "diagnosis-communicated", date(2026, 3, 20))
-    assert clock_parts(told)["fds"] == {"start": "2026-03-02", "day": 18, "target": 28, "risk": "met",
-                                       "stop": "2026-03-20"}
+    assert clock_parts(told)["fds"] == {
+        "start": "2026-03-02",
+        "day": 18,
+        "target": 28,
+        "risk": "met",
+        "stop": "2026-03-20",
+    }
     decided = await record(stack, tokens, pathway["id"], "decision-to-treat", date(2026, 4, 1))
     assert clock_parts(decided)["dtt"] == {"start": "2026-04-01", "day": 10, "target": 31, "risk": "on-track"}
     await record(stack, tokens, pathway["id"], "clock-pause", date(2026, 4, 5))
@@ -169,11 +209,17 @@ async def test_recorded_events_stop_start_and_pause_clocks(stack: TestClient, to
     treated = await record(stack, tokens, pathway["id"], "first-definitive-treatment", date(2026, 4, 20))
     assert treated["status"] == "finished"
     assert {k: v["risk"] for k, v in clock_parts(treated).items()} == {"fds": "met", "rtt": "met", "dtt": "met"}
-    again = await stack.post(f"/fhir/EpisodeOfCare/{pathway['id']}/$record-event", headers=tokens.headers(**COORDINATOR),
-                             json={"resourceType": "Parameters", "parameter": [{"name": "event", "valueCode": "clock-pause"}]})
+    again = await stack.post(
+        f"/fhir/EpisodeOfCare/{pathway['id']}/$record-event",
+        headers=tokens.headers(**COORDINATOR),
+        json={"resourceType": "Parameters", "parameter": [{"name": "event", "valueCode": "clock-pause"}]},
+    )
     assert again.status == 409
-    unknown = await stack.post(f"/fhir/EpisodeOfCare/{pathway['id']}/$record-event", headers=tokens.headers(**COORDINATOR),
-                               json={"resourceType": "Parameters", "parameter": [{"name": "event", "valueCode": "x"}]})
+    unknown = await stack.post(
+        f"/fhir/EpisodeOfCare/{pathway['id']}/$record-event",
+        headers=tokens.headers(**COORDINATOR),
+        json={"resourceType": "Parameters", "parameter": [{"name": "event", "valueCode": "x"}]},
+    )
     assert unknown.status == 400
 
 
@@ -182,8 +228,9 @@ async def test_tracking_list_buckets_and_csv(stack: TestClient, tokens: Any) -> 
     first = await open_pathway(stack, tokens, clock, patient="9000000009")
     await open_pathway(stack, tokens, clock, patient="9434765919")
     await record(stack, tokens, first["id"], "decision-to-treat", date(2026, 3, 25))
-    response = await stack.get("/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung",
-                               headers=tokens.headers(**COORDINATOR))
+    response = await stack.get(
+        "/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung", headers=tokens.headers(**COORDINATOR)
+    )
     assert response.content_type == "application/fhir+json"
     report = await response.json()
     assert report["resourceType"] == "Parameters"
@@ -195,8 +242,9 @@ async def test_tracking_list_buckets_and_csv(stack: TestClient, tokens: Any) -> 
     passed = [p["valueReference"]["reference"] for p in report["parameter"] if p["name"] == "passedDay28Last7Days"]
     assert sorted(passed) == sorted(r["pathway"]["reference"] for r in rows)
     assert parts(report, "newReferrals") == []  # opened 30 days ago: not new this week
-    csv = await stack.get("/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung&_format=csv",
-                          headers=tokens.headers(**COORDINATOR))
+    csv = await stack.get(
+        "/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung&_format=csv", headers=tokens.headers(**COORDINATOR)
+    )
     assert csv.content_type == "text/csv"
     lines = (await csv.text()).splitlines()
     assert lines[0] == "pathway,patient,tumour_site,route,start,day,bucket,decision_to_treat"
@@ -207,8 +255,13 @@ async def test_a_transfer_keeps_the_clock_and_alerts_the_receiving_mdt(stack: Te
     clock = FixedClock(START + timedelta(days=12))
     pathway = await open_pathway(stack, tokens, clock)
     response = await stack.post(
-        f"/fhir/EpisodeOfCare/{pathway['id']}/$transfer", headers=tokens.headers(**COORDINATOR),
-        json={"resourceType": "Parameters", "parameter": [{"name": "team", "valueReference": {"reference": "CareTeam/rrv-haematology"}}]})
+        f"/fhir/EpisodeOfCare/{pathway['id']}/$transfer",
+        headers=tokens.headers(**COORDINATOR),
+        json={
+            "resourceType": "Parameters",
+            "parameter": [{"name": "team", "valueReference": {"reference": "CareTeam/rrv-haematology"}}],
+        },
+    )
     assert response.status == 200, await response.text()
     moved = await response.json()
     assert moved["team"] == [{"reference": "CareTeam/rrv-haematology"}]
@@ -224,22 +277,39 @@ async def test_a_transfer_keeps_the_clock_and_alerts_the_receiving_mdt(stack: Te
 async def test_a_pathway_can_be_registered_explicitly_and_only_once(stack: TestClient, tokens: Any) -> None:
     notification(stack).set_clock(FixedClock(START + timedelta(days=3)))
     await teams_known(stack)
-    body = {"resourceType": "EpisodeOfCare", "status": "active",
-            "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"}},
-            "team": [{"reference": "CareTeam/rj1-lung"}], "period": {"start": "2026-03-02"},
-            "extension": [{"url": "https://lhcie.london/fhir/StructureDefinition/cwt-referral-route",
-                           "valueCode": "consultant-upgrade"}]}
-    response = await stack.post("/fhir/EpisodeOfCare", json=body, headers={"Content-Type": "application/fhir+json",
-                                                                           **tokens.headers(**COORDINATOR)})
+    body = {
+        "resourceType": "EpisodeOfCare",
+        "status": "active",
+        "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"}},
+        "team": [{"reference": "CareTeam/rj1-lung"}],
+        "period": {"start": "2026-03-02"},
+        "extension": [
+            {
+                "url": "https://lhcie.london/fhir/StructureDefinition/cwt-referral-route",
+                "valueCode": "consultant-upgrade",
+            }
+        ],
+    }
+    response = await stack.post(
+        "/fhir/EpisodeOfCare",
+        json=body,
+        headers={"Content-Type": "application/fhir+json", **tokens.headers(**COORDINATOR)},
+    )
     assert response.status == 201, await response.text()
     created = await response.json()
     assert response.headers["Location"] == f"/fhir/EpisodeOfCare/{created['id']}"
     assert clock_parts(created) == {"rtt": {"start": "2026-03-02", "day": 3, "target": 62, "risk": "on-track"}}
-    again = await stack.post("/fhir/EpisodeOfCare", json=body, headers={"Content-Type": "application/fhir+json",
-                                                                        **tokens.headers(**COORDINATOR)})
+    again = await stack.post(
+        "/fhir/EpisodeOfCare",
+        json=body,
+        headers={"Content-Type": "application/fhir+json", **tokens.headers(**COORDINATOR)},
+    )
     assert again.status == 409
     bad = {**body, "patient": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "1234567890"}}}
-    invalid = await stack.post("/fhir/EpisodeOfCare", json=bad, headers={"Content-Type": "application/fhir+json",
-                                                                         **tokens.headers(**COORDINATOR)})
+    invalid = await stack.post(
+        "/fhir/EpisodeOfCare",
+        json=bad,
+        headers={"Content-Type": "application/fhir+json", **tokens.headers(**COORDINATOR)},
+    )
     assert invalid.status == 422
     assert (await invalid.json())["issue"][0]["expression"] == ["EpisodeOfCare.patient.identifier"]

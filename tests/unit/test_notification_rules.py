@@ -22,7 +22,10 @@ def test_the_shipped_rules_load() -> None:
     rules = load_rules()
     assert rules.version == "2026.11-1"
     assert {name: (c.target_days, c.breach_risk_day) for name, c in rules.clocks.items()} == {
-        "fds": (28, 21), "dtt": (31, 24), "rtt": (62, 52)}
+        "fds": (28, 21),
+        "dtt": (31, 24),
+        "rtt": (62, 52),
+    }
     referral = rules.document_type("http://loinc.org", "57133-1")
     assert referral is not None and referral.opens_pathway is not None
     assert referral.opens_pathway.starts == ("fds", "rtt")
@@ -30,15 +33,24 @@ def test_the_shipped_rules_load() -> None:
     assert rules.alert_rule(None, "open").priority == "routine"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"clocks": {"fds": {"label": "x", "target_days": 28, "breach_risk_day": 30}}},
-     "clocks.fds: breach_risk_day must come before target_days"),
-    ({"events": {"told": {"stops": ["fdss"]}}}, "(top level): events.told: unknown clock 'fdss'"),
-    ({"fallback": [{"when": "any", "notify": ["coordinators"], "priority": "high"}]},
-     "fallback.0.priority: Input should be 'routine', 'urgent', 'asap' or 'stat'"),
-    ({"escalation": [{"after_minutes": 30, "to": "deputy"}, {"after_minutes": 10, "to": "lead"}]},
-     "(top level): escalation[1]: after_minutes must grow from one step to the next"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"clocks": {"fds": {"label": "x", "target_days": 28, "breach_risk_day": 30}}},
+            "clocks.fds: breach_risk_day must come before target_days",
+        ),
+        ({"events": {"told": {"stops": ["fdss"]}}}, "(top level): events.told: unknown clock 'fdss'"),
+        (
+            {"fallback": [{"when": "any", "notify": ["coordinators"], "priority": "high"}]},
+            "fallback.0.priority: Input should be 'routine', 'urgent', 'asap' or 'stat'",
+        ),
+        (
+            {"escalation": [{"after_minutes": 30, "to": "deputy"}, {"after_minutes": 10, "to": "lead"}]},
+            "(top level): escalation[1]: after_minutes must grow from one step to the next",
+        ),
+    ],
+)
 def test_a_wrong_rules_file_stops_the_start_with_its_place_named(tmp_path: Path, change: dict, message: str) -> None:
     path = write(tmp_path, change)
     with pytest.raises(RulesError) as caught:

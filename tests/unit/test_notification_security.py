@@ -54,15 +54,31 @@ async def watch(stack: TestClient) -> AsyncIterator[Any]:
 
 
 def transfer_body(team: str) -> dict[str, Any]:
-    return {"resourceType": "Parameters", "parameter": [{"name": "team", "valueReference": {"reference": f"CareTeam/{team}"}}]}
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "team", "valueReference": {"reference": f"CareTeam/{team}"}}],
+    }
 
 
 async def isa_with_ral(stack: TestClient) -> None:
     """RJ1 and RAL sign a cancer-care ISA (as agreements would announce it)."""
-    await publish(stack, Event.new(RoutingKey.POLICY_AGREEMENT_ACCEPTED, AgreementState(
-        agreement_id="isa-rj1-ral", title="Test ISA", parties=("RJ1", "RAL"), purposes=("cancer-care",),
-        status=AgreementStatus.ACCEPTED, valid_from=datetime(2026, 1, 1, tzinfo=UTC), accepted_by=("RJ1", "RAL"),
-        version=1), source="test"))
+    await publish(
+        stack,
+        Event.new(
+            RoutingKey.POLICY_AGREEMENT_ACCEPTED,
+            AgreementState(
+                agreement_id="isa-rj1-ral",
+                title="Test ISA",
+                parties=("RJ1", "RAL"),
+                purposes=("cancer-care",),
+                status=AgreementStatus.ACCEPTED,
+                valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+                accepted_by=("RJ1", "RAL"),
+                version=1,
+            ),
+            source="test",
+        ),
+    )
     await eventually(lambda: notification(stack).policy.agreements_between("RJ1", "RAL"))
 
 
@@ -74,16 +90,30 @@ async def _alerts_for(stack: TestClient, mdt: str) -> list[dict[str, Any]]:
 
 # -- leak 2: a transfer is a disclosure to the receiving organisation --
 
+
 async def test_a_transfer_to_an_organisation_the_patient_opted_out_of_is_refused_and_audited(
-        stack: TestClient, tokens: Any, watch: Any) -> None:
+    stack: TestClient, tokens: Any, watch: Any
+) -> None:
     pathway = await open_pathway(stack, tokens, FixedClock(START + timedelta(days=5)), patient=TEST_PATIENT)
     await isa_with_ral(stack)
-    await set_preferences(stack, tokens, preferences(
-        {"type": "deny", "actor": [{"role": {"text": "recipient"},
-                                    "reference": {"identifier": {"system": ODS_CODE, "value": "RAL"}}}]}))
+    await set_preferences(
+        stack,
+        tokens,
+        preferences(
+            {
+                "type": "deny",
+                "actor": [
+                    {"role": {"text": "recipient"}, "reference": {"identifier": {"system": ODS_CODE, "value": "RAL"}}}
+                ],
+            }
+        ),
+    )
     denied = await watch(RoutingKey.ACCESS_DENIED)
-    response = await stack.post(f"/fhir/EpisodeOfCare/{pathway['id']}/$transfer", json=transfer_body("ral-colorectal"),
-                                headers=tokens.headers(**COORDINATOR))
+    response = await stack.post(
+        f"/fhir/EpisodeOfCare/{pathway['id']}/$transfer",
+        json=transfer_body("ral-colorectal"),
+        headers=tokens.headers(**COORDINATOR),
+    )
     assert response.status == 403, await response.text()
     body = await response.json()
     assert body["resourceType"] == "OperationOutcome"
@@ -113,8 +143,10 @@ async def test_a_transfer_needs_an_isa_and_one_with_it_goes_through(stack: TestC
 
 # -- leak 5: the MDT claim must be a team of the caller's organisation --
 
-async def test_an_mdt_claim_for_another_organisations_team_reads_nothing(stack: TestClient, tokens: Any,
-                                                                         watch: Any) -> None:
+
+async def test_an_mdt_claim_for_another_organisations_team_reads_nothing(
+    stack: TestClient, tokens: Any, watch: Any
+) -> None:
     pathway = await open_pathway(stack, tokens, FixedClock(START + timedelta(days=5)))
     [alert] = await alert_count(stack, tokens, 1)
     denied = await watch(RoutingKey.ACCESS_DENIED)
@@ -132,8 +164,9 @@ async def test_an_mdt_claim_for_another_organisations_team_reads_nothing(stack: 
         assert response.status == 403, (response.url, await response.text())
         assert (await response.json())["issue"][0]["code"] == "forbidden"
     # A stream token minted for that claim before the check existed opens no stream either.
-    token, _ = stack.server.app[STREAM_TOKENS].issue(mdt="rj1-lung", subject="x@RAL", org="RAL",
-                                                     role="mdt-coordinator", ttl=60)
+    token, _ = stack.server.app[STREAM_TOKENS].issue(
+        mdt="rj1-lung", subject="x@RAL", org="RAL", role="mdt-coordinator", ttl=60
+    )
     stream = await stack.get(f"/alerts/stream?token={token}")
     assert stream.status == 403
     events = await denied.events()
@@ -146,8 +179,10 @@ async def test_an_mdt_claim_for_another_organisations_team_reads_nothing(stack: 
 
 # -- leak 6: $reconcile --
 
-async def test_reconcile_is_for_the_exchange_operator_throttled_and_audited(stack: TestClient, tokens: Any,
-                                                                             watch: Any) -> None:
+
+async def test_reconcile_is_for_the_exchange_operator_throttled_and_audited(
+    stack: TestClient, tokens: Any, watch: Any
+) -> None:
     invoked = await watch(RoutingKey.OPERATION_INVOKED)
     url = "/fhir/Communication/$reconcile"
     assert (await stack.post(url, headers=tokens.headers("RJ1", "system"))).status == 403
@@ -167,6 +202,7 @@ async def test_reconcile_is_for_the_exchange_operator_throttled_and_audited(stac
 
 # -- every read of patient data is on the record --
 
+
 async def test_every_read_of_alerts_and_pathways_is_audited(stack: TestClient, tokens: Any, watch: Any) -> None:
     pathway = await open_pathway(stack, tokens, FixedClock(START + timedelta(days=5)))
     await alert_count(stack, tokens, 1)
@@ -174,12 +210,18 @@ async def test_every_read_of_alerts_and_pathways_is_audited(stack: TestClient, t
     await settled(stack.server.app[RUNTIME].settings.data_dir)
     reads = await watch(RoutingKey.RECORD_READ)
     me = tokens.headers(**COORDINATOR)
-    for url in ("/fhir/Communication?recipient=CareTeam/rj1-lung", f"/fhir/EpisodeOfCare/{pathway['id']}",
-                "/fhir/EpisodeOfCare?team=CareTeam/rj1-lung", "/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung",
-                "/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung&_format=csv"):
+    for url in (
+        "/fhir/Communication?recipient=CareTeam/rj1-lung",
+        f"/fhir/EpisodeOfCare/{pathway['id']}",
+        "/fhir/EpisodeOfCare?team=CareTeam/rj1-lung",
+        "/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung",
+        "/fhir/EpisodeOfCare/$tracking-list?team=CareTeam/rj1-lung&_format=csv",
+    ):
         assert (await stack.get(url, headers=me)).status == 200
-    got = [(e.data["resource"], e.data["action"], e.data["patient_nhs_number"], e.data["results"])
-           for e in await reads.events()]
+    got = [
+        (e.data["resource"], e.data["action"], e.data["patient_nhs_number"], e.data["results"])
+        for e in await reads.events()
+    ]
     assert got == [
         ("Communication", "search", TEST_PATIENT, 1),
         (f"EpisodeOfCare/{pathway['id']}", "read", TEST_PATIENT, 1),
@@ -190,6 +232,7 @@ async def test_every_read_of_alerts_and_pathways_is_audited(stack: TestClient, t
 
 
 # -- the console page cannot be framed --
+
 
 async def test_the_console_page_has_the_dcc_csp_and_cannot_be_framed(stack: TestClient) -> None:
     page = await stack.get("/console/")

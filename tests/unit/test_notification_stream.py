@@ -66,8 +66,10 @@ async def test_stream_refuses_a_missing_or_forged_token_and_other_mdts(stack: Te
     body, _, signature = good["token"].partition(".")
     response = await stack.get(f"/alerts/stream?token={body}.{'0' * len(signature)}")
     assert response.status == 401
-    other = await stack.post("/alerts/stream-token?team=CareTeam/rj1-lung",
-                             headers=tokens.headers("RRV", "mdt-coordinator", mdt="rrv-haematology"))
+    other = await stack.post(
+        "/alerts/stream-token?team=CareTeam/rj1-lung",
+        headers=tokens.headers("RRV", "mdt-coordinator", mdt="rrv-haematology"),
+    )
     assert other.status == 403
 
 

@@ -30,8 +30,9 @@ COORDINATOR = {"org": "RJ1", "role": "mdt-coordinator", "mdt": "rj1-lung"}
 
 async def test_the_stream_ends_when_its_token_expires(stack: TestClient) -> None:
     await teams_known(stack)
-    token, _ = stack.server.app[STREAM_TOKENS].issue(mdt="rj1-lung", subject="mdt-coordinator@RJ1", org="RJ1",
-                                                     role="mdt-coordinator", ttl=4)
+    token, _ = stack.server.app[STREAM_TOKENS].issue(
+        mdt="rj1-lung", subject="mdt-coordinator@RJ1", org="RJ1", role="mdt-coordinator", ttl=4
+    )
     stream = await stack.get(f"/alerts/stream?token={token}")
     assert stream.status == 200
     async with asyncio.timeout(30):  # it used to stream on for ever
@@ -77,8 +78,9 @@ async def test_streams_are_capped_per_person_and_per_mdt(capped: TestClient) -> 
     second.close()
 
 
-async def test_the_signing_key_is_a_0600_file_not_a_database_row_and_rotates(stack: TestClient,
-                                                                             settings: Settings) -> None:
+async def test_the_signing_key_is_a_0600_file_not_a_database_row_and_rotates(
+    stack: TestClient, settings: Settings
+) -> None:
     path = settings.data_dir / "notification" / "stream-token.keys"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with sqlite3.connect(settings.service_db_path("notification")) as db:
@@ -107,8 +109,22 @@ async def test_stream_tokens_have_a_short_bounded_lifetime(stack: TestClient, se
     # Even signed with the real key, a ten-year token is refused.
     key = bytes.fromhex((settings.data_dir / "notification" / "stream-token.keys").read_text().split()[0])
     now = int(time.time())
-    body = base64.urlsafe_b64encode(json.dumps({"mdt": "rj1-lung", "sub": "a@RJ1", "org": "RJ1", "role": "mdt-coordinator",
-                                                "iat": now, "exp": now + 10 * 365 * 86400}).encode()).rstrip(b"=").decode()
+    body = (
+        base64.urlsafe_b64encode(
+            json.dumps(
+                {
+                    "mdt": "rj1-lung",
+                    "sub": "a@RJ1",
+                    "org": "RJ1",
+                    "role": "mdt-coordinator",
+                    "iat": now,
+                    "exp": now + 10 * 365 * 86400,
+                }
+            ).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
     forged = f"{body}.{stream_tokens._sign(key, body)}"
     response = await stack.get(f"/alerts/stream?token={forged}")
     assert response.status == 401

@@ -54,8 +54,9 @@ class Receiver:
     async def hook(self, request: web.Request) -> web.Response:
         body = await request.read()
         timestamp = request.headers["X-LHCIE-Timestamp"]
-        expected = "sha256=" + hmac.new(self.secret.encode(), timestamp.encode() + b"." + body,
-                                        hashlib.sha256).hexdigest()
+        expected = (
+            "sha256=" + hmac.new(self.secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        )
         if not hmac.compare_digest(expected, request.headers["X-LHCIE-Signature"]):
             self.bad_signatures += 1
             return web.Response(status=401)
@@ -88,13 +89,25 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     await server.close()
 
 
-def subscription(endpoint: str, *, payload: str = "id-only", criteria: str = "Communication?recipient=CareTeam/rj1-lung",
-                 secret: str | None = "a-shared-secret-of-some-length") -> dict[str, Any]:
+def subscription(
+    endpoint: str,
+    *,
+    payload: str = "id-only",
+    criteria: str = "Communication?recipient=CareTeam/rj1-lung",
+    secret: str | None = "a-shared-secret-of-some-length",
+) -> dict[str, Any]:
     resource: dict[str, Any] = {
-        "resourceType": "Subscription", "status": "requested", "reason": "Lung MDT alerts to our PAS",
-        "criteria": TOPIC, "_criteria": {"extension": [{"url": FILTER_URL, "valueString": criteria}]},
-        "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
-                    "_payload": {"extension": [{"url": PAYLOAD_URL, "valueCode": payload}]}},
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "Lung MDT alerts to our PAS",
+        "criteria": TOPIC,
+        "_criteria": {"extension": [{"url": FILTER_URL, "valueString": criteria}]},
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": PAYLOAD_URL, "valueCode": payload}]},
+        },
     }
     if secret:
         resource["extension"] = [{"url": SECRET_URL, "valueString": secret}]
@@ -119,7 +132,8 @@ async def deliver_until(stack: TestClient, clock: FixedClock, done: Any) -> None
 
 
 async def test_notifications_arrive_signed_in_order_exactly_once_after_receiver_failures(
-        stack: TestClient, tokens: Any, receiver: tuple[Receiver, str]) -> None:
+    stack: TestClient, tokens: Any, receiver: tuple[Receiver, str]
+) -> None:
     got, endpoint = receiver
     got.secret, got.fail_first = "a-shared-secret-of-some-length", 4
     clock = FixedClock(datetime.now(UTC))
@@ -138,8 +152,12 @@ async def test_notifications_arrive_signed_in_order_exactly_once_after_receiver_
     for _ in range(3):
         await stack.server.app[DELIVERER].run_once()  # nothing more is sent: each exactly once
     assert got.refused == 4 and got.bad_signatures == 0
-    assert got.kinds() == [("handshake", []), ("event-notification", ["1"]), ("event-notification", ["2"]),
-                           ("event-notification", ["3"])]
+    assert got.kinds() == [
+        ("handshake", []),
+        ("event-notification", ["1"]),
+        ("event-notification", ["2"]),
+        ("event-notification", ["3"]),
+    ]
     first = got.received[1]
     assert first["type"] == "history"
     status = first["entry"][0]["resource"]
@@ -158,8 +176,9 @@ async def test_notifications_arrive_signed_in_order_exactly_once_after_receiver_
     read = await stack.get(f"/fhir/Subscription/{created['id']}", headers=tokens.headers("RJ1"))
     assert (await read.json())["status"] == "active"
     assert "extension" not in await read.json()  # the secret is shown once only
-    status_bundle = await (await stack.get(f"/fhir/Subscription/{created['id']}/$status",
-                                           headers=tokens.headers("RJ1"))).json()
+    status_bundle = await (
+        await stack.get(f"/fhir/Subscription/{created['id']}/$status", headers=tokens.headers("RJ1"))
+    ).json()
     assert status_fields(status_bundle["entry"][0]["resource"])["events-since-subscription-start"] == "3"
 
 
@@ -168,7 +187,8 @@ async def _has(n: Any, sub: str, count: int) -> bool:
 
 
 async def test_after_the_retry_window_a_notification_is_dead_lettered_and_recoverable_by_events(
-        stack: TestClient, tokens: Any, receiver: tuple[Receiver, str]) -> None:
+    stack: TestClient, tokens: Any, receiver: tuple[Receiver, str]
+) -> None:
     got, endpoint = receiver
     got.secret, got.fail = "a-shared-secret-of-some-length", {1}
     clock = FixedClock(datetime.now(UTC))
@@ -200,8 +220,10 @@ async def test_after_the_retry_window_a_notification_is_dead_lettered_and_recove
         seen.append((str(event.type), event.data["event_number"]))
     assert seen == [("webhook.failed", 1), ("webhook.delivered", 2)]
 
-    recovered = await stack.get(f"/fhir/Subscription/{created['id']}/$events?eventsSinceNumber=1&eventsUntilNumber=1",
-                                headers=tokens.headers("RJ1"))
+    recovered = await stack.get(
+        f"/fhir/Subscription/{created['id']}/$events?eventsSinceNumber=1&eventsUntilNumber=1",
+        headers=tokens.headers("RJ1"),
+    )
     bundle = await recovered.json()
     assert bundle["type"] == "history"
     status = status_fields(bundle["entry"][0]["resource"])
@@ -209,22 +231,32 @@ async def test_after_the_retry_window_a_notification_is_dead_lettered_and_recove
     assert [e["event-number"] for e in status["notification-event"]] == ["1"]
 
 
-@pytest.mark.parametrize(("change", "status", "expression"), [
-    ({"payload": "full-resource"}, 422, "Subscription.channel._payload"),
-    ({"criteria": "Communication?recipient=CareTeam/rrv-haematology"}, 403, None),
-    ({"criteria": "Communication?colour=red&recipient=CareTeam/rj1-lung"}, 422, "Subscription._criteria"),
-])
-async def test_subscriptions_are_checked(stack: TestClient, tokens: Any, change: dict[str, Any], status: int,
-                                         expression: str | None) -> None:
+@pytest.mark.parametrize(
+    ("change", "status", "expression"),
+    [
+        ({"payload": "full-resource"}, 422, "Subscription.channel._payload"),
+        ({"criteria": "Communication?recipient=CareTeam/rrv-haematology"}, 403, None),
+        ({"criteria": "Communication?colour=red&recipient=CareTeam/rj1-lung"}, 422, "Subscription._criteria"),
+    ],
+)
+async def test_subscriptions_are_checked(
+    stack: TestClient, tokens: Any, change: dict[str, Any], status: int, expression: str | None
+) -> None:
     await teams_known(stack)
-    response = await stack.post("/fhir/Subscription", json=subscription("http://127.0.0.1:9/hook", **change),
-                                headers={**FHIR, **tokens.headers("RJ1")})
+    response = await stack.post(
+        "/fhir/Subscription",
+        json=subscription("http://127.0.0.1:9/hook", **change),
+        headers={**FHIR, **tokens.headers("RJ1")},
+    )
     assert response.status == status
     issue = (await response.json())["issue"][0]
     if expression:
         assert issue["expression"] == [expression]
-    coordinator = await stack.post("/fhir/Subscription", json=subscription("http://127.0.0.1:9/hook"),
-                                   headers={**FHIR, **tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung")})
+    coordinator = await stack.post(
+        "/fhir/Subscription",
+        json=subscription("http://127.0.0.1:9/hook"),
+        headers={**FHIR, **tokens.headers("RJ1", "mdt-coordinator", mdt="rj1-lung")},
+    )
     assert coordinator.status == 403
     other = await stack.get("/fhir/Subscription/nope/$status", headers=tokens.headers("RJ1"))
     assert other.status == 404

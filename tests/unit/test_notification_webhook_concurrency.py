@@ -81,15 +81,16 @@ async def healthy() -> AsyncIterator[tuple[list[str], int]]:
 
 
 async def create(stack: TestClient, tokens: Any, endpoint: str) -> str:
-    response = await stack.post("/fhir/Subscription", json=subscription(endpoint),
-                                headers={**FHIR, **tokens.headers("RJ1")})
+    response = await stack.post(
+        "/fhir/Subscription", json=subscription(endpoint), headers={**FHIR, **tokens.headers("RJ1")}
+    )
     assert response.status == 201, await response.text()
     return str((await response.json())["id"])
 
 
 async def test_a_black_holed_receiver_delays_no_other_subscriber(
-        stack: TestClient, tokens: Any, black_hole: tuple[BlackHole, int],
-        healthy: tuple[list[str], int]) -> None:
+    stack: TestClient, tokens: Any, black_hole: tuple[BlackHole, int], healthy: tuple[list[str], int]
+) -> None:
     hole, hole_port = black_hole
     got, healthy_port = healthy
     n = notification(stack)
@@ -129,16 +130,25 @@ async def _async(value: bool) -> bool:
 
 
 async def test_one_organisations_dead_receivers_cannot_take_every_place(
-        stack: TestClient, tokens: Any, healthy: tuple[list[str], int], monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: TestClient, tokens: Any, healthy: tuple[list[str], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     got, healthy_port = healthy
     n = notification(stack)
     deliverer = stack.server.app[DELIVERER]
     await deliverer.close()
     # Three places in all, two per organisation: RJ1's three dead receivers (each on a host of its own, so
     # the per-host limit is not what holds them) would take all three without the organisation's limit.
-    monkeypatch.setattr(n, "settings", NotificationSettings(
-        webhook_allowed_hosts="127.0.0.1", webhook_timeout_seconds=120, webhook_tick_seconds=3600,
-        webhook_concurrency=3, webhook_concurrency_per_organisation=2))
+    monkeypatch.setattr(
+        n,
+        "settings",
+        NotificationSettings(
+            webhook_allowed_hosts="127.0.0.1",
+            webhook_timeout_seconds=120,
+            webhook_tick_seconds=3600,
+            webhook_concurrency=3,
+            webhook_concurrency_per_organisation=2,
+        ),
+    )
     await deliverer.start()
     hole = BlackHole()
     servers = [await asyncio.start_server(hole.handle, "127.0.0.1", 0) for _ in range(3)]
@@ -149,9 +159,12 @@ async def test_one_organisations_dead_receivers_cannot_take_every_place(
         await deliverer.dispatch()
         await eventually(lambda: _async(len(hole.open) == 2), timeout=30)
         response = await stack.post(
-            "/fhir/Subscription", json=subscription(f"http://127.0.0.1:{healthy_port}/hook",
-                                                    criteria="Communication?recipient=CareTeam/rrv-haematology"),
-            headers={**FHIR, **tokens.headers("RRV")})
+            "/fhir/Subscription",
+            json=subscription(
+                f"http://127.0.0.1:{healthy_port}/hook", criteria="Communication?recipient=CareTeam/rrv-haematology"
+            ),
+            headers={**FHIR, **tokens.headers("RRV")},
+        )
         assert response.status == 201, await response.text()
         other = (await response.json())["id"]
         await deliverer.dispatch()

@@ -21,10 +21,17 @@ from tests.unit.test_notification_subscriptions import FHIR, subscription
 
 REFUSED_OUTCOME = {
     "resourceType": "OperationOutcome",
-    "issue": [{"severity": "error", "code": "invalid",
-               "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code",
-                                       "code": "INVALID_RESOURCE"}]},
-               "diagnostics": ENDPOINT_REFUSED, "expression": ["Subscription.channel.endpoint"]}],
+    "issue": [
+        {
+            "severity": "error",
+            "code": "invalid",
+            "details": {
+                "coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "INVALID_RESOURCE"}]
+            },
+            "diagnostics": ENDPOINT_REFUSED,
+            "expression": ["Subscription.channel.endpoint"],
+        }
+    ],
 }
 
 # Each names an address the exchange must never call for a subscriber (or a URL form it must not read).
@@ -79,16 +86,19 @@ async def test_the_api_refuses_each_with_an_operation_outcome_on_the_endpoint(st
     await teams_known(stack)
     answers = {}
     for endpoint in REFUSED:
-        response = await stack.post("/fhir/Subscription", json=subscription(endpoint),
-                                    headers={**FHIR, **tokens.headers("RJ1")})
+        response = await stack.post(
+            "/fhir/Subscription", json=subscription(endpoint), headers={**FHIR, **tokens.headers("RJ1")}
+        )
         answers[endpoint] = (response.status, response.content_type, await response.json())
     assert answers == {e: (422, "application/fhir+json", REFUSED_OUTCOME) for e in REFUSED}
     assert await notification(stack).subscriptions.for_org("RJ1") == []
 
 
-FAKE_DNS = {"receiver.example.org": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
-            "split.example.org": ["93.184.215.14", "10.0.0.5"],
-            "intranet.trust.nhs.uk": ["10.20.30.40"]}
+FAKE_DNS = {
+    "receiver.example.org": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+    "split.example.org": ["93.184.215.14", "10.0.0.5"],
+    "intranet.trust.nhs.uk": ["10.20.30.40"],
+}
 
 
 async def fake_resolve(host: str, port: int) -> list[str]:
@@ -97,24 +107,28 @@ async def fake_resolve(host: str, port: int) -> list[str]:
     return FAKE_DNS[host]
 
 
-@pytest.mark.parametrize(("allowed", "endpoint", "verdict"), [
-    ("", "https://receiver.example.org/hook", None),
-    ("", "https://93.184.215.14/hook", None),
-    ("", "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/hook", None),
-    ("", "https://split.example.org/hook", "private"),  # one private address is enough to refuse
-    ("", "https://intranet.trust.nhs.uk/hook", "private"),
-    ("intranet.trust.nhs.uk", "https://intranet.trust.nhs.uk/hook", None),  # allow-listed by name
-    ("10.0.0.0/8", "https://intranet.trust.nhs.uk/hook", None),  # allow-listed by range
-    ("10.0.0.0/8", "https://10.9.8.7/hook", None),
-    ("10.0.0.0/8", "https://192.168.0.1/hook", "private"),
-    ("127.0.0.1", "http://127.0.0.1:9000/hook", None),
-    ("127.0.0.1", "http://0x7f000001:9000/hook", "obfuscated-address"),  # never, allow-listed or not
-    ("127.0.0.1", "http://[::1]:9000/hook", "loopback"),
-    ("127.0.0.1", "http://169.254.169.254/", "cloud-metadata"),
-    ("", "https://nowhere.example.org/hook", "unresolved"),
-])
-async def test_the_policy_resolves_the_host_and_checks_every_address(allowed: str, endpoint: str,
-                                                                     verdict: str | None) -> None:
+@pytest.mark.parametrize(
+    ("allowed", "endpoint", "verdict"),
+    [
+        ("", "https://receiver.example.org/hook", None),
+        ("", "https://93.184.215.14/hook", None),
+        ("", "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/hook", None),
+        ("", "https://split.example.org/hook", "private"),  # one private address is enough to refuse
+        ("", "https://intranet.trust.nhs.uk/hook", "private"),
+        ("intranet.trust.nhs.uk", "https://intranet.trust.nhs.uk/hook", None),  # allow-listed by name
+        ("10.0.0.0/8", "https://intranet.trust.nhs.uk/hook", None),  # allow-listed by range
+        ("10.0.0.0/8", "https://10.9.8.7/hook", None),
+        ("10.0.0.0/8", "https://192.168.0.1/hook", "private"),
+        ("127.0.0.1", "http://127.0.0.1:9000/hook", None),
+        ("127.0.0.1", "http://0x7f000001:9000/hook", "obfuscated-address"),  # never, allow-listed or not
+        ("127.0.0.1", "http://[::1]:9000/hook", "loopback"),
+        ("127.0.0.1", "http://169.254.169.254/", "cloud-metadata"),
+        ("", "https://nowhere.example.org/hook", "unresolved"),
+    ],
+)
+async def test_the_policy_resolves_the_host_and_checks_every_address(
+    allowed: str, endpoint: str, verdict: str | None
+) -> None:
     policy = EndpointPolicy.parse(allowed.split(","))
     if verdict is None:
         assert await policy.check(endpoint, resolve=fake_resolve)
@@ -127,11 +141,15 @@ async def test_the_policy_resolves_the_host_and_checks_every_address(allowed: st
 def test_a_malformed_allow_list_fails_the_start() -> None:
     with pytest.raises(ValueError, match="allow-list"):
         NotificationSettings(webhook_allowed_hosts="127.0.0.1, 0x7f000001")
-    assert NotificationSettings(webhook_allowed_hosts=" 127.0.0.1, receiver.trust.nhs.uk,10.0.0.0/8 ").webhook_policy() \
-        == EndpointPolicy(frozenset({"receiver.trust.nhs.uk"}), EndpointPolicy.parse(["127.0.0.1", "10.0.0.0/8"]).networks)
+    assert NotificationSettings(
+        webhook_allowed_hosts=" 127.0.0.1, receiver.trust.nhs.uk,10.0.0.0/8 "
+    ).webhook_policy() == EndpointPolicy(
+        frozenset({"receiver.trust.nhs.uk"}), EndpointPolicy.parse(["127.0.0.1", "10.0.0.0/8"]).networks
+    )
 
 
 # -- at connect time --
+
 
 class Receiver:
     def __init__(self) -> None:
@@ -164,7 +182,8 @@ async def stored_subscription(stack: TestClient, endpoint: str) -> str:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "rebound.example.org"])
 async def test_delivery_checks_the_address_again_when_it_connects(
-        stack: TestClient, loopback_receiver: tuple[Receiver, int], host: str) -> None:
+    stack: TestClient, loopback_receiver: tuple[Receiver, int], host: str
+) -> None:
     got, port = loopback_receiver
     n = notification(stack)
     n.set_clock(FixedClock(datetime.now(UTC)))
@@ -185,7 +204,8 @@ async def test_delivery_checks_the_address_again_when_it_connects(
 
 
 async def test_an_allow_listed_loopback_receiver_is_called(
-        stack: TestClient, loopback_receiver: tuple[Receiver, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: TestClient, loopback_receiver: tuple[Receiver, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     got, port = loopback_receiver
     deliverer = stack.server.app[DELIVERER]
     await deliverer.close()
@@ -198,24 +218,41 @@ async def test_an_allow_listed_loopback_receiver_is_called(
 
 # -- how many, how often --
 
+
 async def test_an_organisation_may_hold_only_so_many_subscriptions(
-        stack: TestClient, tokens: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(notification(stack), "settings", NotificationSettings(
-        webhook_allowed_hosts="127.0.0.1", webhook_max_subscriptions_per_organisation=2))
+    stack: TestClient, tokens: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        notification(stack),
+        "settings",
+        NotificationSettings(webhook_allowed_hosts="127.0.0.1", webhook_max_subscriptions_per_organisation=2),
+    )
     await teams_known(stack)
     for _ in range(2):
-        created = await stack.post("/fhir/Subscription", json=subscription("http://127.0.0.1:9/hook"),
-                                   headers={**FHIR, **tokens.headers("RJ1")})
+        created = await stack.post(
+            "/fhir/Subscription",
+            json=subscription("http://127.0.0.1:9/hook"),
+            headers={**FHIR, **tokens.headers("RJ1")},
+        )
         assert created.status == 201
-    refused = await stack.post("/fhir/Subscription", json=subscription("http://127.0.0.1:9/hook"),
-                               headers={**FHIR, **tokens.headers("RJ1")})
+    refused = await stack.post(
+        "/fhir/Subscription", json=subscription("http://127.0.0.1:9/hook"), headers={**FHIR, **tokens.headers("RJ1")}
+    )
     assert refused.status == 422
-    assert await refused.json() == {"resourceType": "OperationOutcome", "issue": [{
-        "severity": "error", "code": "business-rule",
-        "details": {"coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code",
-                                "code": "BUSINESS_RULE"}]},
-        "diagnostics": "An organisation may hold at most 2 subscriptions; this one has reached that limit.",
-        "expression": ["Subscription"]}]}
+    assert await refused.json() == {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "business-rule",
+                "details": {
+                    "coding": [{"system": "https://lhcie.london/fhir/CodeSystem/error-code", "code": "BUSINESS_RULE"}]
+                },
+                "diagnostics": "An organisation may hold at most 2 subscriptions; this one has reached that limit.",
+                "expression": ["Subscription"],
+            }
+        ],
+    }
     assert len(await notification(stack).subscriptions.for_org("RJ1")) == 2
 
 
@@ -227,13 +264,16 @@ def with_heartbeat(seconds: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("seconds", "status"), [(1, 422), (59, 422), (0, 422), ("60", 422), (60, 201), (3600, 201)])
 async def test_heartbeats_may_not_be_shorter_than_the_minimum(
-        stack: TestClient, tokens: Any, monkeypatch: pytest.MonkeyPatch, seconds: Any, status: int) -> None:
+    stack: TestClient, tokens: Any, monkeypatch: pytest.MonkeyPatch, seconds: Any, status: int
+) -> None:
     monkeypatch.setattr(notification(stack), "settings", NotificationSettings(webhook_allowed_hosts="127.0.0.1"))
     await teams_known(stack)
-    response = await stack.post("/fhir/Subscription", json=with_heartbeat(seconds),
-                                headers={**FHIR, **tokens.headers("RJ1")})
+    response = await stack.post(
+        "/fhir/Subscription", json=with_heartbeat(seconds), headers={**FHIR, **tokens.headers("RJ1")}
+    )
     assert response.status == status
     if status == 422:
         issue = (await response.json())["issue"]
         assert [(i["expression"], i["diagnostics"]) for i in issue] == [
-            (["Subscription.channel.extension"], "heartbeat period must be a whole number of seconds, at least 60")]
+            (["Subscription.channel.extension"], "heartbeat period must be a whole number of seconds, at least 60")
+        ]

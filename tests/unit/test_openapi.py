@@ -15,8 +15,11 @@ METHODS = {"get", "post", "put", "patch", "delete"}
 
 
 def routes(stack: TestClient) -> set[tuple[str, str]]:
-    return {(r.method, openapi.canonical(r.resource.canonical, static=isinstance(r.resource, web.StaticResource)))
-            for r in stack.app.router.routes() if r.resource is not None and r.method != "HEAD"}
+    return {
+        (r.method, openapi.canonical(r.resource.canonical, static=isinstance(r.resource, web.StaticResource)))
+        for r in stack.app.router.routes()
+        if r.resource is not None and r.method != "HEAD"
+    }
 
 
 async def test_every_route_is_described_and_nothing_else(stack: TestClient) -> None:
@@ -24,8 +27,9 @@ async def test_every_route_is_described_and_nothing_else(stack: TestClient) -> N
     assert response.status == 200
     document: dict[str, Any] = await response.json()
     assert document["openapi"] == "3.1.0"
-    described = {(method.upper(), path) for path, item in document["paths"].items() for method in item
-                 if method in METHODS}
+    described = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item if method in METHODS
+    }
     assert described == routes(stack)
     every = [*openapi.EDGE, *(op for spec in SPECS.values() for op in spec.operations)]
     assert len(every) == len({(op.method, op.path) for op in every})  # no duplicates
@@ -40,8 +44,8 @@ def test_each_service_declares_what_it_serves_without_a_token() -> None:
         for op in spec.operations:
             if op.public:  # described as public, and open: an exact path, or one under an open prefix
                 assert op.path in spec.public_paths or any(
-                    p.match(path) for p in [re.compile(re.sub(r"{\w+}", "[^/]+", op.path) + "$")]
-                    for path in opened), (spec.name, op.path)
+                    p.match(path) for p in [re.compile(re.sub(r"{\w+}", "[^/]+", op.path) + "$")] for path in opened
+                ), (spec.name, op.path)
 
 
 async def test_the_description_validates_as_openapi_3_1(stack: TestClient) -> None:
@@ -51,7 +55,8 @@ async def test_the_description_validates_as_openapi_3_1(stack: TestClient) -> No
     for path, item in document["paths"].items():
         for method, operation in item.items():
             assert {p["name"] for p in operation.get("parameters", [])} == set(
-                path.replace("}", "{").split("{")[1::2]), (method, path)
+                path.replace("}", "{").split("{")[1::2]
+            ), (method, path)
             for media in operation.get("requestBody", {}).get("content", {}).values():
                 Draft202012Validator.check_schema(media["schema"])
     ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]

@@ -18,42 +18,59 @@ pytestmark = pytest.mark.usefixtures("validated_answers")
 FHIR = {"Content-Type": "application/fhir+json"}
 
 
-async def test_contracts_name_when_each_party_signed_and_why_one_ended(stack: TestClient, tokens: Any,
-                                                                        validated_answers: list[str]) -> None:
+async def test_contracts_name_when_each_party_signed_and_why_one_ended(
+    stack: TestClient, tokens: Any, validated_answers: list[str]
+) -> None:
     demo = await (await stack.get("/fhir/Contract/isa-rj1-rrv", headers=tokens.headers("RJ1", "dcc-admin"))).json()
     assert [s["signature"][0]["when"] for s in demo["signer"]] == ["2026-01-01T00:00:00+00:00"] * 2
 
-    body = {"resourceType": "Contract", "title": "GSTT and Royal Free lung ISA",
-            "authority": [{"identifier": {"system": ODS_CODE, "value": "RAL"}}],
-            "scope": {"coding": [{"code": "cancer-care"}]},
-            "term": [{"asset": [{"type": [{"coding": [{"code": "pathology"}]}]}]}]}
-    made = await (await stack.post("/fhir/Contract", json=body, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")})).json()
+    body = {
+        "resourceType": "Contract",
+        "title": "GSTT and Royal Free lung ISA",
+        "authority": [{"identifier": {"system": ODS_CODE, "value": "RAL"}}],
+        "scope": {"coding": [{"code": "cancer-care"}]},
+        "term": [{"asset": [{"type": [{"coding": [{"code": "pathology"}]}]}]}],
+    }
+    made = await (
+        await stack.post("/fhir/Contract", json=body, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")})
+    ).json()
     assert made["term"][0]["asset"][0]["type"][0]["coding"][0]["display"] == "test results (pathology)"
-    reason = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Not needed: see the network ISA"}]}
-    response = await stack.post(f"/fhir/Contract/{made['id']}/$reject", json=reason,
-                                headers={**FHIR, **tokens.headers("RAL", "dcc-admin", name="M. Jones")})
+    reason = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "reason", "valueString": "Not needed: see the network ISA"}],
+    }
+    response = await stack.post(
+        f"/fhir/Contract/{made['id']}/$reject",
+        json=reason,
+        headers={**FHIR, **tokens.headers("RAL", "dcc-admin", name="M. Jones")},
+    )
     assert response.status == 200
     rejected = await response.json()
     assert rejected["status"] == "rejected"
-    decision = {p["url"]: next(v for k, v in p.items() if k.startswith("value"))
-                for p in rejected["extension"][-1]["extension"]}
+    decision = {
+        p["url"]: next(v for k, v in p.items() if k.startswith("value")) for p in rejected["extension"][-1]["extension"]
+    }
     assert decision["action"] == "reject" and decision["reason"] == "Not needed: see the network ISA"
     assert decision["organization"]["identifier"]["value"] == "RAL" and decision["person"] == "M. Jones"
     assert rejected["signer"][0]["signature"][0]["when"]
     # A revoke without a body still works (API clients of before); an over-long reason is a 4xx OperationOutcome.
     too_long = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "x" * 501}]}
-    refused = await stack.post("/fhir/Contract/isa-rj1-rpy/$revoke", json=too_long,
-                               headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")})
+    refused = await stack.post(
+        "/fhir/Contract/isa-rj1-rpy/$revoke", json=too_long, headers={**FHIR, **tokens.headers("RJ1", "dcc-admin")}
+    )
     assert refused.status == 422 and (await refused.json())["resourceType"] == "OperationOutcome"
     assert (await (await stack.get("/fhir/Contract/isa-rj1-rpy", headers=tokens.headers("RJ1", "dcc-admin"))).json())[
-        "status"] == "executed"  # nothing half-written
+        "status"
+    ] == "executed"  # nothing half-written
     plain = await stack.post("/fhir/Contract/isa-rj1-rpy/$revoke", headers=tokens.headers("RJ1", "dcc-admin"))
     assert plain.status == 200 and (await plain.json())["status"] == "revoked"
     assert validated_answers == []
 
 
 async def test_the_access_report_is_a_valid_collection_without_a_total(stack: TestClient, tokens: Any) -> None:
-    response = await stack.post("/fhir/DocumentReference", json=document_reference(), headers={**FHIR, **tokens.headers("RJ1")})
+    response = await stack.post(
+        "/fhir/DocumentReference", json=document_reference(), headers={**FHIR, **tokens.headers("RJ1")}
+    )
     doc_id = (await response.json())["id"]
 
     async def read() -> bool:

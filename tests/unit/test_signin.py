@@ -55,8 +55,9 @@ async def authorize(http: aiohttp.ClientSession, url: str) -> dict[str, str]:
 
 
 async def choose(http: aiohttp.ClientSession, url: str, params: dict[str, str], person: str) -> str:
-    async with http.post(f"{url}/dev-oidc/authorize", data={**params, "person": person},
-                         allow_redirects=False) as chosen:
+    async with http.post(
+        f"{url}/dev-oidc/authorize", data={**params, "person": person}, allow_redirects=False
+    ) as chosen:
         assert chosen.status == 302, await chosen.text()
         return chosen.headers["Location"]
 
@@ -85,18 +86,37 @@ async def test_a_person_signs_in_with_pkce_and_the_token_names_them(served: Serv
             assert name in listing
         body = await sign_in(http, served.url)
         # The provider's own tokens stay on the server.
-        assert set(body) == {"access_token", "token_type", "expires_in", "name", "org", "role", "purpose",
-                             "session_ends_at"}
+        assert set(body) == {
+            "access_token",
+            "token_type",
+            "expires_in",
+            "name",
+            "org",
+            "role",
+            "purpose",
+            "session_ends_at",
+        }
         assert (body["name"], body["org"], body["role"], body["purpose"]) == (
-            "Dr A. Smith", "RJ1", "mdt-coordinator", "cancer-care")
+            "Dr A. Smith",
+            "RJ1",
+            "mdt-coordinator",
+            "cancer-care",
+        )
         verifier: TokenVerifier = served.app[RUNTIME].verifier
         caller = verifier.verify(f"Bearer {body['access_token']}")
         assert (caller.subject, caller.name, caller.org, caller.role, caller.mdt) == (
-            "smith-a", "Dr A. Smith", "RJ1", "mdt-coordinator", "rj1-lung")
+            "smith-a",
+            "Dr A. Smith",
+            "RJ1",
+            "mdt-coordinator",
+            "rj1-lung",
+        )
 
         # The token works on the API, and an acknowledgement names the person.
-        async with http.get(f"{served.url}/fhir/Communication?recipient=CareTeam/rj1-lung",
-                            headers={"Authorization": f"Bearer {body['access_token']}"}) as alerts:
+        async with http.get(
+            f"{served.url}/fhir/Communication?recipient=CareTeam/rj1-lung",
+            headers={"Authorization": f"Bearer {body['access_token']}"},
+        ) as alerts:
             assert alerts.status == 200
 
 
@@ -139,8 +159,13 @@ async def test_the_provider_refuses_a_wrong_code_verifier_and_a_replayed_code(se
     async with browser() as http:
         params = await authorize(http, served.url)
         code = parse_qs(urlsplit(await choose(http, served.url, params, "smith-a")).query)["code"][0]
-        form = {"grant_type": "authorization_code", "code": code, "client_id": "lhcie-console",
-                "redirect_uri": params["redirect_uri"], "code_verifier": "x" * 64}
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": "lhcie-console",
+            "redirect_uri": params["redirect_uri"],
+            "code_verifier": "x" * 64,
+        }
         async with http.post(f"{served.url}/dev-oidc/token", data=form) as wrong:
             assert (wrong.status, await wrong.json()) == (400, {"error": "invalid_grant"})
         async with http.post(f"{served.url}/dev-oidc/token", data=form) as replayed:
@@ -161,16 +186,30 @@ def test_cis2_claims_map_through_the_selected_role() -> None:
     from services.signin.identity import SignInRefused, person_from_claims
     from services.signin.settings import SignInSettings
 
-    cis2 = SignInSettings(roles_claim="nhsid_nrbac_roles", selected_role_claim="selected_roleid",
-                          org_claim="org_code", role_claim="role_code", purpose_claim="purpose",
-                          role_map={"R8000": "clinician", "R8010": "mdt-coordinator"})
-    claims = {"sub": "910000000001", "name": "Dr A. Smith", "selected_roleid": "555021935107",
-              "nhsid_nrbac_roles": [
-                  {"person_roleid": "555021935106", "org_code": "RRV", "role_code": "S8000:G8000:R8000"},
-                  {"person_roleid": "555021935107", "org_code": "RJ1", "role_code": "S8000:G8000:R8010"}]}
+    cis2 = SignInSettings(
+        roles_claim="nhsid_nrbac_roles",
+        selected_role_claim="selected_roleid",
+        org_claim="org_code",
+        role_claim="role_code",
+        purpose_claim="purpose",
+        role_map={"R8000": "clinician", "R8010": "mdt-coordinator"},
+    )
+    claims = {
+        "sub": "910000000001",
+        "name": "Dr A. Smith",
+        "selected_roleid": "555021935107",
+        "nhsid_nrbac_roles": [
+            {"person_roleid": "555021935106", "org_code": "RRV", "role_code": "S8000:G8000:R8000"},
+            {"person_roleid": "555021935107", "org_code": "RJ1", "role_code": "S8000:G8000:R8010"},
+        ],
+    }
     person = person_from_claims(claims, cis2)
-    assert (person.subject, person.name, person.org, person.role) == ("910000000001", "Dr A. Smith", "RJ1",
-                                                                       "mdt-coordinator")
+    assert (person.subject, person.name, person.org, person.role) == (
+        "910000000001",
+        "Dr A. Smith",
+        "RJ1",
+        "mdt-coordinator",
+    )
     with pytest.raises(SignInRefused, match="choose one role"):
         person_from_claims({**claims, "selected_roleid": "nope"}, cis2)
 
@@ -179,9 +218,10 @@ def test_nhs_login_claims_make_a_patient() -> None:
     from services.signin.identity import person_from_claims
     from services.signin.settings import SignInSettings
 
-    nhs_login = SignInSettings(default_org="NHSLOGIN", default_role="patient", patient_claim="nhs_number",
-                               name_claim="given_name family_name")
-    person = person_from_claims({"sub": "b5a9c3", "nhs_number": "9000000009", "given_name": "Sam",
-                                 "family_name": "Brown"}, nhs_login)
-    assert (person.name, person.org, person.role, person.patient) == ("Sam Brown", "NHSLOGIN", "patient",
-                                                                       "9000000009")
+    nhs_login = SignInSettings(
+        default_org="NHSLOGIN", default_role="patient", patient_claim="nhs_number", name_claim="given_name family_name"
+    )
+    person = person_from_claims(
+        {"sub": "b5a9c3", "nhs_number": "9000000009", "given_name": "Sam", "family_name": "Brown"}, nhs_login
+    )
+    assert (person.name, person.org, person.role, person.patient) == ("Sam Brown", "NHSLOGIN", "patient", "9000000009")

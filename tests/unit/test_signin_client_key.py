@@ -16,8 +16,9 @@ from services.signin.settings import SignInSettings
 
 
 def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 RSA_PEM = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
@@ -39,10 +40,10 @@ def test_the_settings_name_what_is_wrong(tmp_path: Path) -> None:
     loaded = SignInSettings(client_key_file=key, client_key_id="lhcie-1").client_key()
     assert loaded is not None and (loaded.alg, loaded.key_id) == ("RS512", "lhcie-1")
     assert SignInSettings().client_key() is None
-    with pytest.raises(ValueError, match="^LHCIE_OIDC_CLIENT_KEY_FILE: "):
+    with pytest.raises(ValueError, match=r"^LHCIE_OIDC_CLIENT_KEY_FILE: "):
         SignInSettings(client_key_file=tmp_path / "missing.pem").client_key()
     (tmp_path / "not-a-key.pem").write_text("not a key")
-    with pytest.raises(ValueError, match="^LHCIE_OIDC_CLIENT_KEY_FILE: "):
+    with pytest.raises(ValueError, match=r"^LHCIE_OIDC_CLIENT_KEY_FILE: "):
         SignInSettings(client_key_file=tmp_path / "not-a-key.pem").client_key()
     with pytest.raises(ValidationError, match="not both"):
         SignInSettings(client_key_file=key, client_secret_file=tmp_path / "secret")

@@ -11,16 +11,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from lhcie.services import SPECS
 from services.intake.domain import ContentTap
 from shared.config import Settings
 from shared.http import build_app, server_options
-from shared.server import HeaderDeadlineSite
 from shared.objects import one_chunk
+from shared.server import HeaderDeadlineSite
 from tests.conftest import Tokens, make_settings
 from tests.helpers import document_reference, eventually
 from tests.unit.test_intake_errors import outcome
@@ -80,11 +80,13 @@ async def test_a_stalled_body_is_408(slow_stack: TestClient, slow_settings: Sett
         yield body[:100]
         await asyncio.Event().wait()  # the client goes quiet half-way
 
-    response = await slow_stack.post("/fhir/DocumentReference", data=stalls(), headers={
-        "Content-Type": "application/fhir+json", **tokens.headers()})
+    response = await slow_stack.post(
+        "/fhir/DocumentReference", data=stalls(), headers={"Content-Type": "application/fhir+json", **tokens.headers()}
+    )
     assert response.status == 408
-    assert await response.json() == outcome("REQUEST_TIMEOUT", "timeout",
-                                            "No part of the request body arrived for 1 seconds.")
+    assert await response.json() == outcome(
+        "REQUEST_TIMEOUT", "timeout", "No part of the request body arrived for 1 seconds."
+    )
 
 
 async def test_concurrent_uploads_per_organisation_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,22 +108,29 @@ async def _uploads_capped(slow_stack: TestClient, tokens: Tokens) -> None:
         yield b'"DocumentReference"}'
 
     headers = {"Content-Type": "application/fhir+json", **tokens.headers("RJ1")}
-    holding = [asyncio.create_task(slow_stack.post("/fhir/DocumentReference", data=slow_upload(), headers=headers))
-               for _ in range(2)]
+    holding = [
+        asyncio.create_task(slow_stack.post("/fhir/DocumentReference", data=slow_upload(), headers=headers))
+        for _ in range(2)
+    ]
     await eventually(lambda: _true(started == 2))
 
     async def third() -> aiohttp.ClientResponse | None:
-        response = await slow_stack.post("/fhir/DocumentReference", data=json.dumps(document_reference()),
-                                         headers=headers)
+        response = await slow_stack.post(
+            "/fhir/DocumentReference", data=json.dumps(document_reference()), headers=headers
+        )
         return response if response.status == 429 else None
 
     refused = await eventually(third, timeout=10)
     assert refused.headers["Retry-After"] == "5"
-    assert await refused.json() == outcome("RATE_LIMITED", "throttled",
-                                           "Too many uploads in progress for RJ1; wait for one to finish.")
+    assert await refused.json() == outcome(
+        "RATE_LIMITED", "throttled", "Too many uploads in progress for RJ1; wait for one to finish."
+    )
     # Another organisation is not held up by RJ1's uploads.
-    other = await slow_stack.post("/fhir/DocumentReference", data=json.dumps(document_reference(custodian="RRV")),
-                                  headers={"Content-Type": "application/fhir+json", **tokens.headers("RRV")})
+    other = await slow_stack.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(document_reference(custodian="RRV")),
+        headers={"Content-Type": "application/fhir+json", **tokens.headers("RRV")},
+    )
     assert other.status == 202, await other.text()
     release.set()
     finished = await asyncio.gather(*holding)
@@ -130,8 +139,10 @@ async def _uploads_capped(slow_stack: TestClient, tokens: Tokens) -> None:
     assert after.status == 202  # the slots were given back
 
 
-@pytest.mark.parametrize(("content_type", "kept"), [("application/pdf", False), ("image/png", False),
-                                                    ("application/fhir+json", True), ("text/plain", True)])
+@pytest.mark.parametrize(
+    ("content_type", "kept"),
+    [("application/pdf", False), ("image/png", False), ("application/fhir+json", True), ("text/plain", True)],
+)
 async def test_only_text_formats_are_kept_whole_for_the_media_check(content_type: str, kept: bool) -> None:
     from shared.media import needs_whole
 

@@ -47,7 +47,10 @@ async def test_store_init_creates_the_declared_collections_and_indexes(settings:
             indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         # The SQLite adapter's naming: table c_<collection>, index c_<collection>_<index name>.
         expected_tables = {f"c_{collection}" for collection in SPECS[name].collections}
-        expected_indexes = {f"c_{collection}_{index.name}" for collection, declared in SPECS[name].collections.items()
-                            for index in declared}
+        expected_indexes = {
+            f"c_{collection}_{index.name}"
+            for collection, declared in SPECS[name].collections.items()
+            for index in declared
+        }
         assert expected_tables <= tables
         assert expected_indexes <= indexes

@@ -40,7 +40,8 @@ def held_by_another_writer(path: Path) -> Iterator[None]:
 
 
 async def test_a_write_while_another_writer_holds_the_file_is_store_unavailable(
-        store: SqliteStore, tmp_path: Path) -> None:
+    store: SqliteStore, tmp_path: Path
+) -> None:
     things = store.collection("things")
     await things.insert({"_id": "a", "n": 1})
     with held_by_another_writer(tmp_path / "svc.sqlite3"):

@@ -42,13 +42,15 @@ def view(alert: dict[str, Any]) -> tuple[str, str, str, list[str]]:
 
 
 async def test_bed_managers_are_alerted_and_the_waiting_transfer_escalates_at_its_threshold(
-        stack: TestClient, tokens: Any, settings: Settings) -> None:
+    stack: TestClient, tokens: Any, settings: Settings
+) -> None:
     care = stack.server.app[CARE]
     care.clock = FixedClock(START)
     notification(stack).set_clock(FixedClock(START))
     await eventually(lambda: care.policy.agreements_between("RJ1", "RRV"))
-    response = await stack.post("/fhir/Task", json=examples.repatriation(PATIENT, "RRV"),
-                                headers={**FHIR, **tokens.headers("RJ1", "clinician")})
+    response = await stack.post(
+        "/fhir/Task", json=examples.repatriation(PATIENT, "RRV"), headers={**FHIR, **tokens.headers("RJ1", "clinician")}
+    )
     assert response.status == 201, await response.text()
     task = await response.json()
 
@@ -60,12 +62,15 @@ async def test_bed_managers_are_alerted_and_the_waiting_transfer_escalates_at_it
     assert alert["recipient"] == [{"reference": "Organization/RRV"}]
     assert alert["about"] == [{"reference": f"Task/{task['id']}"}]
     assert alert["payload"][0]["contentString"] == "Repatriation requested from RJ1 (south-london-trauma)"
-    assert {"url": "https://lhcie.london/fhir/StructureDefinition/alert-audience", "valueCode": "bed-manager"} in \
-        alert["extension"]
+    assert {"url": "https://lhcie.london/fhir/StructureDefinition/alert-audience", "valueCode": "bed-manager"} in alert[
+        "extension"
+    ]
     # Only the receiving trust's bed managers: not its clinicians, not another trust's bed managers.
     assert (await bed_alerts(stack, tokens, role="clinician"))[0] == 403
     assert (await bed_alerts(stack, tokens, org="RJ1"))[0] == 403
-    response = await stack.get("/fhir/Communication?recipient=Organization/RJ1", headers=tokens.headers("RJ1", "bed-manager"))
+    response = await stack.get(
+        "/fhir/Communication?recipient=Organization/RJ1", headers=tokens.headers("RJ1", "bed-manager")
+    )
     assert response.status == 200 and entries(await response.json()) == []
     # The bed managers' list in care: the transfers coming in (and not the ones going out).
     response = await stack.get("/fhir/Task?owner=RRV", headers=tokens.headers("RRV", "bed-manager"))
@@ -73,8 +78,9 @@ async def test_bed_managers_are_alerted_and_the_waiting_transfer_escalates_at_it
     response = await stack.get("/fhir/Task?requester=RRV", headers=tokens.headers("RRV", "bed-manager"))
     assert response.status == 403
     # A bed manager acknowledges it, which does not stop the transfer's own clock.
-    response = await stack.post(f"/fhir/Communication/{alert['id']}/$acknowledge",
-                                headers=tokens.headers("RRV", "bed-manager"))
+    response = await stack.post(
+        f"/fhir/Communication/{alert['id']}/$acknowledge", headers=tokens.headers("RRV", "bed-manager")
+    )
     assert response.status == 200, await response.text()
 
     # One minute short of 48 hours nothing escalates (barrier: every event handled); at 48 hours it does,
@@ -91,17 +97,30 @@ async def test_bed_managers_are_alerted_and_the_waiting_transfer_escalates_at_it
         return found if view(found)[2] == "escalated" else None
 
     found = await eventually(escalated)
-    assert view(found) == ("in-progress", "asap", "escalated",
-                           ["Escalated to bed-manager: waiting more than 48 hours", "Acknowledged"])
+    assert view(found) == (
+        "in-progress",
+        "asap",
+        "escalated",
+        ["Escalated to bed-manager: waiting more than 48 hours", "Acknowledged"],
+    )
 
     # Transferred: the alert is resolved.
     path = f"/fhir/Task/{task['id']}/$advance"
-    for org, state, detail in (("RRV", "consultant-identified", {"consultant": "Dr D, GMC 7000001"}),
-                               ("RRV", "accepted", {}), ("RRV", "bed-confirmed", {"bed": "Ward 7, bed 12"}),
-                               ("RJ1", "fit-and-ready", {}), ("RJ1", "transport-booked", {"transport": "LAS 14:00"}),
-                               ("RJ1", "transferred", {})):
-        body = {"resourceType": "Parameters", "parameter": [{"name": "state", "valueCode": state},
-                                                            *({"name": k, "valueString": v} for k, v in detail.items())]}
+    for org, state, detail in (
+        ("RRV", "consultant-identified", {"consultant": "Dr D, GMC 7000001"}),
+        ("RRV", "accepted", {}),
+        ("RRV", "bed-confirmed", {"bed": "Ward 7, bed 12"}),
+        ("RJ1", "fit-and-ready", {}),
+        ("RJ1", "transport-booked", {"transport": "LAS 14:00"}),
+        ("RJ1", "transferred", {}),
+    ):
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "state", "valueCode": state},
+                *({"name": k, "valueString": v} for k, v in detail.items()),
+            ],
+        }
         response = await stack.post(path, json=body, headers={**FHIR, **tokens.headers(org, "clinician")})
         assert response.status == 200, await response.text()
 
@@ -113,7 +132,11 @@ async def test_bed_managers_are_alerted_and_the_waiting_transfer_escalates_at_it
 
 
 async def test_bed_managers_follow_their_alerts_live(stack: TestClient, tokens: Any) -> None:
-    response = await stack.post("/alerts/stream-token?team=Organization/RRV", headers=tokens.headers("RRV", "bed-manager"))
+    response = await stack.post(
+        "/alerts/stream-token?team=Organization/RRV", headers=tokens.headers("RRV", "bed-manager")
+    )
     assert response.status == 200
-    response = await stack.post("/alerts/stream-token?team=Organization/RRV", headers=tokens.headers("RJ1", "bed-manager"))
+    response = await stack.post(
+        "/alerts/stream-token?team=Organization/RRV", headers=tokens.headers("RJ1", "bed-manager")
+    )
     assert response.status == 403

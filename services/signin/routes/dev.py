@@ -12,8 +12,8 @@ from aiohttp import web
 
 from services.signin.devprovider import BY_SUB, PEOPLE, Grant
 from services.signin.routes import DEV, SETTINGS
-from shared.fhir.errors import Code, FhirError
 from shared.app_keys import RUNTIME
+from shared.fhir.errors import Code, FhirError
 
 PREFIX = "/dev-oidc"
 
@@ -33,21 +33,23 @@ def _signer(request: web.Request) -> Any:
 
 async def discovery(request: web.Request) -> web.Response:
     issuer = _issuer_url(request)
-    return web.json_response({
-        "issuer": issuer,
-        "authorization_endpoint": f"{issuer}/authorize",
-        "token_endpoint": f"{issuer}/token",
-        "userinfo_endpoint": f"{issuer}/userinfo",
-        "jwks_uri": f"{issuer}/jwks",
-        "response_types_supported": ["code"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": ["openid", "profile"],
-        "claims_supported": ["sub", "name", "org", "role", "purpose", "mdt", "patient"],
-    })
+    return web.json_response(
+        {
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/authorize",
+            "token_endpoint": f"{issuer}/token",
+            "userinfo_endpoint": f"{issuer}/userinfo",
+            "jwks_uri": f"{issuer}/jwks",
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "scopes_supported": ["openid", "profile"],
+            "claims_supported": ["sub", "name", "org", "role", "purpose", "mdt", "patient"],
+        }
+    )
 
 
 async def keys(request: web.Request) -> web.Response:
@@ -66,8 +68,7 @@ def _check_authorize(request: web.Request, params: Any) -> None:
     ]
     for name, ok in checks:
         if not ok:
-            raise FhirError.of(Code.INVALID_PARAMETER, f"The sign-in request's {name} is missing or not allowed.",
-                               name)
+            raise FhirError.of(Code.INVALID_PARAMETER, f"The sign-in request's {name} is missing or not allowed.", name)
 
 
 PAGE = """<!doctype html>
@@ -82,23 +83,36 @@ small{{display:block;color:#505a5f}}</style></head>
 <form method="post" action="{action}">{hidden}
 {buttons}
 </form></body></html>"""
-KEPT = ("client_id", "redirect_uri", "state", "nonce", "code_challenge", "code_challenge_method", "response_type",
-        "scope")
+KEPT = (
+    "client_id",
+    "redirect_uri",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_type",
+    "scope",
+)
 
 
 async def authorize_page(request: web.Request) -> web.Response:
     _check_authorize(request, request.query)
-    hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(request.query.get(k, ""))}">'
-                     for k in KEPT)
+    hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(request.query.get(k, ""))}">' for k in KEPT)
     buttons = "\n".join(
         f'<button type="submit" name="person" value="{html.escape(p.sub)}">{html.escape(p.name)}'
         f"<small>{html.escape(p.job)} · {html.escape(p.org)} · {html.escape(p.role)}</small></button>"
         for p in PEOPLE
     )
     body = PAGE.format(action=f"{PREFIX}/authorize", hidden=hidden, buttons=buttons)
-    return web.Response(text=body, content_type="text/html",
-                        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                 "form-action 'self'; frame-ancestors 'none'", "Cache-Control": "no-store"})
+    return web.Response(
+        text=body,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "form-action 'self'; frame-ancestors 'none'",
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 async def authorize_choose(request: web.Request) -> web.Response:
@@ -107,8 +121,12 @@ async def authorize_choose(request: web.Request) -> web.Response:
     person = BY_SUB.get(str(form.get("person", "")))
     if person is None:
         raise FhirError.of(Code.INVALID_PARAMETER, "Choose one of the listed people.", "person")
-    code = request.app[DEV].authorize(person, nonce=str(form.get("nonce") or "") or None,
-                                      challenge=str(form["code_challenge"]), redirect_uri=str(form["redirect_uri"]))
+    code = request.app[DEV].authorize(
+        person,
+        nonce=str(form.get("nonce") or "") or None,
+        challenge=str(form["code_challenge"]),
+        redirect_uri=str(form["redirect_uri"]),
+    )
     query = urlencode({"code": code, "state": str(form["state"])})
     return web.Response(status=302, headers={"Location": f"{form['redirect_uri']!s}?{query}"})
 
@@ -125,8 +143,11 @@ async def token(request: web.Request) -> web.Response:
         return _token_error("invalid_client", 401)
     grant: Grant | None
     if form.get("grant_type") == "authorization_code":
-        grant = dev.redeem(str(form.get("code", "")), redirect_uri=str(form.get("redirect_uri", "")),
-                           verifier=str(form.get("code_verifier", "")))
+        grant = dev.redeem(
+            str(form.get("code", "")),
+            redirect_uri=str(form.get("redirect_uri", "")),
+            verifier=str(form.get("code_verifier", "")),
+        )
     elif form.get("grant_type") == "refresh_token":
         grant = dev.renew(str(form.get("refresh_token", "")))
     else:
@@ -135,21 +156,28 @@ async def token(request: web.Request) -> web.Response:
         return _token_error("invalid_grant")
     access, refresh, ttl = dev.issue(grant)
     now = int(time.time())
-    claims = {"iss": _issuer_url(request), "aud": dev.client_id, "iat": now, "exp": now + ttl,
-              **grant.person.claims()}
+    claims = {"iss": _issuer_url(request), "aud": dev.client_id, "iat": now, "exp": now + ttl, **grant.person.claims()}
     if grant.nonce:
         claims["nonce"] = grant.nonce
-    return web.json_response({"access_token": access, "token_type": "Bearer", "expires_in": ttl,
-                              "refresh_token": refresh, "id_token": _signer(request).sign(claims)},
-                             headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "refresh_token": refresh,
+            "id_token": _signer(request).sign(claims),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def userinfo(request: web.Request) -> web.Response:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     claims = request.app[DEV].userinfo(value) if scheme.lower() == "bearer" else None
     if claims is None:
-        return web.json_response({"error": "invalid_token"}, status=401,
-                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return web.json_response(
+            {"error": "invalid_token"}, status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
     return web.json_response(claims)
 
 

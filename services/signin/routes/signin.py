@@ -16,8 +16,8 @@ from aiohttp import web
 from services.signin.client import OidcClient, ProviderUnavailable
 from services.signin.identity import SignInRefused, person_from_claims
 from services.signin.routes import CLIENTS, SETTINGS, SIGNINS
-from shared.fhir.errors import Code, FhirError
 from shared.app_keys import RUNTIME
+from shared.fhir.errors import Code, FhirError
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,13 @@ def _client(request: web.Request) -> OidcClient:
     issuer = settings.issuer or f"{_base(request)}/dev-oidc"
     clients = request.app[CLIENTS]
     if issuer not in clients:
-        clients[issuer] = OidcClient(issuer=issuer, client_id=settings.client_id,
-                                     client_secret=settings.client_secret(), scopes=settings.scopes,
-                                     client_key=settings.client_key())
+        clients[issuer] = OidcClient(
+            issuer=issuer,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret(),
+            scopes=settings.scopes,
+            client_key=settings.client_key(),
+        )
     return clients[issuer]
 
 
@@ -60,8 +64,9 @@ async def begin(request: web.Request) -> web.Response:
     if next_path not in PAGES:
         raise FhirError.of(Code.INVALID_PARAMETER, f"next must be one of {', '.join(PAGES)}", "next")
     try:
-        url, pending = await _client(request).begin(redirect_uri=f"{_base(request)}/signin/callback",
-                                                    next_path=next_path)
+        url, pending = await _client(request).begin(
+            redirect_uri=f"{_base(request)}/signin/callback", next_path=next_path
+        )
     except ProviderUnavailable as exc:
         raise FhirError.of(Code.UNAVAILABLE, str(exc), headers={"Retry-After": "5"}) from None
     if not request.app[SIGNINS].hold(pending):
@@ -76,8 +81,9 @@ async def callback(request: web.Request) -> web.Response:
     pending = request.app[SIGNINS].take(state) if state else None
     # The state must also be the one this browser started with, or a sign-in could be planted on it.
     if pending is None or request.cookies.get(STATE_COOKIE) != state:
-        raise FhirError.of(Code.MALFORMED_REQUEST, "This sign-in has expired or was not started here; sign in again.",
-                           "state")
+        raise FhirError.of(
+            Code.MALFORMED_REQUEST, "This sign-in has expired or was not started here; sign in again.", "state"
+        )
     back = pending.next_path
     if "error" in request.query or "code" not in request.query:
         return _back_with_error(back, "The sign-in was cancelled or refused by the provider.")
@@ -127,11 +133,25 @@ async def session(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     person = current.person
     ttl = settings.token_ttl_seconds
-    token = issuer.mint(org=person.org, role=person.role, mdt=person.mdt, patient=person.patient,
-                        subject=person.subject, name=person.name, ttl=ttl)
-    body: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
-                            "name": person.name, "org": person.org, "role": person.role,
-                            "purpose": person.purpose, "session_ends_at": int(current.ends_at)}
+    token = issuer.mint(
+        org=person.org,
+        role=person.role,
+        mdt=person.mdt,
+        patient=person.patient,
+        subject=person.subject,
+        name=person.name,
+        ttl=ttl,
+    )
+    body: dict[str, Any] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "name": person.name,
+        "org": person.org,
+        "role": person.role,
+        "purpose": person.purpose,
+        "session_ends_at": int(current.ends_at),
+    }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
