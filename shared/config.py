@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     http_header_timeout_seconds: float = Field(15.0, gt=0)
     http_body_idle_seconds: float = Field(30.0, gt=0)
 
+    # Stopping (SIGTERM): how long in-flight requests and messages get to finish; what is still running
+    # then is cut off, its messages left unacknowledged for redelivery. Kubernetes' grace period must
+    # exceed it plus the preStop pause (the chart checks).
+    drain_seconds: float = Field(20.0, gt=0, le=600)
+
     # The exchange's public address (scheme, host, optional path prefix, no trailing slash), e.g.
     # https://exchange.example.nhs.uk: every URL a client follows (fullUrl, paging links, attachment.url,
     # Location) is built on it. Unset: taken from the request; X-Forwarded-Proto/-Host are honoured only

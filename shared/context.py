@@ -7,6 +7,7 @@ take a ``ServiceContext``; ``shared.lifecycle.mount`` (the HTTP side) builds one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -32,6 +33,8 @@ class ServiceContext:
         # Event ids already applied: written in the same transaction as the effect (exactly-once effects).
         self._inbox = self.store.collection("inbox")
         self._consumers: list[Consumer] = []
+        # Started once (by the process on SIGTERM, or by stop); a second caller waits for the same drain.
+        self._drained: asyncio.Future[list[bool]] | None = None
 
     @property
     def source(self) -> str:
@@ -48,10 +51,17 @@ class ServiceContext:
         )
         self._consumers.append(consumer)
 
+    async def drain(self, timeout: float) -> None:
+        """Stop taking messages; those in flight get ``timeout`` seconds to finish, the rest are handed back
+        unacknowledged (redelivered to another replica, or to this one when it is back)."""
+        if self._drained is None:
+            consumers, self._consumers = self._consumers, []
+            self._drained = asyncio.gather(*(consumer.drain(timeout) for consumer in consumers))
+        await self._drained
+
     async def stop(self) -> None:
-        for consumer in self._consumers:
-            await consumer.stop()
-        self._consumers.clear()
+        # A process being stopped by a signal has drained already (shared/process.py): nothing left here.
+        await self.drain(self.runtime.settings.drain_seconds)
         await self.outbox.stop()
         await self.store.close()
 

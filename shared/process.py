@@ -7,6 +7,7 @@ that service's code and ``shared/``; ``lhcie run`` (lhcie/runner.py) passes all 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -16,14 +17,17 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from shared import logs, telemetry
+from shared.app_keys import RUNTIME
 from shared.config import BusKind, ObjectStoreKind, Settings, UnsafeSettings, check_serving, load_settings
 from shared.http import build_app, server_options
+from shared.lifecycle import CONTEXTS
 from shared.server import HeaderDeadlineSite
 from shared.service import ServiceSpec
 
-# Long enough for consumers to finish in-flight messages after SIGTERM (the Helm chart's grace period
-# is longer still).
-SHUTDOWN_TIMEOUT = 20.0
+# After SIGTERM the listener stays open this long (at most a quarter of the drain limit) while /readyz
+# answers 503: a balancer that polls readiness without Kubernetes' preStop pause (podman, compose, a
+# plain load balancer) stops sending before connections are refused.
+UNREADY_SECONDS = 2.0
 log = logging.getLogger(__name__)
 
 
@@ -59,18 +63,27 @@ def run(settings: Settings, specs: Sequence[ServiceSpec], *, banner: str | None 
         asyncio.run(_serve(app, settings))
     finally:
         telemetry.shutdown()
+        # Everything is closed: the interpreter's final garbage collection over every loaded model and
+        # module only delays the exit (seconds on a loaded node, eating into the grace period).
+        gc.freeze()
 
 
 async def _serve(app: web.Application, settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and stop.
+    """Serve until SIGTERM or SIGINT, then drain within ``settings.drain_seconds`` and stop.
 
+    In order: readiness fails and consumers stop taking messages; the listener closes after
+    ``UNREADY_SECONDS``; requests and messages in flight get the rest of the drain limit; what is
+    still running then is cut off (a message left unacknowledged is redelivered, nothing is lost).
     A second signal while stopping (Ctrl-C reaching both make and this process, or an impatient
     orchestrator) must not cancel the drain half-way: it is logged and the shutdown carries on.
     """
+    limit = settings.drain_seconds
+    unready = min(UNREADY_SECONDS, limit / 4)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, **server_options(settings)
+        app, access_log=None, handle_signals=False, shutdown_timeout=limit - unready, **server_options(settings)
     )
     await runner.setup()
+    draining: list[asyncio.Task[None]] = []
     try:
         await HeaderDeadlineSite(
             runner, settings.http_host, settings.http_port, header_timeout=settings.http_header_timeout_seconds
@@ -86,13 +99,20 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         await stopping.wait()
-        log.info("process.stopping", extra={"code": "RUN001"})
+        log.info("process.stopping drain=%.1fs", limit, extra={"code": "RUN001"})
+        app[RUNTIME].health.draining = True
+        # Each context's cleanup (runner.cleanup below) waits for its own drain before closing its store.
+        draining = [asyncio.create_task(ctx.drain(limit)) for ctx in app.get(CONTEXTS, [])]
+        await asyncio.sleep(unready)
     finally:
+        # Closes the listener, waits for requests in flight (limit - unready), then the cleanup contexts.
         await runner.cleanup()
+        await asyncio.gather(*draining, return_exceptions=True)
         # Drained: a late signal must not turn a clean exit into a KeyboardInterrupt on the way out.
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
+        log.info("process.stopped", extra={"code": "RUN003"})
 
 
 def main_for(spec: ServiceSpec) -> None:

@@ -55,11 +55,15 @@ HealthCheck = Callable[[], Awaitable[bool]]
 @dataclass
 class Health:
     checks: dict[str, HealthCheck] = field(default_factory=dict)
+    # Set when the process starts stopping: readiness fails first, so traffic goes elsewhere while it drains.
+    draining: bool = False
 
     def add(self, name: str, check: HealthCheck) -> None:
         self.checks[name] = check
 
     async def failing(self) -> list[str]:
+        if self.draining:
+            return ["draining"]
         failed = []
         for name, check in self.checks.items():
             try:

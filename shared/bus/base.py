@@ -71,6 +71,20 @@ class Consumer(ABC):
     async def abort(self) -> None:
         """Detach at once, as a crashed process would: unacknowledged messages go back to the queue."""
 
+    async def drain(self, timeout: float) -> bool:
+        """``stop`` within ``timeout`` seconds: handlers still running then are cut off and their messages
+        left unacknowledged, for redelivery. True if every in-flight message was settled in time."""
+        stopping = asyncio.ensure_future(self.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=max(timeout, 0.0))
+        if done:
+            stopping.result()
+            return True
+        log.warning("bus.drain_cut_off timeout=%.1fs", timeout, extra={"code": "BUS007"})
+        await self.abort()
+        # ``stop`` was waiting for the handlers ``abort`` has just cancelled: it returns now.
+        await asyncio.gather(stopping, return_exceptions=True)
+        return False
+
 
 class Bus(ABC):
     @abstractmethod

@@ -164,6 +164,41 @@ async def test_unacked_message_is_redelivered_when_the_consumer_dies(bus: Bus) -
     assert again.id == event.id
 
 
+async def test_drain_settles_what_finishes_in_time_and_hands_back_the_rest(bus: Bus) -> None:
+    """SIGTERM's drain: a handler that finishes within the limit is acked, one still running at the limit
+    is cut off and its message redelivered; nothing new is taken meanwhile."""
+    q = queue("access.denied", limit=5)
+    quick, slow = denied(1), denied(2)
+    started: dict[str, asyncio.Event] = {quick.id: asyncio.Event(), slow.id: asyncio.Event()}
+    release_quick = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(event: Event) -> None:
+        started[event.id].set()
+        if event.id == quick.id:
+            await release_quick.wait()
+            finished.append(event.id)
+        else:
+            await asyncio.sleep(3600)  # on purpose: it never finishes, so only the drain limit can end it
+
+    draining = await bus.consume(q, handler)
+    await bus.publish(quick)
+    await bus.publish(slow)
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 10)
+    drain = asyncio.create_task(draining.drain(1.0))
+    release_quick.set()
+    assert await asyncio.wait_for(drain, 10) is False  # the slow one was cut off
+    assert finished == [quick.id]
+    later = denied(3)
+    await bus.publish(later)
+    inbox = Inbox()
+    await bus.consume(q, inbox)
+    # ``later`` was published after the drain handed ``slow`` back: once it is here, a redelivered quick
+    # one would be too.
+    await eventually(lambda: asyncio.sleep(0, later.id in inbox.ids() and slow.id in inbox.ids()))
+    assert sorted(inbox.ids()) == sorted([slow.id, later.id])  # the quick one was acked, not redelivered
+
+
 async def test_failing_message_is_dead_lettered_after_the_delivery_limit(bus: Bus) -> None:
     q = queue("access.denied", limit=3)
     attempts: list[str] = []

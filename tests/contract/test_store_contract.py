@@ -26,6 +26,7 @@ from shared.store import (
 )
 from shared.store.base import MAX_PAGE
 from shared.store.mongo import MongoStore, client_options
+from shared.store.sqlite import SqliteStore
 from tests.contract.conftest import StoreFactory
 from tests.contract.secantus import Secantus, secantus
 from tests.helpers import eventually
@@ -380,14 +381,14 @@ async def increment(
     *,
     pause: asyncio.Event | None = None,
     resume: asyncio.Event | None = None,
-    started: asyncio.Event | None = None,
+    conflicted: asyncio.Event | None = None,
 ) -> int:
     """Read-modify-write in a transaction, run again on a write conflict (as the audit chain does)."""
     attempts = 0
     while True:
         attempts += 1
-        if started is not None:
-            started.set()
+        if conflicted is not None and attempts > 1:
+            conflicted.set()
         try:
             async with store.transaction() as session:
                 doc = await counters.get(key, session=session)
@@ -401,6 +402,15 @@ async def increment(
             continue
 
 
+def on_begin(store: SqliteStore, event: asyncio.Event) -> None:
+    """Set ``event`` when the store's writer sends BEGIN: from then on it holds, or waits for, the file's
+    write lock (the trace callback runs before SQLite's busy wait)."""
+    loop = asyncio.get_running_loop()
+    store._writer.set_trace_callback(  # type: ignore[union-attr]
+        lambda sql: sql.startswith("BEGIN") and loop.call_soon_threadsafe(event.set)
+    )
+
+
 async def test_two_transactions_writing_one_document_never_lose_an_update(new_store: StoreFactory) -> None:
     # Two clients of the same database: the second transaction starts while the first holds its write.
     store_a, _, counters_a = await people_store(new_store, seed=False)
@@ -412,13 +422,17 @@ async def test_two_transactions_writing_one_document_never_lose_an_update(new_st
     a_wrote, a_may_commit = asyncio.Event(), asyncio.Event()
     first = asyncio.create_task(increment(store_a, counters_a, "c", pause=a_wrote, resume=a_may_commit))
     await a_wrote.wait()
-    b_started = asyncio.Event()
-    second = asyncio.create_task(increment(store_b, counters_b, "c", started=b_started))
-    await b_started.wait()
-    # SQLite makes the second wait for the first; MongoDB fails it with a write conflict, and it runs again.
-    # Not a wait for a condition: the first transaction is held open a while so that the second, already
-    # started, really runs into it (the overlap is what this test is about).
-    await asyncio.sleep(0.2)
+    # The first commits only once the second has really run into it (the overlap is what this test is
+    # about): MongoDB fails the second with a write conflict, and it starts again; SQLite makes it wait for
+    # the file's write lock, from the moment its writer sends BEGIN.
+    ran_into_it = asyncio.Event()
+    if isinstance(store_b, SqliteStore):
+        on_begin(store_b, ran_into_it)
+        second = asyncio.create_task(increment(store_b, counters_b, "c"))
+    else:
+        second = asyncio.create_task(increment(store_b, counters_b, "c", conflicted=ran_into_it))
+    await asyncio.wait_for(ran_into_it.wait(), 30)
+    assert not first.done()
     a_may_commit.set()
     await asyncio.gather(first, second)
     assert await counters_a.get("c") == {"_id": "c", "n": 2}
@@ -442,16 +456,26 @@ async def test_two_transactions_taking_one_unique_value_let_exactly_one_win(new_
     people_b, _ = declare(store_b)
     await store_b.start()
 
-    async def claim(store: DocumentStore, people: Collection, key: str) -> str:
+    # Each holds its transaction open until the other has run into it (the overlap is what this test is
+    # about): tried its insert (MongoDB), or sent BEGIN and so waits for the write lock (SQLite).
+    reached = {"a": asyncio.Event(), "b": asyncio.Event()}
+    for me, store in (("a", store_a), ("b", store_b)):
+        if isinstance(store, SqliteStore):
+            on_begin(store, reached[me])
+
+    async def claim(store: DocumentStore, people: Collection, me: str, other: str) -> str:
         try:
             async with store.transaction() as session:
-                await people.insert({"_id": key, "email": "same@example.org"}, session=session)
-                await asyncio.sleep(0.05)  # hold the transaction open so the two overlap
+                try:
+                    await people.insert({"_id": me, "email": "same@example.org"}, session=session)
+                finally:
+                    reached[me].set()
+                await asyncio.wait_for(reached[other].wait(), 30)
             return "won"
         except (DuplicateKey, WriteConflict):
             return "lost"
 
-    outcomes = await asyncio.gather(claim(store_a, people_a, "a"), claim(store_b, people_b, "b"))
+    outcomes = await asyncio.gather(claim(store_a, people_a, "a", "b"), claim(store_b, people_b, "b", "a"))
     assert sorted(outcomes) == ["lost", "won"]
     assert await people_a.count({"email": "same@example.org"}) == 1
 

@@ -271,9 +271,11 @@ def test_every_service_is_probed_and_drains_before_it_is_killed(chart: Chart, va
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-        # the preStop pause plus the services' 20 s consumer drain must fit in the grace period
+        # the preStop pause plus the services' drain (LHCIE_DRAIN_SECONDS) must fit in the grace period
+        (config,) = chart.render(values).kinds("ConfigMap")
+        drain = float(config["data"]["LHCIE_DRAIN_SECONDS"])
         assert pod["terminationGracePeriodSeconds"] >= 45
-        assert pause + 20 < pod["terminationGracePeriodSeconds"]
+        assert pause + drain < pod["terminationGracePeriodSeconds"]
         spread = pod["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
         assert all(c["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"] for c in spread)
@@ -346,6 +348,7 @@ def test_the_configmap_holds_the_settings_and_a_change_rolls_the_pods(chart: Cha
         "LHCIE_S3_SSE": "AES256",
         "LHCIE_DOC_STORE": "mongodb",
         "LHCIE_DEMO": "false",
+        "LHCIE_DRAIN_SECONDS": "20",
         "LHCIE_JWT_ISSUER": "lhcie-embedded",
         "LHCIE_JWT_AUDIENCE": "lhcie",
     }
@@ -582,6 +585,14 @@ def test_ingress_reaches_every_public_route_of_every_service(chart: Chart, tmp_p
         ({"auditSigningKey": {"existingSecret": ""}}, "auditSigningKey.existingSecret is empty"),
         ({"s3": {"kmsKeyId": "alias/lhcie"}}, "s3.kmsKeyId is set but s3.sse is AES256"),
         ({"serviceDefaults": {"enabled": False}}, "Every service is disabled"),
+        (
+            {"config": {"drainSeconds": 60}},
+            "intake.terminationGracePeriodSeconds (45) leaves no time to drain: it must be at least",
+        ),
+        (
+            {"storage": {"preStopSleepSeconds": 20, "terminationGracePeriodSeconds": 44}},
+            "storage.terminationGracePeriodSeconds (44) leaves no time to drain",
+        ),
     ],
 )
 def test_inconsistent_values_fail_with_an_actionable_message(

@@ -42,7 +42,8 @@ class ServiceProcesses:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
-    def start(self, *services: str) -> None:
+    def start(self, *services: str, wait: bool = True) -> None:
+        """Start ``services`` (default all) and, unless ``wait`` is false, wait until each is ready."""
         subprocess.run(
             [sys.executable, "-m", "lhcie.cli", "bus", "init"],
             env=self.env(),
@@ -57,7 +58,8 @@ class ServiceProcesses:
                     [sys.executable, "-m", f"services.{name}"], env=self.env(name), stdout=log, stderr=log
                 )
         for name in services or SERVICES:
-            self.wait_ready(name)
+            if wait:
+                self.wait_ready(name)
 
     def wait_ready(self, name: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

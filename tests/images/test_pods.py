@@ -32,6 +32,7 @@ from tests.images.pods import Pod, Pods
 from tests.s3server import CREDENTIALS, MotoServer, start_moto
 
 UID = 10001
+LAG = 3  # the rolling update's load: documents accepted and not yet stored before the next is sent
 ROLLED = "storage"  # consumes every document and serves the Binary: a lost message shows as a lost document
 
 
@@ -290,11 +291,23 @@ async def test_a_rolling_update_under_load_loses_no_document(local: Local) -> No
     stop = asyncio.Event()
 
     async def load(http: aiohttp.ClientSession) -> None:
+        # Paced by the pipeline, not a clock: the next document as soon as fewer than LAG accepted ones are
+        # still waiting to be stored, so documents are in flight at every moment of the update.
         n = 1000
+        unstored: set[str] = set()
+
+        async def caught_up() -> bool:
+            for doc_id in sorted(unstored):
+                if await stored(http, local, doc_id):
+                    unstored.discard(doc_id)
+            return len(unstored) < LAG
+
         while not stop.is_set():
             n += 1
-            accepted.append(await post_document(http, local, n))
-            await asyncio.sleep(0.2)
+            doc_id = await post_document(http, local, n)
+            accepted.append(doc_id)
+            unstored.add(doc_id)
+            await eventually(caught_up, timeout=300, interval=0.1)
 
     async with aiohttp.ClientSession() as http:
         loader = asyncio.create_task(load(http))

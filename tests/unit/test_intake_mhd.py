@@ -94,7 +94,7 @@ async def test_xml_document_reference_is_accepted(stack: TestClient, tokens: Any
     )
     assert response.status == 202, await response.text()
     doc_id = (await response.json())["id"]
-    await eventually(lambda: stored(stack, tokens, doc_id))
+    await eventually(lambda doc_id=doc_id: stored(stack, tokens, doc_id))
 
 
 async def test_xml_with_a_dtd_is_refused(stack: TestClient, tokens: Any) -> None:
@@ -358,7 +358,7 @@ async def test_replacement_supersedes_the_old_document(stack: TestClient, tokens
 async def test_custodian_withdraws_a_document(stack: TestClient, tokens: Any) -> None:
     first = await stack.post("/fhir/DocumentReference", json=document_reference(), headers={**FHIR, **tokens.headers()})
     doc_id = (await first.json())["id"]
-    await eventually(lambda: stored(stack, tokens, doc_id))
+    await eventually(lambda doc_id=doc_id: stored(stack, tokens, doc_id))
     patch = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
     denied = await stack.patch(
         f"/fhir/DocumentReference/{doc_id}",
@@ -536,7 +536,7 @@ async def test_retrieval_of_replaced_or_withdrawn_content_is_gone(stack: TestCli
 async def test_retrieval_with_an_accept_it_cannot_serve_is_406(stack: TestClient, tokens: Any) -> None:
     first = await stack.post("/fhir/DocumentReference", json=document_reference(), headers={**FHIR, **tokens.headers()})
     doc_id = (await first.json())["id"]
-    await eventually(lambda: stored(stack, tokens, doc_id))
+    await eventually(lambda doc_id=doc_id: stored(stack, tokens, doc_id))
     for accept, status in (
         ("image/png", 406),
         ("text/html, image/*", 406),

@@ -150,6 +150,7 @@ LHCIE_S3_KMS_KEY_ID: {{ . | quote }}
 {{- end }}
 LHCIE_DOC_STORE: {{ $v.config.docStore | quote }}
 LHCIE_DEMO: {{ $v.config.demo | toString | quote }}
+LHCIE_DRAIN_SECONDS: {{ $v.config.drainSeconds | toString | quote }}
 LHCIE_JWT_ISSUER: {{ $v.auth.jwtIssuer | quote }}
 LHCIE_JWT_AUDIENCE: {{ $v.auth.jwtAudience | quote }}
 {{- if $v.auth.jwksUrl }}

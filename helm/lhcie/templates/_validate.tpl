@@ -65,6 +65,10 @@ set; the install fails listing all of them.
 {{- $errors = append $errors (printf "%s.pdb.maxUnavailable is 0, so no pod could ever be evicted and node drains would hang. Use 1 or more." $name) }}
 {{- end }}
 {{- end }}
+{{- $needed := add (int $c.preStopSleepSeconds) (int $v.config.drainSeconds) 5 }}
+{{- if lt (int $c.terminationGracePeriodSeconds) (int $needed) }}
+{{- $errors = append $errors (printf "%s.terminationGracePeriodSeconds (%d) leaves no time to drain: it must be at least preStopSleepSeconds (%d) + config.drainSeconds (%d) + 5 s to close, so %d, or SIGKILL cuts the drain short." $name (int $c.terminationGracePeriodSeconds) (int $c.preStopSleepSeconds) (int $v.config.drainSeconds) $needed) }}
+{{- end }}
 {{- if and (eq $v.config.docStore "sqlite") (or $c.autoscaling.enabled (gt (int $c.replicaCount) 1)) }}
 {{- $errors = append $errors (printf "config.docStore is sqlite, which keeps each pod's data in its own emptyDir, but %s may run more than one pod. Use config.docStore=mongodb, or set %s.replicaCount=1 and %s.autoscaling.enabled=false." $name $name $name) }}
 {{- end }}
