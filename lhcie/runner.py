@@ -9,7 +9,7 @@ from aiohttp import web
 from lhcie.services import EMBEDDED_EXTRAS, SPECS
 from shared import process
 from shared.config import BusKind, ObjectStoreKind, Settings, load_settings
-from shared.http import build_app
+from shared.edge import build_app
 from shared.service import ServiceSpec
 
 # Re-exported: the CLI reaches them through the runner.

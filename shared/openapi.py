@@ -26,7 +26,7 @@ class Operation(NamedTuple):
     public: bool = False
 
 
-# What every process serves beside its services (shared/http.py).
+# What every process serves beside its services (shared/edge.py).
 EDGE: tuple[Operation, ...] = (
     Operation("GET", "/healthz", "Liveness", public=True),
     Operation("GET", "/readyz", "Readiness: every dependency reachable", public=True),

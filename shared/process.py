@@ -19,7 +19,7 @@ from aiohttp import web
 from shared import logs, telemetry
 from shared.app_keys import RUNTIME
 from shared.config import BusKind, ObjectStoreKind, Settings, UnsafeSettings, check_serving, load_settings
-from shared.http import build_app, server_options
+from shared.edge import build_app, server_options
 from shared.lifecycle import CONTEXTS
 from shared.server import HeaderDeadlineSite
 from shared.service import ServiceSpec

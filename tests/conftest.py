@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from lhcie.services import SPECS
 from shared.auth import EmbeddedIssuer
 from shared.config import BusKind, ObjectStoreKind, Settings
-from shared.http import build_app
+from shared.edge import build_app
 
 RABBITMQ_HOST = "127.0.0.1:5672"
 

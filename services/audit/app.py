@@ -13,7 +13,7 @@ from services.audit.domain import Audit
 from services.audit.settings import AuditSettings
 from shared import topology
 from shared.config import Settings
-from shared.http import build_app
+from shared.edge import build_app
 from shared.lifecycle import mount
 from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec

@@ -16,7 +16,7 @@ from services.care.settings import CareSettings
 from shared import topology
 from shared.app_keys import RUNTIME
 from shared.config import Settings
-from shared.http import build_app
+from shared.edge import build_app
 from shared.lifecycle import mount
 from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec

@@ -21,7 +21,7 @@ from services.notification.webhook_http import HttpWebhookClient
 from shared import topology
 from shared.app_keys import RUNTIME
 from shared.config import DocStoreKind, Settings
-from shared.http import build_app
+from shared.edge import build_app
 from shared.lifecycle import mount
 from shared.openapi import Operation
 from shared.service import Ports, ServiceSpec

@@ -540,7 +540,7 @@ def test_ingress_reaches_every_public_route_of_every_service(chart: Chart, tmp_p
     """Each route the services' apps register reaches its own service through the Ingress."""
     from lhcie.services import SPECS
     from shared.config import Settings
-    from shared.http import build_app
+    from shared.edge import build_app
 
     (ingress,) = chart.render({"ingress": {"enabled": True}}).kinds("Ingress")
     paths = ingress["spec"]["rules"][0]["http"]["paths"]

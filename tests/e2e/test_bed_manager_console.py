@@ -16,7 +16,7 @@ from lhcie.services import SPECS
 from services.care import examples
 from services.care.routes import CARE
 from shared.config import Settings
-from shared.http import build_app
+from shared.edge import build_app
 from tests.helpers import eventually, free_port
 
 pytestmark = pytest.mark.e2e

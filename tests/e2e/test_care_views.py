@@ -19,7 +19,7 @@ from services.care.app import SPEC as CARE
 from services.care.demo import DEMO_PATIENT
 from services.care.questionnaires import END_OF_LIFE
 from shared.config import Settings
-from shared.http import build_app
+from shared.edge import build_app
 from tests.helpers import eventually, free_port
 
 pytestmark = pytest.mark.e2e

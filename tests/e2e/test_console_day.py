@@ -21,7 +21,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from lhcie.services import SPECS
 from shared.config import Settings
-from shared.http import build_app
+from shared.edge import build_app
 from tests.e2e.test_console_live import CHROMIUM_ARGS, SCREENSHOTS
 from tests.helpers import document_reference, free_port
 

@@ -14,7 +14,7 @@ from playwright.async_api import async_playwright, expect
 
 from lhcie.services import SPECS
 from shared.config import Settings
-from shared.http import build_app
+from shared.edge import build_app
 from tests.helpers import document_reference, free_port
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ import lhcie.services
 from services.notification.routes import NOTIFICATION
 from services.storage.routes import STORAGE
 from shared.config import BusKind
-from shared.http import build_app
+from shared.edge import build_app
 from tests.conftest import Tokens, make_settings
 from tests.helpers import TEST_PATIENT, document_reference, eventually
 

@@ -25,8 +25,8 @@ from services.storage.integrity import verify
 from shared.app_keys import RUNTIME
 from shared.bus import QueueSpec
 from shared.config import Settings
+from shared.edge import build_app
 from shared.events import Actor, DocumentFacts, DocumentReceived, Event, RoutingKey
-from shared.http import build_app
 from shared.objects import ObjectStore, ObjectStoreUnavailable, one_chunk, open_object_store
 from shared.objects.s3 import S3ObjectStore
 from tests.conftest import Tokens

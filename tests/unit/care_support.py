@@ -15,8 +15,8 @@ from services.care.app import SPEC as CARE_SPEC
 from services.care.domain import Care
 from services.care.routes import CARE
 from shared.config import Settings
+from shared.edge import build_app
 from shared.fhir.identifiers import ODS_CODE
-from shared.http import build_app
 from tests.helpers import eventually
 
 FHIR = {"Content-Type": "application/fhir+json"}

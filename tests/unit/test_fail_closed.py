@@ -285,7 +285,7 @@ def loose_umask() -> Any:
 
 async def test_data_directory_and_its_files_are_private(loose_umask: None, tmp_path: Path) -> None:
     from lhcie.services import SPECS
-    from shared.http import build_app
+    from shared.edge import build_app
     from tests.conftest import Tokens, make_settings
 
     settings = make_settings(tmp_path / "fresh" / "data")

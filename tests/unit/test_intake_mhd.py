@@ -454,7 +454,7 @@ async def test_rate_limit_per_organisation(tmp_path: Any, monkeypatch: pytest.Mo
     from aiohttp.test_utils import TestServer
 
     from lhcie.services import SPECS
-    from shared.http import build_app
+    from shared.edge import build_app
     from tests.conftest import Tokens
 
     monkeypatch.setenv("LHCIE_RATE_LIMIT_PER_MINUTE", "1")  # intake's own, read when its app is built

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from lhcie.services import SPECS
+from shared.edge import build_app
 from shared.fhir.identifiers import NHS_NUMBER
-from shared.http import build_app
 from tests.conftest import Tokens, make_settings
 from tests.fhir_validation import fhir_validator, validated_answers  # noqa: F401  (fixtures)
 from tests.helpers import TEST_PATIENT, document_reference, eventually

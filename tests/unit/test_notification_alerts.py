@@ -21,9 +21,9 @@ from shared.app_keys import RUNTIME
 from shared.bus import QueueSpec
 from shared.clock import FixedClock
 from shared.config import Settings
+from shared.edge import build_app
 from shared.events import CareTeamState, DocumentFacts, DocumentStored, Event, RoutingKey
 from shared.fhir.identifiers import LOINC
-from shared.http import build_app
 from tests.helpers import TEST_PATIENT, eventually, settled
 
 REFERRAL, PATHOLOGY, DISCHARGE = "57133-1", "11526-1", "18842-5"

@@ -21,7 +21,7 @@ from services.notification import stream_tokens
 from services.notification.routes import STREAM_TOKENS
 from services.notification.settings import NotificationSettings
 from shared.config import Settings
-from shared.http import build_app
+from shared.edge import build_app
 from tests.helpers import eventually
 from tests.unit.test_notification_alerts import teams_known
 

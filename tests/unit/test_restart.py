@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from lhcie.services import SPECS
 from shared.config import Settings
-from shared.http import build_app
+from shared.edge import build_app
 from tests.helpers import PDF, document_reference, eventually
 
 

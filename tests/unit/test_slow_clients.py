@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from lhcie.services import SPECS
 from services.intake.domain import ContentTap
 from shared.config import Settings
-from shared.http import build_app, server_options
+from shared.edge import build_app, server_options
 from shared.objects import one_chunk
 from shared.server import HeaderDeadlineSite
 from tests.conftest import Tokens, make_settings
