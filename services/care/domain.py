@@ -17,9 +17,9 @@ from shared.timers import Timers
 
 
 class Care:
-    def __init__(self, ctx: ServiceContext, settings: CareSettings | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, ctx: ServiceContext, settings: CareSettings, clock: Clock | None = None) -> None:
         self.ctx = ctx
-        self.settings = settings or CareSettings()
+        self.settings = settings  # read once, by create_app
         # Replaceable (tests, drills): every part asks ``self.clock`` through this one holder.
         self.clock: Clock = clock or SystemClock()
         clock_holder = _ClockOf(self)
