@@ -101,6 +101,9 @@ class DocumentFacts(Payload):
     content_type: str
     size: int = Field(ge=0)
     sha256: str
+    # MHD intendedRecipient (issue 16): whom the source asked to be told of the document, resolved
+    # (``Organization/<ODS>``, ``CareTeam/<id>``) and admitted by the sharing policy when it was received.
+    intended_recipients: tuple[str, ...] = ()
 
 
 class DocumentReceived(Payload):

@@ -67,6 +67,7 @@ class ParsedBundle:
     patient: BundlePatient | None = None
     patches: tuple[BundlePatch, ...] = ()
     folders: tuple[BundleFolder, ...] = ()
+    submission_set: dict[str, Any] | None = None  # the SubmissionSet List as sent
 
 
 def _is_submission_set(resource: dict[str, Any]) -> bool:
@@ -383,4 +384,5 @@ def parse(bundle: dict[str, Any]) -> ParsedBundle:
         patient,
         tuple(patches),
         tuple(parsed_folders),
+        entries[submission_sets[0]]["resource"],
     )

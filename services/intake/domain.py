@@ -223,9 +223,12 @@ class Intake:
         bundle_id: str | None = None,
         bundle_layout: dict[str, Any] | None = None,
         folders: Sequence[Document] = (),
+        recipients: Sequence[tuple[str, ...]] = (),
     ) -> list[Accepted]:
         """Record every staged document and its event, and the bundle's ``folders``, in one transaction:
         all or none.
+
+        ``recipients``: each staged document's admitted intended recipients, carried on its event.
 
         A repeat of an earlier submission (same master identifier or Idempotency-Key, same bytes) returns
         the original; the same identifier with different bytes is a conflict (409).
@@ -246,7 +249,15 @@ class Intake:
             async with self.ctx.store.transaction() as session:
                 docs = [
                     await self._record(
-                        s, i, actor, request_id, idempotency_key, bundle_id, session, bundle_layout if i == 0 else None
+                        s,
+                        i,
+                        actor,
+                        request_id,
+                        idempotency_key,
+                        bundle_id,
+                        session,
+                        bundle_layout if i == 0 else None,
+                        recipients[i] if i < len(recipients) else (),
                     )
                     for i, s in enumerate(staged)
                 ]
@@ -303,6 +314,7 @@ class Intake:
         bundle_id: str | None,
         session: Session,
         bundle_layout: dict[str, Any] | None = None,
+        recipients: tuple[str, ...] = (),
     ) -> Document:
         meta = s.meta
         facts = DocumentFacts(
@@ -316,6 +328,7 @@ class Intake:
             content_type=meta.content_type,
             size=s.size,
             sha256=s.sha256,
+            intended_recipients=recipients,
         )
         doc = await self.registry.record(
             facts=facts,

@@ -16,6 +16,8 @@ from typing import Any
 from services.intake.bundles import ParsedBundle
 from services.intake.domain import Intake, Staged
 from services.intake.folders import PlannedFolder
+from services.intake.recipients import Named, admit, facts_for_decision
+from services.intake.recipients import named as recipients_named
 from services.intake.registry import REJECTED, STORED, version_of
 from services.intake.validation import Metadata, check_metadata
 from shared.auth import Caller
@@ -37,7 +39,11 @@ class Provided:
 
 
 def _layout(
-    bundle: ParsedBundle, metas: list[Metadata], bundle_id: str, folders: list[PlannedFolder]
+    bundle: ParsedBundle,
+    metas: list[Metadata],
+    bundle_id: str,
+    folders: list[PlannedFolder],
+    recipient_warnings: list[Issue],
 ) -> dict[str, Any]:
     """What the transaction-response needs of the request, kept with the bundle so the status URL of an
     asynchronous submission answers exactly what the synchronous answer would have."""
@@ -57,6 +63,7 @@ def _layout(
             ).to_fhir()
             for w in meta.warnings
         ]
+    warnings += [w.to_fhir() for w in recipient_warnings]
     return {
         "entry_count": bundle.entry_count,
         "submission_set_index": bundle.submission_set_index,
@@ -116,6 +123,31 @@ async def check_patches(intake: Intake, bundle: ParsedBundle, metas: list[Metada
     return issues
 
 
+async def intended_recipients(
+    intake: Intake, bundle: ParsedBundle, metas: list[Metadata]
+) -> tuple[list[tuple[str, ...]], list[Issue]]:
+    """The SubmissionSet's intended recipients (for every document) and each DocumentReference's own (for
+    it): whom to notify of each document, and a warning for each that cannot be notified."""
+    everyone = list(range(len(bundle.documents)))
+    named: list[tuple[Named, list[int]]] = []
+    if bundle.submission_set is not None:
+        where = f"Bundle.entry[{bundle.submission_set_index}].resource"
+        named += [(n, everyone) for n in recipients_named(bundle.submission_set, where)]
+    for position, document in enumerate(bundle.documents):
+        named += [
+            (n, [position]) for n in recipients_named(document.resource, f"Bundle.entry[{document.index}].resource")
+        ]
+    if not named:
+        return [() for _ in metas], []
+    facts = [
+        facts_for_decision(
+            f"Bundle.entry[{d.index}]", m.patient_nhs_number, m.custodian, m.document_type.system, m.document_type.code
+        )
+        for d, m in zip(bundle.documents, metas, strict=True)
+    ]
+    return await admit(intake.policy, named, facts)
+
+
 async def provide(
     intake: Intake, bundle: ParsedBundle, who: Caller, *, request_id: str, address: str | None
 ) -> Provided:
@@ -133,6 +165,7 @@ async def provide(
     await intake.check_references(
         [(f"Bundle.entry[{d.index}].resource", m) for d, m in zip(bundle.documents, metas, strict=False)], who
     )
+    recipients, recipient_warnings = await intended_recipients(intake, bundle, metas)
     staged: list[Staged] = []
     try:
         for document, meta in zip(bundle.documents, metas, strict=False):
@@ -148,8 +181,9 @@ async def provide(
         request_id=request_id,
         address=address,
         bundle_id=bundle_id,
-        bundle_layout=_layout(bundle, metas, bundle_id, planned),
+        bundle_layout=_layout(bundle, metas, bundle_id, planned, recipient_warnings),
         folders=folders,
+        recipients=recipients,
     )
     # An idempotent repeat answers with the original bundle's id.
     return Provided(accepted[0].document.get("bundle_id", bundle_id), [a.document["_id"] for a in accepted])
@@ -175,7 +209,7 @@ def answer(docs: list[Document]) -> dict[str, Any] | None:
     A document storage rejected fails the whole answer (one issue each). The answer is built from the
     bundle's layout kept with its first document, so the synchronous answer and the status URL's are the
     same, entry for entry: each at its request entry's position, each with a ``location``, and the
-    warnings (relatesTo codes not processed) on the SubmissionSet's entry.
+    warnings (relatesTo codes not processed, intended recipients not notified) on the SubmissionSet's entry.
     """
     rejected = [d for d in docs if d["status"] == REJECTED]
     if rejected:

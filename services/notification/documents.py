@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from services.notification.access import BED_MANAGER, BEDS
 from services.notification.alerting import Alerting
 from services.notification.alerts import CARETEAM_PREFIX, Alerts, alert_id
 from services.notification.breach_checks import BreachChecks
@@ -25,6 +26,8 @@ from shared.policy import PolicyView
 from shared.store import ASCENDING, Document, DocumentStore, Index, Session
 
 log = logging.getLogger(__name__)
+ORGANIZATION_PREFIX = "Organization/"
+INTENDED_RECIPIENT_KIND = "intended-recipient"
 
 
 class Once(Protocol):
@@ -93,10 +96,13 @@ class DocumentAlerts:
             # Decided inside the transaction: a policy change commits either before it (and is seen here)
             # or after it (and its reconciliation then finds this document in the ledger).
             teams = await self.teams_for(facts)
+            organisations = await self.organisations_for(facts)
             await self._documents.record(facts, stored.stored_at, session=session)
             raised = 0
             for team in teams:
                 raised += await self.alert_for(facts, stored.stored_at, team, event.correlationid, session)
+            for ods in organisations:
+                raised += await self.organisation_alert(facts, ods, event.correlationid, session)
             return raised
 
         raised = await self._write(lambda: self._once(event, effect))
@@ -104,9 +110,10 @@ class DocumentAlerts:
             log.info("notification.raised count=%d", raised, extra={"code": "NOT001"})
 
     async def teams_for(self, facts: DocumentFacts) -> list[CareTeamState]:
-        """The active MDTs the document names whose organisation the sharing policy lets see it."""
-        teams = []
-        for ref in facts.related:
+        """The active MDTs the document names (in its context, or as its intended recipients) whose
+        organisation the sharing policy lets see it."""
+        teams: list[CareTeamState] = []
+        for ref in dict.fromkeys((*facts.related, *facts.intended_recipients)):
             if not ref.startswith(CARETEAM_PREFIX):
                 continue
             team = await self._policy.careteam(ref.removeprefix(CARETEAM_PREFIX))
@@ -125,6 +132,51 @@ class DocumentAlerts:
                 continue
             teams.append(team)
         return teams
+
+    async def organisations_for(self, facts: DocumentFacts) -> list[str]:
+        """The ODS codes of the organisations named as intended recipients that the sharing policy still
+        lets see the document now it is stored (intake admitted them when it was received)."""
+        found = []
+        for ref in facts.intended_recipients:
+            if not ref.startswith(ORGANIZATION_PREFIX):
+                continue
+            ods = ref.removeprefix(ORGANIZATION_PREFIX)
+            decision = await self._policy.decide(
+                Caller(org=ods, role="clinician", subject=ref, scopes=frozenset()), facts
+            )
+            if not decision.allowed:
+                log.info("notification.not_shared rule=%s", decision.rule, extra={"code": "NOT003"})
+                continue
+            found.append(ods)
+        return found
+
+    async def organisation_alert(
+        self, facts: DocumentFacts, ods: str, correlation: str | None, session: Session
+    ) -> int:
+        """The organisation's alert for a document it was named an intended recipient of (1), unless it has
+        one already (0): in the organisation's own feed, where its bed managers' alerts are."""
+        recipient = f"{ORGANIZATION_PREFIX}{ods}"
+        key = alert_id(facts.document_id, recipient)
+        if await self._alerts.get(key, session=session) is not None:
+            return 0
+        doc_type = self._rules.document_type(facts.type_system, facts.type_code)
+        label = doc_type.label if doc_type else (facts.type_display or "document")
+        alert: dict[str, Any] = {
+            "_id": key,
+            "kind": INTENDED_RECIPIENT_KIND,
+            "recipient": recipient,
+            "mdt": f"{BEDS}{ods}",
+            "audience": [BED_MANAGER],
+            "priority": "routine",
+            "patient": facts.patient_nhs_number,
+            "document": facts.model_dump(mode="json"),
+            "label": label,
+            "text": f"New {label} from {facts.custodian} (this organisation is an intended recipient)",
+            "pathway_id": None,
+            # The MDT escalation rules are for an MDT's alerts; an organisation's has no acknowledgement clock.
+            "escalate": False,
+        }
+        return int(await self._alerting.raise_alert(alert, correlation, session))
 
     async def alert_for(
         self, facts: DocumentFacts, stored_at: datetime, team: CareTeamState, correlation: str | None, session: Session
