@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -108,12 +109,21 @@ class Exchange:
 
     async def post(self, body: bytes, size: int) -> Posted:
         started = time.monotonic()
-        async with self.http.post(
-            self.stack.url("/fhir/DocumentReference"), data=body, headers={**self.headers(), "Content-Type": FHIR_JSON}
-        ) as r:
-            answer = await r.read()
-            if r.status != 202:
-                raise RuntimeError(f"POST DocumentReference answered {r.status}: {answer[:500]!r}")
+        while True:
+            async with self.http.post(
+                self.stack.url("/fhir/DocumentReference"),
+                data=body,
+                headers={**self.headers(), "Content-Type": FHIR_JSON},
+            ) as r:
+                answer = await r.read()
+                # Intake caps one organisation's uploads in progress (8 by default): more senders than that
+                # wait their turn, as a hospital system does, and the wait counts in their latency.
+                if r.status == 429:
+                    await asyncio.sleep(min(float(r.headers.get("Retry-After", "0.05") or 0.05), 1.0))
+                    continue
+                if r.status != 202:
+                    raise RuntimeError(f"POST DocumentReference answered {r.status}: {answer[:500]!r}")
+                break
         posted = Posted(json.loads(answer)["id"], size, started, time.monotonic())
         self.posted.append(posted)
         return posted

@@ -113,6 +113,19 @@ class AmqpBus(Bus):
         except (DeliveryError, AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
             raise BusUnavailable(f"publish of {event.type} not confirmed: {type(exc).__name__}") from exc
 
+    async def publish_batch(self, events: Sequence[Event]) -> None:
+        # Pipelined: every message is on the wire before the first confirm is awaited, so a batch costs one
+        # round trip to the broker instead of one per event. The channel's lock sends them in order; confirms
+        # may come back in any order, and ``published`` counts the confirmed prefix (a later event that was
+        # confirmed too is published again by the outbox; consumers drop it by event id).
+        outcomes = await asyncio.gather(*(self.publish(event) for event in events), return_exceptions=True)
+        for n, outcome in enumerate(outcomes):
+            if isinstance(outcome, BusUnavailable):
+                outcome.published = n
+                raise outcome
+            if isinstance(outcome, BaseException):
+                raise outcome
+
     async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int = 16) -> Consumer:
         assert self._connection is not None, "start() first"
         channel = await self._connection.channel()

@@ -246,6 +246,20 @@ class SqliteCollection(Collection):
         self._store = store
         self._table = f"c_{name}"
 
+    def _order_by(self, sort: Sequence[tuple[str, int]]) -> str:
+        order = ", ".join(f"{_field(p)} {'DESC' if d < 0 else 'ASC'}" for p, d in sort)
+        if not order:
+            return "id"
+        # The id tiebreak makes paging stable, but SQLite cannot take it from the sort field's index and sorts
+        # every row it steps over ("TEMP B-TREE FOR RIGHT PART OF ORDER BY"): the audit log's newest-first
+        # and chain-order pages cost O(offset log offset) per page (137 ms against 10 ms at 15,000 records).
+        # Sorted by a unique index's fields, only rows lacking them can tie, and SQLite walks equal index keys
+        # in rowid order, so pages stay stable without the tiebreak.
+        fields = [p for p, _ in sort]
+        if any(index.unique and list(index.fields) == fields[: len(index.fields)] for index in self.indexes):
+            return order
+        return f"{order}, id"
+
     def create_sql_objects(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
         for index in self.indexes:
@@ -292,9 +306,8 @@ class SqliteCollection(Collection):
         extracted by SQLite)."""
         check_limit(limit)
         condition, params = compile_filter(where)
-        order = ", ".join(f"{_field(p)} {'DESC' if d < 0 else 'ASC'}" for p, d in sort) or "id"
         columns = "".join(f", {_field(f)}" for f in fields)
-        sql = f"SELECT doc{columns} FROM {self._table} WHERE {condition} ORDER BY {order}, id LIMIT ?"
+        sql = f"SELECT doc{columns} FROM {self._table} WHERE {condition} ORDER BY {self._order_by(sort)} LIMIT ?"
         return await self._store.read(None, lambda c: c.execute(sql, [*params, limit]).fetchall())
 
     async def get(self, key: str, *, session: Session | None = None) -> Document | None:
@@ -343,8 +356,7 @@ class SqliteCollection(Collection):
     ) -> list[Document]:
         check_limit(limit)
         condition, params = compile_filter(where)
-        order = ", ".join(f"{_field(p)} {'DESC' if d < 0 else 'ASC'}" for p, d in sort) or "id"
-        sql = f"SELECT doc FROM {self._table} WHERE {condition} ORDER BY {order}, id LIMIT ? OFFSET ?"
+        sql = f"SELECT doc FROM {self._table} WHERE {condition} ORDER BY {self._order_by(sort)} LIMIT ? OFFSET ?"
         rows = await self._store.read(session, lambda c: c.execute(sql, [*params, limit, skip]).fetchall())
         return [json.loads(r[0]) for r in rows]
 

@@ -132,6 +132,18 @@ async def test_event_arrives_whole_with_its_cloudevents_attributes(bus: Bus) -> 
     assert received.payload() == event.payload()
 
 
+async def test_a_batch_arrives_whole_and_in_order(bus: Bus) -> None:
+    # The outbox relay's call: RabbitMQ pipelines the confirms, which must not reorder or drop anything.
+    q = queue("access.denied")
+    await bus.declare([q])
+    events = [denied(i) for i in range(60)]
+    await bus.publish_batch(events)
+    inbox = Inbox()
+    await bus.consume(q, inbox)
+    await eventually(lambda: asyncio.sleep(0, len(inbox.events) >= 60))
+    assert inbox.ids() == [e.id for e in events]
+
+
 async def test_published_before_consumer_starts_waits_in_the_declared_queue(bus: Bus) -> None:
     q = queue("access.denied")
     await bus.declare([q])
