@@ -17,7 +17,11 @@ COLLECTIONS: Schema = {
     ),  # alerts.py
     "alert_feed": (Index(("mdt", "seq")), Index(("seq",))),  # feed.py
     "counters": (),  # feed.py, subscriptions.py
-    "subscriptions": (Index(("mdt", "status")), Index(("org",))),  # subscriptions.py
+    "subscriptions": (
+        Index(("mdt", "status")),
+        Index(("org",)),
+        Index(("topic", "status")),
+    ),  # subscriptions.py, care_plans.py
     "deliveries": (Index(("status", "due")), Index(("subscription", "number"))),  # subscriptions.py
     "pathways": (Index(("patient", "mdt", "status")), Index(("mdt", "status"))),  # pathways.py
     "timers": (Index(("status", "due")), Index(("subject",))),  # shared/timers.py
