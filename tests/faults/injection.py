@@ -1,6 +1,7 @@
 """The faults a run injects into five service processes, their broker, their bucket and their stores.
 
-Each fault is a real one: ``kill -9`` of a service process (restarted after a moment), the RabbitMQ node's
+Each fault is a real one: ``kill -9`` of a service process (restarted after a moment), a graceful restart
+(SIGTERM, the process drains and exits, then comes back: what a rolling deployment does), the RabbitMQ node's
 application stopped and started, the S3 server paused (SIGSTOP: it neither answers nor refuses, as a
 hung endpoint does, and keeps its objects for when it resumes), a service's SQLite store locked by
 another writer (what a long transaction or a backup holding the file looks like to the service).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,14 +25,20 @@ from tests.faults.broker import PrivateRabbitMQ
 from tests.s3server import MotoServer
 
 STORE_SERVICES = ("intake", "storage", "notification", "audit")  # the four whose stores the pipeline writes
+DRAIN_SECONDS = 10.0  # LHCIE_DRAIN_SECONDS for the run's services
+# A graceful stop may take the drain limit plus this: closing the store and the bus connection, and the
+# interpreter's exit, on a machine whose load average is in the twenties. Longer is a failed drain.
+STOP_MARGIN = 10.0
 
 
 @dataclass(frozen=True)
 class Profile:
-    """How much a run does. ``kills`` go to the five services in turn (a shuffled round at a time)."""
+    """How much a run does. ``kills`` and ``graceful`` restarts go to the five services in turn (a shuffled
+    round at a time)."""
 
     name: str
     kills: int
+    graceful: int
     broker_restarts: int
     s3_pauses: int
     store_outages: int
@@ -43,6 +51,7 @@ class Profile:
 SHORT = Profile(
     "short",
     kills=5,
+    graceful=0,
     broker_restarts=1,
     s3_pauses=1,
     store_outages=1,
@@ -55,6 +64,7 @@ SHORT = Profile(
 LONG = Profile(
     "long",
     kills=100,
+    graceful=10,
     broker_restarts=3,
     s3_pauses=3,
     store_outages=4,
@@ -63,18 +73,38 @@ LONG = Profile(
     gap_seconds=(1, 6),
     post_interval=0.3,
 )
+# A rolling restart: each service once, in an order drawn from the seed, stopped with SIGTERM and ready
+# again before the next one goes; nothing else goes wrong.
+ROLLING = Profile(
+    "rolling",
+    kills=0,
+    graceful=len(SERVICES),
+    broker_restarts=0,
+    s3_pauses=0,
+    store_outages=0,
+    outage_seconds=(0, 0),
+    lock_seconds=(0, 0),
+    gap_seconds=(1, 3),
+    post_interval=0.3,
+)
+
+
+def rounds(kind: str, count: int, rng: random.Random) -> list[tuple[str, str]]:
+    """``count`` faults of ``kind`` over the five services, a shuffled round of all five at a time."""
+    faults: list[tuple[str, str]] = []
+    while len(faults) < count:
+        round_ = list(SERVICES)
+        rng.shuffle(round_)
+        faults += [(kind, name) for name in round_]
+    return faults[:count]
 
 
 def plan(profile: Profile, rng: random.Random) -> list[tuple[str, str]]:
     """(kind, target) in order: the kills, with the other faults spread evenly between them."""
-    kills: list[tuple[str, str]] = []
-    while len(kills) < profile.kills:
-        round_ = list(SERVICES)
-        rng.shuffle(round_)
-        kills += [("kill -9", name) for name in round_]
-    kills = kills[: profile.kills]
+    kills = rounds("kill -9", profile.kills, rng)
     others = (
-        [("rabbitmq restart", "broker")] * profile.broker_restarts
+        rounds("SIGTERM", profile.graceful, rng)
+        + [("rabbitmq restart", "broker")] * profile.broker_restarts
         + [("s3 pause", "moto")] * profile.s3_pauses
         + [("store lock", STORE_SERVICES[i % len(STORE_SERVICES)]) for i in range(profile.store_outages)]
     )
@@ -108,6 +138,9 @@ class Injector:
     # A killed service comes back in the background while the next fault strikes another one: faults
     # overlap, as they do on a bad day, and a hundred restarts fit in a bounded run on a loaded machine.
     restarting: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # Each graceful restart: (service, seconds from SIGTERM to the exit, exit code, seconds until ready again).
+    stops: list[tuple[str, float, int, float]] = field(default_factory=list)
+    overdue: list[str] = field(default_factory=list)  # stops that outlasted DRAIN_SECONDS + STOP_MARGIN
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
@@ -127,6 +160,8 @@ class Injector:
             await self.back_up(target if kind == "kill -9" else None)
             if kind == "kill -9":
                 await self.kill(target)
+            elif kind == "SIGTERM":
+                await self.graceful(target)
             elif kind == "rabbitmq restart":
                 await asyncio.to_thread(self.broker.restart_app)
             elif kind == "s3 pause":
@@ -153,6 +188,24 @@ class Injector:
         await asyncio.to_thread(proc.wait, 30)
         downtime = self.rng.uniform(0, 1.5)  # down for a moment, as a crash-looping pod would be
         self.restarting[name] = asyncio.create_task(self._restart_after(name, downtime))
+
+    async def graceful(self, name: str) -> None:
+        """SIGTERM, wait for the exit (cut off with SIGKILL past the limit, recorded as overdue), start it
+        again and wait until it is ready: the next service goes only then, as in a rolling deployment."""
+        proc = self.procs.procs[name]
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.to_thread(proc.wait, DRAIN_SECONDS + STOP_MARGIN)
+        except subprocess.TimeoutExpired:
+            self.overdue.append(f"{name}: still running {DRAIN_SECONDS + STOP_MARGIN:.0f} s after SIGTERM")
+            proc.kill()
+            code = await asyncio.to_thread(proc.wait, 30)
+        stopped = time.monotonic()
+        await asyncio.to_thread(self.restart, name)
+        ready = time.monotonic() - stopped
+        self.stops.append((name, stopped - sent, code, ready))
+        self.note(f"SIGTERM {name}: exited {code} after {stopped - sent:.1f} s, ready {ready:.1f} s later")
 
     async def _restart_after(self, name: str, downtime: float) -> None:
         await asyncio.sleep(downtime)

@@ -39,6 +39,19 @@ class Tally:
     chain: dict[str, Any] = field(default_factory=dict)
     dead_letters: dict[str, list[str]] = field(default_factory=dict)  # queue -> reasons
     minutes: float = 0.0
+    stops: list[tuple[str, float, int, float]] = field(default_factory=list)  # Injector.stops
+    drain_seconds: float = 0.0
+
+    def graceful(self) -> str:
+        if not self.stops:
+            return "0"
+        name, longest, _, _ = max(self.stops, key=lambda stop: stop[1])
+        codes = ", ".join(f"{c}: {n}" for c, n in sorted(Counter(code for _, _, code, _ in self.stops).items()))
+        ready = max(stop[3] for stop in self.stops)
+        return (
+            f"{len(self.stops)}; longest stop {longest:.1f} s ({name}, drain limit {self.drain_seconds:.0f} s); "
+            f"exit codes {codes}; longest until ready again {ready:.1f} s"
+        )
 
     def rows(self) -> list[tuple[str, str]]:
         faults = ", ".join(f"{n} {kind}" for kind, n in sorted(self.faults.items()))
@@ -46,6 +59,7 @@ class Tally:
         return [
             ("faults injected", f"{sum(self.faults.values())} ({faults})"),
             ("run time", f"{self.minutes:.1f} min"),
+            ("graceful restarts (SIGTERM)", self.graceful()),
             ("submissions posted (tries)", f"{self.posted} ({self.tries})"),
             ("answers", ", ".join(f"{k}: {v}" for k, v in sorted(self.answers.items()))),
             ("documents accepted (2xx)", str(self.accepted)),

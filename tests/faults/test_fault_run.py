@@ -4,8 +4,9 @@ come back; the broker is restarted, the S3 server paused, a store locked. Then e
 2xx must be stored once with its bytes, alerted once, and have its whole audit trail, the chain must
 verify, and the dead-letter queues must hold only the one message that was meant to fail.
 
-``make test`` runs the short profile (a handful of kills, one of each other fault); ``make soak`` the
-long one (100 kills, three broker restarts, S3 and store outages). Each prints its table and writes it
+``make test`` runs the short profile (a handful of kills, one of each other fault) and the rolling one
+(each service stopped with SIGTERM, drained and restarted in turn, nothing else); ``make soak`` the long
+one (100 kills, 10 graceful restarts, three broker restarts, S3 and store outages). Each prints its table and writes it
 to ``test-artefacts/faults-<profile>.md`` (the long run's table is in the README, Operate: Faults).
 """
 
@@ -28,7 +29,7 @@ from shared.events import EXCHANGE, RoutingKey
 from shared.topology import ALL_QUEUES, CARE
 from tests.e2e.processes import SERVICES, ServiceProcesses
 from tests.faults.broker import PrivateRabbitMQ
-from tests.faults.injection import LONG, SHORT, Injector, Profile, plan
+from tests.faults.injection import DRAIN_SECONDS, LONG, ROLLING, SHORT, STOP_MARGIN, Injector, Profile, plan
 from tests.faults.reconcile import Tally, reconcile
 from tests.faults.sender import Sender
 from tests.helpers import PUBLISH_TAP, eventually, outbox_rows
@@ -94,6 +95,7 @@ async def publish_poison(amqp_url: str) -> None:
     "profile",
     [
         pytest.param(SHORT, marks=[pytest.mark.e2e, pytest.mark.rabbitmq, pytest.mark.timeout(900)], id="short"),
+        pytest.param(ROLLING, marks=[pytest.mark.e2e, pytest.mark.rabbitmq, pytest.mark.timeout(900)], id="rolling"),
         pytest.param(LONG, marks=[pytest.mark.soak, pytest.mark.rabbitmq, pytest.mark.timeout(5400)], id="long"),
     ],
 )
@@ -115,6 +117,7 @@ async def test_no_accepted_document_is_lost_or_doubled_under_faults(
             "LHCIE_S3_BUCKET": "lhcie-faults",
             "LHCIE_S3_READ_TIMEOUT": "3",
             "LHCIE_S3_MAX_ATTEMPTS": "2",
+            "LHCIE_DRAIN_SECONDS": str(DRAIN_SECONDS),
         },
     )
 
@@ -163,6 +166,7 @@ async def test_no_accepted_document_is_lost_or_doubled_under_faults(
             lambda: settled(broker, data_dir),
         )
         tally.minutes = (time.monotonic() - started) / 60
+        tally.stops, tally.drain_seconds = injector.stops, DRAIN_SECONDS
     finally:
         procs.stop_all()
 
@@ -186,3 +190,13 @@ async def test_no_accepted_document_is_lost_or_doubled_under_faults(
     assert {q: len(r) for q, r in tally.dead_letters.items()} == {"storage.documents": 1, "audit.events": 1}, table
     assert all("NO REASON" not in r for reasons in tally.dead_letters.values() for r in reasons), table
     assert sum(injector.injected.values()) == len(faults)
+    # Graceful restarts: every one exited on its own, cleanly, within the drain limit and the margin.
+    assert len(injector.stops) == profile.graceful, table
+    assert not injector.overdue, f"{table}\n{injector.overdue}"
+    assert all(code == 0 for _, _, code, _ in injector.stops), f"{table}\n{injector.stops}"
+    assert all(seconds <= DRAIN_SECONDS + STOP_MARGIN for _, seconds, _, _ in injector.stops), table
+    if profile is ROLLING:
+        assert sorted(name for name, *_ in injector.stops) == sorted(SERVICES), injector.stops
+        # A drain finishes what it took: a post is answered or its connection refused (intake down, one
+        # replica), never cut off half-way (a reset or a disconnect) and never a 5xx.
+        assert set(tally.answers) <= {"202", "ClientConnectorError"}, table
