@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from services.notification.access import Access
 from services.notification.alerts import Alerts
@@ -25,6 +25,7 @@ from shared.fhir.errors import Code, FhirError
 from shared.store import Document
 
 HEARTBEAT_SECONDS = 15.0
+T = TypeVar("T")
 Render = Callable[[Document], Awaitable[dict[str, Any]]]
 
 
@@ -67,6 +68,39 @@ class Listeners:
     def changed(self) -> None:
         for wake in self._waiting:
             wake.set()
+
+
+async def tail(
+    fetch: Callable[[], Awaitable[list[T]]],
+    listeners: Listeners,
+    closing: asyncio.Event,
+    *,
+    until: float,
+    poll: float,
+    wall_clock: Callable[[], float],
+) -> AsyncGenerator[list[T] | Heartbeat, None]:
+    """Batches from ``fetch`` as they appear, until ``until`` (wall clock) or the service closes: woken at
+    once by a change in this process, by polling for another replica's; a heartbeat when quiet for
+    ``HEARTBEAT_SECONDS``. ``fetch`` reads after a cursor the caller moves between batches."""
+    wake = listeners.listen()
+    idle = 0.0
+    try:
+        while not closing.is_set() and (left := until - wall_clock()) > 0:
+            wake.clear()  # before reading: a change landing while we read wakes the next wait at once
+            batch = await fetch()
+            if batch:
+                idle = 0.0
+                yield batch
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=min(poll, left))
+            except TimeoutError:
+                idle += poll
+            if idle >= HEARTBEAT_SECONDS:
+                yield Heartbeat()
+                idle = 0.0
+    finally:
+        listeners.unlisten(wake)
 
 
 class LiveAlerts:
@@ -124,35 +158,26 @@ class LiveAlerts:
 
         An alert handed over as raised is marked delivered once the caller asks for the next frame, that
         is once it has been written."""
-        wake = self._listeners.listen()
-        idle = 0.0
-        try:
-            while not self._closing.is_set():
-                left = expires - self._wall_clock()
-                if left <= 0:
-                    yield Expired()
-                    return
-                wake.clear()  # before reading: a change landing while we read wakes the next wait at once
-                entries = await self._feed.after(mdt, after)
-                for entry in entries:
-                    alert = await self._alerts.get(entry["alert_id"])
-                    if alert is not None:
-                        yield Change(entry["seq"], entry["kind"], await self._render(alert))
-                        if entry["kind"] == "raised":
-                            await self._alerts.mark_delivered(entry["alert_id"], stamp(self._clock.now()))
-                    after = entry["seq"]
-                if entries:
-                    idle = 0.0
-                    continue
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout=min(self._poll, left))
-                except TimeoutError:
-                    idle += self._poll
-                if idle >= HEARTBEAT_SECONDS:
-                    yield Heartbeat()
-                    idle = 0.0
-        finally:
-            self._listeners.unlisten(wake)
+        cursor = after
+
+        async def fetch() -> list[Document]:
+            return await self._feed.after(mdt, cursor)
+
+        async for batch in tail(
+            fetch, self._listeners, self._closing, until=expires, poll=self._poll, wall_clock=self._wall_clock
+        ):
+            if isinstance(batch, Heartbeat):
+                yield batch
+                continue
+            for entry in batch:
+                alert = await self._alerts.get(entry["alert_id"])
+                if alert is not None:
+                    yield Change(entry["seq"], entry["kind"], await self._render(alert))
+                    if entry["kind"] == "raised":
+                        await self._alerts.mark_delivered(entry["alert_id"], stamp(self._clock.now()))
+                cursor = entry["seq"]
+        if not self._closing.is_set():
+            yield Expired()
 
     def close(self) -> None:
         """The service is stopping: end every stream."""

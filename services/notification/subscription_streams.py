@@ -14,12 +14,11 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from services.notification.live import Heartbeat, Listeners
+from services.notification.live import Heartbeat, Listeners, tail
 from services.notification.subscriptions import EVENT, SSE, Subscriptions, notification_bundle
 from shared.fhir.errors import Code, FhirError
 from shared.store import Document
 
-HEARTBEAT_SECONDS = 15.0
 BATCH = 100
 
 
@@ -52,33 +51,26 @@ class SubscriptionStreams:
         self, sub: Document, after: int, *, seconds: float
     ) -> AsyncGenerator[tuple[int, dict[str, Any]] | Heartbeat, None]:
         """Notification bundles numbered after ``after``, for ``seconds`` (the subscriber reconnects)."""
+        cursor = after
+
+        async def fetch() -> list[Document]:
+            return await self._subscriptions.events(sub["_id"], cursor + 1, 2**62, limit=BATCH)
+
         ends = self._wall_clock() + seconds
-        wake = self._listeners.listen()
-        idle = 0.0
-        try:
-            while not self._closing.is_set() and (left := ends - self._wall_clock()) > 0:
-                wake.clear()  # before reading: a change landing while we read wakes the next wait at once
-                rows = await self._subscriptions.events(sub["_id"], after + 1, 2**62, limit=BATCH)
-                for row in rows:
-                    if row["kind"] == EVENT:
-                        numbered = {**sub, "events": row["number"]}
-                        yield (
-                            row["number"],
-                            notification_bundle(numbered, EVENT, [(row["number"], row["created"], row["focus"])]),
-                        )
-                    after = row["number"]
-                if rows:
-                    idle = 0.0
-                    continue
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout=min(self._poll, left))
-                except TimeoutError:
-                    idle += self._poll
-                if idle >= HEARTBEAT_SECONDS:
-                    yield Heartbeat()
-                    idle = 0.0
-        finally:
-            self._listeners.unlisten(wake)
+        async for batch in tail(
+            fetch, self._listeners, self._closing, until=ends, poll=self._poll, wall_clock=self._wall_clock
+        ):
+            if isinstance(batch, Heartbeat):
+                yield batch
+                continue
+            for row in batch:
+                if row["kind"] == EVENT:
+                    numbered = {**sub, "events": row["number"]}
+                    yield (
+                        row["number"],
+                        notification_bundle(numbered, EVENT, [(row["number"], row["created"], row["focus"])]),
+                    )
+                cursor = row["number"]
 
     def close(self) -> None:
         self._closing.set()
