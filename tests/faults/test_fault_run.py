@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -169,6 +170,13 @@ async def test_no_accepted_document_is_lost_or_doubled_under_faults(
         tally.stops, tally.drain_seconds = injector.stops, DRAIN_SECONDS
     finally:
         procs.stop_all()
+        # The services' own logs outlive the run's temporary folder (pytest keeps only its last few): a
+        # failure, a 5xx above all, is diagnosed from them.
+        logs = ARTEFACTS / f"faults-{profile.name}-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in SERVICES:
+            if (data_dir / f"{name}.log").exists():
+                shutil.copyfile(data_dir / f"{name}.log", logs / f"{name}.log")
 
     table = tally.table()
     print(f"\nseed {seed}\n{table}")
