@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 from shared.auth import Caller
 from shared.events import (
+    AccessDenied,
+    Actor,
     AgreementState,
     AgreementStatus,
     CarerGrantState,
@@ -23,6 +25,7 @@ from shared.events import (
     OrganisationState,
     PatientPreferencesState,
     Payload,
+    RecordRead,
 )
 from shared.fhir.identifiers import LOINC, SNOMED
 from shared.store import Document, DocumentStore, Index, Session
@@ -245,6 +248,47 @@ class PolicyView:
         """Is ``careteam_id`` a known MDT managed by ``org``? (A token's MDT claim counts only then.)"""
         team = await self.careteam(careteam_id)
         return team is not None and team.organisation == org
+
+    # What an access decision leaves on the record, the same from every service that decides: each wraps it
+    # in its own event (its source, its transaction or outbox) and chooses the actor (a service that serves
+    # patients leaves their names off).
+
+    @staticmethod
+    def refusal_record(
+        actor: Actor, resource: str, action: str, decision: Decision, *, patient: str | None
+    ) -> AccessDenied:
+        """``access.denied`` for a refusal: the rule and its private reason go on the record, the caller is
+        told only ``decision.public``."""
+        return AccessDenied(
+            actor=actor,
+            resource=resource,
+            action=action,
+            reason_code=decision.rule,
+            reason=decision.reason,
+            patient_nhs_number=patient,
+        )
+
+    @staticmethod
+    def read_record(
+        actor: Actor,
+        resource: str,
+        action: str,
+        *,
+        patient: str | None,
+        rule: str | None,
+        query: str | None = None,
+        results: int | None = None,
+    ) -> RecordRead:
+        """``record.read`` for an allowed read or search: whose record, under which rule, how many results."""
+        return RecordRead(
+            actor=actor,
+            resource=resource,
+            action=action,  # pydantic checks it against RecordRead's actions
+            patient_nhs_number=patient,
+            query=query,
+            results=results,
+            rule=rule,
+        )
 
 
 def _strip(doc: Document) -> Document:

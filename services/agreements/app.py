@@ -119,10 +119,21 @@ OPERATIONS: tuple[Operation, ...] = (
         "Purposes, document categories and organisation types in words",
         public=True,
     ),
+    Operation("GET", "/dcc/static/session.js", "The sign-in script the pages share (shared/web)", public=True),
+    Operation("GET", "/patient/static/session.js", "The sign-in script the pages share (shared/web)", public=True),
 )
 # The consoles' HTML shells and their scripts, styles and words: they carry no data; their script calls the
 # API with a token.
-PUBLIC_PATHS = frozenset({"/dcc/", "/patient/", "/dcc/static/vocabulary.json", "/patient/static/vocabulary.json"})
+PUBLIC_PATHS = frozenset(
+    {
+        "/dcc/",
+        "/patient/",
+        "/dcc/static/vocabulary.json",
+        "/patient/static/vocabulary.json",
+        "/dcc/static/session.js",
+        "/patient/static/session.js",
+    }
+)
 PUBLIC_PREFIXES = ("/dcc/static", "/patient/static")
 
 

@@ -2,8 +2,9 @@
 ``console/``, served as notification's console is, with the same Content-Security-Policy.
 
 The pages hold no data and need no token to load (public paths). Their script signs the person in through
-``/signin`` (OpenID Connect; ``static/session.js``), then calls the FHIR API with a short-lived exchange
-token that it renews before it expires; everything shown comes from the API under that person's rights.
+``/signin`` (OpenID Connect; ``shared/web/session.js``, served at ``static/session.js``), then calls the
+FHIR API with a short-lived exchange token that it renews before it expires; everything shown comes from the
+API under that person's rights.
 ``vocabulary.json`` gives the words the pages show for the codes the API returns (purposes, document
 categories, organisation types), from the same tables the API checks against.
 """
@@ -21,6 +22,7 @@ from services.agreements.resources import (
     category_label,
 )
 from shared.policy import CATEGORIES
+from shared.web import add_session_script
 
 CONSOLE_DIR = Path(__file__).with_name("console")
 PATHS = ("/dcc/", "/patient/")
@@ -63,4 +65,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/patient/", _page("patient.html"))  # type: ignore[arg-type]
     for prefix in STATIC_PREFIXES:
         app.router.add_get(f"{prefix}/vocabulary.json", words)
+        add_session_script(app, prefix)
         app.router.add_static(prefix, CONSOLE_DIR / "static")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from shared.auth import Caller
 from shared.context import ServiceContext
-from shared.events import AccessDenied, Actor, DocumentFacts, Event, RecordRead, RoutingKey
+from shared.events import Actor, DocumentFacts, Event, RoutingKey
 from shared.fhir.errors import Code, FhirError
 from shared.policy import Decision, PolicyView
 from shared.store import Session
@@ -58,18 +58,13 @@ class Access:
         query: str | None = None,
         results: int | None = None,
     ) -> None:
+        record = self.policy.read_record(
+            actor_of(who), resource, action, patient=patient, rule=rule, query=query, results=results
+        )
         await self.ctx.publish(
             Event.new(
                 RoutingKey.RECORD_READ,
-                RecordRead(
-                    actor=actor_of(who),
-                    resource=resource,
-                    action=action,
-                    patient_nhs_number=patient,
-                    query=query,
-                    results=results,
-                    rule=rule,
-                ),
+                record,
                 source=self.ctx.source,
                 subject=resource.split("/", 1)[0],
                 correlation_id=request_id,
@@ -85,14 +80,7 @@ class Access:
             await self.ctx.publish(
                 Event.new(
                     RoutingKey.ACCESS_DENIED,
-                    AccessDenied(
-                        actor=actor_of(who),
-                        resource=resource,
-                        action=action,
-                        reason_code=decision.rule,
-                        reason=decision.reason,
-                        patient_nhs_number=patient,
-                    ),
+                    self.policy.refusal_record(actor_of(who), resource, action, decision, patient=patient),
                     source=self.ctx.source,
                     subject=resource.split("/", 1)[0],
                     correlation_id=request_id,

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from services.notification.outgoing import Outgoing
 from shared.auth import Caller
-from shared.events import AccessDenied, Actor, DocumentFacts, OperationInvoked, RecordRead, RoutingKey
+from shared.events import Actor, DocumentFacts, OperationInvoked, RoutingKey
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import LOINC
 from shared.policy import CANCER_CARE, Decision, PolicyView
@@ -132,14 +132,7 @@ class Access:
         await self._outgoing.publish_now(
             self._outgoing.event(
                 RoutingKey.ACCESS_DENIED,
-                AccessDenied(
-                    actor=actor_of(who),
-                    resource=resource,
-                    action=action,
-                    reason_code=decision.rule,
-                    reason=decision.reason,
-                    patient_nhs_number=patient,
-                ),
+                self.policy.refusal_record(actor_of(who), resource, action, decision, patient=patient),
                 subject=resource,
                 correlation_id=request_id,
             )
@@ -166,14 +159,8 @@ class Access:
         events = [
             self._outgoing.event(
                 RoutingKey.RECORD_READ,
-                RecordRead(
-                    actor=actor_of(who),
-                    resource=resource,
-                    action=action,
-                    patient_nhs_number=patient,
-                    query=query,
-                    results=n,
-                    rule="mdt-member",
+                self.policy.read_record(
+                    actor_of(who), resource, action, patient=patient, rule="mdt-member", query=query, results=n
                 ),
                 subject=resource,
                 correlation_id=request_id,

@@ -175,9 +175,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/alerts/stream", "The live alert stream (server-sent events)", public=True),
     Operation("GET", "/console/", "The MDT console (HTML shell)", public=True),
     Operation("GET", "/console/static/{filename}", "The consoles' scripts and styles", public=True),
+    Operation("GET", "/console/static/session.js", "The sign-in script the pages share (shared/web)", public=True),
 )
 # The console page holds no data; the SSE stream checks its own signed query token.
-PUBLIC_PATHS = frozenset({"/console/", "/alerts/stream"})
+PUBLIC_PATHS = frozenset({"/console/", "/alerts/stream", "/console/static/session.js"})
 # The consoles' scripts and styles.
 PUBLIC_PREFIXES = ("/console/static",)
 

@@ -32,6 +32,7 @@ from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError
 from shared.fhir.identifiers import NHS_NUMBER, identifier_value, valid_nhs_number
 from shared.http import caller, fhir_response, read_json, request_id
+from shared.web import add_session_script
 
 NOTIFICATION = web.AppKey("notification", Notification)
 STREAM_TOKENS = web.AppKey("notification.stream_tokens", StreamTokens)
@@ -423,6 +424,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/alerts/stream-token", stream_token)
     app.router.add_get("/alerts/stream", alert_stream)
     app.router.add_get("/console/", console_page)
+    add_session_script(app, "/console/static")
     app.router.add_static("/console/static", CONSOLE_DIR / "static")
     app.router.add_get("/fhir/EpisodeOfCare", search_pathways)
     app.router.add_post("/fhir/EpisodeOfCare", register_pathway)

@@ -16,69 +16,23 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from lhcie.services import SPECS
 from shared.config import Settings
 from shared.edge import build_app
-from tests.e2e.test_console_live import CHROMIUM_ARGS, SCREENSHOTS
-from tests.helpers import document_reference, free_port
+from tests.e2e.embedded import SCREENSHOTS, Exchange, browser, post_document, serving  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 ROUTE_URL = "https://lhcie.london/fhir/StructureDefinition/cwt-referral-route"
 COORDINATOR = {"mdt": "rj1-lung"}
 
 
-class Exchange:
-    """The embedded stack on a fixed loopback port that a test can stop and start again (a server blip)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        self.runner = web.AppRunner(build_app(self.settings, list(SPECS.values())), shutdown_timeout=1)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-
 @pytest.fixture
 async def exchange(settings: Settings) -> AsyncIterator[Exchange]:
-    served = Exchange(settings)
-    await served.start()
-    yield served
-    await served.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def post_document(url: str, token: str, **kw: Any) -> str:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{url}/fhir/DocumentReference",
-            json=document_reference(**kw),
-            headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"},
-        ) as response,
-    ):
-        assert response.status == 202, await response.text()
-        return str((await response.json())["id"])
+    """The embedded stack, which a test may stop and start again on the same port (a server blip)."""
+    async with serving(Exchange(lambda: build_app(settings, list(SPECS.values())))) as served:
+        yield served
 
 
 async def open_console(browser: Browser, url: str, token: str, *, width: int = 1280) -> Page:

@@ -4,82 +4,51 @@ with a click, and a screenshot is kept under test-artefacts/."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from lhcie.services import SPECS
 from shared.config import Settings
 from shared.edge import build_app
-from tests.helpers import document_reference, free_port
+from tests.e2e.embedded import ARTEFACTS, SCREENSHOTS, Exchange, browser, post_document, serving  # noqa: F401
 
 pytestmark = pytest.mark.e2e
-ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts"
-# The console's screenshots are kept in the repository (linked from the README), rewritten by each run.
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
 async def served(settings: Settings) -> AsyncIterator[str]:
-    runner = web.AppRunner(build_app(settings, list(SPECS.values())), shutdown_timeout=2)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(Exchange(lambda: build_app(settings, list(SPECS.values())))) as exchange:
+        yield exchange.url
 
 
-async def test_an_alert_appears_live_and_is_acknowledged_with_a_click(served: str, tokens: Any) -> None:
+async def test_an_alert_appears_live_and_is_acknowledged_with_a_click(
+    served: str, browser: Browser, tokens: Any
+) -> None:
     coordinator = tokens("RJ1", "mdt-coordinator", mdt="rj1-lung")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 720})
-            await page.goto(f"{served}/console/#token={coordinator}")
-            await page.wait_for_selector("#live:text('Live')")
-            assert await page.locator("#alerts tr").count() == 0
+    page = await browser.new_page(viewport={"width": 1280, "height": 720})
+    await page.goto(f"{served}/console/#token={coordinator}")
+    await page.wait_for_selector("#live:text('Live')")
+    assert await page.locator("#alerts tr").count() == 0
 
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(
-                    f"{served}/fhir/DocumentReference",
-                    json=document_reference(),
-                    headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {tokens('RJ1')}"},
-                ) as response,
-            ):
-                assert response.status == 202
-                doc_id = (await response.json())["id"]
+    doc_id = await post_document(served, tokens("RJ1"))
 
-            row = page.locator("#alerts tr")
-            await row.first.wait_for(timeout=15000)  # no reload: it arrives over the stream
-            assert await row.count() == 1
-            assert await row.first.get_attribute("class") == "p-urgent new"
-            link = row.first.locator("a")
-            assert await link.get_attribute("href") == f"/fhir/DocumentReference/{doc_id}"
-            assert await link.text_content() == "New Histopathology report from RJ1"
+    row = page.locator("#alerts tr")
+    await row.first.wait_for(timeout=15000)  # no reload: it arrives over the stream
+    assert await row.count() == 1
+    assert await row.first.get_attribute("class") == "p-urgent new"
+    link = row.first.locator("a")
+    assert await link.get_attribute("href") == f"/fhir/DocumentReference/{doc_id}"
+    assert await link.text_content() == "New Histopathology report from RJ1"
 
-            ARTEFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(SCREENSHOTS / "console-alerts.png"), full_page=True)
-            await row.first.get_by_role("button", name="Acknowledge").click()
-            # Acknowledged alerts leave the "Open" view; the "All" view shows it done.
-            # Polled by locator, not wait_for_function: the console's CSP forbids the eval that would need.
-            await expect(page.locator("#alerts tr")).to_have_count(0)
-            await page.select_option("#f-status", "")
-            done = page.locator("#alerts tr").first
-            assert await done.get_attribute("data-status") == "completed"
-            await page.screenshot(path=str(SCREENSHOTS / "console-acknowledged.png"), full_page=True)
-        finally:
-            await browser.close()
+    ARTEFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-alerts.png"), full_page=True)
+    await row.first.get_by_role("button", name="Acknowledge").click()
+    # Acknowledged alerts leave the "Open" view; the "All" view shows it done.
+    # Polled by locator, not wait_for_function: the console's CSP forbids the eval that would need.
+    await expect(page.locator("#alerts tr")).to_have_count(0)
+    await page.select_option("#f-status", "")
+    done = page.locator("#alerts tr").first
+    assert await done.get_attribute("data-status") == "completed"
+    await page.screenshot(path=str(SCREENSHOTS / "console-acknowledged.png"), full_page=True)

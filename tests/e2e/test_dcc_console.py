@@ -14,7 +14,8 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from shared.fhir.identifiers import ODS_CODE
-from tests.e2e.people import SCREENSHOTS, browser, errors, exchange, new_page, sign_in  # noqa: F401
+from tests.e2e.embedded import SCREENSHOTS, browser  # noqa: F401
+from tests.e2e.people import errors, exchange, new_page, sign_in  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 FHIR = {"Content-Type": "application/fhir+json"}

@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.e2e.people import SCREENSHOTS, browser, errors, exchange, new_page, sign_in  # noqa: F401
+from tests.e2e.embedded import SCREENSHOTS, browser  # noqa: F401
+from tests.e2e.people import errors, exchange, new_page, sign_in  # noqa: F401
 from tests.helpers import TEST_PATIENT, document_reference, eventually
 
 pytestmark = pytest.mark.e2e

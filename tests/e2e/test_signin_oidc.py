@@ -17,19 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from lhcie.runner import build
 from lhcie.services import SPECS
 from shared.config import Settings
-from tests.e2e.test_console_live import CHROMIUM_ARGS, SCREENSHOTS
-from tests.helpers import document_reference, free_port
+from tests.e2e.embedded import SCREENSHOTS, Exchange, browser, post_document  # noqa: F401
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc"
@@ -70,8 +68,8 @@ async def start_provider(
 async def exchange_with_provider(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> AsyncIterator[tuple[str, Provider]]:
-    port, provider_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
+    exchange, provider_port = Exchange(lambda: build(settings, list(SPECS))), free_port()
+    url = exchange.url
     secret = tmp_path / "client-secret"
     secret.write_text("s3cret-for-tests\n")
     os.chmod(secret, 0o600)
@@ -86,73 +84,45 @@ async def exchange_with_provider(
         "TOKEN_TTL_SECONDS": "10",
     }.items():
         monkeypatch.setenv(f"LHCIE_OIDC_{name}", value)
-    runner = web.AppRunner(build(settings, list(SPECS)), shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await exchange.start()
     try:
         yield url, provider
     finally:
-        await runner.cleanup()
+        await exchange.stop()
         if provider.process.returncode is None:
             provider.process.terminate()
             await provider.process.wait()
 
 
 async def test_a_coordinator_signs_in_at_a_certified_provider_and_is_named(
-    exchange_with_provider: tuple[str, Provider], tokens: Any
+    exchange_with_provider: tuple[str, Provider], browser: Browser, tokens: Any
 ) -> None:
     url, provider = exchange_with_provider
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 720})
-            await page.goto(f"{url}/console/")
-            await page.get_by_role("link", name="Sign in").click()
-            # The provider's own login and consent pages (oidc-provider's development interactions).
-            await page.wait_for_url(f"{provider.issuer}/**")
-            await page.fill("input[name=login]", "smith-a")
-            await page.fill("input[name=password]", "any")
-            await page.click("button[type=submit]")
-            await page.get_by_role("button", name="Continue").click()
-            await page.wait_for_url(f"{url}/console/")
-            await page.wait_for_selector("#live:text('Live')")
-            assert (await page.locator("#who").text_content() or "").startswith("Dr A. Smith · RJ1 · ")
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SCREENSHOTS / "console-signed-in.png"), full_page=True)
+    page = await browser.new_page(viewport={"width": 1280, "height": 720})
+    await sign_in_at_provider(page, url, provider)
+    await page.wait_for_selector("#live:text('Live')")
+    assert (await page.locator("#who").text_content() or "").startswith("Dr A. Smith · RJ1 · ")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-signed-in.png"), full_page=True)
 
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(
-                    f"{url}/fhir/DocumentReference",
-                    json=document_reference(),
-                    headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {tokens('RJ1')}"},
-                ) as response,
-            ):
-                assert response.status == 202
-            await page.locator("#alerts tr").first.wait_for(timeout=15000)
-            await page.get_by_role("button", name="Acknowledge").first.click()
-            await page.select_option("#f-status", "")
-            await page.wait_for_selector("#alerts tr td.state:text-matches('^Acknowledged by Dr A. Smith, ')")
+    await post_document(url, tokens("RJ1"))
+    await page.locator("#alerts tr").first.wait_for(timeout=15000)
+    await page.get_by_role("button", name="Acknowledge").first.click()
+    await page.select_option("#f-status", "")
+    await page.wait_for_selector("#alerts tr td.state:text-matches('^Acknowledged by Dr A. Smith, ')")
 
-            # Silent renewal: the page fetches new tokens (through the provider's refresh) and stays live.
-            await expect(page.locator("body")).to_have_attribute(
-                "data-renewals", re.compile(r"^([2-9]|\d\d+)$"), timeout=30000
-            )
-            assert await page.locator("#session-ended").is_hidden()
-            assert await page.locator("#live").text_content() == "Live"
+    # Silent renewal: the page fetches new tokens (through the provider's refresh) and stays live.
+    await expect(page.locator("body")).to_have_attribute("data-renewals", re.compile(r"^([2-9]|\d\d+)$"), timeout=30000)
+    assert await page.locator("#session-ended").is_hidden()
+    assert await page.locator("#live").text_content() == "Live"
 
-            provider.process.terminate()  # the provider is gone: the next renewal cannot happen
-            await provider.process.wait()
-            banner = page.locator("#session-ended")
-            await banner.wait_for(state="visible", timeout=30000)
-            assert (await banner.text_content() or "").startswith("Your sign-in could not be renewed")
-            assert (
-                await banner.get_by_role("link", name="Sign in again").get_attribute("href")
-                == "/signin?next=%2Fconsole%2F"
-            )
-            await page.screenshot(path=str(SCREENSHOTS / "console-session-ended.png"), full_page=True)
-        finally:
-            await browser.close()
+    provider.process.terminate()  # the provider is gone: the next renewal cannot happen
+    await provider.process.wait()
+    banner = page.locator("#session-ended")
+    await banner.wait_for(state="visible", timeout=30000)
+    assert (await banner.text_content() or "").startswith("Your sign-in could not be renewed")
+    assert await banner.get_by_role("link", name="Sign in again").get_attribute("href") == "/signin?next=%2Fconsole%2F"
+    await page.screenshot(path=str(SCREENSHOTS / "console-session-ended.png"), full_page=True)
 
 
 def rsa_pem() -> bytes:
@@ -168,8 +138,8 @@ async def exchange_with_key_provider(
 ) -> AsyncIterator[tuple[str, Provider, str]]:
     """The provider knows the client by the public half of a key (its JWKS), as NHS login does; the
     exchange signs with that key, or with another one."""
-    port, provider_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
+    exchange, provider_port = Exchange(lambda: build(settings, list(SPECS))), free_port()
+    url = exchange.url
     registered = rsa_pem()
     public = RSAKey.import_key(registered).as_dict(private=False)
     (tmp_path / "jwks.json").write_text(
@@ -188,13 +158,11 @@ async def exchange_with_key_provider(
         "TOKEN_TTL_SECONDS": "10",
     }.items():
         monkeypatch.setenv(f"LHCIE_OIDC_{name}", value)
-    runner = web.AppRunner(build(settings, list(SPECS)), shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await exchange.start()
     try:
         yield url, provider, request.param
     finally:
-        await runner.cleanup()
+        await exchange.stop()
         if provider.process.returncode is None:
             provider.process.terminate()
             await provider.process.wait()
@@ -203,6 +171,7 @@ async def exchange_with_key_provider(
 async def sign_in_at_provider(page: Page, url: str, provider: Provider) -> None:
     await page.goto(f"{url}/console/")
     await page.get_by_role("link", name="Sign in").click()
+    # The provider's own login and consent pages (oidc-provider's development interactions).
     await page.wait_for_url(f"{provider.issuer}/**")
     await page.fill("input[name=login]", "smith-a")
     await page.fill("input[name=password]", "any")
@@ -212,25 +181,18 @@ async def sign_in_at_provider(page: Page, url: str, provider: Provider) -> None:
 
 
 async def test_the_client_authenticates_with_private_key_jwt(
-    exchange_with_key_provider: tuple[str, Provider, str],
+    exchange_with_key_provider: tuple[str, Provider, str], browser: Browser
 ) -> None:
     url, provider, key = exchange_with_key_provider
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 720})
-            await sign_in_at_provider(page, url, provider)
-            if key == "another-key":
-                # The provider accepts only an assertion signed with the registered key: no session.
-                await expect(page.locator("#signin-message")).to_contain_text("the provider refused the sign-in")
-                assert await page.locator("#tabs").is_hidden()
-                return
-            await page.wait_for_selector("#live:text('Live')")
-            assert (await page.locator("#who").text_content() or "").startswith("Dr A. Smith · RJ1 · ")
-            # Each renewal is another token request, with a fresh assertion (oidc-provider refuses a replayed jti).
-            await expect(page.locator("body")).to_have_attribute(
-                "data-renewals", re.compile(r"^([2-9]|\d\d+)$"), timeout=30000
-            )
-            assert await page.locator("#session-ended").is_hidden()
-        finally:
-            await browser.close()
+    page = await browser.new_page(viewport={"width": 1280, "height": 720})
+    await sign_in_at_provider(page, url, provider)
+    if key == "another-key":
+        # The provider accepts only an assertion signed with the registered key: no session.
+        await expect(page.locator("#signin-message")).to_contain_text("the provider refused the sign-in")
+        assert await page.locator("#tabs").is_hidden()
+        return
+    await page.wait_for_selector("#live:text('Live')")
+    assert (await page.locator("#who").text_content() or "").startswith("Dr A. Smith · RJ1 · ")
+    # Each renewal is another token request, with a fresh assertion (oidc-provider refuses a replayed jti).
+    await expect(page.locator("body")).to_have_attribute("data-renewals", re.compile(r"^([2-9]|\d\d+)$"), timeout=30000)
+    assert await page.locator("#session-ended").is_hidden()

@@ -226,6 +226,7 @@ TABLE: tuple[Route, ...] = (
     Route("GET", "/alerts/stream", NOBODY, url="/alerts/stream?token=forged", note="its own stream token only"),
     Route("GET", "/console/", EVERYONE, note="a static page; its data needs a token"),
     Route("GET", "/console/static", EVERYONE, url="/console/static/console.js"),
+    Route("GET", "/console/static/session.js", EVERYONE, note="the pages' shared sign-in script: no data"),
     Route(
         "GET",
         "/fhir/EpisodeOfCare",
@@ -402,6 +403,8 @@ TABLE: tuple[Route, ...] = (
     Route("GET", "/patient/static", EVERYONE, url="/patient/static/patient.js"),
     Route("GET", "/dcc/static/vocabulary.json", EVERYONE, note="words for codes: no data"),
     Route("GET", "/patient/static/vocabulary.json", EVERYONE, note="words for codes: no data"),
+    Route("GET", "/dcc/static/session.js", EVERYONE, note="the pages' shared sign-in script: no data"),
+    Route("GET", "/patient/static/session.js", EVERYONE, note="the pages' shared sign-in script: no data"),
 )
 
 

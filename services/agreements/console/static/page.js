@@ -94,6 +94,7 @@ function showSignIn(message) {
 export async function start(page, { allowed, ready }) {
   session = new Session({
     page,
+    notRenewed: "Your sign-in could not be renewed, so the page can no longer read or change anything. Sign in again to carry on.",
     onEnded: (message) => {
       const banner = $("session-ended");
       banner.replaceChildren(document.createTextNode(message + " "));

@@ -18,6 +18,7 @@ let live = null;
 
 const session = new Session({
   page: "/console/",
+  notRenewed: "Your sign-in could not be renewed, so new alerts are not arriving. Sign in again to carry on.",
   onEnded: (message) => {
     if (live) live.stop();
     $("live").textContent = "Not connected";

@@ -1,7 +1,9 @@
 // Who is signed in and their exchange token. People sign in through /signin (OpenID Connect); the page
-// then asks /signin/session for a short-lived token and asks again before it expires, so the console can
+// then asks /signin/session for a short-lived token and asks again before it expires, so the page can
 // stay open all day. A token given in #token=... (lhcie token --console, scripts) is used as it is until
-// it expires. The provider's own tokens never reach the page.
+// it expires. The provider's own tokens never reach the page. One file for every page that signs people
+// in (the coordinator console, the DCC, the patient page): shared/web serves it under each page's own
+// static path, so a page imports it as "./session.js".
 "use strict";
 
 export function decode(token) {
@@ -10,8 +12,10 @@ export function decode(token) {
 }
 
 export class Session {
-  constructor({ page, onEnded, onRenewed }) {
+  constructor({ page, notRenewed, onEnded, onRenewed }) {
     this.page = page;            // the path a sign-in returns to, e.g. "/console/"
+    // What the page says when the sign-in session cannot be renewed: what stops working on this page.
+    this.notRenewed = notRenewed;
     this.onEnded = onEnded;      // (message) => void: the page must say it plainly
     this.onRenewed = onRenewed || (() => {});
     this.bearer = null;
@@ -87,7 +91,7 @@ export class Session {
     if (!this.managed) { this._end("Your access token is no longer accepted. Sign in again to carry on."); return false; }
     const body = await this._fetchSession();
     if (body === null) {
-      this._end("Your sign-in could not be renewed, so new alerts are not arriving. Sign in again to carry on.");
+      this._end(this.notRenewed);
       return false;
     }
     if (body === undefined) {
