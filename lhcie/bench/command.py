@@ -54,6 +54,12 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="run only these scenarios: " + ",".join(SCENARIOS) + " (audit alone starts no stack)",
     )
     bench.add_argument("--audit-appends", type=int, help="durable appends timed in the audit scenario")
+    bench.add_argument(
+        "--replicas",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="processes per service, e.g. 1,2: the first runs every scenario, each further one the throughput "
+        "cells again on a stack of its own, reported side by side (default 1)",
+    )
     bench.add_argument("--keep", type=Path, help="keep the stack's data and logs in this directory")
 
 
@@ -66,6 +72,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = set(args.only or ()) - set(SCENARIOS)
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))} (choose from {', '.join(SCENARIOS)})")
+    if args.replicas is not None and (not args.replicas or min(args.replicas) < 1):
+        raise SystemExit("--replicas takes counts of at least 1, e.g. 1,2")
     for name in (
         "only",
         "audit_appends",
@@ -78,6 +86,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "sse_connections",
         "webhook_subscribers",
         "webhook_hosts",
+        "replicas",
     ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -96,8 +105,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  {t['status']:<13} {t['target']}: {t['detail']}")
     rec = results.get("reconciliation", {})
     print(f"\n  reconciliation: {rec.get('complete')}/{rec.get('documents')} documents stored, alerted and audited")
+    ok = bool(rec) and rec["complete"] == rec["documents"]
+    for further in results.get("replicas", [])[1:]:
+        r = further.get("reconciliation", {})
+        print(f"  {further['replicas']} replicas: {r.get('complete')}/{r.get('documents')} documents complete")
+        ok = ok and bool(r) and r["complete"] == r["documents"] and not further.get("error")
     for problem in ("error", "teardown_error"):
         if results["meta"].get(problem):
             print(f"  {problem.replace('_', ' ')}: {results['meta'][problem]}")
     print("\n  " + "\n  ".join(f"{k}: {p}" for k, p in paths.items()))
-    return 0 if rec and rec["complete"] == rec["documents"] and not results["meta"].get("error") else 1
+    return 0 if ok and not results["meta"].get("error") else 1

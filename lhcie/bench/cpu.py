@@ -38,6 +38,19 @@ def per_document(before: dict[str, float], after: dict[str, float], documents: i
     return out
 
 
+def by_service(cost: dict[str, float]) -> dict[str, float]:
+    """Per-process CPU-ms per document (``intake``, ``intake#2``, ...) summed over each service's
+    replicas, with the ``total``."""
+    out: dict[str, float] = {}
+    for name, value in cost.items():
+        if name != "total":
+            service = name.split("#", 1)[0]
+            out[service] = round(out.get(service, 0.0) + value, 2)
+    if out:
+        out["total"] = round(sum(out.values()), 2)
+    return out
+
+
 def per_second(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
     """CPU-ms per second of each process over a window (the idle cost the bench itself causes)."""
     return {

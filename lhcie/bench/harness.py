@@ -1,6 +1,12 @@
 """The stack a bench run measures: a private RabbitMQ vhost, the S3 API test server (moto) and the five
 services as separate processes (``python -m services.<name>``), or the one-process embedded stack.
 
+With ``replicas`` N > 1 each service runs as N processes: competing consumers on its quorum queues, each
+serving HTTP on its own port, with requests spread over them round-robin (a tiny loopback balancer here,
+no proxy). The replicas of a service share its document store as they would share MongoDB in production:
+here one SQLite file per service in one data directory, shared through WAL and ``busy_timeout`` (the
+notification replicas' integration test runs the same arrangement).
+
 Everything binds 127.0.0.1 on free ports and lives under one temporary directory; ``stop`` ends only the
 processes started here and deletes the vhost it created.
 """
@@ -8,6 +14,7 @@ processes started here and deletes the vhost it created.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import resource
 import signal
@@ -53,6 +60,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def replica_name(service: str, i: int) -> str:
+    """The first replica keeps the service's own name, so a one-replica stack is named as before."""
+    return service if i == 0 else f"{service}#{i + 1}"
+
+
+def service_of(process: str) -> str:
+    return process.split("#", 1)[0]
+
+
 def owner(path: str) -> str:
     for prefix, name in _OWNERS:
         if path.startswith(prefix):
@@ -81,10 +97,12 @@ class Stack:
     # An existing vhost URL (the tests' fixture makes one); otherwise the stack creates and deletes its own.
     amqp_url: str | None = None
     object_store: str = "auto"
+    replicas: int = 1  # processes per service (the five-process stack only)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    ports: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # by process name (``replica_name``)
     s3_url: str = ""
     _own_vhost: str | None = None
+    _turns: dict[str, itertools.cycle[str]] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -107,14 +125,26 @@ class Stack:
         return EmbeddedIssuer(self.data_dir, issuer=s.jwt_issuer, audience=s.jwt_audience)
 
     def url(self, path: str) -> str:
-        name = "lhcie" if self.embedded else owner(path)
-        return f"http://127.0.0.1:{self.ports[name]}{path}"
+        """The owning service's address; with replicas, each of them in turn."""
+        if self.embedded:
+            return f"http://127.0.0.1:{self.ports['lhcie']}{path}"
+        service = owner(path)
+        turns = self._turns.get(service)
+        if turns is None:
+            turns = self._turns[service] = itertools.cycle([replica_name(service, i) for i in range(self.replicas)])
+        return f"http://127.0.0.1:{self.ports[next(turns)]}{path}"
 
     def pid(self, name: str) -> int:
+        """The first replica's pid (a process name such as ``intake#2`` names another one)."""
         return self.processes["lhcie" if self.embedded else name].pid
 
     def pids(self) -> dict[str, int]:
-        return {n: p.pid for n, p in self.processes.items() if n in (*SERVICES, "lhcie")}
+        """Every service process by name, replicas included."""
+        return {n: p.pid for n, p in self.processes.items() if n == "lhcie" or service_of(n) in SERVICES}
+
+    def server_pids(self) -> dict[str, int]:
+        """The servers the stack started beside the services (the S3 API server)."""
+        return {n: p.pid for n, p in self.processes.items() if n == "moto"}
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -145,11 +175,15 @@ class Stack:
         if init.returncode != 0:
             raise RuntimeError(f"lhcie bus init failed: {init.stderr.decode()[-2000:]}")
         # Agreements first: its demo data becomes policy.* events the others need before documents flow.
+        # Its further replicas start after it has loaded the demo data, so that they find it there.
         self._spawn("agreements", [sys.executable, "-m", "services.agreements"], self._env("agreements", demo=True))
         await self._ready(["agreements"])
-        for name in SERVICES[1:]:
-            self._spawn(name, [sys.executable, "-m", f"services.{name}"], self._env(name))
-        await self._ready(list(SERVICES[1:]))
+        later = [replica_name("agreements", i) for i in range(1, self.replicas)]
+        for service in SERVICES[1:]:
+            later += [replica_name(service, i) for i in range(self.replicas)]
+        for name in later:
+            self._spawn(name, [sys.executable, "-m", f"services.{service_of(name)}"], self._env(name))
+        await self._ready(later)
 
     def _env(self, name: str, *, bus: str = "amqp", demo: bool = False) -> dict[str, str]:
         port = self.ports.setdefault(name, free_port())

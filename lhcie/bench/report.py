@@ -42,6 +42,52 @@ def _cpu_table(cells: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+SERVICES = ("agreements", "intake", "storage", "notification", "audit")
+
+
+def _replicas_table(results: dict[str, Any]) -> list[str]:
+    """The throughput cells at each replica count, row beside row; CPU summed over each service's replicas."""
+    runs = results.get("replicas") or []
+    if not runs:
+        return []
+    lines = [
+        "",
+        "## Replicas (N processes per service: competing consumers on the quorum queues, HTTP round-robin)",
+        "",
+        "CPU-ms per document summed over each service's replicas; the S3 API server's apart from the total.",
+        "",
+        "| size | senders | N | docs | docs/s | × first N | e2e p50 ms | CPU-ms/doc | "
+        + " | ".join(SERVICES)
+        + " | S3 server CPU-ms/doc |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * (len(SERVICES) + 1),
+    ]
+    cells = {(r["replicas"], c["size"], c["senders"]): c for r in runs for c in r.get("throughput", [])}
+    first = runs[0]["replicas"]
+    for c0 in runs[0].get("throughput", []):
+        for r in runs:
+            c = cells.get((r["replicas"], c0["size"], c0["senders"]))
+            if c is None:
+                continue
+            cost = c.get("cpu_ms_per_doc_by_service", {})
+            lines.append(
+                f"| {_size(c['size'])} | {c['senders']} | {r['replicas']} | {c['completed']}/{c['documents']} | "
+                f"{c['docs_per_s']} | {_ratio(c['docs_per_s'], c0['docs_per_s']) if r['replicas'] != first else '-'} | "
+                f"{_ms(c['end_to_end']['p50_ms'])} | {cost.get('total', '-')} | "
+                + " | ".join(str(cost.get(n, "-")) for n in SERVICES)
+                + f" | {c.get('server_cpu_ms_per_doc', {}).get('moto', '-')} |"
+            )
+    for r in runs:
+        rec = r.get("reconciliation")
+        if rec:
+            chain = r.get("audit_chain") or {}
+            verified = f" Audit chain: {chain.get('records')} records, intact={chain.get('intact')}." if chain else ""
+            lines.append(f"\nN = {r['replicas']}: {rec['complete']}/{rec['documents']} documents complete.{verified}")
+        for problem in ("error", "teardown_error"):
+            if r.get(problem):
+                lines.append(f"\nN = {r['replicas']}: {problem.replace('_', ' ')}: {r[problem]}")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -79,6 +125,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_ms(peer.get('end_to_end', {}).get('p50_ms'))} | {c.get('cpu_ms_per_doc', {}).get('total', '-')} |"
         )
     lines += _cpu_table(results.get("throughput", []))
+    lines += _replicas_table(results)
     lines += [
         "",
         "## Alert latency (POST answered → alert at the coordinator)",

@@ -53,6 +53,9 @@ class BenchConfig:
     command: str = "lhcie bench"
     # Run only these scenarios (lhcie.bench.command.SCENARIOS); empty: all of them. The audit chain alone needs no stack.
     only: list[str] = field(default_factory=list)
+    # Processes per service. The first count runs every scenario; each further one starts a stack of its own
+    # afterwards (own vhost, own data) for the throughput cells alone, reported beside the first.
+    replicas: list[int] = field(default_factory=lambda: [1])
 
     def count_for(self) -> dict[int, int]:
         return {s: (self.documents if s <= MIB else self.large_documents) for s in self.sizes}
@@ -112,14 +115,22 @@ def _phase(name: str) -> float:
 
 async def run(config: BenchConfig) -> dict[str, Any]:
     work_dir = config.work_dir or Path(tempfile.mkdtemp(prefix="lhcie-bench-"))
-    stack = Stack(work_dir, embedded=config.embedded, amqp_url=config.amqp_url, object_store=config.object_store)
+    first, *more = config.replicas or [1]
+    stack = Stack(
+        work_dir,
+        embedded=config.embedded,
+        amqp_url=config.amqp_url,
+        object_store=config.object_store,
+        replicas=1 if config.embedded else first,
+    )
     started = datetime.now(UTC)
     results: dict[str, Any] = {
         "meta": {
             "started": started.isoformat(timespec="seconds"),
             "stack": "one process, embedded adapters"
             if config.embedded
-            else "five services as separate processes on RabbitMQ",
+            else "five services as separate processes on RabbitMQ" + (f", {first} of each" if first > 1 else ""),
+            "replicas": 1 if config.embedded else first,
             "object_store": stack.store_kind,
             "cpus": os.cpu_count(),
             "load_average_start": cpu.load_average(),
@@ -145,13 +156,70 @@ async def run(config: BenchConfig) -> dict[str, Any]:
         except Exception as exc:
             log.exception("bench.teardown_failed")
             results["meta"]["teardown_error"] = f"{type(exc).__name__}: {exc}"[:1000]
-        if config.work_dir is None:
+        if not more and config.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
+    if more and not config.embedded:
+        try:
+            results["replicas"] = [
+                {"replicas": first, "throughput": results.get("throughput", [])},
+                *[await _replica_run(config, n, work_dir / f"replicas-{n}", timings) for n in more],
+            ]
+        finally:
+            if config.work_dir is None:
+                shutil.rmtree(work_dir, ignore_errors=True)
     results["meta"]["phase_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     results["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["meta"]["load_average_end"] = cpu.load_average()
     results["targets"] = targets.judge(results)
     return results
+
+
+async def _replica_run(config: BenchConfig, n: int, work_dir: Path, timings: dict[str, float]) -> dict[str, Any]:
+    """The throughput cells on a fresh stack of ``n`` processes per service, after the first stack has
+    stopped (two stacks at once would share the cores). Its own vhost: nothing the first left queued
+    reaches it."""
+    stack = Stack(work_dir, object_store=config.object_store, replicas=n)
+    out: dict[str, Any] = {"replicas": n}
+    t = _phase(f"{n} replicas per service: throughput")
+    try:
+        await stack.start()
+        exchange = await Exchange.open(stack)
+        tail = AuditTail(exchange)
+        try:
+            await tail.start()
+            await throughput.run_cell(exchange, tail, size=10 * KIB, senders=1, count=3, timeout=config.timeout)
+            out["throughput"] = await throughput.run(
+                exchange,
+                tail,
+                sizes=config.sizes,
+                senders=config.senders,
+                count_for=config.count_for(),
+                timeout=config.timeout,
+            )
+            out["memory"] = memory.steady_state(stack.pids())
+            await tail.wait_for([p.doc_id for p in exchange.posted], timeout=config.timeout)
+            out["reconciliation"] = await reconcile(exchange)
+            # Several audit replicas append to one chain: it must still verify end to end.
+            status, verified = await exchange.get_json("/fhir/AuditEvent/$verify", "admin")
+            found = {
+                p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in verified.get("parameter", [])
+            }
+            out["audit_chain"] = {"status": status, "intact": found.get("intact"), "records": found.get("count")}
+        finally:
+            await tail.stop()
+            await exchange.close()
+    except Exception as exc:
+        log.exception("bench.replicas_failed %s", n)
+        print(f"[bench] {n} replicas failed: {type(exc).__name__}: {exc}", flush=True)
+        out["error"] = f"{type(exc).__name__}: {exc}"[:1000]
+    finally:
+        try:
+            await stack.stop()
+        except Exception as exc:
+            log.exception("bench.teardown_failed")
+            out["teardown_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+    timings[f"replicas_{n}"] = time.monotonic() - t
+    return out
 
 
 async def _scenarios(

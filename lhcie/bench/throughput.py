@@ -37,11 +37,13 @@ async def run_cell(
 ) -> dict[str, Any]:
     bodies = [encoded_body(size, f"bench {size}B #{i}") for i in range(count)]
     pids = exchange.stack.pids()
+    # The S3 API server's own CPU, apart from the services' total: what the bucket costs per document.
+    servers = exchange.stack.server_pids()
     # What the services spend with no documents moving (the bench's own audit tail and alert stream
     # polling them, timers): over a short window first, so the cell's figure can be given net of it too.
     idle_before, idle_started = cpu.sample(pids), time.monotonic()
     await asyncio.sleep(IDLE_WINDOW)
-    cpu_before = cpu.sample(pids)
+    cpu_before, servers_before = cpu.sample(pids), cpu.sample(servers)
     idle_per_s = cpu.per_second(idle_before, cpu_before, time.monotonic() - idle_started)
     started = time.monotonic()
     posted = await post_all(exchange, bodies, size, senders)
@@ -52,6 +54,8 @@ async def run_cell(
     last = max(done) if done else time.monotonic()
     elapsed = max(last - started, 1e-9)
     cpu_ms = cpu.per_document(cpu_before, cpu.sample(pids), len(done))
+    servers_ms = cpu.per_document(servers_before, cpu.sample(servers), len(done))
+    servers_ms.pop("total", None)
     cpu_net = cpu.net_of_idle(cpu_ms, idle_per_s, elapsed, len(done))
     print(
         f"[bench]   {size // 1024} KiB x{senders}: {len(done) / elapsed:.1f} docs/s, CPU-ms/doc "
@@ -69,7 +73,10 @@ async def run_cell(
         "docs_per_s": round(len(done) / elapsed, 2),
         "mib_per_s": round(len(done) * size / elapsed / 2**20, 2),
         "post_docs_per_s": round(count / max(posting_done - started, 1e-9), 2),
+        "replicas": exchange.stack.replicas,
         "cpu_ms_per_doc": cpu_ms,
+        "cpu_ms_per_doc_by_service": cpu.by_service(cpu_ms),
+        "server_cpu_ms_per_doc": servers_ms,
         "cpu_ms_per_doc_net_of_idle": cpu_net,
         "idle_cpu_ms_per_s": idle_per_s,
         "load_average": cpu.load_average(),

@@ -53,7 +53,7 @@ async def _deliver(deliverer: Deliverer, notification: Notification) -> None:
             await deliverer.dispatch()  # starts what is due; a receiver that never answers holds up no one
         except Exception:
             log.exception("notification.delivery_tick_failed", extra={"code": "NOT030"})
-        await asyncio.sleep(notification.settings.webhook_tick_seconds)
+        await deliverer.wait(notification.settings.webhook_tick_seconds)
 
 
 def install(app: web.Application, settings: NotificationSettings | None = None) -> None:

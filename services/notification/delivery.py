@@ -107,6 +107,20 @@ class Deliverer:
         self._hosts: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._orgs: dict[str, asyncio.Semaphore] = {}
         self._all = asyncio.Semaphore(settings.webhook_concurrency)
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something may be due now (a notification committed in this process, a delivery finished so its
+        subscription's next may go): the loop looks at once instead of at its next tick."""
+        self._woken.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Until ``wake`` or ``seconds`` (the tick finds what another replica committed)."""
+        try:
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._woken.clear()
 
     async def start(self) -> None:
         self._all = asyncio.Semaphore(self.settings.webhook_concurrency)
@@ -162,6 +176,7 @@ class Deliverer:
     def _finished(self, key: str, task: asyncio.Task[bool]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
+        self.wake()
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook.delivery_failed", exc_info=task.exception(), extra={"code": "NOT030"})
 

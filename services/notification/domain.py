@@ -84,7 +84,9 @@ class Notification:
         store = ctx.store
         self.clock = AdjustableClock(clock or SystemClock())
         self.listeners = Listeners()
-        write = Writer(ctx.outbox.notify, self.listeners.changed)
+        # A committed write may have queued rest-hook notifications: their delivery starts now, not at the
+        # next tick (the deliverer is built below; the hook runs only after a commit).
+        write = Writer(ctx.outbox.notify, self.listeners.changed, lambda: self.deliverer.wake())
         outgoing = Outgoing(store, ctx.outbox, ctx.source)
 
         self.policy = PolicyView(store)

@@ -174,3 +174,14 @@ async def test_one_organisations_dead_receivers_cannot_take_every_place(
         hole.release()
         for server in servers:
             server.close()
+
+
+async def test_a_committed_notification_is_sent_at_once_not_at_the_next_tick(
+    stack: TestClient, tokens: Any, healthy: tuple[list[str], int]
+) -> None:
+    # The tick is an hour here: only the wake-up after the commit (issue 21: fan-out p99 under a second)
+    # can start this delivery, and nothing in the test calls dispatch().
+    got, port = healthy
+    await teams_known(stack)
+    sub = await create(stack, tokens, f"http://127.0.0.1:{port}/hook")
+    await eventually(lambda: _async(got == [sub]), timeout=30)
