@@ -26,38 +26,49 @@ from shared.store.sqlite import SqliteStore
 
 SHM = Path("/dev/shm")
 
-# A record the size and shape of the audit service's own (document.stored, IHE BALP basic shape).
-RESOURCE: dict[str, Any] = {
-    "resourceType": "AuditEvent",
-    "type": {
-        "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-        "code": "rest",
-        "display": "RESTful Operation",
-    },
-    "subtype": [
-        {"system": "http://hl7.org/fhir/restful-interaction", "code": "create"},
-        {"system": "https://lhcie.london/fhir/CodeSystem/event-type", "code": "document.stored"},
-    ],
-    "action": "C",
-    "period": {"start": "2026-11-25T17:00:00+00:00", "end": "2026-11-25T17:00:00+00:00"},
-    "recorded": "2026-11-25T17:00:00.010000+00:00",
-    "outcome": "0",
-    "agent": [{"who": {"display": "urn:lhcie:service:storage"}, "requestor": True}],
-    "source": {
-        "observer": {"display": "urn:lhcie:service:storage"},
-        "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
-    },
-    "entity": [
-        {
-            "what": {"reference": "DocumentReference/00000000-0000-0000-0000-000000000000"},
-            "role": {
-                "system": "http://terminology.hl7.org/CodeSystem/object-role",
-                "code": "4",
-                "display": "Domain Resource",
-            },
-        }
-    ],
-}
+
+# Records the size and shape of the audit service's own: the three a document's trip leaves (received with
+# its submitter, stored, the MDT alert), built by the service's own ``records_for`` (3-4 KB each as stored,
+# with every search field; an earlier hand-written record was a third of that size and lacked most of the
+# search fields, so it measured a shorter path than the service's records take).
+def _trip_records() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    from services.audit.records import records_for
+    from shared.events import Actor, AlertRaised, DocumentFacts, DocumentReceived, DocumentStored, Event, RoutingKey
+
+    doc = DocumentFacts(
+        document_id="00000000-0000-0000-0000-000000000000",
+        patient_nhs_number="9000000009",
+        custodian="RJ1",
+        type_system="http://snomed.info/sct",
+        type_code="371530004",
+        type_display="Clinical consultation report",
+        content_type="application/pdf",
+        size=102_400,
+        sha256="0" * 64,
+    )
+    actor = Actor(org="RJ1", role="clinician", subject="bench-user", address="127.0.0.1")
+    at = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+    events = [
+        Event.new(
+            RoutingKey.DOCUMENT_RECEIVED,
+            DocumentReceived(submission_id="s", document=doc, staging_key="k", actor=actor),
+            source="urn:lhcie:service:intake",
+            correlation_id="bench",
+        ),
+        Event.new(
+            RoutingKey.DOCUMENT_STORED,
+            DocumentStored(submission_id="s", document=doc, object_key="k", stored_at=at),
+            source="urn:lhcie:service:storage",
+            correlation_id="bench",
+        ),
+        Event.new(
+            RoutingKey.ALERT_RAISED,
+            AlertRaised(alert_id="a", recipient="CareTeam/rj1-lung", priority="routine", document=doc),
+            source="urn:lhcie:service:notification",
+            correlation_id="bench",
+        ),
+    ]
+    return [(resource, index) for event in events for _, resource, index in records_for(event, recorded=at)]
 
 
 def _chain(store: SqliteStore) -> AuditChain:
@@ -82,6 +93,7 @@ async def _append(chain: AuditChain, count: int, *, budget: float, concurrency: 
     until durable, as a consumer awaits it before its ack); the rate over the first and the last
     ``WINDOW`` appends shows whether an append slows down as the chain grows."""
     run = uuid.uuid4().hex[:8]
+    records = _trip_records()
     cpu_started = time.process_time()
     started = time.perf_counter()
     deadline = started + budget
@@ -94,12 +106,8 @@ async def _append(chain: AuditChain, count: int, *, budget: float, concurrency: 
         while next_index < count and time.perf_counter() <= deadline:
             i = next_index
             next_index += 1
-            doc = f"{i:08d}-0000-0000-0000-000000000000"
-            await chain.append(
-                f"{run}-{i}",
-                RESOURCE,
-                {"entities": [f"DocumentReference/{doc}", f"Binary/{doc}"], "orgs": ["RJ1"], "patient": "9000000009"},
-            )
+            resource, index = records[i % len(records)]
+            await chain.append(f"{run}-{i}", resource, index)
             done += 1
             if done % WINDOW == 0:
                 marks.append(time.perf_counter())

@@ -6,6 +6,8 @@ from typing import Any
 
 HELD, MISSED, NOT_MEASURED = "held", "missed", "not measured"
 CPU_MS_PER_DOC = 8.0
+AUDIT_APPENDS_PER_S = 5000.0
+AUDIT_VERIFY_RECORDS, AUDIT_VERIFY_SECONDS = 1_000_000, 10.0
 
 
 def _target(name: str, status: str, detail: str) -> dict[str, str]:
@@ -96,4 +98,31 @@ def judge(results: dict[str, Any]) -> list[dict[str, str]]:
                 ", ".join(f"{c['size'] // 1024} KiB x{c['senders']}: {total} ms" for c, total in costs),
             )
         )
+    out.extend(_audit(results.get("audit")))
+    return out
+
+
+def _audit(audit: dict[str, Any] | None) -> list[dict[str, str]]:
+    appends = f"audit >= {AUDIT_APPENDS_PER_S:,.0f} durable appends/s"
+    verify = f"audit $verify of {AUDIT_VERIFY_RECORDS:,} records < {AUDIT_VERIFY_SECONDS:.0f} s"
+    if not audit or "appends_per_s" not in audit:
+        return [_target(appends, NOT_MEASURED, "scenario not run"), _target(verify, NOT_MEASURED, "scenario not run")]
+    rate = audit["appends_per_s"]
+    out = [
+        _target(
+            appends,
+            HELD if rate >= AUDIT_APPENDS_PER_S else MISSED,
+            f"{rate:,.0f}/s ({audit['appends']} appends, {audit['append_concurrency']} in flight, "
+            f"{audit['cpu_ms_per_append']} CPU-ms each)",
+        )
+    ]
+    detail = (
+        f"{audit['records']:,} records in {audit['verify_seconds']} s "
+        f"({audit.get('verify_cpu_seconds', '?')} s of CPU, intact={audit['intact']})"
+    )
+    if audit["records"] < AUDIT_VERIFY_RECORDS:
+        out.append(_target(verify, NOT_MEASURED, detail + " (the full preset builds a million)"))
+    else:
+        ok = audit["verify_seconds"] < AUDIT_VERIFY_SECONDS and audit["intact"]
+        out.append(_target(verify, HELD if ok else MISSED, detail))
     return out

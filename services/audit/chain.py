@@ -6,11 +6,11 @@ the chain consistently then still breaks a signature, and the signed hashes name
 changed. Records are only ever appended: the chain holds its collection through an append-only view.
 
 Ordering with several writers: ``seq`` has a unique index, so two appenders racing for the same
-position cannot both win; the loser re-reads the head and tries the next position. In one process an
-asyncio lock keeps appends in turn so that retry is rare, and appends that queue behind it are written
-together (group commit: one transaction and one fsync for all of them, each record still hashed and
-linked to the one before). The chain's order is therefore the order in which records became durable,
-one chain for the whole exchange.
+position cannot both win; the loser re-reads the head and tries the next position. In one process a
+single writer keeps appends in turn so that retry is rare, and appends that wait while it writes are
+written together by its next transaction (group commit: one transaction and one fsync for all of them,
+each record still hashed and linked to the one before). The chain's order is therefore the order in
+which records became durable, one chain for the whole exchange.
 """
 
 from __future__ import annotations
@@ -57,12 +57,35 @@ def _canonical_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+class _NotJson(Exception):
+    pass
+
+
+def _json_only(value: Any) -> Any:
+    raise _NotJson
+
+
+def _body(record: dict[str, Any]) -> tuple[str, Document]:
+    """The canonical text a new record's hash is over, and the record as a read will return it.
+
+    A record of JSON values (what the audit service writes) is serialised once and is its own reading;
+    one holding anything else (a datetime, say) goes through JSON first, as every record did before, so
+    that the text is the canonical text of what a read returns."""
+    try:
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_only)
+        return text, record
+    except (_NotJson, TypeError):
+        read: Document = json.loads(json.dumps(record, default=str))
+        return _canonical_text(read), read
+
+
 # A record stored by this version starts with its key and hash, then the exact canonical text that was
 # hashed, so $verify can hash the stored bytes without parsing and re-serialising each record (the two
 # were two thirds of its time). Anything else (older records, another store) is verified the slow way.
-_STORED_PREFIX = '{"_id":"'
-_HASH_AT = slice(30, 94)
+_STORED_PREFIX = b'{"_id":"'
 _BODY_AT = 96
+# The hashed text starts with the "{" that the stored key and hash displaced.
+_OPEN = hashlib.sha256(b"{")
 
 
 def _stored(key: str, hash_: str, body: str) -> str:
@@ -70,27 +93,33 @@ def _stored(key: str, hash_: str, body: str) -> str:
     return f'{{"_id":"{key}","hash":"{hash_}",{body[1:]}'
 
 
-def _fast_read(text: str) -> Document | None:
-    """The chain fields of a record stored in the form above whose body hashes to the hash it carries,
-    read from the text without parsing it; ``None`` is not a verdict: the record is then parsed and
-    checked the slow way, which names the problem.
+def _fast_read(raw: bytes) -> tuple[int, str, str] | None:
+    """``(seq, prev_hash, hash)`` of a record stored in the form above whose body hashes to the hash it
+    carries, read from the bytes without parsing them; ``None`` is not a verdict: the record is then parsed
+    and checked the slow way, which names the problem.
 
-    Once the hash holds, the body is the canonical text written at append (keys sorted, compact), so the
-    top-level ``prev_hash`` is followed by ``resource`` and ``seq`` is the last member; anything else (an
-    index field sorting between them) goes the slow way too."""
-    if not (text.startswith(_STORED_PREFIX) and text[20:30] == '","hash":"' and text[94:96] == '",'):
+    ``prev_hash`` and ``seq`` are read where canonical text puts the top-level members (the first
+    ``"prev_hash"`` key: only flat search fields sort before it; the last ``"seq"`` key: only flat search
+    fields sort after it), whatever search fields a record has. Both are read from the hashed bytes, so
+    what is checked is pinned by this record's hash, the next record's link and, through the links, the
+    next signed checkpoint: bytes that read differently here than in a JSON parser cannot be put in the
+    place of a record without breaking those."""
+    if raw[:8] != _STORED_PREFIX or raw[20:30] != b'","hash":"' or raw[94:96] != b'",':
         return None
-    digest = text[_HASH_AT]
-    if hashlib.sha256(("{" + text[_BODY_AT:]).encode()).hexdigest() != digest:
+    hashed = _OPEN.copy()
+    hashed.update(memoryview(raw)[_BODY_AT:])
+    digest = hashed.hexdigest()
+    if raw[30:94] != digest.encode():
         return None
-    at = text.find(',"prev_hash":"', _BODY_AT)
-    tail = text.rfind(',"seq":')
-    if at < 0 or text[at + 78 : at + 91] != '","resource":' or tail < 0 or not text.endswith("}"):
+    at = raw.find(b'"prev_hash":"', _BODY_AT)
+    tail = raw.rfind(b',"seq":')
+    if at < 0 or raw[at + 77 : at + 78] != b'"' or tail < 0 or raw[-1:] != b"}":
         return None
-    seq = text[tail + 7 : -1]
-    if not seq.isdigit() or text[8:20] != f"{int(seq):012d}":
+    end = raw.find(b",", tail + 7)
+    seq = raw[tail + 7 : end if end > 0 else -1]
+    if not seq.isdigit() or len(seq) > 12 or raw[8:20] != b"%012d" % int(seq):
         return None
-    return {"seq": int(seq), "prev_hash": text[at + 14 : at + 78], "hash": digest, "_hash_holds": True}
+    return int(seq), raw[at + 13 : at + 77].decode(), digest
 
 
 def hash_of(doc: Document) -> str:
@@ -136,7 +165,8 @@ class AppendOnly:
     async def find_serialized(
         self, where: dict[str, Any], *, sort: Sequence[tuple[str, int]], limit: int, fields: Sequence[str]
     ) -> list[tuple[Any, ...]] | None:
-        """Stored texts with some fields, where the store can give them unparsed; else ``None``."""
+        """Stored documents (UTF-8 bytes) with some fields, where the store can give them unparsed; else
+        ``None``."""
         find = getattr(self._c, "find_serialized", None)
         return None if find is None else await find(where, sort=sort, limit=limit, fields=fields)
 
@@ -198,8 +228,11 @@ class AuditChain:
         self._signer_source = signer
         self._signer: CheckpointSigner | None = None
         self.checkpoint_every = checkpoint_every
-        self._lock = asyncio.Lock()
         self._pending: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+        # The hashes of the newest records this chain wrote, for the next checkpoint to sign without reading
+        # them back; trusted only while the head read in a transaction is their last.
+        self._recent: deque[tuple[int, str]] = deque(maxlen=checkpoint_every)
 
     @property
     def signer(self) -> CheckpointSigner | None:
@@ -222,23 +255,49 @@ class AuditChain:
     ) -> Document | None:
         """Append one record (``None`` if this event id is already recorded), durable when this returns.
 
-        Group commit: appends that arrive while a transaction is being written wait for it, and the next
-        one writes them all (one transaction, one fsync, one head read), so concurrent consumers share
-        the cost of durability. Each record is still hashed and linked on its own, as before."""
-        pending = _Pending(event_id, resource, index, also, asyncio.get_running_loop().create_future())
+        Group commit: one writer per chain takes every append waiting when its last transaction ends and
+        writes them in the next (one transaction, one fsync, one head read, up to ``MAX_BATCH``), so
+        concurrent consumers share the cost of durability. Each record is still hashed and linked on its
+        own. A caller that stops waiting does not stop its record: it is written, or fails, with the rest."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(event_id, resource, index, also, loop.create_future())
         self._pending.append(pending)
-        while not pending.done.done():
-            async with self._lock:
-                if pending.done.done():
+        if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
+            self._writer = loop.create_task(self._write_pending())
+        try:
+            return await asyncio.shield(pending.done)
+        except asyncio.CancelledError:
+            # The record is still written, or fails with the rest, and nobody will ask which.
+            pending.done.add_done_callback(_outcome_unread)
+            raise
+
+    async def _write_pending(self) -> None:
+        # Appends that arrive while a transaction is written wait for the next one; waiting on the record
+        # itself, not on a lock, lets every finished caller go at once and come back as one batch (behind
+        # a lock they left one at a time and the next batch held only those that had, ~10 records).
+        while self._pending:
+            await self._write_batch()
+            # The callers just released come back with their next records within a few turns of the loop
+            # (their wake-up is two hops): wait those turns rather than leave them a writer of their own.
+            for _ in range(3):
+                if self._pending:
                     break
-                batch = self._pending[:MAX_BATCH]
-                del self._pending[:MAX_BATCH]
-                try:
-                    await self._commit(batch)
-                finally:
-                    # A cancelled writer leaves the others' records to whoever takes the lock next.
-                    self._pending[:0] = [p for p in batch if not p.done.done()]
-        return pending.done.result()
+                await asyncio.sleep(0)
+
+    async def _write_batch(self) -> None:
+        batch = self._pending[:MAX_BATCH]
+        del self._pending[:MAX_BATCH]
+        try:
+            await self._commit(batch)
+        except BaseException as exc:
+            # Cancelled with the loop, or a bug: the transaction rolled back, so no caller may be told its
+            # record is durable, and none may wait for ever.
+            failure = exc if isinstance(exc, Exception) else StoreUnavailable("the audit writer stopped")
+            for one in (*batch, *self._pending):
+                if not one.done.done():
+                    one.done.set_exception(failure)
+            self._pending.clear()
+            raise
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -261,6 +320,7 @@ class AuditChain:
 
     async def _write(self, batch: list[_Pending]) -> list[Document | None]:
         signer = self.signer
+        every = self.checkpoint_every
         while True:
             try:
                 async with self._store.transaction() as session:
@@ -272,6 +332,8 @@ class AuditChain:
                     head = await self.head(session)
                     seq = head["seq"] if head else 0
                     prev = head["hash"] if head else GENESIS
+                    # What this chain last wrote is still the head: no other writer came between.
+                    recent = list(self._recent) if self._recent and self._recent[-1] == (seq, prev) else []
                     out: list[Document | None] = []
                     docs: list[Document] = []
                     texts: list[str] = []
@@ -281,51 +343,52 @@ class AuditChain:
                             continue
                         known.add(p.event_id)
                         seq += 1
-                        # Through JSON once, so the hash is over exactly what a later read returns.
-                        doc: Document = json.loads(
-                            json.dumps(
-                                {
-                                    **p.index,
-                                    "seq": seq,
-                                    "event_id": p.event_id,
-                                    "prev_hash": prev,
-                                    "resource": {**p.resource, "id": str(seq)},
-                                },
-                                default=str,
-                            )
+                        body, doc = _body(
+                            {
+                                **p.index,
+                                "seq": seq,
+                                "event_id": p.event_id,
+                                "prev_hash": prev,
+                                "resource": {**p.resource, "id": str(seq)},
+                            }
                         )
-                        body = _canonical_text(doc)
                         doc["_id"] = f"{seq:012d}"
                         doc["hash"] = prev = hashlib.sha256(body.encode()).hexdigest()
                         docs.append(doc)
                         texts.append(_stored(doc["_id"], prev, body))
+                        recent.append((seq, prev))
                         out.append(doc)
                     await self._records.insert_many(docs, texts, session=session)
                     if signer is not None:
                         for doc in docs:
-                            if doc["seq"] % self.checkpoint_every == 0:
-                                await self._checkpoint(signer, doc, session)
+                            if doc["seq"] % every == 0:
+                                await self._checkpoint(signer, doc, recent, session)
                     for p in batch:
                         if p.also is not None:
                             await p.also(session)
-                    return out
+                # Committed: only now are these the newest records.
+                self._recent.extend(recent[-every:])
+                return out
             except (DuplicateKey, WriteConflict):
                 # Another writer took these positions (or recorded one of these events): look again.
                 continue
 
-    async def _checkpoint(self, signer: CheckpointSigner, head: Document, session: Session) -> None:
-        seq = head["seq"]
-        covered = await self._records.find(
-            {"seq": {"$gt": seq - self.checkpoint_every, "$lte": seq}},
-            sort=[("seq", ASCENDING)],
-            limit=self.checkpoint_every,
-            session=session,
-        )
+    async def _checkpoint(
+        self, signer: CheckpointSigner, head: Document, recent: list[tuple[int, str]], session: Session
+    ) -> None:
+        seq, every = head["seq"], self.checkpoint_every
+        hashes = [h for s, h in recent if seq - every < s <= seq]
+        if len(hashes) != min(every, seq):
+            # Not all written by this chain since its last look (a restart, another replica): read them.
+            covered = await self._records.find(
+                {"seq": {"$gt": seq - every, "$lte": seq}}, sort=[("seq", ASCENDING)], limit=every, session=session
+            )
+            hashes = [d["hash"] for d in covered]
         cp: Document = {
             "_id": f"{seq:012d}",
             "seq": seq,
             "head_hash": head["hash"],
-            "hashes": [d["hash"] for d in covered],
+            "hashes": hashes,
             "key_id": signer.key_id,
             "signed_at": datetime.now(UTC).isoformat(),
         }
@@ -362,41 +425,72 @@ class AuditChain:
             if (problem := checker.check_signature(cp)) is not None:
                 return checker.broken(since, problem)
             prev, expected = cp["head_hash"], since + 1
-        while True:
-            page = await self._page(expected)
-            if not page:
-                break
-            cps = {
-                c["seq"]: c
-                for c in await self._checkpoints.find(
-                    {"seq": {"$gte": page[0]["seq"], "$lte": page[-1]["seq"]}}, limit=VERIFY_PAGE
-                )
-            }
-            for doc in page:
-                seq = doc.get("seq")
-                if seq != expected:
-                    return checker.broken(expected, f"record {expected} is missing")
-                if doc.get("prev_hash") != prev:
-                    return checker.broken(seq, f"record {seq} does not follow record {seq - 1}")
-                if not doc.get("_hash_holds") and hash_of(doc) != doc.get("hash"):
-                    return checker.broken(seq, f"record {seq} was altered")
-                if (found := checker.at(doc, cps.get(seq))) is not None:
-                    return found
-                prev, expected = doc["hash"], expected + 1
+        every, signed, recent = self.checkpoint_every, checker.signer is not None, checker.recent
+        ahead = asyncio.ensure_future(self._page(expected))
+        try:
+            while True:
+                rows, reads, cps = await ahead
+                if not rows:
+                    break
+                # The next page is read and hashed (by the store's reader thread and a worker thread, which
+                # leave the GIL while SQLite steps and while a record is hashed) while this one is checked;
+                # if this one breaks, it is not used.
+                ahead = asyncio.ensure_future(self._page(expected + len(rows)))
+                for row, fast in zip(rows, reads, strict=True):
+                    if fast is None:
+                        doc: Document = json.loads(row) if isinstance(row, bytes) else row
+                        # A field that is missing reads as a value no record has (seq 0, an empty hash).
+                        seq, link, digest = doc.get("seq", 0), doc.get("prev_hash", ""), doc.get("hash", "")
+                    else:
+                        seq, link, digest = fast
+                    if seq != expected:
+                        return checker.broken(expected, f"record {expected} is missing")
+                    if link != prev:
+                        return checker.broken(seq, f"record {seq} does not follow record {seq - 1}")
+                    if fast is None and hash_of(doc) != digest:
+                        return checker.broken(seq, f"record {seq} was altered")
+                    checker.count += 1
+                    recent.append((seq, digest))
+                    if signed and seq % every == 0 and (found := checker.at(seq, digest, cps.get(seq))) is not None:
+                        return found
+                    prev, expected = digest, expected + 1
+        finally:
+            if not ahead.cancel() and not ahead.cancelled():
+                ahead.exception()  # retrieved, so an outage met while reading ahead is not logged as lost
         last = expected - 1
         later = await self._checkpoints.find({"seq": {"$gt": last}}, sort=[("seq", ASCENDING)], limit=1)
         if later:
             return checker.broken(last + 1, f"record {last + 1} is missing (checkpoint {later[0]['seq']} covers it)")
         return checker.result(last)
 
-    async def _page(self, first: int) -> list[Document]:
-        """The next records to verify, from ``first`` on. Where the store gives the stored text, a record
-        whose text hashes to its own hash is not parsed; the others are parsed and checked as always."""
+    async def _page(
+        self, first: int
+    ) -> tuple[Sequence[bytes | Document], list[tuple[int, str, str] | None], dict[int, Document]]:
+        """The next records to verify, from ``first`` on, each with what the fast path read from its stored
+        bytes (``None``: parse it), and the checkpoints among them."""
         where, sort = {"seq": {"$gte": first}}, [("seq", ASCENDING)]
-        rows = await self._records.find_serialized(where, sort=sort, limit=VERIFY_PAGE, fields=())
-        if rows is None:
-            return await self._records.find(where, sort=sort, limit=VERIFY_PAGE)
-        return [_fast_read(text) or json.loads(text) for (text,) in rows]
+        raw = await self._records.find_serialized(where, sort=sort, limit=VERIFY_PAGE, fields=())
+        rows: Sequence[bytes | Document]
+        if raw is None:
+            rows = await self._records.find(where, sort=sort, limit=VERIFY_PAGE)
+            reads: list[tuple[int, str, str] | None] = [None] * len(rows)
+        else:
+            blobs: list[bytes] = [doc for (doc,) in raw]
+            rows, reads = blobs, await asyncio.to_thread(_fast_reads, blobs)
+        cps: dict[int, Document] = {}
+        if rows and self.signer is not None:
+            found = await self._checkpoints.find({"seq": {"$gte": first, "$lt": first + len(rows)}}, limit=VERIFY_PAGE)
+            cps = {c["seq"]: c for c in found}
+        return rows, reads, cps
+
+
+def _outcome_unread(done: asyncio.Future[Document | None]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: a failure nobody waits for is not logged as lost
+
+
+def _fast_reads(rows: list[bytes]) -> list[tuple[int, str, str] | None]:
+    return [_fast_read(row) for row in rows]
 
 
 class _Checker:
@@ -423,17 +517,13 @@ class _Checker:
             return f"the signature of checkpoint {cp.get('seq')} is not valid"
         return None
 
-    def at(self, doc: Document, cp: Document | None) -> Verification | None:
-        seq = doc["seq"]
-        self.count += 1
-        self.recent.append((seq, doc["hash"]))
-        if self.signer is None or seq % self.every != 0:
-            return None
+    def at(self, seq: int, digest: str, cp: Document | None) -> Verification | None:
+        """The record at a checkpoint's position (already counted): its checkpoint, signed, names it."""
         if cp is None:
             return self.broken(seq, f"checkpoint {seq} is missing")
         if (problem := self.check_signature(cp)) is not None:
             return self.broken(seq, problem)
-        if cp.get("head_hash") != doc["hash"]:
+        if cp.get("head_hash") != digest:
             # The links are consistent but the signed hashes are not: the chain was rewritten. The signed
             # list names the first record that differs.
             signed = cp.get("hashes") or []

@@ -302,12 +302,13 @@ class SqliteCollection(Collection):
     async def find_serialized(
         self, where: Filter | None, *, sort: Sequence[tuple[str, int]], limit: int, fields: Sequence[str] = ()
     ) -> list[tuple[Any, ...]]:
-        """Rows of ``(JSON text, *fields)`` without parsing the documents in Python (the fields are
-        extracted by SQLite)."""
+        """Rows of ``(stored JSON as UTF-8 bytes, *fields)`` without parsing the documents in Python (the
+        fields are extracted by SQLite): for a caller that hashes what was stored, bytes spare decoding the
+        text only to encode it again."""
         check_limit(limit)
         condition, params = compile_filter(where)
         columns = "".join(f", {_field(f)}" for f in fields)
-        sql = f"SELECT doc{columns} FROM {self._table} WHERE {condition} ORDER BY {self._order_by(sort)} LIMIT ?"
+        sql = f"SELECT CAST(doc AS BLOB){columns} FROM {self._table} WHERE {condition} ORDER BY {self._order_by(sort)} LIMIT ?"
         return await self._store.read(None, lambda c: c.execute(sql, [*params, limit]).fetchall())
 
     async def get(self, key: str, *, session: Session | None = None) -> Document | None:

@@ -57,3 +57,22 @@ async def test_a_run_that_fails_at_start_and_at_teardown_still_returns_results(
     paths = report.write(results, tmp_path / "results", "failed")
     assert json.loads(paths["json"].read_text()) == results
     assert "The run did not finish" in paths["markdown"].read_text()
+
+
+def test_the_audit_targets_are_judged_from_the_audit_scenario() -> None:
+    from lhcie.bench.targets import judge
+
+    def audit_targets(audit: dict[str, object] | None) -> list[tuple[str, str]]:
+        return [(t["target"], t["status"]) for t in judge({"audit": audit} if audit else {})[-2:]]
+
+    measured = {"appends": 2000, "appends_per_s": 5992.0, "append_concurrency": 64, "cpu_ms_per_append": 0.084}
+    million = {**measured, "records": 1_000_000, "verify_seconds": 28.0, "verify_cpu_seconds": 9.2, "intact": True}
+    assert audit_targets(million) == [
+        ("audit >= 5,000 durable appends/s", "held"),
+        ("audit $verify of 1,000,000 records < 10 s", "missed"),
+    ]
+    fewer = {**million, "appends_per_s": 4999.0, "records": 100_000, "verify_seconds": 0.9}
+    assert [status for _, status in audit_targets(fewer)] == ["missed", "not measured"]
+    assert [status for _, status in audit_targets({**million, "verify_seconds": 9.5})] == ["held", "held"]
+    assert [status for _, status in audit_targets({**million, "verify_seconds": 9.5, "intact": False})][1] == "missed"
+    assert [status for _, status in audit_targets(None)] == ["not measured", "not measured"]

@@ -25,6 +25,8 @@ TARGETS = [
     "intake peak RSS < 256 MiB for a 2 GiB upload",
     ">= 3x MESH sandbox docs/s with lower end-to-end latency",
     "CPU per document < 8 ms (all services)",
+    "audit >= 5,000 durable appends/s",
+    "audit $verify of 1,000,000 records < 10 s",
 ]
 
 

@@ -8,11 +8,12 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from services.audit.chain import GENESIS, MAX_BATCH, AuditChain, _fast_read, hash_of
+from services.audit.chain import GENESIS, MAX_BATCH, AuditChain, Verification, _fast_read, hash_of
 from services.audit.signing import CheckpointSigner
 from shared.store import Session
 from shared.store.sqlite import SqliteStore
@@ -122,8 +123,8 @@ async def test_verify_reads_older_records_and_finds_text_edited_in_place(store: 
     texts = [t for (t,) in await records.find_serialized({}, sort=[("seq", 1)], limit=100)]  # type: ignore[attr-defined]
     fast = [_fast_read(t) for t in texts]
     assert [f is not None for f in fast] == [False] * 3 + [True] * 5
-    assert [f["seq"] for f in fast if f] == [4, 5, 6, 7, 8]
-    assert [f["prev_hash"] for f in fast if f] == [json.loads(t)["prev_hash"] for t in texts[3:]]
+    parsed = [json.loads(t) for t in texts[3:]]
+    assert [f for f in fast if f] == [(d["seq"], d["prev_hash"], d["hash"]) for d in parsed]
 
     # An edit of the stored text that keeps its form (same length, same prefix) is still found.
     with sqlite3.connect(tmp_path / "audit.sqlite3") as conn:
@@ -133,3 +134,31 @@ async def test_verify_reads_older_records_and_finds_text_edited_in_place(store: 
     assert changed == 1
     broken = await chain.verify()
     assert (broken.intact, broken.first_broken, broken.problem) == (False, 6, "record 6 was altered")
+
+
+async def test_a_caller_that_stops_waiting_leaves_every_record_written(store: CountingStore) -> None:
+    chain = AuditChain(store, signer=CheckpointSigner.generate(), checkpoint_every=4)
+    await store.start()
+    calls = [asyncio.ensure_future(chain.append(f"e-{n}", resource(n), {"orgs": ["RJ1"]})) for n in range(10)]
+    await asyncio.sleep(0)  # one turn of the loop (not a wait for time): every append is queued
+    calls[3].cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert isinstance(results[3], asyncio.CancelledError)
+    # Its record was in the batch being written: written with the others, the chain unbroken.
+    records = await chain.search({}, limit=100, skip=0)
+    assert sorted(r["event_id"] for r in records) == sorted(f"e-{n}" for n in range(10))
+    assert await chain.verify() == Verification(True, 10, checkpoints=2, unsigned=2)
+
+
+async def test_a_record_holding_other_than_json_values_is_hashed_as_a_read_returns_it(store: CountingStore) -> None:
+    chain = AuditChain(store)
+    await store.start()
+    at = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    written = await chain.append("e-1", {"resourceType": "AuditEvent", "recorded": at}, {"orgs": ["RJ1"], "at": at})
+
+    [read] = await chain.search({}, limit=10, skip=0)
+    assert read == written
+    assert (read["at"], read["resource"]["recorded"]) == (str(at), str(at))
+    assert hash_of(read) == read["hash"]
+    assert (await chain.verify()).intact
