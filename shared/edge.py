@@ -122,6 +122,11 @@ async def edge_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     response = _error_response(finished) if isinstance(finished, FhirError) else finished
     if response.status in (401, 403) and not ids.denial_recorded:
         await _record_refusal(request, refusal or _Refusal(f"http-{response.status}", "refused"), ids)
+    if request.app[RUNTIME].health.draining:
+        # Stopping: the answer says "Connection: close", so the client sends its next request on a new
+        # connection (refused once the listener closes, or to another replica). Sent on a kept-alive
+        # connection just as the server closes it, a request would be cut off half-way instead.
+        response.force_close()
     response.headers[CORRELATION_HEADER] = ids.correlation_id
     if ids.client_request_id:
         response.headers[CLIENT_ID_HEADER] = ids.client_request_id

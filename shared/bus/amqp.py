@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -207,6 +208,13 @@ class _AmqpConsumer(Consumer):
         self._tag = await self._queue.consume(self._on_message, no_ack=False)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping.is_set():
+            # Delivered after the drain began: by a channel the client was restoring after a broker
+            # restart when the drain cancelled it. The handler's store may be closed already (the fault
+            # run saw storage's consumer fail with "start() first"): handed back unhandled.
+            with contextlib.suppress(AMQPError, RuntimeError):
+                await message.nack(requeue=True)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
@@ -226,20 +234,28 @@ class _AmqpConsumer(Consumer):
 
     async def _cancel(self) -> None:
         self._stopping.set()
-        if self._tag is not None and not self._channel.is_closed:
-            try:
-                await self._queue.cancel(self._tag)
-            except AMQPError:
-                pass
+        if self._tag is not None:
+            if self._channel.is_closed:
+                # The connection is down (a broker restart): a cancel would wait for it to come back, and
+                # the client would restore the consumer with the channel. Closing the channel on our side
+                # tells the client not to restore it.
+                await self._close_channel()
+            else:
+                with contextlib.suppress(AMQPError, RuntimeError):
+                    await self._queue.cancel(self._tag)
             self._tag = None
         self._bus._consumers.discard(self)
+
+    async def _close_channel(self) -> None:
+        # Also when it is closed already: a robust channel closed by us is not reopened after a reconnect.
+        with contextlib.suppress(AMQPError, RuntimeError):
+            await self._channel.close()
 
     async def stop(self) -> None:
         await self._cancel()
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
-        if not self._channel.is_closed:
-            await self._channel.close()
+        await self._close_channel()
 
     async def abort(self) -> None:
         self._stopping.set()
@@ -247,5 +263,4 @@ class _AmqpConsumer(Consumer):
             task.cancel()
         self._bus._consumers.discard(self)
         # Closing the channel with messages unacknowledged makes the broker redeliver them.
-        if not self._channel.is_closed:
-            await self._channel.close()
+        await self._close_channel()

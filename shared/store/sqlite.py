@@ -33,6 +33,18 @@ from shared.store.base import (
 
 T = TypeVar("T")
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+# SQLite's primary result codes that mean the file cannot be used just now (an extended code keeps its
+# primary one in the low byte).
+_OUTAGES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
 _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
@@ -166,7 +178,13 @@ class SqliteStore(DocumentStore):
         self._read_thread.shutdown(wait=True)
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
+        # A job handed to the writer thread runs to its end even if its caller is cancelled (a consumer's
+        # task when the broker drops the channel): cancelled before it ran, a COMMIT would be dropped and
+        # the transaction left open on the one writer connection. What the job's caller did not see, the
+        # transaction's end (_end_if_open, queued after it) sorts out.
+        future = asyncio.get_running_loop().run_in_executor(self._write_thread, fn, *args)
+        future.add_done_callback(_retrieved)
+        return await asyncio.shield(future)
 
     async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._read_thread, fn, *args)
@@ -180,13 +198,17 @@ class SqliteStore(DocumentStore):
             session = self._active = _SqliteSession()
             try:
                 yield session
-            except BaseException:
-                if session.begun:
-                    await self._on_writer(self._writer.execute, "ROLLBACK")
-                raise
-            else:
                 if session.begun:
                     await self._on_writer(_translate, lambda c: c.execute("COMMIT"), self._writer)
+            except BaseException:
+                # An error, a failed COMMIT or a cancelled task: the transaction ends here, rolled back if it
+                # is still open. Asked on the writer thread, after every job handed to it, not of
+                # ``session.begun``: a caller cancelled while its BEGIN waited on the busy timeout stopped
+                # waiting before the thread began the transaction, and the thread went on to begin and
+                # write (issue 17: left open, every later transaction of the process failed with
+                # "cannot start a transaction within a transaction", a 500 at the edge).
+                await self._on_writer(_end_if_open, self._writer)
+                raise
             finally:
                 self._active = None
 
@@ -217,6 +239,17 @@ class SqliteStore(DocumentStore):
             return False
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a writer job's failure as seen: its caller may have been cancelled and never look."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _end_if_open(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 def _begin_then(session: _SqliteSession, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
     _translate(lambda c: c.execute("BEGIN IMMEDIATE"), conn)
     session.begun = True  # from here on the transaction must end in COMMIT or ROLLBACK
@@ -231,10 +264,11 @@ def _translate(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) 
             raise DuplicateKey(str(exc).split(":")[-1].strip()) from None
         raise
     except sqlite3.OperationalError as exc:
-        # Another writer held the file past the busy timeout (a backup, a long transaction): an outage
-        # like a lost MongoDB connection, so 503 at the edge and a retry in place in a consumer, never
-        # a 500 or a failed delivery that counts towards the dead-letter limit.
-        if "locked" in str(exc) or "busy" in str(exc):
+        # Another writer held the file past the busy timeout (a backup, a long transaction), the disk is
+        # full or failing, the file cannot be opened: an outage like a lost MongoDB connection, so 503 at
+        # the edge and a retry in place in a consumer, never a 500 or a failed delivery that counts
+        # towards the dead-letter limit. Any other error is a fault of the statement or of this code.
+        if (exc.sqlite_errorcode or 0) & 0xFF in _OUTAGES or "locked" in str(exc):
             raise StoreUnavailable(f"sqlite: {exc}") from None
         raise
 

@@ -80,6 +80,9 @@ class PrivateRabbitMQ:
     def restart_app(self) -> None:
         """The broker goes away (every connection dropped) and comes back with its durable queues."""
         self.ctl("stop_app")
+        self.start_app()
+
+    def start_app(self) -> None:
         self.ctl("start_app")
         self.ctl("await_startup", "--timeout", "120")
 

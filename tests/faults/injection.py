@@ -4,7 +4,10 @@ Each fault is a real one: ``kill -9`` of a service process (restarted after a mo
 (SIGTERM, the process drains and exits, then comes back: what a rolling deployment does), the RabbitMQ node's
 application stopped and started, the S3 server paused (SIGSTOP: it neither answers nor refuses, as a
 hung endpoint does, and keeps its objects for when it resumes), a service's SQLite store locked by
-another writer (what a long transaction or a backup holding the file looks like to the service).
+another writer (what a long transaction or a backup holding the file looks like to the service). A
+broker restart may come while a store is locked (``locked_restarts``): the service's consumers are then
+cancelled while their transactions wait for the file, which once left one open for good (a 500 on every
+later write of that process: ``tests/unit/test_store_sqlite_cancelled.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +28,10 @@ from tests.e2e.processes import SERVICES, ServiceProcesses
 from tests.faults.broker import PrivateRabbitMQ
 from tests.s3server import MotoServer
 
+LOCKED_RESTART = "store lock + rabbitmq restart"
+# Storage's store is written by its consumer alone while documents flow, so what waits for the locked file
+# when the channel drops is a consumer's transaction (intake's posts would queue first for its own file).
+LOCKED_RESTART_TARGET = "storage"
 STORE_SERVICES = ("intake", "storage", "notification", "audit")  # the four whose stores the pipeline writes
 DRAIN_SECONDS = 10.0  # LHCIE_DRAIN_SECONDS for the run's services
 # A graceful stop may take the drain limit plus this: closing the store and the bus connection, and the
@@ -46,19 +54,25 @@ class Profile:
     lock_seconds: tuple[float, float]  # and a store lock (SQLite's busy timeout is 30 s)
     gap_seconds: tuple[float, float]  # the random moment: how long the stream runs between two faults
     post_interval: float  # each sender's pace
+    # How many of the broker restarts come while one of the store locks is held (one fault then, counted
+    # as both).
+    locked_restarts: int = 0
 
 
+# make test's run: each service killed once and restarted gracefully once (a rolling restart inside the
+# run: SIGTERM, drained, ready again before the next fault), one of each other fault, all in one stream.
 SHORT = Profile(
     "short",
-    kills=5,
-    graceful=0,
+    kills=len(SERVICES),
+    graceful=len(SERVICES),
     broker_restarts=1,
     s3_pauses=1,
     store_outages=1,
     outage_seconds=(4, 6),
     lock_seconds=(4, 6),
-    gap_seconds=(1, 3),
+    gap_seconds=(1, 2),
     post_interval=0.3,
+    locked_restarts=1,
 )
 # The long run's store locks outlast the busy timeout: writers give up and must see an outage, not an error.
 LONG = Profile(
@@ -72,20 +86,7 @@ LONG = Profile(
     lock_seconds=(32, 40),
     gap_seconds=(1, 6),
     post_interval=0.3,
-)
-# A rolling restart: each service once, in an order drawn from the seed, stopped with SIGTERM and ready
-# again before the next one goes; nothing else goes wrong.
-ROLLING = Profile(
-    "rolling",
-    kills=0,
-    graceful=len(SERVICES),
-    broker_restarts=0,
-    s3_pauses=0,
-    store_outages=0,
-    outage_seconds=(0, 0),
-    lock_seconds=(0, 0),
-    gap_seconds=(1, 3),
-    post_interval=0.3,
+    locked_restarts=1,
 )
 
 
@@ -102,11 +103,16 @@ def rounds(kind: str, count: int, rng: random.Random) -> list[tuple[str, str]]:
 def plan(profile: Profile, rng: random.Random) -> list[tuple[str, str]]:
     """(kind, target) in order: the kills, with the other faults spread evenly between them."""
     kills = rounds("kill -9", profile.kills, rng)
+    locks = [("store lock", STORE_SERVICES[i % len(STORE_SERVICES)]) for i in range(profile.store_outages)]
+    locked = min(profile.locked_restarts, profile.broker_restarts, profile.store_outages)
+    for _ in range(locked):  # a combined fault stands for one of the locks, storage's if there is one
+        locks.remove(next((lock for lock in locks if lock[1] == LOCKED_RESTART_TARGET), locks[-1]))
     others = (
         rounds("SIGTERM", profile.graceful, rng)
-        + [("rabbitmq restart", "broker")] * profile.broker_restarts
+        + [(LOCKED_RESTART, LOCKED_RESTART_TARGET)] * locked
+        + [("rabbitmq restart", "broker")] * (profile.broker_restarts - locked)
         + [("s3 pause", "moto")] * profile.s3_pauses
-        + [("store lock", STORE_SERVICES[i % len(STORE_SERVICES)]) for i in range(profile.store_outages)]
+        + locks
     )
     rng.shuffle(others)
     faults = list(kills)
@@ -115,12 +121,20 @@ def plan(profile: Profile, rng: random.Random) -> list[tuple[str, str]]:
     return faults
 
 
-def lock_store(db: Path, seconds: float) -> None:
-    """Hold the write lock of a service's SQLite file (WAL: readers go on, writers wait)."""
+def lock_store(
+    db: Path, seconds: float, held: threading.Event | None = None, until: threading.Event | None = None
+) -> None:
+    """Hold the write lock of a service's SQLite file (WAL: readers go on, writers wait) for ``seconds``,
+    or until ``until`` is set; ``held`` is set once the lock is taken."""
     conn = sqlite3.connect(db, timeout=30, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        time.sleep(seconds)  # the outage itself, not a wait for anything
+        if held is not None:
+            held.set()
+        if until is None:
+            time.sleep(seconds)  # the outage itself, not a wait for anything
+        else:
+            until.wait(seconds)
         conn.execute("ROLLBACK")
     finally:
         conn.close()
@@ -141,6 +155,10 @@ class Injector:
     # Each graceful restart: (service, seconds from SIGTERM to the exit, exit code, seconds until ready again).
     stops: list[tuple[str, float, int, float]] = field(default_factory=list)
     overdue: list[str] = field(default_factory=list)  # stops that outlasted DRAIN_SECONDS + STOP_MARGIN
+    # (service, from, to) on the monotonic clock: each graceful restart, SIGTERM to ready again. No fault
+    # strikes the service meanwhile (it was up when stopped, the next fault waits for it), so what its
+    # clients see then is its drain's doing.
+    windows: list[tuple[str, float, float]] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
@@ -156,8 +174,9 @@ class Injector:
         for kind, target in faults:
             await asyncio.sleep(self.rng.uniform(*self.profile.gap_seconds))  # the stream runs: a random moment
             started = time.monotonic()
-            # A service is killed only once it is up again; the other faults wait for every service.
-            await self.back_up(target if kind == "kill -9" else None)
+            # A service is killed or stopped only once it is up again, while one killed before may still be
+            # coming back (as on a bad day, and a bounded run); the other faults wait for every service.
+            await self.back_up(target if kind in ("kill -9", "SIGTERM") else None)
             if kind == "kill -9":
                 await self.kill(target)
             elif kind == "SIGTERM":
@@ -174,8 +193,27 @@ class Injector:
                 await asyncio.to_thread(
                     lock_store, self.procs.data_dir / f"{target}.sqlite3", self.rng.uniform(*self.profile.lock_seconds)
                 )
-            self.injected[kind] += 1
+            elif kind == LOCKED_RESTART:
+                await self.locked_restart(target)
+            for part in kind.split(" + "):
+                self.injected[part] += 1
             self.note(f"{kind} {target} ({time.monotonic() - started:.1f} s)")
+
+    async def locked_restart(self, target: str) -> None:
+        """The broker goes away while ``target``'s store is locked, and comes back once the lock is gone:
+        the service's consumers are waiting for the file when their channels drop and cancel them."""
+        held, released = threading.Event(), threading.Event()
+        db = self.procs.data_dir / f"{target}.sqlite3"
+        lock = asyncio.create_task(asyncio.to_thread(lock_store, db, 120, held, released))
+        try:
+            while not held.is_set() and not lock.done():  # the lock is taken (or its taking failed)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5))  # a random moment into the outage: messages queue up
+            await asyncio.to_thread(self.broker.ctl, "stop_app")  # returns once every connection is dropped
+        finally:
+            released.set()
+            await lock
+        await asyncio.to_thread(self.broker.start_app)
 
     async def back_up(self, name: str | None = None) -> None:
         for service in [name] if name else list(self.restarting):
@@ -203,6 +241,7 @@ class Injector:
             code = await asyncio.to_thread(proc.wait, 30)
         stopped = time.monotonic()
         await asyncio.to_thread(self.restart, name)
+        self.windows.append((name, sent, time.monotonic()))
         ready = time.monotonic() - stopped
         self.stops.append((name, stopped - sent, code, ready))
         self.note(f"SIGTERM {name}: exited {code} after {stopped - sent:.1f} s, ready {ready:.1f} s later")

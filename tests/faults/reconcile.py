@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import Counter, defaultdict
@@ -14,7 +15,7 @@ import aiohttp
 
 from shared.fhir.identifiers import NHS_NUMBER
 from shared.topology import ALL_QUEUES
-from tests.faults.sender import Sender
+from tests.faults.sender import Sender, Submission
 from tests.helpers import TEST_PATIENT
 
 # A document's pipeline trail in the audit log: each exactly once.
@@ -30,6 +31,8 @@ class Tally:
     tries: int = 0
     accepted: int = 0
     answers: Counter[str] = field(default_factory=Counter)
+    # Those that arrived while intake was stopping and starting again.
+    answers_graceful: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)  # accepted, but not stored with its bytes
     doubled: list[str] = field(default_factory=list)  # one submission under two or more ids
     alerts_missing: list[str] = field(default_factory=list)
@@ -39,6 +42,7 @@ class Tally:
     chain: dict[str, Any] = field(default_factory=dict)
     dead_letters: dict[str, list[str]] = field(default_factory=dict)  # queue -> reasons
     minutes: float = 0.0
+    unhandled: list[str] = field(default_factory=list)  # test_fault_run.unhandled_errors
     stops: list[tuple[str, float, int, float]] = field(default_factory=list)  # Injector.stops
     drain_seconds: float = 0.0
 
@@ -62,6 +66,10 @@ class Tally:
             ("graceful restarts (SIGTERM)", self.graceful()),
             ("submissions posted (tries)", f"{self.posted} ({self.tries})"),
             ("answers", ", ".join(f"{k}: {v}" for k, v in sorted(self.answers.items()))),
+            (
+                "answers during intake's graceful restarts",
+                ", ".join(f"{k}: {v}" for k, v in sorted(self.answers_graceful.items())) or "none",
+            ),
             ("documents accepted (2xx)", str(self.accepted)),
             ("lost", str(len(self.lost))),
             ("doubled", str(len(self.doubled))),
@@ -70,6 +78,7 @@ class Tally:
             ("audit records missing", str(len(self.audit_missing))),
             ("audit records doubled", str(len(self.audit_doubled))),
             ("audit chain", f"intact={self.chain.get('intact')}, {self.chain.get('count')} records"),
+            ("unhandled errors in the logs", str(len(self.unhandled))),
             ("dead letters", f"{dead} ({'; '.join(f'{q}: {r}' for q, r in sorted(self.dead_letters.items()))})"),
         ]
 
@@ -193,8 +202,15 @@ async def reconcile(
             ids = set(s.ids) | set(by_master.get(s.master, []))
             if len(ids) > 1:
                 tally.doubled.append(f"#{s.number} {sorted(ids)}")
-            if await stored_bytes(http, urls["storage"], s.ids[0], headers["system"]) != s.sha256:
-                tally.lost.append(f"#{s.number} {s.ids[0]}")
+        # A few reads at a time: one after another, a few hundred of them took a good part of the run.
+        gate = asyncio.Semaphore(8)
+
+        async def check(s: Submission) -> None:
+            async with gate:
+                if await stored_bytes(http, urls["storage"], s.ids[0], headers["system"]) != s.sha256:
+                    tally.lost.append(f"#{s.number} {s.ids[0]}")
+
+        await asyncio.gather(*(check(s) for s in accepted))
         alerted = await alerts(http, urls["notification"], headers["coordinator"])
         for s in accepted:
             n = alerted[s.ids[0]]

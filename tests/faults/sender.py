@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ class Sender:
     interval: float
     submissions: list[Submission] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
+    # Every try: (sent, answered) on the monotonic clock and the answer, to tell what a fault's window saw.
+    timeline: list[tuple[float, float, str]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def body(self, s: Submission) -> str:
@@ -64,14 +67,17 @@ class Sender:
         body = self.body(s)
         while True:
             s.tries += 1
+            sent = time.monotonic()
             try:
                 async with http.post(self.url, data=body, headers=self.headers) as response:
                     status = response.status
                     answer = await response.json(content_type=None) if status < 300 else await response.text()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 self.statuses[type(exc).__name__] += 1
+                self.timeline.append((sent, time.monotonic(), type(exc).__name__))
             else:
                 self.statuses[str(status)] += 1
+                self.timeline.append((sent, time.monotonic(), str(status)))
                 if 200 <= status < 300:
                     s.ids.append(answer["id"])
                     return
@@ -80,6 +86,16 @@ class Sender:
             if self.stopping.is_set() and s.tries > 1:
                 return  # the run is over: an unanswered submission made no promise
             await asyncio.sleep(RETRY_PAUSE)
+
+    def answered_within(self, windows: list[tuple[str, float, float]]) -> list[tuple[str, float, float, str]]:
+        """The answers that arrived inside any of ``windows`` (name, from, to): (name, seconds from the
+        window's start to the try's sending, and to its answer, the answer)."""
+        return [
+            (name, sent - start, at - start, answer)
+            for sent, at, answer in self.timeline
+            for name, start, end in windows
+            if start <= at <= end
+        ]
 
     @property
     def accepted(self) -> list[Submission]:

@@ -55,3 +55,16 @@ async def test_a_write_while_another_writer_holds_the_file_is_store_unavailable(
     await things.insert({"_id": "b", "n": 2})
     assert await things.find_one({"_id": "b"}) == {"_id": "b", "n": 2}
     assert await things.find_one({"_id": "c"}) is None
+
+
+async def test_a_full_disk_is_an_outage_too(store: SqliteStore) -> None:
+    things = store.collection("things")
+    await things.insert({"_id": "a", "n": 1})
+    # The file may not grow (SQLITE_FULL, as a full disk says it): 503 and a retry, not a 500.
+    pages = await store.write(None, lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await store.write(None, lambda c: c.execute(f"PRAGMA max_page_count={pages}"))
+    with pytest.raises(StoreUnavailable):
+        await things.insert_many([{"_id": f"big{i}", "pad": "x" * 4000} for i in range(50)])
+    await store.write(None, lambda c: c.execute("PRAGMA max_page_count=1073741823"))
+    await things.insert({"_id": "b", "n": 2})
+    assert await things.get("b") == {"_id": "b", "n": 2}
