@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from shared import correlation
+from shared.batches import Batches
 from shared.bus import Consumer, Handler, QueueSpec, Retry
 from shared.events import Event
 from shared.objects import ObjectStoreUnavailable
@@ -32,6 +33,7 @@ class ServiceContext:
         self.outbox = Outbox(self.store, runtime.ports.bus)
         # Event ids already applied: written in the same transaction as the effect (exactly-once effects).
         self._inbox = self.store.collection("inbox")
+        self._batches = Batches(self.store, self._inbox, self.outbox)
         self._consumers: list[Consumer] = []
         # Started once (by the process on SIGTERM, or by stop); a second caller waits for the same drain.
         self._drained: asyncio.Future[list[bool]] | None = None
@@ -65,8 +67,17 @@ class ServiceContext:
         await self.outbox.stop()
         await self.store.close()
 
-    async def once(self, event: Event, effect: Callable[[Session], Awaitable[T]]) -> T | None:
-        """Apply ``effect`` for ``event`` exactly once: a redelivered event is skipped."""
+    async def once(self, event: Event, effect: Callable[[Session], Awaitable[T]], *, shared: bool = False) -> T | None:
+        """Apply ``effect`` for ``event`` exactly once: a redelivered event is skipped.
+
+        ``shared``: the effect may share its transaction with other deliveries' effects (one COMMIT, one
+        fsync, for every delivery waiting at the time). Only for an effect that reads what it decides on
+        through its session: a read outside it does not see the writes of those applied before it in the
+        same transaction. Either way this returns only once the effect is durable, so the ack follows it.
+        """
+        if shared and self.store.savepoints:
+            applied: T | None = await self._batches.apply(event, effect)
+            return applied
         try:
             async with self.store.transaction() as session:
                 await self._inbox.insert({"_id": event.id, "type": event.type}, session=session)

@@ -6,6 +6,7 @@ are still created so the trace context flows through the bus either way.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +42,10 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
+@functools.cache
 def tracer(name: str) -> trace.Tracer:
+    # One per name for the process: ``get_tracer`` builds a new one each call (a span per delivery paid for
+    # it). Taken before ``configure`` it is OpenTelemetry's proxy, which follows the provider set later.
     return trace.get_tracer(name)
 
 

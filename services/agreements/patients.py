@@ -74,7 +74,8 @@ class Patients:
             doc["last_stored"] = max(doc["last_stored"], when)
             await self.holders.replace(doc, session=session, upsert=True)
 
-        await self.ctx.once(event, record)
+        # Shared with other deliveries' records (one commit): it reads the holder through its session.
+        await self.ctx.once(event, record, shared=True)
 
     async def record_holders(self, who: Caller, nhs_number: str) -> list[dict[str, Any]]:
         await self.require_access(who, nhs_number)

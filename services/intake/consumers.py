@@ -22,7 +22,8 @@ def handler(intake: Intake) -> Handler:
                 ):
                     await intake.on_stored(document_id, session)
 
-            await ctx.once(event, mark)
+            # Shared with other deliveries' (one commit): every read in it goes through the session.
+            await ctx.once(event, mark, shared=True)
         elif event.type is RoutingKey.DOCUMENT_REJECTED:
             rejected = event.payload()
             assert isinstance(rejected, DocumentRejected)
@@ -31,6 +32,7 @@ def handler(intake: Intake) -> Handler:
                 lambda s: intake.registry.mark_rejected(
                     rejected.document.document_id, code=rejected.reason_code, reason=rejected.reason, session=s
                 ),
+                shared=True,
             )
         elif intake.policy.handles(event):
             await intake.policy.apply(event)

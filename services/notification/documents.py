@@ -33,7 +33,9 @@ INTENDED_RECIPIENT_KIND = "intended-recipient"
 class Once(Protocol):
     """Applies an event's effect exactly once (the service's inbox): None for a redelivered event."""
 
-    def __call__(self, event: Event, effect: Callable[[Session], Awaitable[int]]) -> Awaitable[int | None]: ...
+    def __call__(
+        self, event: Event, effect: Callable[[Session], Awaitable[int]], *, shared: bool = False
+    ) -> Awaitable[int | None]: ...
 
 
 class StoredDocuments:
@@ -105,7 +107,9 @@ class DocumentAlerts:
                 raised += await self.organisation_alert(facts, ods, event.correlationid, session)
             return raised
 
-        raised = await self._write(lambda: self._once(event, effect))
+        # Shared: every read that decides an alert goes through the session, but for the sharing policy, which
+        # changes only in transactions of its own (reconciliation finds a document recorded here, below).
+        raised = await self._write(lambda: self._once(event, effect, shared=True))
         if raised:
             log.info("notification.raised count=%d", raised, extra={"code": "NOT001"})
 

@@ -65,7 +65,9 @@ class Context(Protocol):
     @property
     def source(self) -> str: ...
 
-    async def once(self, event: Event, effect: Callable[[Session], Awaitable[T]]) -> T | None: ...
+    async def once(
+        self, event: Event, effect: Callable[[Session], Awaitable[T]], *, shared: bool = False
+    ) -> T | None: ...
 
 
 class Notification:

@@ -126,7 +126,8 @@ class Storage:
             )
             await self.ctx.publish(stored, session=session)
 
-        await self.ctx.once(event, record)
+        # Shared with other deliveries' records (one commit for them all): it reads nothing.
+        await self.ctx.once(event, record, shared=True)
         await self._forget_staged(received.staging_key)
         log.info("storage.filed document=%s size=%d", facts.document_id, facts.size, extra={"code": "STO001"})
 

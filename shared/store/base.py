@@ -117,6 +117,15 @@ class DocumentStore(ABC):
     def transaction(self) -> AbstractAsyncContextManager[Session]:
         """All writes given this session commit together or not at all."""
 
+    # Whether ``savepoint`` works: then several deliveries' effects can share one transaction (one commit)
+    # and a failing one still undoes only its own writes (shared/context.py).
+    savepoints = False
+
+    def savepoint(self, session: Session) -> AbstractAsyncContextManager[None]:
+        """Inside ``session``: the writes made in the block are undone, and the transaction carries on, if
+        the block raises."""
+        raise NotImplementedError(f"{type(self).__name__} has no savepoints")
+
     @abstractmethod
     async def is_healthy(self) -> bool: ...
 

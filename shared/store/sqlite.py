@@ -45,6 +45,7 @@ _OUTAGES = frozenset(
         sqlite3.SQLITE_PROTOCOL,
     }
 )
+_BEGIN = "BEGIN IMMEDIATE"
 _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
@@ -119,6 +120,9 @@ def compile_filter(where: Filter | None) -> tuple[str, list[Any]]:
 class _SqliteSession(Session):
     def __init__(self) -> None:
         self.begun = False
+        # Statements owed before the next one (BEGIN, SAVEPOINT): they travel with it, in the same hop.
+        self.owed: list[str] = []
+        self.savepoints = 0
 
 
 class SqliteStore(DocumentStore):
@@ -189,6 +193,8 @@ class SqliteStore(DocumentStore):
     async def _on_reader(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._read_thread, fn, *args)
 
+    savepoints = True
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
         async with self._write_lock:
@@ -196,6 +202,7 @@ class SqliteStore(DocumentStore):
             # BEGIN travels with the first statement and COMMIT is the last hop: every hop to the writer
             # thread costs a wake-up on each side, and a transaction is held under the write lock.
             session = self._active = _SqliteSession()
+            session.owed.append(_BEGIN)
             try:
                 yield session
                 if session.begun:
@@ -212,6 +219,28 @@ class SqliteStore(DocumentStore):
             finally:
                 self._active = None
 
+    @asynccontextmanager
+    async def savepoint(self, session: Session) -> AsyncIterator[None]:
+        if session is not self._active:
+            raise RuntimeError("session is not the active transaction")
+        assert isinstance(session, _SqliteSession) and self._writer is not None
+        session.savepoints += 1
+        name = f"sp{session.savepoints}"
+        # Like BEGIN, SAVEPOINT waits for the block's first statement; a block that writes nothing costs no
+        # hop. It is never released: COMMIT ends them all, and a later ROLLBACK TO names its own.
+        statement = f"SAVEPOINT {name}"
+        session.owed.append(statement)
+        try:
+            yield
+        except BaseException:
+            if statement in session.owed:
+                session.owed.remove(statement)
+            else:
+                # If SQLite has rolled the whole transaction back (an I/O error), this fails too, and so
+                # does the transaction: every block in it is undone.
+                _translate(_statement(f"ROLLBACK TO {name}"), self._writer)  # in the transaction: see write()
+            raise
+
     async def write(self, session: Session | None, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer: inside ``session`` if given, else as its own transaction."""
         assert self._writer is not None, "start() first"
@@ -219,9 +248,17 @@ class SqliteStore(DocumentStore):
             if session is not self._active:
                 raise RuntimeError("session is not the active transaction")
             assert isinstance(session, _SqliteSession)
-            if not session.begun:
-                return await self._on_writer(_begin_then, session, fn, self._writer)
-            return await self._on_writer(_translate, fn, self._writer)
+            if _BEGIN in session.owed:
+                return await self._on_writer(_owed_then, session, fn, self._writer)
+            # Inside a begun transaction a statement waits for nobody: BEGIN IMMEDIATE took the file's write
+            # lock, and in WAL mode nothing else is needed before COMMIT. So it runs here, on the event loop:
+            # the hop to the writer thread and back cost more CPU than the statement (10-20 % of each
+            # consumer's Python time under load, py-spy --gil). BEGIN and COMMIT, which may wait (for the
+            # lock, for the fsync), stay on the writer thread. The write lock keeps the connection to one
+            # user at a time.
+            if session.owed:
+                return _owed_then(session, fn, self._writer)
+            return _still_in(fn, self._writer)
         async with self._write_lock:
             return await self._on_writer(_translate, fn, self._writer)
 
@@ -250,9 +287,27 @@ def _end_if_open(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-def _begin_then(session: _SqliteSession, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
-    _translate(lambda c: c.execute("BEGIN IMMEDIATE"), conn)
-    session.begun = True  # from here on the transaction must end in COMMIT or ROLLBACK
+def _owed_then(session: _SqliteSession, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    if session.begun and not conn.in_transaction:
+        raise StoreUnavailable("sqlite: the transaction was rolled back")  # see _still_in
+    while session.owed:
+        statement = session.owed[0]
+        _translate(_statement(statement), conn)
+        session.owed.pop(0)
+        if statement == _BEGIN:
+            session.begun = True  # from here on the transaction must end in COMMIT or ROLLBACK
+    return _translate(fn, conn)
+
+
+def _statement(sql: str) -> Callable[[sqlite3.Connection], sqlite3.Cursor]:
+    return lambda c: c.execute(sql)
+
+
+def _still_in(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    # SQLite rolls a whole transaction back by itself on some errors (I/O, disk full): a statement run
+    # after that would commit on its own, outside the transaction its caller believes it is in.
+    if not conn.in_transaction:
+        raise StoreUnavailable("sqlite: the transaction was rolled back")
     return _translate(fn, conn)
 
 

@@ -365,6 +365,43 @@ async def test_a_duplicate_inside_a_transaction_rolls_back_its_earlier_writes(ne
     assert await people.get("p9") is None
 
 
+async def test_a_savepoint_undoes_only_its_own_writes_and_the_transaction_goes_on(new_store: StoreFactory) -> None:
+    store, people, counters = await people_store(new_store)
+    if not store.savepoints:
+        # Such a store says so and refuses, never pretends: deliveries there get a transaction each
+        # (shared/context.py), which is what a batch falls back to.
+        async with store.transaction() as session:
+            with pytest.raises(NotImplementedError):
+                store.savepoint(session)
+        return
+
+    class Boom(Exception):
+        pass
+
+    async with store.transaction() as session:
+        async with store.savepoint(session):
+            await counters.insert({"_id": "kept", "n": 1}, session=session)
+        with pytest.raises(Boom):
+            async with store.savepoint(session):
+                await counters.insert({"_id": "undone", "n": 2}, session=session)
+                await people.update({"_id": "p1"}, {"age": 0}, session=session)
+                raise Boom
+        with pytest.raises(DuplicateKey):
+            async with store.savepoint(session):
+                await counters.insert({"_id": "undone too", "n": 3}, session=session)
+                await people.insert({"_id": "p9", "email": "bea@example.org"}, session=session)
+        # A block that raises before writing anything owes no rollback.
+        with pytest.raises(Boom):
+            async with store.savepoint(session):
+                raise Boom
+        async with store.savepoint(session):
+            await counters.insert({"_id": "kept too", "n": 4}, session=session)
+        assert await ids(counters, session=session) == ["kept", "kept too"]
+    assert await ids(counters) == ["kept", "kept too"]
+    assert (await people.get("p1") or {}).get("age") == 36
+    assert await people.get("p9") is None
+
+
 async def test_a_session_is_only_good_inside_its_transaction(new_store: StoreFactory) -> None:
     store, people, _ = await people_store(new_store)
     async with store.transaction() as session:
