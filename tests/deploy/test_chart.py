@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared.config import UnsafeSettings, check_serving
+from shared.process import serve_defaults
 from tests.deploy.conftest import (
     CHART_DIR,
     CODE_SERVICES,
@@ -351,6 +354,7 @@ def test_the_configmap_holds_the_settings_and_a_change_rolls_the_pods(chart: Cha
         "LHCIE_DRAIN_SECONDS": "20",
         "LHCIE_JWT_ISSUER": "lhcie-embedded",
         "LHCIE_JWT_AUDIENCE": "lhcie",
+        "LHCIE_EMBEDDED_ISSUER": "true",
     }
 
     def checksum(r: Rendered) -> str:
@@ -684,6 +688,35 @@ def test_notes_tell_the_operator_what_to_do_next(chart: Chart) -> None:
     production = chart.render(load_yaml(DEPLOY_DIR / "values-production.yaml")).notes
     assert "https://exchange.example.nhs.uk/fhir/metadata" in production
     assert "embedded issuer" not in production
+
+
+# What a Secret holds, for the check below: shaped as lhcie serve checks it (a broker URL with credentials).
+SECRET_STAND_INS = {"LHCIE_AMQP_URL": "amqps://lhcie:password@rabbitmq.example.internal:5671/lhcie"}
+
+
+@pytest.mark.parametrize("values", values_sets())
+def test_lhcie_serve_accepts_every_services_rendered_settings(
+    chart: Chart, values: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lhcie serve` fails closed (shared.config.check_serving, exit 2): settings it refuses would leave every
+    pod in CrashLoopBackOff. make test-images found the minimal values doing that (the embedded issuer's
+    key mounted, the issuer itself not enabled); this check runs the same refusal on the rendered env."""
+    rendered = chart.render(values)
+    for deployment in rendered.kinds("Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            env.update(rendered.get("ConfigMap", source["configMapRef"]["name"])["data"])
+        for entry in container.get("env", []):
+            env[entry["name"]] = entry["value"] if "value" in entry else SECRET_STAND_INS.get(entry["name"], "secret")
+        for name in [n for n in os.environ if n.startswith(("LHCIE_", "OTEL_"))]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        try:
+            check_serving(serve_defaults())
+        except UnsafeSettings as refused:
+            pytest.fail(f"{deployment['metadata']['name']}: lhcie serve would refuse to start: {refused}")
 
 
 def test_signing_key_is_mounted_where_the_embedded_issuer_reads_it(chart: Chart) -> None:

@@ -157,6 +157,9 @@ LHCIE_JWT_AUDIENCE: {{ $v.auth.jwtAudience | quote }}
 LHCIE_JWKS_URL: {{ $v.auth.jwksUrl | quote }}
 {{- else if $v.auth.jwks.existingSecret }}
 LHCIE_JWKS_URL: {{ printf "file://%s/jwks.json" (include "lhcie.jwksDir" .) | quote }}
+{{- else if $v.auth.signingKey.existingSecret }}
+{{- /* a test cluster: the embedded issuer, its key from the Secret (lhcie serve refuses it unless asked) */}}
+LHCIE_EMBEDDED_ISSUER: "true"
 {{- end }}
 {{- with $v.telemetry.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
