@@ -78,14 +78,18 @@ async def tail(
     until: float,
     poll: float,
     wall_clock: Callable[[], float],
+    gone: Callable[[], bool] = lambda: False,
 ) -> AsyncGenerator[list[T] | Heartbeat, None]:
-    """Batches from ``fetch`` as they appear, until ``until`` (wall clock) or the service closes: woken at
-    once by a change in this process, by polling for another replica's; a heartbeat when quiet for
-    ``HEARTBEAT_SECONDS``. ``fetch`` reads after a cursor the caller moves between batches."""
+    """Batches from ``fetch`` as they appear, until ``until`` (wall clock), the service closes or the reader
+    is ``gone``: woken at once by a change in this process, by polling for another replica's; a heartbeat
+    when quiet for ``HEARTBEAT_SECONDS``. ``fetch`` reads after a cursor the caller moves between batches."""
     wake = listeners.listen()
     idle = 0.0
     try:
-        while not closing.is_set() and (left := until - wall_clock()) > 0:
+        # ``gone`` at every poll: a served process does not cancel a handler whose client left (aiohttp's
+        # default), so without it a closed stream kept its capped place until the next heartbeat failed to
+        # write, up to HEARTBEAT_SECONDS later (a coordinator reloading the console met 429 meanwhile).
+        while not closing.is_set() and not gone() and (left := until - wall_clock()) > 0:
             wake.clear()  # before reading: a change landing while we read wakes the next wait at once
             batch = await fetch()
             if batch:
@@ -153,8 +157,11 @@ class LiveAlerts:
         finally:
             self._slots.give_back(who.subject, mdt)
 
-    async def follow(self, mdt: str, after: int, *, expires: float) -> AsyncGenerator[Frame, None]:
-        """The MDT's changes after feed entry ``after``, until ``expires`` (Unix seconds) or ``close()``.
+    async def follow(
+        self, mdt: str, after: int, *, expires: float, gone: Callable[[], bool] = lambda: False
+    ) -> AsyncGenerator[Frame, None]:
+        """The MDT's changes after feed entry ``after``, until ``expires`` (Unix seconds), ``close()`` or the
+        reader is ``gone``.
 
         An alert handed over as raised is marked delivered once the caller asks for the next frame, that
         is once it has been written."""
@@ -164,7 +171,13 @@ class LiveAlerts:
             return await self._feed.after(mdt, cursor)
 
         async for batch in tail(
-            fetch, self._listeners, self._closing, until=expires, poll=self._poll, wall_clock=self._wall_clock
+            fetch,
+            self._listeners,
+            self._closing,
+            until=expires,
+            poll=self._poll,
+            wall_clock=self._wall_clock,
+            gone=gone,
         ):
             if isinstance(batch, Heartbeat):
                 yield batch
@@ -176,7 +189,7 @@ class LiveAlerts:
                     if entry["kind"] == "raised":
                         await self._alerts.mark_delivered(entry["alert_id"], stamp(self._clock.now()))
                 cursor = entry["seq"]
-        if not self._closing.is_set():
+        if not self._closing.is_set() and not gone():
             yield Expired()
 
     def close(self) -> None:

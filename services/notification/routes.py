@@ -130,12 +130,19 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         await response.write(b"retry: 1000\n\n")
         try:
-            async with contextlib.aclosing(live.follow(grant.mdt, after, expires=grant.expires)) as frames:
+            frames = live.follow(grant.mdt, after, expires=grant.expires, gone=lambda: _gone(request))
+            async with contextlib.aclosing(frames):
                 async for frame in frames:
                     await response.write(_event(frame))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return response
+
+
+def _gone(request: web.Request) -> bool:
+    """The client of a stream has closed its connection (the transport is dropped or closing)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _event(frame: Frame) -> bytes:
@@ -402,7 +409,7 @@ async def subscription_stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b"retry: 1000\n\n")
     # Bounded like a console's grant: the token is checked again when the subscriber reconnects.
-    frames = streams.follow(sub, after, seconds=notification.settings.stream_token_seconds)
+    frames = streams.follow(sub, after, seconds=notification.settings.stream_token_seconds, gone=lambda: _gone(request))
     try:
         async with contextlib.aclosing(frames):
             async for frame in frames:

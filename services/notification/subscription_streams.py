@@ -48,9 +48,10 @@ class SubscriptionStreams:
             )
 
     async def follow(
-        self, sub: Document, after: int, *, seconds: float
+        self, sub: Document, after: int, *, seconds: float, gone: Callable[[], bool] = lambda: False
     ) -> AsyncGenerator[tuple[int, dict[str, Any]] | Heartbeat, None]:
-        """Notification bundles numbered after ``after``, for ``seconds`` (the subscriber reconnects)."""
+        """Notification bundles numbered after ``after``, for ``seconds`` (the subscriber reconnects) or until
+        the subscriber is ``gone``."""
         cursor = after
 
         async def fetch() -> list[Document]:
@@ -58,7 +59,7 @@ class SubscriptionStreams:
 
         ends = self._wall_clock() + seconds
         async for batch in tail(
-            fetch, self._listeners, self._closing, until=ends, poll=self._poll, wall_clock=self._wall_clock
+            fetch, self._listeners, self._closing, until=ends, poll=self._poll, wall_clock=self._wall_clock, gone=gone
         ):
             if isinstance(batch, Heartbeat):
                 yield batch
