@@ -14,7 +14,7 @@ import time
 from shared.bus import Bus, BusUnavailable
 from shared.bus.base import next_backoff
 from shared.events import Event
-from shared.store import ASCENDING, DocumentStore, Index, Session
+from shared.store import ASCENDING, DocumentStore, Index, Session, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,14 @@ class Outbox:
             except BusUnavailable as exc:
                 delay = next_backoff(delay, None)
                 log.warning("outbox.publish_failed retry_in=%.1fs reason=%s", delay, exc, extra={"code": "OUT001"})
+                await asyncio.sleep(delay)
+                self._wake.set()
+            except StoreUnavailable as exc:
+                # An outage (the file held by a backup, the database unreachable), not a fault of this code:
+                # what was published stays in the outbox until its rows can be deleted, and goes out again
+                # (consumers keep effects once). The fault run's long profile met it as an ERROR (OUT002).
+                delay = next_backoff(delay, None)
+                log.warning("outbox.store_unavailable retry_in=%.1fs reason=%s", delay, exc, extra={"code": "OUT003"})
                 await asyncio.sleep(delay)
                 self._wake.set()
             except Exception:
