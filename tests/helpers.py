@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from shared.bus import QueueSpec
 from shared.bus.sqlite import FILE_NAME as BUS_FILE
 from shared.bus.sqlite import backlog_of_file
+from shared.events import AccessDenied, Actor, Event, RoutingKey
 from shared.fhir.identifiers import LOINC, NHS_NUMBER, ODS_CODE
 
 T = TypeVar("T")
@@ -170,3 +171,20 @@ SERVE_ENV = {
     "LHCIE_JWT_AUDIENCE": "lhcie",
     "LHCIE_S3_BUCKET": "lhcie-documents",
 }
+
+
+def denial(**fields: Any) -> Event:
+    """An event no consumer's effect depends on (an access denial): for tests of the bus, the outbox and the
+    consumer machinery. ``fields`` go to ``Event.new`` (``subject``, for one)."""
+    return Event.new(
+        RoutingKey.ACCESS_DENIED,
+        AccessDenied(
+            actor=Actor(org="RAL", role="clinician", subject="s"),
+            resource="Binary/1",
+            action="read",
+            reason_code="no-isa",
+            reason="r",
+        ),
+        source="urn:test",
+        **fields,
+    )

@@ -17,14 +17,14 @@ from shared.bus import QueueSpec
 from shared.bus.amqp import AmqpBus
 from shared.config import BusKind, DocStoreKind
 from shared.context import ServiceContext
-from shared.events import AccessDenied, Actor, Event, RoutingKey
+from shared.events import Event, RoutingKey
 from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime
 from shared.store import Session, WriteConflict
 from shared.store.mongo import MongoStore
 from tests.conftest import make_settings
 from tests.contract.secantus import Secantus, secantus
-from tests.helpers import eventually
+from tests.helpers import denial, eventually
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -33,20 +33,6 @@ pytestmark = pytest.mark.rabbitmq
 def database(tmp_path: Path) -> Iterator[Secantus]:
     with secantus(tmp_path / "secantus") as server:
         yield server
-
-
-def denial() -> Event:
-    return Event.new(
-        RoutingKey.ACCESS_DENIED,
-        AccessDenied(
-            actor=Actor(org="RAL", role="clinician", subject="s"),
-            resource="Binary/1",
-            action="read",
-            reason_code="no-isa",
-            reason="r",
-        ),
-        source="urn:test",
-    )
 
 
 async def test_a_write_conflict_in_a_consumer_is_retried_not_dead_lettered(

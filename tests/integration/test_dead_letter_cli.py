@@ -10,8 +10,8 @@ import aio_pika
 import pytest
 
 from shared.bus.amqp import AmqpBus
-from shared.events import AccessDenied, Actor, Event, RoutingKey
 from shared.topology import ALL_QUEUES, AUDIT
+from tests.helpers import denial
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -29,18 +29,7 @@ async def test_list_then_replay_dead_letters(amqp_url: str) -> None:
     await bus.start()
     try:
         await bus.declare(ALL_QUEUES)
-        event = Event.new(
-            RoutingKey.ACCESS_DENIED,
-            AccessDenied(
-                actor=Actor(org="RAL", role="clinician", subject="s"),
-                resource="Binary/1",
-                action="read",
-                reason_code="no-isa",
-                reason="r",
-            ),
-            source="urn:test",
-            subject="Binary/1",
-        )
+        event = denial(subject="Binary/1")
         await bus.publish(event)
         body = await bus.get(AUDIT.name)
         assert body is not None

@@ -11,24 +11,11 @@ import pytest
 
 from shared.batches import Batches
 from shared.bus.memory import MemoryBus
-from shared.events import AccessDenied, Actor, Event, RoutingKey
+from shared.events import Event
 from shared.outbox import Outbox
 from shared.store import Session
 from shared.store.sqlite import SqliteStore
-
-
-def event() -> Event:
-    return Event.new(
-        RoutingKey.ACCESS_DENIED,
-        AccessDenied(
-            actor=Actor(org="RAL", role="clinician", subject="s"),
-            resource="Binary/1",
-            action="read",
-            reason_code="no-isa",
-            reason="r",
-        ),
-        source="urn:test",
-    )
+from tests.helpers import denial
 
 
 class Boom(Exception):
@@ -56,7 +43,7 @@ async def open_batches(store: SqliteStore) -> tuple[Batches, list[str]]:
 async def test_deliveries_waiting_together_share_one_commit_and_each_lands_once(store: SqliteStore) -> None:
     batches, commits = await open_batches(store)
     effects = store.collection("effects")
-    events = [event() for _ in range(20)]
+    events = [denial() for _ in range(20)]
 
     def effect_of(e: Event):  # type: ignore[no-untyped-def]
         async def effect(session: Session) -> str:
@@ -79,7 +66,7 @@ async def test_deliveries_waiting_together_share_one_commit_and_each_lands_once(
 async def test_a_failing_effect_is_undone_and_fails_alone(store: SqliteStore) -> None:
     batches, _ = await open_batches(store)
     effects = store.collection("effects")
-    good, bad, after = event(), event(), event()
+    good, bad, after = denial(), denial(), denial()
 
     async def write(e: Event, session: Session) -> None:
         await effects.insert({"_id": e.id}, session=session)
@@ -89,7 +76,7 @@ async def test_a_failing_effect_is_undone_and_fails_alone(store: SqliteStore) ->
         raise Boom
 
     outcomes = await asyncio.gather(
-        batches.apply(event(), lambda s: write(event(), s)),  # holds the writer while the three queue
+        batches.apply(denial(), lambda s: write(denial(), s)),  # holds the writer while the three queue
         batches.apply(good, lambda s: write(good, s)),
         batches.apply(bad, fails),
         batches.apply(after, lambda s: write(after, s)),
@@ -108,7 +95,7 @@ async def test_a_failing_effect_is_undone_and_fails_alone(store: SqliteStore) ->
 async def test_when_the_commit_fails_no_delivery_of_the_batch_is_reported_applied(store: SqliteStore) -> None:
     batches, _ = await open_batches(store)
     effects = store.collection("effects")
-    first, second = event(), event()
+    first, second = denial(), denial()
     hold = asyncio.Event()
 
     async def held(session: Session) -> None:
@@ -120,7 +107,7 @@ async def test_when_the_commit_fails_no_delivery_of_the_batch_is_reported_applie
         # What SQLite does by itself on an I/O error or a full disk: the whole transaction is rolled back.
         await store.write(session, lambda c: c.execute("ROLLBACK"))
 
-    third = event()
+    third = denial()
     leader = asyncio.ensure_future(batches.apply(first, held))
     await asyncio.sleep(0)
     queued = [

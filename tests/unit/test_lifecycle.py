@@ -8,10 +8,11 @@ from shared.bus import QueueSpec
 from shared.bus.memory import MemoryBus
 from shared.config import Settings
 from shared.context import ServiceContext
-from shared.events import AccessDenied, Actor, Event, RoutingKey
+from shared.events import Event, RoutingKey
 from shared.objects.fs import FileObjectStore
 from shared.service import Ports, Runtime
 from shared.store import StoreUnavailable, WriteConflict
+from tests.helpers import denial
 
 
 async def test_store_outages_and_write_conflicts_are_retried_not_dead_lettered(settings: Settings) -> None:
@@ -29,19 +30,7 @@ async def test_store_outages_and_write_conflicts_are_retried_not_dead_lettered(s
 
     try:
         await ctx.consume(queue, handler)
-        await bus.publish(
-            Event.new(
-                RoutingKey.ACCESS_DENIED,
-                AccessDenied(
-                    actor=Actor(org="RAL", role="clinician", subject="s"),
-                    resource="Binary/1",
-                    action="read",
-                    reason_code="no-isa",
-                    reason="r",
-                ),
-                source="urn:test",
-            )
-        )
+        await bus.publish(denial())
         await asyncio.wait_for(handled.wait(), 20)
         assert failures == []
         assert await bus.get(queue.dead_letter_queue) is None  # more failures than the limit, none poison

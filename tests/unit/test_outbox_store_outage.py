@@ -15,8 +15,7 @@ from shared.bus.memory import MemoryBus
 from shared.events import Event
 from shared.outbox import Outbox
 from shared.store.sqlite import SqliteStore
-from tests.helpers import eventually
-from tests.unit.test_batches import event
+from tests.helpers import denial, eventually
 from tests.unit.test_store_sqlite_locked import held_by_another_writer
 
 QUEUE = QueueSpec("probe", ("#",))
@@ -37,7 +36,7 @@ async def test_a_locked_store_delays_the_relay_and_loses_nothing(
     await bus.declare([QUEUE])
     outbox = Outbox(store, bus)
     await store.start()
-    sent = [event() for _ in range(3)]
+    sent = [denial() for _ in range(3)]
     async with store.transaction() as session:
         for e in sent:
             await outbox.add(e, session=session)
