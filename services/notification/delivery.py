@@ -51,6 +51,7 @@ from services.notification.subscriptions import (
 from shared.clock import Clock, parse_stamp, stamp
 from shared.events import RoutingKey, WebhookDelivered, WebhookFailed
 from shared.store import Document, DocumentStore
+from shared.waiting import wait_until_set
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
@@ -116,10 +117,7 @@ class Deliverer:
 
     async def wait(self, seconds: float) -> None:
         """Until ``wake`` or ``seconds`` (the tick finds what another replica committed)."""
-        try:
-            await asyncio.wait_for(self._woken.wait(), seconds)
-        except TimeoutError:
-            pass
+        await wait_until_set(self._woken, seconds)
         self._woken.clear()
 
     async def start(self) -> None:

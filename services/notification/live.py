@@ -23,6 +23,7 @@ from shared.auth import Caller
 from shared.clock import Clock, stamp
 from shared.fhir.errors import Code, FhirError
 from shared.store import Document
+from shared.waiting import wait_until_set
 
 HEARTBEAT_SECONDS = 15.0
 T = TypeVar("T")
@@ -96,9 +97,7 @@ async def tail(
                 idle = 0.0
                 yield batch
                 continue
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=min(poll, left))
-            except TimeoutError:
+            if not await wait_until_set(wake, min(poll, left)):
                 idle += poll
             if idle >= HEARTBEAT_SECONDS:
                 yield Heartbeat()

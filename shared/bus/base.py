@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from shared import telemetry
 from shared.events import Event
+from shared.waiting import wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +216,5 @@ async def deliver(handler: Handler, body: bytes, queue: str, stopping: asyncio.E
             except Exception:
                 log.exception("bus.handler_failed queue=%s type=%s", queue, event.type, extra={"code": "BUS004"})
                 return Disposition.REQUEUE
-        try:
-            await asyncio.wait_for(stopping.wait(), timeout=delay)
+        if await wait_until_set(stopping, delay):
             return Disposition.REQUEUE  # shutting down: hand the message back for another consumer
-        except TimeoutError:
-            continue

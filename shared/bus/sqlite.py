@@ -39,6 +39,7 @@ from shared.bus.base import (
 from shared.bus.local import LocalConsumer
 from shared.events import Event
 from shared.files import private_dir, private_file
+from shared.waiting import wait_until_set
 
 T = TypeVar("T")
 FILE_NAME = "bus.sqlite3"
@@ -409,12 +410,9 @@ class _SqliteConsumer(LocalConsumer[_Taken]):
             for message in taken:
                 self._dispatch(message)
             if not taken:
-                try:
-                    # Woken at once by this process's publishes; the timeout also picks up rows another
-                    # process wrote to the file (an operator's replay of dead letters, say).
-                    await asyncio.wait_for(ready.wait(), IDLE_POLL)
-                except TimeoutError:
-                    pass
+                # Woken at once by this process's publishes; the timeout also picks up rows another
+                # process wrote to the file (an operator's replay of dead letters, say).
+                await wait_until_set(ready, IDLE_POLL)
 
     async def _settle(self, message: _Taken, outcome: str) -> None:
         await self._bus._settle(self._spec, message, outcome)
