@@ -16,6 +16,7 @@ from lhcie.services import SPECS
 from shared.auth import EmbeddedIssuer
 from shared.config import BusKind, ObjectStoreKind, Settings
 from shared.edge import build_app
+from tests.helpers import rabbitmqctl
 
 RABBITMQ_HOST = "127.0.0.1:5672"
 
@@ -61,10 +62,6 @@ async def stack(settings: Settings) -> AsyncIterator[TestClient]:
     app = build_app(settings, list(SPECS.values()))
     async with TestClient(TestServer(app)) as client:
         yield client
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 class VirtualHosts:

@@ -85,28 +85,19 @@ async def settled(data_dir: Path, *, timeout: float = 30.0) -> None:
 PUBLISH_TAP = QueueSpec("test.publish-tap", ("#",))
 
 
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def queue_rows(vhost: str, *columns: str) -> list[dict[str, Any]]:
+    """``rabbitmqctl list_queues`` of ``vhost``: one dict per queue, its ``name`` and ``columns``."""
+    return list(json.loads(rabbitmqctl("list_queues", "-p", vhost, "name", *columns, "--formatter", "json")))
+
+
 def rabbitmq_queues(amqp_url: str) -> dict[str, tuple[int, int]]:
     """(ready, unacknowledged) of every queue of the vhost in ``amqp_url``."""
-    vhost = amqp_url.rsplit("/", 1)[1]
-    out = subprocess.run(
-        [
-            "rabbitmqctl",
-            "-q",
-            "list_queues",
-            "-p",
-            vhost,
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-            "--formatter",
-            "json",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return {q["name"]: (int(q["messages_ready"]), int(q["messages_unacknowledged"])) for q in json.loads(out)}
+    rows = queue_rows(amqp_url.rsplit("/", 1)[1], "messages_ready", "messages_unacknowledged")
+    return {q["name"]: (int(q["messages_ready"]), int(q["messages_unacknowledged"])) for q in rows}
 
 
 async def rabbitmq_settled(

@@ -9,8 +9,6 @@ and its consumer once it had reconnected: a message then reached the handler aft
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import uuid
 from urllib.parse import urlsplit
 
@@ -20,13 +18,9 @@ from shared.bus import QueueSpec
 from shared.bus.amqp import AmqpBus
 from shared.events import Event, RoutingKey
 from tests.contract.test_bus_contract import denied
-from tests.helpers import eventually
+from tests.helpers import eventually, queue_rows, rabbitmqctl
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60).stdout
 
 
 def drop_connections(vhost: str, name: str) -> int:
@@ -43,20 +37,9 @@ def drop_connections(vhost: str, name: str) -> int:
 
 def queue_state(vhost: str, queue: str) -> tuple[int, int, int]:
     """(ready, unacknowledged, consumers) of ``queue``."""
-    rows = json.loads(
-        rabbitmqctl(
-            "list_queues",
-            "-p",
-            vhost,
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-            "consumers",
-            "--formatter",
-            "json",
-        )
+    row = next(
+        r for r in queue_rows(vhost, "messages_ready", "messages_unacknowledged", "consumers") if r["name"] == queue
     )
-    row = next(r for r in rows if r["name"] == queue)
     return int(row["messages_ready"]), int(row["messages_unacknowledged"]), int(row["consumers"])
 
 
