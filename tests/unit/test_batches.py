@@ -98,8 +98,11 @@ async def test_when_the_commit_fails_no_delivery_of_the_batch_is_reported_applie
     first, second = denial(), denial()
     hold = asyncio.Event()
 
+    entered = asyncio.Event()
+
     async def held(session: Session) -> None:
         await effects.insert({"_id": first.id}, session=session)
+        entered.set()
         await hold.wait()
 
     async def breaks_the_transaction(session: Session) -> None:
@@ -109,7 +112,7 @@ async def test_when_the_commit_fails_no_delivery_of_the_batch_is_reported_applie
 
     third = denial()
     leader = asyncio.ensure_future(batches.apply(first, held))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(entered.wait(), 30)  # its batch (of one) is taken and its transaction begun
     queued = [
         asyncio.ensure_future(batches.apply(second, breaks_the_transaction)),
         asyncio.ensure_future(batches.apply(third, lambda s: effects.insert({"_id": third.id}, session=s))),

@@ -16,22 +16,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from shared.store.sqlite import SqliteStore
 from tests.helpers import eventually
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "svc.sqlite3", busy_timeout=30)
-    s.collection("things")
-    await s.start()
-    yield s
-    await s.close()
 
 
 def queued_on_writer(store: SqliteStore) -> int:
