@@ -174,6 +174,17 @@ async def run(config: BenchConfig) -> dict[str, Any]:
     return results
 
 
+async def _warm_up(config: BenchConfig, exchange: Exchange, tail: AuditTail) -> None:
+    """Three documents through every process first: imports, connections and caches are then warm."""
+    await throughput.run_cell(exchange, tail, size=10 * KIB, senders=1, count=3, timeout=config.timeout)
+
+
+async def _throughput_cells(config: BenchConfig, exchange: Exchange, tail: AuditTail) -> list[dict[str, Any]]:
+    return await throughput.run(
+        exchange, tail, sizes=config.sizes, senders=config.senders, count_for=config.count_for(), timeout=config.timeout
+    )
+
+
 async def _replica_run(config: BenchConfig, n: int, work_dir: Path, timings: dict[str, float]) -> dict[str, Any]:
     """The throughput cells on a fresh stack of ``n`` processes per service, after the first stack has
     stopped (two stacks at once would share the cores). Its own vhost: nothing the first left queued
@@ -187,15 +198,8 @@ async def _replica_run(config: BenchConfig, n: int, work_dir: Path, timings: dic
         tail = AuditTail(exchange)
         try:
             await tail.start()
-            await throughput.run_cell(exchange, tail, size=10 * KIB, senders=1, count=3, timeout=config.timeout)
-            out["throughput"] = await throughput.run(
-                exchange,
-                tail,
-                sizes=config.sizes,
-                senders=config.senders,
-                count_for=config.count_for(),
-                timeout=config.timeout,
-            )
+            await _warm_up(config, exchange, tail)
+            out["throughput"] = await _throughput_cells(config, exchange, tail)
             out["memory"] = memory.steady_state(stack.pids())
             await tail.wait_for([p.doc_id for p in exchange.posted], timeout=config.timeout)
             out["reconciliation"] = await reconcile(exchange)
@@ -247,7 +251,7 @@ async def _scenarios(
         results["alert_method"] = alerts.method
 
         t = _phase("warm-up and idle alert latency")
-        await throughput.run_cell(exchange, tail, size=10 * KIB, senders=1, count=3, timeout=config.timeout)
+        await _warm_up(config, exchange, tail)
         results["alert_latency"] = []
         if want("latency"):
             results["alert_latency"].append(
@@ -269,14 +273,7 @@ async def _scenarios(
 
         if want("throughput"):
             t = _phase("throughput")
-            results["throughput"] = await throughput.run(
-                exchange,
-                tail,
-                sizes=config.sizes,
-                senders=config.senders,
-                count_for=config.count_for(),
-                timeout=config.timeout,
-            )
+            results["throughput"] = await _throughput_cells(config, exchange, tail)
             results["memory"] = {
                 "steady_state": memory.steady_state(stack.pids()),
                 "large_document": large if want("large") else None,
