@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -84,8 +85,16 @@ def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CEILING, MEMORY_CEILING))
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def broker_pid() -> int | None:
+    """The local RabbitMQ node's OS process (its Erlang VM), if this user may ask it."""
+    try:
+        return int(rabbitmqctl("eval", "os:getpid().").strip().strip('"'))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
 
 
 @dataclass
@@ -101,6 +110,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)  # by process name (``replica_name``)
     s3_url: str = ""
+    broker_pid: int | None = None
     _own_vhost: str | None = None
     _turns: dict[str, itertools.cycle[str]] = field(default_factory=dict)
 
@@ -143,8 +153,13 @@ class Stack:
         return {n: p.pid for n, p in self.processes.items() if n == "lhcie" or service_of(n) in SERVICES}
 
     def server_pids(self) -> dict[str, int]:
-        """The servers the stack started beside the services (the S3 API server)."""
-        return {n: p.pid for n, p in self.processes.items() if n == "moto"}
+        """What works beside the services: the S3 API server, the broker's node (shared with whatever else
+        uses it: only on a quiet machine is its figure this run's alone) and the bench's own process."""
+        pids = {n: p.pid for n, p in self.processes.items() if n == "moto"}
+        if self.broker_pid is not None:
+            pids["broker"] = self.broker_pid
+        pids["bench"] = os.getpid()
+        return pids
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -158,6 +173,8 @@ class Stack:
             self._own_vhost = name
             await asyncio.to_thread(rabbitmqctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
             self.amqp_url = f"amqp://guest:guest@{RABBITMQ}/{name}"
+        if not self.embedded and urlsplit(self.amqp_url).hostname in ("127.0.0.1", "localhost"):
+            self.broker_pid = await asyncio.to_thread(broker_pid)
         await self._start_moto()
         self.issuer()  # the key exists before the services start, so all five verify the same issuer
         if self.embedded:

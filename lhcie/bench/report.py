@@ -28,16 +28,25 @@ def _cpu_table(cells: list[dict[str, Any]]) -> list[str]:
         "",
         "## CPU cost per document (user + system CPU-ms of each process over the cell / documents)",
         "",
-        "| size | senders | " + " | ".join(names) + " | total net of idle polling | load average |",
-        "|---|---|" + "---|" * (len(names) + 2),
+        "Beside the services, not in their total: the S3 API server (moto, when the documents go to S3), the",
+        "broker's node (all of its traffic: this run's alone only on an otherwise quiet machine) and the bench",
+        "client itself (senders, audit tail, alert stream).",
+        "",
+        "| size | senders | "
+        + " | ".join(names)
+        + " | total net of idle polling | S3 server | broker | bench client | load average |",
+        "|---|---|" + "---|" * (len(names) + 5),
     ]
     for c in cells:
         cost = c.get("cpu_ms_per_doc", {})
         net = c.get("cpu_ms_per_doc_net_of_idle", {}).get("total", "-")
+        beside = c.get("server_cpu_ms_per_doc", {})
         lines.append(
             f"| {_size(c['size'])} | {c['senders']} | "
             + " | ".join(str(cost.get(n, "-")) for n in names)
-            + f" | {net} | {(c.get('load_average') or ['-'])[0]} |"
+            + f" | {net} | "
+            + " | ".join(str(beside.get(n, "-")) for n in ("moto", "broker", "bench"))
+            + f" | {(c.get('load_average') or ['-'])[0]} |"
         )
     return lines
 

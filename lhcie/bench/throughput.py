@@ -37,7 +37,7 @@ async def run_cell(
 ) -> dict[str, Any]:
     bodies = [encoded_body(size, f"bench {size}B #{i}") for i in range(count)]
     pids = exchange.stack.pids()
-    # The S3 API server's own CPU, apart from the services' total: what the bucket costs per document.
+    # Apart from the services' total: what the bucket (moto), the broker and the bench itself spend per document.
     servers = exchange.stack.server_pids()
     # What the services spend with no documents moving (the bench's own audit tail and alert stream
     # polling them, timers): over a short window first, so the cell's figure can be given net of it too.
@@ -60,6 +60,8 @@ async def run_cell(
     print(
         f"[bench]   {size // 1024} KiB x{senders}: {len(done) / elapsed:.1f} docs/s, CPU-ms/doc "
         + ", ".join(f"{k} {v}" for k, v in cpu_ms.items())
+        + "; beside them "
+        + ", ".join(f"{k} {v}" for k, v in servers_ms.items())
         + f"; load average {cpu.load_average()[0]}",
         flush=True,
     )

@@ -73,6 +73,9 @@ async def test_every_scenario_completes_and_every_document_reconciles(
         assert cost["total"] == pytest.approx(sum(v for k, v in cost.items() if k != "total"), abs=0.05)
         # Every document costs the process(es) that take it some CPU; a zero means the sample missed them.
         assert cost["intake" if not embedded else "lhcie"] > 0
+        # Beside them (a few documents may cost the client less than a clock tick, so no "> 0"): the bench
+        # client always, the local broker's node when the bus is RabbitMQ.
+        assert set(cell["server_cpu_ms_per_doc"]) - {"moto"} == {"bench"} | (set() if embedded else {"broker"})
 
     idle, loaded = results["alert_latency"]
     assert (idle["load"], idle["missed"]) == ("idle", 0)
