@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from services.agreements.directory_fhir import OrganisationInput
 from services.agreements.registry import PolicyRegistry
-from services.agreements.resources import OrganisationInput
 from shared.auth import Caller
 from shared.events import CareTeamState, OrganisationState, RoutingKey
 from shared.fhir.errors import Code, FhirError

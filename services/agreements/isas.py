@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from itertools import combinations
 from typing import Any
 
+from services.agreements.contract_fhir import ContractInput
 from services.agreements.registry import PolicyRegistry
-from services.agreements.resources import ContractInput
 from shared.auth import Caller
 from shared.events import (
     AccessDenied,

@@ -15,12 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.agreements.resources import (
-    ORGANISATION_KIND_LABELS,
-    ORGANISATION_KINDS,
-    PURPOSE_LABELS,
-    category_label,
-)
+from services.agreements.vocabulary import ORGANISATION_KIND_LABELS, ORGANISATION_KINDS, PURPOSE_LABELS, category_label
 from shared.policy import CATEGORIES
 from shared.web import add_session_script
 

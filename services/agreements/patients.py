@@ -11,9 +11,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from services.agreements.consent_fhir import CarerRequest, Preferences
 from services.agreements.isas import actor_of
 from services.agreements.registry import PolicyRegistry
-from services.agreements.resources import CarerRequest, Preferences
 from shared.auth import Caller
 from shared.context import ServiceContext
 from shared.events import (

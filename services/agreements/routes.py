@@ -17,7 +17,7 @@ from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.relatedperson import RelatedPerson
 
-from services.agreements import pages, resources
+from services.agreements import consent_fhir, contract_fhir, directory_fhir, pages, vocabulary
 from services.agreements.domain import AgreementsService
 from services.agreements.isas import MAX_DOCUMENT_BYTES, overlap_json
 from services.agreements.patients import EXCEPTIONS
@@ -29,7 +29,7 @@ from shared.fhir.identifiers import ODS_CODE
 from shared.http import caller, fhir_response, read_json, request_id
 
 AGREEMENTS = web.AppKey("agreements", AgreementsService)
-HOLDING_EXTENSION = f"{resources.BASE}/StructureDefinition/record-holding"
+HOLDING_EXTENSION = f"{vocabulary.BASE}/StructureDefinition/record-holding"
 TEAM_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
@@ -38,12 +38,12 @@ def _service(request: web.Request) -> AgreementsService:
 
 
 async def _contract(service: AgreementsService, state: AgreementState) -> dict[str, Any]:
-    return resources.contract(state, await service.registry.details_of(AgreementState, state.agreement_id))
+    return contract_fhir.contract(state, await service.registry.details_of(AgreementState, state.agreement_id))
 
 
 async def _organization(service: AgreementsService, state: OrganisationState) -> dict[str, Any]:
     details = await service.registry.details_of(OrganisationState, state.ods_code)
-    return resources.organization(state, details.get("contacts"))
+    return directory_fhir.organization(state, details.get("contacts"))
 
 
 _TYPES: dict[str, tuple[type[Payload], str | None]] = {
@@ -60,7 +60,7 @@ async def _to_fhir(service: AgreementsService, state: Payload) -> dict[str, Any]
     if isinstance(state, OrganisationState):
         return await _organization(service, state)
     assert isinstance(state, CareTeamState)
-    return resources.careteam(state)
+    return directory_fhir.careteam(state)
 
 
 def _search(resource_type: str) -> Callable[[web.Request], Any]:
@@ -73,7 +73,7 @@ def _search(resource_type: str) -> Callable[[web.Request], Any]:
         if org_field and (org := request.query.get("organization") or request.query.get("party")):
             where[org_field] = org.rpartition("|")[2].removeprefix("Organization/")
         if kind is AgreementState and (status := request.query.get("status")):
-            by_fhir = {v: k for k, v in resources.CONTRACT_STATUS.items()}
+            by_fhir = {v: k for k, v in vocabulary.CONTRACT_STATUS.items()}
             wanted = by_fhir.get(status) or next((s for s in AgreementStatus if s.value == status), None)
             if wanted is None:
                 raise FhirError.of(Code.INVALID_PARAMETER, "status must be a Contract status.", "status")
@@ -110,7 +110,9 @@ def _collection(resources_: list[dict[str, Any]]) -> dict[str, Any]:
 async def create_organization(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Organization", "c")
-    given = resources.parse_organization(await read_json(request, resource_type="Organization", model=Organization))
+    given = directory_fhir.parse_organization(
+        await read_json(request, resource_type="Organization", model=Organization)
+    )
     state = await _service(request).directory.register(who, given)
     return fhir_response(
         await _organization(_service(request), state),
@@ -122,7 +124,9 @@ async def create_organization(request: web.Request) -> web.Response:
 async def update_organization(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Organization", "u")
-    given = resources.parse_organization(await read_json(request, resource_type="Organization", model=Organization))
+    given = directory_fhir.parse_organization(
+        await read_json(request, resource_type="Organization", model=Organization)
+    )
     state = await _service(request).directory.update(who, request.match_info["id"], given)
     return fhir_response(await _organization(_service(request), state))
 
@@ -135,18 +139,18 @@ async def create_careteam(request: web.Request) -> web.Response:
     if not isinstance(team_id, str) or not TEAM_ID.match(team_id):
         raise FhirError.of(Code.INVALID_RESOURCE, "id must be a short lower-case slug, e.g. rj1-lung.", "CareTeam.id")
     state = await _service(request).directory.save_team(
-        who, resources.parse_careteam(body, careteam_id=team_id), create=True
+        who, directory_fhir.parse_careteam(body, careteam_id=team_id), create=True
     )
-    return fhir_response(resources.careteam(state), status=201, headers={"Location": f"/fhir/CareTeam/{team_id}"})
+    return fhir_response(directory_fhir.careteam(state), status=201, headers={"Location": f"/fhir/CareTeam/{team_id}"})
 
 
 async def update_careteam(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("CareTeam", "u")
     body = await read_json(request, resource_type="CareTeam", model=CareTeam)
-    team = resources.parse_careteam(body, careteam_id=request.match_info["id"])
+    team = directory_fhir.parse_careteam(body, careteam_id=request.match_info["id"])
     state = await _service(request).directory.save_team(who, team, create=False)
-    return fhir_response(resources.careteam(state))
+    return fhir_response(directory_fhir.careteam(state))
 
 
 # -- ISAs -----------------------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ async def update_careteam(request: web.Request) -> web.Response:
 async def propose(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Contract", "c")
-    draft = resources.parse_contract(await read_json(request, resource_type="Contract", model=Contract))
+    draft = contract_fhir.parse_contract(await read_json(request, resource_type="Contract", model=Contract))
     state = await _service(request).isas.propose(who, draft)
     return fhir_response(
         await _contract(_service(request), state),
@@ -347,7 +351,7 @@ async def record_holders(request: web.Request) -> web.Response:
     for h in holders:
         org = await _service(request).registry.one(OrganisationState, h["organisation"])
         resource = (
-            resources.organization(org)
+            directory_fhir.organization(org)
             if org
             else {
                 "resourceType": "Organization",
@@ -379,7 +383,10 @@ async def consents(request: web.Request) -> web.Response:
     await _on_record(request, who, nhs, "Consent")
     return fhir_response(
         _collection(
-            [resources.preferences_consent(preferences, nhs, EXCEPTIONS), *(resources.carer_consent(g) for g in grants)]
+            [
+                consent_fhir.preferences_consent(preferences, nhs, EXCEPTIONS),
+                *(consent_fhir.carer_consent(g) for g in grants),
+            ]
         )
     )
 
@@ -394,36 +401,36 @@ async def read_preferences(request: web.Request) -> web.Response:
     preferences = await _service(request).patients.preferences(who, nhs)
     await _on_record(request, who, nhs, "Consent/preferences")
     names = await _names(_service(request), preferences.opted_out_organisations if preferences else ())
-    return fhir_response(resources.preferences_consent(preferences, nhs, EXCEPTIONS, names))
+    return fhir_response(consent_fhir.preferences_consent(preferences, nhs, EXCEPTIONS, names))
 
 
 async def set_preferences(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Consent", "u")
     nhs = _service(request).patients.patient_of(who, request.query.get("patient"))
-    wanted = resources.parse_preferences(await read_json(request, resource_type="Consent", model=Consent))
+    wanted = consent_fhir.parse_preferences(await read_json(request, resource_type="Consent", model=Consent))
     state = await _service(request).patients.set_preferences(who, nhs, wanted)
     names = await _names(_service(request), state.opted_out_organisations)
-    return fhir_response(resources.preferences_consent(state, nhs, EXCEPTIONS, names))
+    return fhir_response(consent_fhir.preferences_consent(state, nhs, EXCEPTIONS, names))
 
 
 async def list_carers(request: web.Request) -> web.Response:
     who, nhs = _patient_reader(request)
     grants = await _service(request).patients.carers(who, nhs)
     await _on_record(request, who, nhs, "RelatedPerson")
-    return fhir_response(_collection([resources.related_person(g) for g in grants]))
+    return fhir_response(_collection([consent_fhir.related_person(g) for g in grants]))
 
 
 async def grant_carer(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Consent", "c")
     nhs = _service(request).patients.patient_of(who, request.query.get("patient"))
-    wanted = resources.parse_related_person(
+    wanted = consent_fhir.parse_related_person(
         await read_json(request, resource_type="RelatedPerson", model=RelatedPerson)
     )
     grant = await _service(request).patients.grant(who, nhs, wanted)
     return fhir_response(
-        resources.related_person(grant), status=201, headers={"Location": f"/fhir/RelatedPerson/{grant.grant_id}"}
+        consent_fhir.related_person(grant), status=201, headers={"Location": f"/fhir/RelatedPerson/{grant.grant_id}"}
     )
 
 
@@ -431,7 +438,7 @@ async def revoke_carer(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("Consent", "u")
     grant = await _service(request).patients.revoke(who, request.match_info["id"])
-    return fhir_response(resources.related_person(grant))
+    return fhir_response(consent_fhir.related_person(grant))
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,12 +8,7 @@ import re
 from aiohttp.test_utils import TestClient
 
 from services.agreements.pages import CONSOLE_DIR
-from services.agreements.resources import (
-    CATEGORY_LABELS,
-    ORGANISATION_KIND_LABELS,
-    ORGANISATION_KINDS,
-    PURPOSE_LABELS,
-)
+from services.agreements.vocabulary import CATEGORY_LABELS, ORGANISATION_KIND_LABELS, ORGANISATION_KINDS, PURPOSE_LABELS
 from shared.policy import CATEGORIES
 
 
