@@ -41,3 +41,7 @@ ALL_QUEUES: tuple[QueueSpec, ...] = (INTAKE, STORAGE, NOTIFICATION, AUDIT, AGREE
 # The care service (issue 18) keeps its own replica of the sharing policy.
 CARE = QueueSpec("care.events", ("policy.#",))
 ALL_QUEUES += (CARE,)
+
+# Not a queue: what each notification replica watches (``Bus.watch``: an exclusive, auto-delete queue of
+# its own on RabbitMQ, gone with the process) to wake its live streams when another replica changes an alert.
+NOTIFICATION_WATCH = ("alert.*",)

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from lhcie.bench import cpu
 from lhcie.bench.client import MDT, Exchange, encoded_body, percentiles
 from lhcie.bench.memory import status_kib
 from lhcie.bench.tracking import DOCUMENT_REF, stream_url
@@ -176,6 +177,8 @@ async def webhooks(
         rss_before = _notification_mib(exchange)
         latencies: list[float] = []
         delivered = 0
+        # What a delivery costs, whatever the load: every process's CPU over the alerts, per delivery made.
+        cpu_before = cpu.sample(exchange.stack.pids())
         for n in range(documents):
             posted = await exchange.post(encoded_body(size, f"bench webhook #{n}"), size)
             alert_id = await _alert_of(exchange, posted.doc_id, timeout)
@@ -186,6 +189,7 @@ async def webhooks(
                 if alert_id in s:
                     delivered += 1
                     latencies.append(max(s[alert_id] - posted.answered, 0.0))
+        cpu_per_delivery = cpu.per_document(cpu_before, cpu.sample(exchange.stack.pids()), delivered)
         return {
             "available": True,
             "subscribers": subscribers,
@@ -196,6 +200,10 @@ async def webhooks(
             "latency": percentiles(latencies),
             "notification_rss_before_mib": rss_before,
             "notification_rss_after_mib": _notification_mib(exchange),
+            # Per process (``notification#2`` for a replica), and by service; the total includes the
+            # posting of the documents themselves (intake, storage, audit), a few per cent of it.
+            "cpu_ms_per_delivery": cpu_per_delivery,
+            "cpu_ms_per_delivery_by_service": cpu.by_service(cpu_per_delivery),
         }
     finally:
         await runner.cleanup()

@@ -16,6 +16,14 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
+def _delivery_cpu(fanout: dict[str, Any]) -> str:
+    """The rest-hook deliveries' CPU cost, when the run measured it (older results did not)."""
+    by_service = fanout.get("cpu_ms_per_delivery_by_service") or {}
+    if not by_service:
+        return ""
+    return f"; CPU-ms per delivery: notification {by_service.get('notification', '-')}, all {by_service['total']}"
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
@@ -211,7 +219,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{f['expected_deliveries']} delivered, p50 {_ms(f['latency']['p50_ms'])} ms, p99 "
                 f"{_ms(f['latency']['p99_ms'])} ms; notification RSS "
                 f"{f.get('notification_rss_open_mib', f.get('notification_rss_before_mib'))} → "
-                f"{f['notification_rss_after_mib']} MiB"
+                f"{f['notification_rss_after_mib']} MiB" + _delivery_cpu(f)
             )
     if results.get("mesh", {}).get("error"):
         lines += ["", f"MESH sandbox: failed ({results['mesh']['error']})."]

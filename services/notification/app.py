@@ -14,6 +14,7 @@ from services.notification import consumers, routes
 from services.notification.collections import COLLECTIONS
 from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
+from services.notification.replicas import OtherReplicas
 from services.notification.rules import load_rules
 from services.notification.settings import NotificationSettings
 from services.notification.stream_tokens import SHARED_KEY, StreamTokens
@@ -80,6 +81,9 @@ def install(app: web.Application, settings: NotificationSettings | None = None) 
         key_file or process.data_dir / NAME / "stream-token.keys", shared=shared
     )
     deliverer = app[routes.DELIVERER] = notification.deliverer
+    others = app[routes.OTHER_REPLICAS] = OtherReplicas(
+        app[RUNTIME].ports.bus, notification.listeners, notification.outgoing.announced
+    )
 
     async def timers(_: web.Application) -> AsyncIterator[None]:
         # After mount's context (the store is open); torn down before it (the store closes last).
@@ -88,12 +92,14 @@ def install(app: web.Application, settings: NotificationSettings | None = None) 
             await secrets.delete({"_id": SHARED_KEY})
         await tokens.start()
         await deliverer.start()
+        await others.start()
         tasks = [
             asyncio.create_task(_reconcile(notification), name="notification reconciliation"),
             asyncio.create_task(_tick(notification), name="notification timers"),
             asyncio.create_task(_deliver(deliverer, notification), name="notification webhooks"),
         ]
         yield
+        await others.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -44,6 +44,7 @@ from services.notification.subscribers import Subscribers
 from services.notification.subscription_streams import SubscriptionStreams
 from services.notification.subscriptions import Subscriptions
 from services.notification.transfer_alerts import TransferAlerts
+from shared.batches import GroupCommit
 from shared.clock import AdjustableClock, Clock, SystemClock, day_of
 from shared.events import Event
 from shared.policy import PolicyView
@@ -89,7 +90,7 @@ class Notification:
         # A committed write may have queued rest-hook notifications: their delivery starts now, not at the
         # next tick (the deliverer is built below; the hook runs only after a commit).
         write = Writer(ctx.outbox.notify, self.listeners.changed, lambda: self.deliverer.wake())
-        outgoing = Outgoing(store, ctx.outbox, ctx.source)
+        outgoing = self.outgoing = Outgoing(store, ctx.outbox, ctx.source)
 
         self.policy = PolicyView(store)
         self.alerts = Alerts(store)
@@ -201,12 +202,12 @@ class Notification:
             subscriptions=self.subscriptions, listeners=self.listeners, poll_seconds=settings.stream_poll_seconds
         )
         self.deliverer = Deliverer(
-            store=store,
+            # Its leases and outcomes change no alert: the outbox is told, the live streams need not be.
+            group=GroupCommit(store, after_commit=ctx.outbox.notify),
             subscriptions=self.subscriptions,
             alerts=self.alerts,
             render=self.render,
             outgoing=outgoing,
-            write=write,
             clock=self.clock,
             settings=settings,
             open_client=open_client,

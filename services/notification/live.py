@@ -2,8 +2,9 @@
 last one it saw, each with the alert as it is now; a heartbeat when nothing happens; and the end of the
 stream when its grant expires or the service stops.
 
-A change committed in this process wakes the streams at once; another replica's is found by polling the
-feed. An alert counts as delivered once a stream has handed it over.
+A change committed in this process wakes the streams at once, and so does another replica's alert change
+when the bus tells of it (``replicas.py``); polling the feed is the safety net for a wake-up lost. An alert
+counts as delivered once a stream has handed it over.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ async def tail(
     gone: Callable[[], bool] = lambda: False,
 ) -> AsyncGenerator[list[T] | Heartbeat, None]:
     """Batches from ``fetch`` as they appear, until ``until`` (wall clock), the service closes or the reader
-    is ``gone``: woken at once by a change in this process, by polling for another replica's; a heartbeat
+    is ``gone``: woken at once by a change in this process or one another replica announced (``Listeners``
+    hears both), else by polling; a heartbeat
     when quiet for ``HEARTBEAT_SECONDS``. ``fetch`` reads after a cursor the caller moves between batches."""
     wake = listeners.listen()
     idle = 0.0

@@ -23,6 +23,7 @@ from services.notification.delivery import Deliverer
 from services.notification.domain import Notification
 from services.notification.live import Change, Expired, Frame, Heartbeat
 from services.notification.pathways import ROUTE_URL, tracking_list_parameters
+from services.notification.replicas import OtherReplicas
 from services.notification.rules import PRIORITIES
 from services.notification.stream_tokens import BadStreamToken, StreamTokens
 from services.notification.transfer_alerts import beds_key
@@ -37,6 +38,7 @@ from shared.web import add_session_script
 NOTIFICATION = web.AppKey("notification", Notification)
 STREAM_TOKENS = web.AppKey("notification.stream_tokens", StreamTokens)
 DELIVERER = web.AppKey("notification.deliverer", Deliverer)
+OTHER_REPLICAS = web.AppKey("notification.other_replicas", OtherReplicas)
 CONSOLE_DIR = Path(__file__).with_name("console")
 ORGANIZATION_PREFIX = "Organization/"
 

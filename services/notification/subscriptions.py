@@ -281,7 +281,7 @@ class Subscriptions:
             firsts.setdefault(row["subscription"], row)
         return list(firsts.values())
 
-    async def claim(self, row: Document, *, now: str, lease_until: str) -> bool:
+    async def claim(self, row: Document, *, now: str, lease_until: str, session: Session | None = None) -> bool:
         """Take a delivery for one attempt; a lease lets another replica retake it if this one dies."""
         if row["status"] == SENDING:
             where = {"_id": row["_id"], "status": SENDING, "lease": row["lease"]}
@@ -289,7 +289,7 @@ class Subscriptions:
                 return False
         else:
             where = {"_id": row["_id"], "status": PENDING, "attempts": row["attempts"]}
-        return await self._deliveries.update(where, {"status": SENDING, "lease": lease_until}) > 0
+        return await self._deliveries.update(where, {"status": SENDING, "lease": lease_until}, session=session) > 0
 
     async def settle(self, row: Document, changes: Document, *, session: Session) -> None:
         await self._deliveries.update({"_id": row["_id"]}, changes, session=session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 
 import aio_pika
@@ -25,7 +26,9 @@ from shared.bus.base import (
     Consumer,
     Disposition,
     Handler,
+    Heard,
     QueueSpec,
+    Watch,
     deliver,
 )
 from shared.events import CONTENT_TYPE, DEAD_LETTER_EXCHANGE, EXCHANGE, Event
@@ -33,6 +36,13 @@ from shared.events import CONTENT_TYPE, DEAD_LETTER_EXCHANGE, EXCHANGE, Event
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 10.0
+# A watch's queue holds at most this many messages (its process stalled): the oldest go first.
+WATCH_MAX_LENGTH = 1000
+
+
+def watch_arguments() -> dict[str, FieldValue]:
+    """A watch's queue: classic (a quorum queue cannot be exclusive), bounded, never durable."""
+    return {"x-queue-type": "classic", "x-max-length": WATCH_MAX_LENGTH, "x-overflow": "drop-head"}
 
 
 def queue_arguments(spec: QueueSpec, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> dict[str, FieldValue]:
@@ -137,6 +147,26 @@ class AmqpBus(Bus):
         self._consumers.add(consumer)
         return consumer
 
+    async def watch(self, bindings: Sequence[str], heard: Heard) -> Watch:
+        assert self._connection is not None, "start() first"
+        channel = await self._connection.channel()
+        exchange = await self._declare_exchanges(channel)
+        # Exclusive and auto-delete: the broker drops it with this connection. Named by us, not the broker,
+        # so that the robust connection declares the same queue again (with its bindings) after a reconnect.
+        queue = await channel.declare_queue(
+            f"{self._name}.watch.{uuid.uuid4().hex[:12]}",
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            arguments=watch_arguments(),
+        )
+        for binding in bindings:
+            await queue.bind(exchange, routing_key=binding)
+        watch = _AmqpWatch(channel, heard)
+        # no_ack: a wake-up lost with a dead channel is made up by the watcher's poll.
+        await queue.consume(watch.on_message, no_ack=True)
+        return watch
+
     async def get(self, queue_name: str) -> bytes | None:
         assert self._connection is not None, "start() first"
         async with self._connection.channel() as channel:
@@ -184,6 +214,29 @@ class AmqpBus(Bus):
 
     async def is_healthy(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
+
+
+class _AmqpWatch(Watch):
+    def __init__(self, channel: AbstractChannel, heard: Heard) -> None:
+        self._channel = channel
+        self._heard = heard
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = Event.from_bytes(message.body)
+        except ValueError:
+            log.warning("bus.malformed queue=%s", message.routing_key, extra={"code": "BUS001"})
+            return
+        try:
+            self._heard(event)
+        except Exception:
+            log.exception("bus.watch_failed type=%s", event.type, extra={"code": "BUS008"})
+
+    async def stop(self) -> None:
+        # Closing the channel ends the consumer; the queue goes with the connection (exclusive), or now if
+        # it was its only consumer (auto-delete).
+        with contextlib.suppress(AMQPError, RuntimeError):
+            await self._channel.close()
 
 
 class _AmqpConsumer(Consumer):

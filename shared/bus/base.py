@@ -22,6 +22,8 @@ from shared.waiting import wait_until_set
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
+# Told of an event a watch heard; called on the event loop, must not block (it wakes something up).
+Heard = Callable[[Event], None]
 # Deliveries before a failing message is dead-lettered, unless the settings say otherwise.
 DEFAULT_DELIVERY_LIMIT = 5
 
@@ -87,6 +89,14 @@ class Consumer(ABC):
         return False
 
 
+class Watch(ABC):
+    """A process's own, transient hearing of some events (``Bus.watch``)."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Hear nothing more; whatever was on its way is dropped."""
+
+
 class Bus(ABC):
     @abstractmethod
     async def start(self) -> None: ...
@@ -115,6 +125,13 @@ class Bus(ABC):
 
     @abstractmethod
     async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int = 16) -> Consumer: ...
+
+    @abstractmethod
+    async def watch(self, bindings: Sequence[str], heard: Heard) -> Watch:
+        """Hear every event matching ``bindings`` published from now on, in this process alone: each watch
+        gets its own copy (a fan-out, not competing consumers), nothing is kept while no one watches and
+        nothing is redelivered. At most once and lossy by design: a watch wakes something that also polls
+        (a replica's live streams hearing of another replica's alert), it never carries an effect."""
 
     @abstractmethod
     async def get(self, queue_name: str) -> bytes | None:

@@ -8,10 +8,15 @@ a message through its handler and the two ways of stopping are the same for both
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
-from shared.bus.base import Consumer, Disposition, Handler, QueueSpec, deliver
+from shared.bus.base import Consumer, Disposition, Handler, Heard, QueueSpec, Watch, deliver, topic_matches
+from shared.events import Event
+
+log = logging.getLogger(__name__)
 
 
 class _Message(Protocol):
@@ -87,3 +92,41 @@ class LocalConsumer(Consumer, Generic[M]):
         for _, message in unacked:
             await self._settle(message, Disposition.REQUEUE)
         await self._halt_loop()
+
+
+class LocalWatches:
+    """The watches of an embedded bus: its publishes happen in this process, so a watch is told of each
+    matching event once it is committed, as RabbitMQ hands it to an exclusive queue of the process."""
+
+    def __init__(self) -> None:
+        self._watches: set[_LocalWatch] = set()
+
+    def add(self, bindings: Sequence[str], heard: Heard) -> Watch:
+        watch = _LocalWatch(self, tuple(bindings), heard)
+        self._watches.add(watch)
+        return watch
+
+    def discard(self, watch: _LocalWatch) -> None:
+        self._watches.discard(watch)
+
+    def published(self, events: Sequence[Event]) -> None:
+        for watch in list(self._watches):
+            for event in events:
+                watch.hear(event)
+
+
+class _LocalWatch(Watch):
+    def __init__(self, watches: LocalWatches, bindings: tuple[str, ...], heard: Heard) -> None:
+        self._watches = watches
+        self._bindings = bindings
+        self._heard = heard
+
+    def hear(self, event: Event) -> None:
+        if any(topic_matches(b, event.type) for b in self._bindings):
+            try:
+                self._heard(event)
+            except Exception:  # a watcher's fault must not fail the publish that told it
+                log.exception("bus.watch_failed type=%s", event.type, extra={"code": "BUS008"})
+
+    async def stop(self) -> None:
+        self._watches.discard(self)

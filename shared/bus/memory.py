@@ -13,8 +13,18 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.bus.base import DEFAULT_DELIVERY_LIMIT, Bus, Consumer, Disposition, Handler, QueueSpec, topic_matches
-from shared.bus.local import LocalConsumer
+from shared.bus.base import (
+    DEFAULT_DELIVERY_LIMIT,
+    Bus,
+    Consumer,
+    Disposition,
+    Handler,
+    Heard,
+    QueueSpec,
+    Watch,
+    topic_matches,
+)
+from shared.bus.local import LocalConsumer, LocalWatches
 from shared.events import Event
 
 
@@ -41,6 +51,7 @@ class MemoryBus(Bus):
         self._delivery_limit = delivery_limit
         self._queues: dict[str, _Queue] = {}
         self._consumers: set[_MemoryConsumer] = set()
+        self._watches = LocalWatches()
 
     async def start(self) -> None:
         return None
@@ -61,6 +72,10 @@ class MemoryBus(Bus):
         for queue in self._queues.values():
             if queue.spec and any(topic_matches(b, event.type) for b in queue.spec.bindings):
                 await queue.put(_Message(body))
+        self._watches.published([event])
+
+    async def watch(self, bindings: Sequence[str], heard: Heard) -> Watch:
+        return self._watches.add(bindings, heard)
 
     async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int = 16) -> Consumer:
         await self.declare([queue])

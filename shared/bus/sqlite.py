@@ -33,10 +33,12 @@ from shared.bus.base import (
     Consumer,
     Disposition,
     Handler,
+    Heard,
     QueueSpec,
+    Watch,
     topic_matches,
 )
-from shared.bus.local import LocalConsumer
+from shared.bus.local import LocalConsumer, LocalWatches
 from shared.events import Event
 from shared.files import private_dir, private_file
 from shared.waiting import wait_until_set
@@ -215,6 +217,7 @@ class SqliteBus(Bus):
         self._specs: dict[str, QueueSpec] = {}
         self._ready: dict[str, asyncio.Event] = {}
         self._consumers: set[_SqliteConsumer] = set()
+        self._watches = LocalWatches()
         self._open = False
 
     async def start(self) -> None:
@@ -286,6 +289,11 @@ class SqliteBus(Bus):
 
         await self._worker.run(write, durable=True)
         self._wake(*{name for name, _ in rows})
+        self._watches.published(events)
+
+    async def watch(self, bindings: Sequence[str], heard: Heard) -> Watch:
+        # One process owns the file (the module's docstring), so every publish a watch could hear is its own.
+        return self._watches.add(bindings, heard)
 
     async def consume(self, queue: QueueSpec, handler: Handler, *, prefetch: int = 16) -> Consumer:
         await self.declare([queue])

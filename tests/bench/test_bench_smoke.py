@@ -122,6 +122,12 @@ async def test_every_scenario_completes_and_every_document_reconciles(
         assert fan[receivers] == SMOKE["sse_connections" if kind == "sse" else "webhook_subscribers"]
         assert fan.get("connections_opened", fan[receivers]) == fan[receivers]
         assert fan["deliveries"] == fan["expected_deliveries"] > 0
+    # What a rest-hook delivery costs, per process and by service (the embedded stack is one process).
+    hooks = results["fanout"]["webhooks"]
+    by_service = hooks["cpu_ms_per_delivery_by_service"]
+    services = {"lhcie"} if embedded else {"agreements", "intake", "storage", "notification", "audit"}
+    assert set(by_service) == {*services, "total"} and "total" in hooks["cpu_ms_per_delivery"]
+    assert all(ms >= 0 for ms in by_service.values())
 
     assert [t["target"] for t in results["targets"]] == TARGETS
     assert {t["status"] for t in results["targets"]} <= {"held", "missed", "not measured"}

@@ -144,6 +144,34 @@ async def test_a_batch_arrives_whole_and_in_order(bus: Bus) -> None:
     assert inbox.ids() == [e.id for e in events]
 
 
+async def test_a_watch_hears_what_matches_from_now_on_each_watch_its_own_copy(bus: Bus) -> None:
+    # A replica's live streams hear of another replica's alert this way (services/notification/replicas.py).
+    q = queue("access.denied")
+    await bus.declare([q])
+    earlier = denied(0)
+    await bus.publish(earlier)  # before any watch: heard by none
+    wide: list[Event] = []
+    exact: list[Event] = []
+    elsewhere: list[Event] = []
+    wide_watch = await bus.watch(["access.*"], wide.append)
+    await bus.watch(["access.denied"], exact.append)
+    await bus.watch(["document.stored"], elsewhere.append)
+    event = denied(1)
+    await bus.publish(event)
+    await eventually(lambda: asyncio.sleep(0, [e.id for e in wide] == [e.id for e in exact] == [event.id]))
+    assert wide[0] == event
+    # A watch takes nothing from the queues: the durable consumer still gets both.
+    inbox = Inbox()
+    await bus.consume(q, inbox)
+    await eventually(lambda: asyncio.sleep(0, sorted(inbox.ids()) == sorted([earlier.id, event.id])))
+    await wide_watch.stop()
+    later = denied(2)
+    await bus.publish(later)
+    await eventually(lambda: asyncio.sleep(0, [e.id for e in exact] == [event.id, later.id]))
+    assert [e.id for e in wide] == [event.id]  # stopped before ``later`` was published
+    assert elsewhere == []
+
+
 async def test_published_before_consumer_starts_waits_in_the_declared_queue(bus: Bus) -> None:
     q = queue("access.denied")
     await bus.declare([q])

@@ -3,12 +3,14 @@ escalation fires once; and documents that arrived while the service was down are
 
 Both processes run ``python -m services.notification`` on a private vhost with the SAME data directory
 (one SQLite file, shared through WAL and busy_timeout, as two replicas would share MongoDB). Escalation is
-shortened to seconds by ``LHCIE_NOTIFICATION_ESCALATION_AFTER_SECONDS``.
+shortened to seconds by ``LHCIE_NOTIFICATION_ESCALATION_AFTER_SECONDS``. A console attached to either
+replica sees an alert the other raised at once, long before its poll would find it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import subprocess
@@ -21,6 +23,7 @@ import aiohttp
 import pytest
 
 from services.notification.domain import ESCALATE
+from shared.auth import EmbeddedIssuer
 from shared.bus import QueueSpec
 from shared.bus.amqp import AmqpBus
 from shared.events import CareTeamState, Event, OrganisationState, RoutingKey
@@ -35,7 +38,7 @@ WATCH = QueueSpec("test.notification-watch", (RoutingKey.ALERT_RAISED, RoutingKe
 
 
 class NotificationProcesses:
-    def __init__(self, amqp_url: str, data_dir: Path) -> None:
+    def __init__(self, amqp_url: str, data_dir: Path, **overrides: str) -> None:
         self.env = {
             **os.environ,
             **SERVE_ENV,
@@ -45,6 +48,7 @@ class NotificationProcesses:
             "LHCIE_DATA_DIR": str(data_dir),
             "LHCIE_NOTIFICATION_ESCALATION_AFTER_SECONDS": "1",
             "LHCIE_NOTIFICATION_TIMER_TICK_SECONDS": "0.1",
+            **overrides,
         }
         self.data_dir = data_dir
         self.amqp_url = amqp_url
@@ -212,3 +216,67 @@ async def test_documents_stored_while_notification_was_down_are_all_alerted(
     assert sorted(e["document"]["document_id"] for e in distinct) == sorted(
         e.data["document"]["document_id"] for e in documents
     )
+
+
+# Longer than the test waits for anything: a stream that sees the other replica's alert was woken by the bus.
+SLOW_POLL_SECONDS = 60.0
+
+
+async def next_change(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The next SSE frame that carries an alert change (heartbeats and comments skipped)."""
+    while True:
+        line = (await response.content.readline()).decode().rstrip("\n")
+        if line.startswith("data: "):
+            frame: dict[str, Any] = json.loads(line[6:])
+            if "alert" in frame:
+                return frame
+
+
+async def test_a_console_on_either_replica_sees_the_other_replicas_alert_at_once(
+    bus: AmqpBus, amqp_url: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    # No escalation, no timer tick (each tick's commit wakes the process's streams) and no poll within the
+    # test: nothing but the bus can wake a stream for an alert another replica committed.
+    processes = NotificationProcesses(
+        amqp_url,
+        data_dir,
+        LHCIE_NOTIFICATION_STREAM_POLL_SECONDS=str(SLOW_POLL_SECONDS),
+        LHCIE_NOTIFICATION_TIMER_TICK_SECONDS=str(SLOW_POLL_SECONDS),
+        LHCIE_NOTIFICATION_ESCALATION_AFTER_SECONDS="3600",
+    )
+    try:
+        ports = [processes.start(), processes.start()]
+        await processes.ready()
+        await publish_policy(bus)
+        await processes.settled()
+        issuer = EmbeddedIssuer(
+            data_dir, issuer=SERVE_ENV["LHCIE_JWT_ISSUER"], audience=SERVE_ENV["LHCIE_JWT_AUDIENCE"]
+        )
+        coordinator = {"Authorization": f"Bearer {issuer.mint(org='RJ1', role='mdt-coordinator', mdt='rj1-lung')}"}
+        async with aiohttp.ClientSession() as http:
+            streams = []
+            for port in ports:
+                base = f"http://127.0.0.1:{port}"
+                async with http.post(f"{base}/alerts/stream-token?team=CareTeam/rj1-lung", headers=coordinator) as r:
+                    assert r.status == 200, await r.text()
+                    grant = await r.json()
+                stream = await http.get(
+                    f"{base}/alerts/stream?token={grant['token']}&lastEventId={grant['lastEventId']}"
+                )
+                assert stream.status == 200
+                streams.append(stream)
+            # One document, so one replica raises the alert and the other's stream has only the bus to hear it.
+            document = stored_event()
+            await bus.publish(document)
+            async with asyncio.timeout(SLOW_POLL_SECONDS / 3):
+                changes = await asyncio.gather(*(next_change(stream) for stream in streams))
+            for stream in streams:
+                stream.close()
+        about = f"DocumentReference/{document.data['document']['document_id']}"
+        assert [(c["kind"], c["alert"]["about"][0]["reference"]) for c in changes] == [("raised", about)] * 2
+    except TimeoutError:
+        raise AssertionError(f"a replica's stream did not hear of the alert: {processes.logs()}") from None
+    finally:
+        processes.stop()
