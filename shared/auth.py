@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ["ES256", "RS256"]
 # The longest a token may be valid (exp - iat), unless LHCIE_JWT_MAX_LIFETIME_SECONDS says otherwise.
 DEFAULT_MAX_LIFETIME = 24 * 3600
+# Tokens verified and remembered per process (see TokenVerifier): a bound on memory, not on correctness.
+VERIFIED_TOKENS = 1024
 ROLES = (
     "system",
     "mdt-coordinator",
@@ -304,6 +306,16 @@ def _parse_jwks(jwks: dict[str, Any]) -> dict[str | None, jwt.PyJWK]:
     return keys
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A verified token's caller, until its ``exp``, while the key set it was verified against stands."""
+
+    caller: Caller
+    exp: int
+    kid: str | None
+    keys: dict[str | None, jwt.PyJWK]
+
+
 class TokenVerifier:
     def __init__(
         self, jwks: dict[str, Any] | KeySet, *, issuer: str, audience: str, max_lifetime: int = DEFAULT_MAX_LIFETIME
@@ -312,6 +324,7 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._max_lifetime = max_lifetime
+        self._verified: dict[str, _Verified] = {}
 
     @classmethod
     def from_jwks_url(cls, url: str, *, issuer: str, audience: str) -> TokenVerifier:
@@ -324,6 +337,12 @@ class TokenVerifier:
         """Before ``verify``: fetch the key set again when the token names a key it does not hold."""
         token = _bearer(authorization, quiet=True)
         if token is None:
+            return
+        known = self._still_verified(token)
+        if known is not None:
+            # Its key was in the set it was verified against and the set has not changed since: only the
+            # set's age can call for a fetch (``max_age``: a key withdrawn at the provider goes).
+            await self.keyset.refresh_for(known.kid)
             return
         try:
             kid = jwt.get_unverified_header(token).get("kid")
@@ -347,6 +366,9 @@ class TokenVerifier:
     def verify(self, authorization: str | None) -> Caller:
         token = _bearer(authorization)
         assert token is not None
+        known = self._still_verified(token)
+        if known is not None:
+            return known.caller
         try:
             header = jwt.get_unverified_header(token)
             key = self._key_for(header)
@@ -370,7 +392,7 @@ class TokenVerifier:
         org, role = claims.get("org"), claims.get("role")
         if not isinstance(org, str) or not isinstance(role, str) or role not in ROLES:
             raise Unauthorized("the token lacks a valid 'org' or 'role' claim", reason_code="invalid-claims")
-        return Caller(
+        verified = Caller(
             org=org,
             role=role,
             subject=str(claims["sub"]),
@@ -380,6 +402,32 @@ class TokenVerifier:
             purpose=purpose_claim(claims),
             name=claims["name"] if isinstance(claims.get("name"), str) else None,
         )
+        self._remember(token, _Verified(verified, int(claims["exp"]), header.get("kid"), self.keyset.keys))
+        return verified
+
+    def _still_verified(self, token: str) -> _Verified | None:
+        """A token verified before, by these exact bytes, that would verify again now.
+
+        A signature, an issuer, an audience, an algorithm and the claims cannot change for the same bytes,
+        and ``iat``, ``nbf`` and the lifetime limit, once met, stay met as time passes: what can change is
+        the clock against ``exp`` and the key set. So an entry holds while the token has not expired (as
+        PyJWT judges it: ``exp <= now`` is expired) and the set is the very one it was verified against (a
+        fetch of the JWKS replaces the set, and every entry verified against the old one is checked again
+        in full: a key withdrawn at the provider refuses its tokens from then on). Tokens are stateless
+        here: nothing revokes one before its ``exp`` but its key leaving the set.
+        """
+        known = self._verified.get(token)
+        if known is None:
+            return None
+        if known.keys is self.keyset.keys and time.time() < known.exp:
+            return known
+        del self._verified[token]
+        return None
+
+    def _remember(self, token: str, verified: _Verified) -> None:
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]  # the oldest: tokens are used in bursts
+        self._verified[token] = verified
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
         exp, iat = claims["exp"], claims["iat"]

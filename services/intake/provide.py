@@ -23,7 +23,6 @@ from services.intake.validation import Metadata, check_metadata
 from shared.auth import Caller
 from shared.fhir.errors import Code, FhirError, Issue
 from shared.fhir.identifiers import NHS_NUMBER, ODS_CODE
-from shared.objects import one_chunk
 from shared.store import Document
 
 SYNC_WAIT_SECONDS = 30.0
@@ -169,7 +168,7 @@ async def provide(
     staged: list[Staged] = []
     try:
         for document, meta in zip(bundle.documents, metas, strict=False):
-            staged.append(await intake.stage(meta, one_chunk(document.content)))
+            staged.append(await intake.stage(meta, document.content))
     except BaseException:
         await intake.discard(staged)
         raise

@@ -17,12 +17,11 @@ from services.intake.domain import Accepted, Intake, Pending, StagingUnavailable
 from services.intake.limits import RateLimited, RateLimiter, TooManyUploads, UploadSlots
 from services.intake.registry import to_fhir
 from services.intake.search import parse as parse_search
-from services.intake.validation import check_metadata, inline_content
+from services.intake.validation import check_metadata
 from shared.fhir.bundles import searchset
 from shared.fhir.errors import Code, FhirError, Issue, informational, operation_outcome
 from shared.fhir.jsonbody import parse_body
 from shared.http import caller, fhir_response, idle_limited, read_body, read_json, request_id
-from shared.objects import one_chunk
 from shared.public_url import base_url
 
 INTAKE = web.AppKey("intake", Intake)
@@ -84,9 +83,9 @@ async def create_document(request: web.Request) -> web.Response:
         else:
             data = await read_json(request, xml_model=DocumentReference, hint=" (or a multipart document)")
             meta = check_metadata(data, who, intake.catalogue, inline=True)
-            content = inline_content(data)
+            assert meta.inline_document, "check_metadata(inline=True) accepts only a non-empty inline document"
             await intake.check_references([("DocumentReference", meta)], who)
-            staged = await intake.stage(meta, one_chunk(content))
+            staged = await intake.stage(meta, meta.inline_document)
     accepted = await intake.accept(
         [staged], who, request_id=request_id(request), address=request.remote, idempotency_key=key
     )

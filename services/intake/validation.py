@@ -56,6 +56,8 @@ class Metadata:
     authors: tuple[str, ...]
     search: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[Issue, ...] = ()
+    # The document's bytes when it came inline (``content[0].attachment.data``), decoded once.
+    inline_document: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def _expression(loc: tuple[Any, ...]) -> str:
@@ -158,7 +160,11 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
     """
     if data.get("resourceType") != "DocumentReference":
         raise FhirError.of(Code.INVALID_RESOURCE, "Expected a DocumentReference resource.", "resourceType")
-    structure = _structure_issues(data)
+    content = _list(data.get("content"))
+    attachment = _dict(content[0]).get("attachment") if content and isinstance(content[0], dict) else None
+    # The inline document, decoded once here: its check below, the structure check and the staging use it.
+    document = decode_base64(attachment.get("data")) if inline and isinstance(attachment, dict) else None
+    structure = _structure_issues(_with_placeholder_data(data, content, _dict(attachment)) if document else data)
     issues: list[Issue] = []
     warnings: list[Issue] = []
 
@@ -293,8 +299,6 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
         f"{master.get('system', '')}|{master['value']}" if isinstance(master.get("value"), str) else None
     )
 
-    content = _list(data.get("content"))
-    attachment = _dict(content[0]).get("attachment") if content and isinstance(content[0], dict) else None
     content_type: str | None = None
     declared_size: int | None = None
     declared_sha1: bytes | None = None
@@ -310,14 +314,13 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
                 )
             )
         elif inline:
-            raw = decode_base64(attachment.get("data"))
-            if raw is None:
+            if document is None:
                 issues.append(
                     Issue(
                         Code.INVALID_RESOURCE, "content[0].attachment.data is not valid base64.", f"{ATTACHMENT}.data"
                     )
                 )
-            elif not raw:
+            elif not document:
                 issues.append(Issue(Code.INVALID_RESOURCE, "The document is empty.", f"{ATTACHMENT}.data"))
         if not inline and "data" in attachment:
             issues.append(
@@ -381,7 +384,18 @@ def check_metadata(data: dict[str, Any], who: Caller, catalogue: Catalogue, *, i
         authors=tuple(authors),
         search=search_fields(data, authors, custodian, related),
         warnings=tuple(warnings),
+        inline_document=document if inline else None,
     )
+
+
+# What the structure check sees in place of a valid inline document: it decodes base64 leniently
+# (``base64.b64decode``), so the strict decoding above accepting the document means it would too, and only
+# the cost differs (a model-building pass over every byte of the document, 0.2-0.8 ms at 10-100 KiB).
+PLACEHOLDER_DATA = "AAAA"
+
+
+def _with_placeholder_data(data: dict[str, Any], content: list[Any], attachment: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "content": [{**content[0], "attachment": {**attachment, "data": PLACEHOLDER_DATA}}, *content[1:]]}
 
 
 def search_fields(data: dict[str, Any], authors: list[str], custodian: str, related: list[str]) -> dict[str, Any]:
@@ -494,13 +508,6 @@ def without_inline_data(data: dict[str, Any]) -> dict[str, Any]:
         contents.append(item)
     resource["content"] = contents
     return resource
-
-
-def inline_content(data: dict[str, Any]) -> bytes:
-    """The document of an inline submission that ``check_metadata`` accepted."""
-    raw = decode_base64(_dict(_list(data.get("content"))[0]).get("attachment", {}).get("data"))
-    assert raw, "check_metadata(inline=True) accepts only non-empty base64"
-    return raw
 
 
 def content_issues(meta: Metadata, *, size: int, sha1: bytes, media_problem: str | None) -> list[Issue]:

@@ -65,6 +65,10 @@ class ObjectStore(ABC):
     async def put(self, key: str, chunks: AsyncIterable[bytes], *, content_type: str) -> ObjectInfo:
         """Store the stream under ``key``; returns its size and SHA-256 as written."""
 
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> ObjectInfo:
+        """``put`` of bytes already in hand; a store may write them with fewer round trips."""
+        return await self.put(key, one_chunk(data), content_type=content_type)
+
     @abstractmethod
     def get(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stream bytes ``start`` to ``end`` (exclusive); raises ``ObjectNotFound``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import json
 import os
 import time
@@ -66,6 +67,14 @@ class FileObjectStore(ObjectStore):
                 handle.close()
             tmp.unlink(missing_ok=True)
             raise
+        return info
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> ObjectInfo:
+        # One hop to a worker thread instead of put()'s two: create, write, fsync and commit together.
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        info = ObjectInfo(key, len(data), hashlib.sha256(data).hexdigest(), content_type)
+        await asyncio.to_thread(_write_whole, tmp, path, data, info)
         return info
 
     async def get(self, key: str, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
@@ -156,6 +165,16 @@ def _create(tmp: Path, first: bytes) -> BinaryIO:
     handle = os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
     handle.write(first)
     return handle
+
+
+def _write_whole(tmp: Path, path: Path, data: bytes, info: ObjectInfo) -> None:
+    handle = _create(tmp, data)
+    try:
+        _finish(handle, tmp, path, info)
+    except BaseException:
+        handle.close()
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _finish(handle: BinaryIO, tmp: Path, path: Path, info: ObjectInfo) -> None:

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from shared import auth
 from shared.auth import KeySet, TokenVerifier, Unauthorized
 from tests.helpers import eventually
 from tests.unit.test_document_flow import post_document, stored
@@ -132,6 +133,65 @@ async def test_a_token_valid_for_longer_than_the_maximum_is_refused(provider: tu
     )
     with pytest.raises(Unauthorized):
         await verified(verifier, no_iat)
+
+
+async def test_a_remembered_token_spares_no_check_that_could_now_fail(provider: tuple[Provider, str]) -> None:
+    """Verified tokens are remembered by their exact bytes (intake's JWT cost, issue 21): a token that
+    differs in a byte, a wrong signature, an expired token and a key withdrawn at the provider are still
+    refused after a valid token was remembered."""
+    idp, url = provider
+    keys = KeySet(url=url, min_refetch=30)
+    await keys.load()
+    verifier = TokenVerifier(keys, issuer=ISSUER, audience=AUDIENCE)
+    good = idp.token("k1")
+    assert await verified(verifier, good) == "dr@RJ1"
+    assert verifier.verify(bearer(good)) is verifier.verify(bearer(good))  # remembered: the same caller
+    # Same header and claims, another key's signature under the same kid: other bytes, verified in full.
+    impostor_key = ec.generate_private_key(ec.SECP256R1())
+    header, payload, _ = good.split(".")
+    forged = jwt.encode(jwt.decode(good, options={"verify_signature": False}), impostor_key, "ES256", {"kid": "k1"})
+    assert forged.split(".")[:2] == [header, payload]
+    with pytest.raises(Unauthorized) as refused:
+        await verified(verifier, forged)
+    assert refused.value.reason_code == "invalid-token"
+    # The remembered token's signature on other claims (another org) does not verify either.
+    tampered = ".".join(
+        [header, _segment({**jwt.decode(good, options={"verify_signature": False}), "org": "X"}), good.split(".")[2]]
+    )
+    with pytest.raises(Unauthorized):
+        await verified(verifier, tampered)
+    # A remembered token is refused from the moment it expires, as PyJWT judges it (exp <= now).
+    short = idp.token("k1", lifetime=1)
+    assert await verified(verifier, short) == "dr@RJ1"
+    expiry = jwt.decode(short, options={"verify_signature": False})["exp"]
+
+    async def past_expiry() -> bool:
+        return time.time() >= expiry
+
+    await eventually(past_expiry, timeout=5)
+    with pytest.raises(Unauthorized) as refused:
+        await verified(verifier, short)
+    assert refused.value.reason_code == "token-expired"
+    # The provider withdraws k1: once the set is fetched again (here, at its maximum age), a token
+    # remembered under k1 is verified in full against the new set, and refused.
+    assert await verified(verifier, good) == "dr@RJ1"
+    idp.keys = {"k2": ec.generate_private_key(ec.SECP256R1())}
+    keys._fetched -= keys._max_age + 1
+    with pytest.raises(Unauthorized) as refused:
+        await verified(verifier, good)
+    assert refused.value.reason_code == "unknown-key"
+    assert idp.fetches == 2
+    assert await verified(verifier, idp.token("k2")) == "dr@RJ1"
+
+
+def test_remembered_tokens_are_bounded(provider: tuple[Provider, str]) -> None:
+    idp, _ = provider
+    verifier = TokenVerifier(idp.jwks(), issuer=ISSUER, audience=AUDIENCE)
+    tokens = [idp.token("k1", sub=f"user-{n}") for n in range(auth.VERIFIED_TOKENS + 10)]
+    assert [verifier.verify(bearer(t)).subject for t in tokens] == [f"user-{n}" for n in range(len(tokens))]
+    assert len(verifier._verified) == auth.VERIFIED_TOKENS
+    assert tokens[0] not in verifier._verified and tokens[-1] in verifier._verified
+    assert verifier.verify(bearer(tokens[0])).subject == "user-0"  # forgotten, verified again in full
 
 
 def _segment(value: dict[str, Any]) -> str:

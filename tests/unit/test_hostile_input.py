@@ -176,6 +176,23 @@ async def test_abandoned_staging_objects_expire_like_the_lifecycle_rule(tmp_path
     assert [k async for k in store.list("")] == ["documents/kept"]
 
 
+async def test_bytes_in_hand_are_stored_in_one_piece_as_a_stream_is(tmp_path: Path) -> None:
+    """put_bytes (intake's staging of an inline document, one hop to a thread) leaves what put leaves."""
+    store = FileObjectStore(tmp_path / "objects")
+    await store.start()
+    for data in (b"%PDF-1.4 in hand", b""):
+        streamed = await store.put("staging/streamed", one_chunk(data), content_type="application/pdf")
+        whole = await store.put_bytes("staging/whole", data, content_type="application/pdf")
+        assert (whole.size, whole.sha256, whole.content_type) == (streamed.size, streamed.sha256, "application/pdf")
+        assert await store.head("staging/whole") == whole
+        assert b"".join([c async for c in store.get("staging/whole")]) == data
+    assert sorted(p.name for p in (tmp_path / "objects" / "staging").iterdir()) == sorted(
+        ["streamed", "streamed.meta.json", "whole", "whole.meta.json"]
+    )  # no half-written part left behind
+    with pytest.raises(ValueError):
+        await store.put_bytes("staging/../escape", b"x", content_type="application/pdf")
+
+
 async def test_a_conflicting_repeat_leaves_nothing_behind(stack: TestClient, tokens: Any, settings: Settings) -> None:
     first = document_reference()
     first["masterIdentifier"] = {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.826.0.1.99"}
