@@ -95,6 +95,9 @@ class Exchange:
             "system": issuer.mint(org="RJ1", role="system", ttl=24 * 3600),
             "coordinator": issuer.mint(org="RJ1", role="mdt-coordinator", mdt=MDT, ttl=24 * 3600),
             "admin": issuer.mint(org="RJ1", role="dcc-admin", ttl=24 * 3600),
+            # Reads every audit record (a security team's feed of the whole exchange): the tail and the
+            # reconciliation watch the pipeline as the exchange's operator would.
+            "operator": issuer.mint(org="LHCIE", role="exchange-operator", ttl=24 * 3600),
         }
         http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=600)

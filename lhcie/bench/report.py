@@ -42,17 +42,24 @@ def _cpu_table(cells: list[dict[str, Any]]) -> list[str]:
         "",
         "| size | senders | "
         + " | ".join(names)
-        + " | total net of idle polling | S3 server | broker | bench client | load average |",
-        "|---|---|" + "---|" * (len(names) + 5),
+        + " | total net of idle polling | of the total, the bench's audit tail (polls, ms apart)"
+        + " | S3 server | broker | bench client | load average |",
+        "|---|---|" + "---|" * (len(names) + 6),
     ]
     for c in cells:
         cost = c.get("cpu_ms_per_doc", {})
         net = c.get("cpu_ms_per_doc_net_of_idle", {}).get("total", "-")
+        tail = c.get("audit_tail") or {}
+        watching = (
+            f"{sum(tail['cpu_ms_per_doc'].values()):.2f} ({tail['polls']}, {tail.get('period_ms', '-')})"
+            if tail
+            else "-"
+        )
         beside = c.get("server_cpu_ms_per_doc", {})
         lines.append(
             f"| {_size(c['size'])} | {c['senders']} | "
             + " | ".join(str(cost.get(n, "-")) for n in names)
-            + f" | {net} | "
+            + f" | {net} | {watching} | "
             + " | ".join(str(beside.get(n, "-")) for n in ("moto", "broker", "bench"))
             + f" | {(c.get('load_average') or ['-'])[0]} |"
         )

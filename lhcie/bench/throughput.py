@@ -15,6 +15,11 @@ from lhcie.bench.client import Exchange, Posted, encoded_body, percentiles
 from lhcie.bench.tracking import AuditTail
 
 IDLE_WINDOW = 1.0
+# Polls of the audit tail timed apart after each cell, to give what watching cost per document.
+PROBE_POLLS = 50
+# The processes that answer the tail's searches (audit's, or the one-process stack): the others' CPU over
+# the probe is their own background work, not the tail's.
+ANSWER_THE_TAIL = ("audit", "lhcie")
 
 
 async def post_all(exchange: Exchange, bodies: list[bytes], size: int, senders: int) -> list[Posted]:
@@ -45,7 +50,7 @@ async def run_cell(
     await asyncio.sleep(IDLE_WINDOW)
     cpu_before, servers_before = cpu.sample(pids), cpu.sample(servers)
     idle_per_s = cpu.per_second(idle_before, cpu_before, time.monotonic() - idle_started)
-    started = time.monotonic()
+    started, polls_before = time.monotonic(), tail.polls
     posted = await post_all(exchange, bodies, size, senders)
     posting_done = time.monotonic()
     ids = [p.doc_id for p in posted]
@@ -56,10 +61,15 @@ async def run_cell(
     cpu_ms = cpu.per_document(cpu_before, cpu.sample(pids), len(done))
     servers_ms = cpu.per_document(servers_before, cpu.sample(servers), len(done))
     servers_ms.pop("total", None)
+    polls = tail.polls - polls_before
     cpu_net = cpu.net_of_idle(cpu_ms, idle_per_s, elapsed, len(done))
+    watching = await _cost_of_watching(tail, pids, polls, len(done))
+    # A completion is noted when the poll that finds it returns: the tail's resolution is its poll period.
+    watching["period_ms"] = round(elapsed * 1000 / max(polls, 1), 1)
     print(
         f"[bench]   {size // 1024} KiB x{senders}: {len(done) / elapsed:.1f} docs/s, CPU-ms/doc "
         + ", ".join(f"{k} {v}" for k, v in cpu_ms.items())
+        + f" (the audit tail's {polls} polls: {sum(watching['cpu_ms_per_doc'].values()):.2f})"
         + "; beside them "
         + ", ".join(f"{k} {v}" for k, v in servers_ms.items())
         + f"; load average {cpu.load_average()[0]}",
@@ -81,9 +91,26 @@ async def run_cell(
         "server_cpu_ms_per_doc": servers_ms,
         "cpu_ms_per_doc_net_of_idle": cpu_net,
         "idle_cpu_ms_per_s": idle_per_s,
+        "audit_tail": watching,
         "load_average": cpu.load_average(),
         "post_latency": percentiles([p.answered - p.started for p in posted]),
         "end_to_end": percentiles([tail.completed[p.doc_id] - p.started for p in posted if p.doc_id in tail.completed]),
+    }
+
+
+async def _cost_of_watching(tail: AuditTail, pids: dict[str, int], polls: int, documents: int) -> dict[str, Any]:
+    """The bench's own share of a cell's CPU: the tail's polls during the cell times what one poll costs
+    audit (``PROBE_POLLS`` polls at the same pace with nothing in flight, each its own transaction, so an
+    upper bound; every poll is an audited search, a durable append as well as a query)."""
+    watched = {name: pid for name, pid in pids.items() if name.split("#", 1)[0] in ANSWER_THE_TAIL}
+    before = cpu.sample(watched)
+    await tail.probe(PROBE_POLLS)
+    per_poll = cpu.by_service(cpu.per_document(before, cpu.sample(watched), PROBE_POLLS))
+    per_poll.pop("total", None)
+    return {
+        "polls": polls,
+        "cpu_ms_per_poll": per_poll,
+        "cpu_ms_per_doc": {k: round(v * polls / max(documents, 1), 2) for k, v in per_poll.items()},
     }
 
 

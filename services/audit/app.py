@@ -62,6 +62,7 @@ SPEC = ServiceSpec(
                 {"name": "date", "type": "date"},
                 {"name": "outcome", "type": "token"},
                 {"name": "request-id", "type": "string"},
+                {"name": "sequence", "type": "number", "documentation": "The record's place in the chain (its id)."},
             ],
             "operation": [
                 {"name": name, "definition": f"https://lhcie.london/fhir/OperationDefinition/{name}"}

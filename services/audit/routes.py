@@ -23,7 +23,7 @@ NDJSON = "application/x-ndjson"
 async def search_audit(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("AuditEvent", "s")
-    where = search_filter(request.query, request.query.getall("date", []))
+    where = search_filter(request.query, request.query.getall("date", []), request.query.getall("sequence", []))
     count, offset = page_params(request.query)
     records, more = await request.app[AUDIT].search(
         who,
@@ -34,8 +34,9 @@ async def search_audit(request: web.Request) -> web.Response:
         address=request.remote,
         request_id=request_id(request),
     )
+    # Repeats kept (date=ge..&date=le..): the next page's link must search the same range.
     kept = [(k, v) for k, v in request.query.items() if not k.startswith("_")]
-    return fhir_response(searchset(request.path, dict(kept), records, count=count, offset=offset, has_more=more))
+    return fhir_response(searchset(request.path, kept, records, count=count, offset=offset, has_more=more))
 
 
 def verification_parameters(result: Verification) -> dict[str, Any]:

@@ -76,6 +76,10 @@ async def test_every_scenario_completes_and_every_document_reconciles(
         # Beside them (a few documents may cost the client less than a clock tick, so no "> 0"): the bench
         # client always, the local broker's node when the bus is RabbitMQ.
         assert set(cell["server_cpu_ms_per_doc"]) - {"moto"} == {"bench"} | (set() if embedded else {"broker"})
+        # The bench's own share: the audit tail's polls during the cell, each costed by a probe after it.
+        tail = cell["audit_tail"]
+        assert tail["polls"] > 0 and tail["period_ms"] > 0
+        assert set(tail["cpu_ms_per_poll"]) == set(tail["cpu_ms_per_doc"]) == {"lhcie" if embedded else "audit"}
 
     idle, loaded = results["alert_latency"]
     assert (idle["load"], idle["missed"]) == ("idle", 0)

@@ -66,6 +66,19 @@ async def test_post_alert_and_audit_on_mongodb(stack: TestClient, tokens: Any, d
 
     codes = await eventually(trail)
     assert codes[:2] == ["document.received", "document.stored"]
+    # Comma OR and the sequence cursor compile to MongoDB's $or and $gt too (and the admin's scope, an
+    # $or itself when RJ1 is party to agreements, still applies).
+    first = await stack.get(f"/fhir/AuditEvent?entity=DocumentReference/{doc_id}&_count=1", headers=admin)
+    after = int((await first.json())["entry"][0]["resource"]["id"])
+    both = await stack.get(
+        f"/fhir/AuditEvent?entity=DocumentReference/{doc_id},DocumentReference/none"
+        f"&subtype=document.stored,alert.raised&sequence=gt{after}",
+        headers=admin,
+    )
+    assert sorted(e["resource"]["subtype"][1]["code"] for e in (await both.json())["entry"]) == [
+        "alert.raised",
+        "document.stored",
+    ]
     verify = await stack.get("/fhir/AuditEvent/$verify", headers=admin)
     parameters = (await verify.json())["parameter"]
     assert parameters[0] == {"name": "intact", "valueBoolean": True}
