@@ -88,6 +88,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         await HeaderDeadlineSite(
             runner, settings.http_host, settings.http_port, header_timeout=settings.http_header_timeout_seconds
         ).start()
+        settle_heap()
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -113,6 +114,16 @@ async def _serve(app: web.Application, settings: Settings) -> None:
             asyncio.get_running_loop().remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
         log.info("process.stopped", extra={"code": "RUN003"})
+
+
+def settle_heap() -> None:
+    """Once started: what start-up made (modules, models, the app) stays for the process's life, so the
+    cyclic garbage collector is told to leave it out of its full collections, which otherwise walk all of it
+    again and again under load (the collector's wall time over a bench cell was 6-13 % of each consumer's
+    CPU time at load 18, ``gc.callbacks``; an upper bound, as the wall time includes waits for a core).
+    Garbage made later is collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def main_for(spec: ServiceSpec) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,16 +17,20 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
+# A new trace's flags as the SDK sets them: sampled, and (W3C level 2) a random trace id.
+_ROOT_FLAGS = TraceFlags(TraceFlags.SAMPLED | getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+# Whether spans go anywhere: without an exporter a span is only the trace context it passes on.
+_exporting = False
 
 
 def configure(service_name: str) -> None:
     """Install the tracer provider once per process (idempotent)."""
-    global _provider
+    global _provider, _exporting
     if _provider is not None:
         return
     _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
@@ -33,6 +38,7 @@ def configure(service_name: str) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        _exporting = True
     trace.set_tracer_provider(_provider)
 
 
@@ -72,9 +78,34 @@ def span_from_headers(
     """A span whose parent is the remote context in ``traceparent`` (a consumer or an HTTP server)."""
     carrier = {k: v for k, v in (("traceparent", traceparent), ("tracestate", tracestate)) if v}
     parent = _propagator.extract(carrier)
+    if not _exporting:
+        # Nothing would read a recorded span: only its context is needed, to pass the trace on in the events
+        # and logs of the work done under it. A recorded one cost ≈27 µs of CPU, one per delivery and per
+        # request; this ≈5 µs.
+        span = _unrecorded_child(parent)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
+        return
     token = otel_context.attach(parent)
     try:
         with tracer("lhcie").start_as_current_span(name, kind=kind, attributes=attributes) as span:
             yield span
     finally:
         otel_context.detach(token)
+
+
+def _unrecorded_child(parent: otel_context.Context) -> Span:
+    """A child of ``parent`` as the SDK's default sampler would make it (the parent's trace and flags; a
+    root is sampled), with a span id of its own, that records nothing."""
+    remote = trace.get_current_span(parent).get_span_context()
+    span_id = random.getrandbits(64) or 1
+    if remote.is_valid:
+        child = SpanContext(
+            remote.trace_id, span_id, is_remote=False, trace_flags=remote.trace_flags, trace_state=remote.trace_state
+        )
+    else:
+        child = SpanContext(random.getrandbits(128) or 1, span_id, is_remote=False, trace_flags=_ROOT_FLAGS)
+    return NonRecordingSpan(child)

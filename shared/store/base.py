@@ -8,12 +8,14 @@ paths (matching an array element too), ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$l
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
+log = logging.getLogger(__name__)
 Document = dict[str, Any]
 Filter = dict[str, Any]
 MAX_PAGE = 1000
@@ -49,6 +51,30 @@ class WriteConflict(StoreUnavailable):
 
 class Session:
     """A transaction in progress; pass it to every operation that belongs to it."""
+
+    def __init__(self) -> None:
+        self._on_end: list[Callable[[bool], None]] = []
+
+    def on_end(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(True)`` once the transaction has committed, ``callback(False)`` if it ended any
+        other way (rolled back, or a COMMIT whose outcome its caller did not see). Registered inside a
+        savepoint that is rolled back, it is dropped with the savepoint's writes. The outbox hands what a
+        transaction added to its relay this way, so nothing is published before its COMMIT."""
+        self._on_end.append(callback)
+
+    def _mark(self) -> int:
+        return len(self._on_end)
+
+    def _drop_since(self, mark: int) -> None:
+        del self._on_end[mark:]
+
+    def _ended(self, committed: bool) -> None:
+        callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            try:
+                callback(committed)
+            except Exception:  # the transaction's outcome stands whatever a listener does with it
+                log.exception("store.on_end_failed", extra={"code": "DB001"})
 
 
 class Collection(ABC):

@@ -149,6 +149,7 @@ def client_options(url: str, **overrides: Any) -> dict[str, Any]:
 
 class _MongoSession(Session):
     def __init__(self, store: MongoStore, inner: AsyncClientSession) -> None:
+        super().__init__()
         self.store = store
         self.inner = inner
 
@@ -233,12 +234,19 @@ class MongoStore(DocumentStore):
                 )
             except PyMongoError as exc:
                 _reraise(exc)
+            session = _MongoSession(self, inner)
             try:
-                yield _MongoSession(self, inner)
+                yield session
             except BaseException:
+                session._ended(False)
                 await _abort(inner)
                 raise
-            await _commit(inner)
+            try:
+                await _commit(inner)
+            except BaseException:
+                session._ended(False)
+                raise
+            session._ended(True)
         finally:
             await inner.end_session()
 

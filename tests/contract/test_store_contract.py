@@ -402,6 +402,40 @@ async def test_a_savepoint_undoes_only_its_own_writes_and_the_transaction_goes_o
     assert await people.get("p9") is None
 
 
+async def test_a_transaction_tells_its_listeners_how_it_ended(new_store: StoreFactory) -> None:
+    # The outbox hands a transaction's events to its relay this way: only once the COMMIT has returned.
+    store, _, counters = await people_store(new_store)
+    ended: list[tuple[str, bool]] = []
+
+    class Boom(Exception):
+        pass
+
+    async with store.transaction() as session:
+        await counters.insert({"_id": "a", "n": 1}, session=session)
+        session.on_end(lambda committed: ended.append(("committed", committed)))
+        assert ended == []  # nothing before the COMMIT
+    assert ended == [("committed", True)]
+    with pytest.raises(Boom):
+        async with store.transaction() as session:
+            await counters.insert({"_id": "b", "n": 1}, session=session)
+            session.on_end(lambda committed: ended.append(("failed", committed)))
+            raise Boom
+    assert ended[1:] == [("failed", False)]
+    assert await counters.get("b") is None
+    if store.savepoints:
+        # Announced inside a savepoint that is rolled back: dropped with the savepoint's writes.
+        async with store.transaction() as session:
+            with pytest.raises(Boom):
+                async with store.savepoint(session):
+                    await counters.insert({"_id": "c", "n": 1}, session=session)
+                    session.on_end(lambda committed: ended.append(("undone", committed)))
+                    raise Boom
+            async with store.savepoint(session):
+                await counters.insert({"_id": "d", "n": 1}, session=session)
+                session.on_end(lambda committed: ended.append(("kept", committed)))
+        assert ended[2:] == [("kept", True)]
+
+
 async def test_a_session_is_only_good_inside_its_transaction(new_store: StoreFactory) -> None:
     store, people, _ = await people_store(new_store)
     async with store.transaction() as session:
