@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,8 +31,10 @@ from shared.store.base import (
     StoreUnavailable,
     check_limit,
 )
+from shared.store.statistics import PlannerStatistics, analyse, page_count
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 # SQLite's primary result codes that mean the file cannot be used just now (an extended code keeps its
 # primary one in the low byte).
@@ -139,6 +142,8 @@ class SqliteStore(DocumentStore):
         self._read_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-r-{path.stem}")
         self._write_lock = asyncio.Lock()
         self._active: _SqliteSession | None = None
+        self._statistics = PlannerStatistics()
+        self._analysing: asyncio.Task[None] | None = None
 
     def collection(self, name: str, indexes: Sequence[Index] = ()) -> Collection:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
@@ -157,6 +162,25 @@ class SqliteStore(DocumentStore):
         self._point_reader = await self._on_reader(self._connect_point_reader)
         for coll in self._collections.values():
             await self._on_writer(coll.create_sql_objects, self._writer)
+        await self._keep_statistics()
+
+    def _wrote(self) -> None:
+        if self._statistics.wrote() and (self._analysing is None or self._analysing.done()):
+            self._analysing = asyncio.create_task(self._keep_statistics())
+
+    async def _keep_statistics(self) -> None:
+        """``ANALYZE`` when the file is due (shared/store/statistics.py). A lock or an outage only puts it
+        off to the next check: the plans stay as they were."""
+        try:
+            async with self._write_lock:
+                if self._writer is None:
+                    return
+                pages = await self._on_writer(_translate, page_count, self._writer)
+                if self._statistics.due(pages):
+                    await self._on_writer(_translate, analyse, self._writer)
+                    self._statistics.analysed_pages = pages
+        except StoreUnavailable as exc:
+            log.warning("store.statistics_put_off file=%s reason=%s", self._path.name, exc, extra={"code": "DB002"})
 
     def _prepare_files(self) -> None:
         # SQLite gives its -wal and -shm files the database file's mode, so creating that one 0600 first
@@ -181,6 +205,8 @@ class SqliteStore(DocumentStore):
         return conn
 
     async def close(self) -> None:
+        if self._analysing is not None:
+            await asyncio.gather(self._analysing, return_exceptions=True)
         async with self._write_lock:
             if self._writer is not None:
                 await self._on_writer(self._writer.close)
@@ -231,6 +257,8 @@ class SqliteStore(DocumentStore):
             finally:
                 self._active = None
             session._ended(True)
+            if session.begun:
+                self._wrote()
 
     @asynccontextmanager
     async def savepoint(self, session: Session) -> AsyncIterator[None]:
@@ -275,7 +303,9 @@ class SqliteStore(DocumentStore):
                 return _owed_then(session, fn, self._writer)
             return _still_in(fn, self._writer)
         async with self._write_lock:
-            return await self._on_writer(_translate, fn, self._writer)
+            result: T = await self._on_writer(_translate, fn, self._writer)
+        self._wrote()
+        return result
 
     async def read(self, session: Session | None, fn: Callable[[sqlite3.Connection], T]) -> T:
         if session is not None:
