@@ -77,7 +77,7 @@ async def create_document(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
     request.app[LIMITER].take(who.org)
     key = request.headers.get("Idempotency-Key")
-    with request.app[UPLOADS].slot(who.org):
+    with request.app[UPLOADS].slot(who.org, request.content_length):
         if request.content_type.startswith("multipart/"):
             staged = await _stage_multipart(request, intake, who)
         else:
@@ -126,7 +126,7 @@ async def transaction(request: web.Request) -> web.Response:
     who = caller(request)
     who.require("DocumentReference", "c")
     intake = request.app[INTAKE]
-    with request.app[UPLOADS].slot(who.org):
+    with request.app[UPLOADS].slot(who.org, request.content_length):
         bundle = bundles.parse(await read_json(request, xml_model=Bundle))
         request.app[LIMITER].take(who.org, cost=len(bundle.documents))
         provided = await provide.provide(intake, bundle, who, request_id=request_id(request), address=request.remote)

@@ -21,5 +21,5 @@ class IntakeSettings(BaseSettings):
     max_document_bytes: int = Field(5 * 1024**3, ge=1024)
     rate_limit_per_minute: int = Field(1200, ge=1)
     rate_limit_burst: int = Field(200, ge=1)
-    # At most this many uploads run at once per organisation.
+    # At most this many uploads run at once per organisation (eight times as many small ones: limits.py).
     max_concurrent_uploads_per_org: int = Field(8, ge=1)

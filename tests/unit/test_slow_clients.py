@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from lhcie.services import SPECS
 from services.intake.domain import ContentTap
+from services.intake.limits import SMALL_UPLOAD_BYTES, SMALL_UPLOADS_FACTOR
 from shared.config import Settings
 from shared.edge import build_app, server_options
 from shared.objects import one_chunk
@@ -114,9 +115,13 @@ async def _uploads_capped(slow_stack: TestClient, tokens: Tokens) -> None:
     ]
     await eventually(lambda: _true(started == 2))
 
+    async def whole(body: bytes) -> AsyncIterator[bytes]:
+        yield body
+
     async def third() -> aiohttp.ClientResponse | None:
+        # Of unknown length, like the two holding their places: refused.
         response = await slow_stack.post(
-            "/fhir/DocumentReference", data=json.dumps(document_reference()), headers=headers
+            "/fhir/DocumentReference", data=whole(json.dumps(document_reference()).encode()), headers=headers
         )
         return response if response.status == 429 else None
 
@@ -125,6 +130,9 @@ async def _uploads_capped(slow_stack: TestClient, tokens: Tokens) -> None:
     assert await refused.json() == outcome(
         "RATE_LIMITED", "throttled", "Too many uploads in progress for RJ1; wait for one to finish."
     )
+    # A small body of declared length is read in one go: the slow ones do not hold it back.
+    small = await slow_stack.post("/fhir/DocumentReference", data=json.dumps(document_reference()), headers=headers)
+    assert small.status == 202, await small.text()
     # Another organisation is not held up by RJ1's uploads.
     other = await slow_stack.post(
         "/fhir/DocumentReference",
@@ -154,3 +162,41 @@ async def test_only_text_formats_are_kept_whole_for_the_media_check(content_type
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_small_uploads_have_a_cap_of_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LHCIE_MAX_CONCURRENT_UPLOADS_PER_ORG", "2")
+    settings = make_settings(tmp_path / "data")
+    async with TestClient(TestServer(build_app(settings, list(SPECS.values())))) as stack:
+        tokens = Tokens(settings)
+        release = asyncio.Event()
+        started = 0
+        body = json.dumps(document_reference()).encode()
+        assert len(body) <= SMALL_UPLOAD_BYTES
+
+        async def slow_small() -> AsyncIterator[bytes]:
+            nonlocal started
+            started += 1
+            yield body[:10]
+            await release.wait()
+            yield body[10:]
+
+        # Declared up front, so the body is small whatever pace it arrives at.
+        headers = {"Content-Type": "application/fhir+json", "Content-Length": str(len(body)), **tokens.headers("RJ1")}
+        cap = 2 * SMALL_UPLOADS_FACTOR
+        holding = [
+            asyncio.create_task(stack.post("/fhir/DocumentReference", data=slow_small(), headers=headers))
+            for _ in range(cap)
+        ]
+        await eventually(lambda: _true(started == cap))
+        refused = await eventually(
+            lambda: _refused(stack.post("/fhir/DocumentReference", data=body, headers=headers)), timeout=10
+        )
+        assert refused.headers["Retry-After"] == "5"
+        release.set()
+        assert [r.status for r in await asyncio.gather(*holding)] == [202] * cap
+
+
+async def _refused(posting: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse | None:
+    response = await posting
+    return response if response.status == 429 else None
