@@ -112,6 +112,14 @@ def _replicas_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ranges(audit: dict[str, Any]) -> str:
+    """How the chain was verified: in ranges by worker processes (their CPU in the total), or in-process."""
+    count = audit.get("verify_ranges")
+    if not count:
+        return ""
+    return f" in {count} ranges by worker processes ({audit.get('verify_workers_cpu_seconds', '-')} s of it theirs)"
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -207,7 +215,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{audit.get('cpu_ms_per_append', '-')} and {audit.get('sequential_cpu_ms_per_append', '-')}); "
             "`$verify` of "
             f"{audit['records']} records (asked for {audit['requested_records']}; the build stops after "
-            f"{audit['build_budget_s']:.0f} s) took {audit['verify_seconds']} s, {audit.get('verify_cpu_seconds', '-')} s of CPU ({audit['verified_per_s']} "
+            f"{audit['build_budget_s']:.0f} s) took {audit['verify_seconds']} s, {audit.get('verify_cpu_seconds', '-')} s of CPU"
+            f"{_ranges(audit)} ({audit['verified_per_s']} "
             f"records/s, intact={audit['intact']}). The chain was built on {audit['chain_built_on']} at "
             f"{audit['build_appends_per_s']} appends/s on average: {audit['build_first_per_s']}/s over the "
             f"first 500 appends, {audit['build_last_per_s']}/s over the last 500.",

@@ -18,13 +18,34 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from services.audit import ranges
 from services.audit.signing import CheckpointSigner
+
+# The checking lives in a module a range worker imports alone; its names are still read from here too.
+from services.audit.verifying import (  # noqa: F401
+    GENESIS,
+    VERIFY_PAGE,
+    Verification,
+    Walk,
+    _canonical_text,
+    _Checker,
+    _checkpoint_payload,
+    _fast_read,
+    _fast_reads,
+    _stored,
+    canonical,
+    hash_of,
+    record_hash,
+)
 from shared.store import (
     ASCENDING,
     DESCENDING,
@@ -38,23 +59,11 @@ from shared.store import (
     WriteConflict,
 )
 
-GENESIS = "0" * 64
-VERIFY_PAGE = 1000
 # Stored beside the search fields; everything else in a record is a search field the hash covers too.
 CHAIN_FIELDS = ("_id", "seq", "event_id", "prev_hash", "hash", "resource")
 
 
-def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def record_hash(seq: int, prev_hash: str, resource: dict[str, Any], **fields: Any) -> str:
-    """SHA-256 over the record's position, its link, its AuditEvent and its other stored fields."""
-    return hashlib.sha256(canonical({**fields, "seq": seq, "prev_hash": prev_hash, "resource": resource})).hexdigest()
-
-
-def _canonical_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+log = logging.getLogger(__name__)
 
 
 class _NotJson(Exception):
@@ -79,68 +88,13 @@ def _body(record: dict[str, Any]) -> tuple[str, Document]:
         return _canonical_text(read), read
 
 
-# A record stored by this version starts with its key and hash, then the exact canonical text that was
-# hashed, so $verify can hash the stored bytes without parsing and re-serialising each record (the two
-# were two thirds of its time). Anything else (older records, another store) is verified the slow way.
-_STORED_PREFIX = b'{"_id":"'
-_BODY_AT = 96
-# The hashed text starts with the "{" that the stored key and hash displaced.
-_OPEN = hashlib.sha256(b"{")
+class FileTable(Protocol):
+    """A collection kept in a SQLite file: where, and the query its store would run for a page."""
 
+    @property
+    def path(self) -> Path: ...
 
-def _stored(key: str, hash_: str, body: str) -> str:
-    """A record as stored: ``{"_id":…,"hash":…,`` then ``body``, the canonical text its hash is over."""
-    return f'{{"_id":"{key}","hash":"{hash_}",{body[1:]}'
-
-
-def _fast_read(raw: bytes) -> tuple[int, str, str] | None:
-    """``(seq, prev_hash, hash)`` of a record stored in the form above whose body hashes to the hash it
-    carries, read from the bytes without parsing them; ``None`` is not a verdict: the record is then parsed
-    and checked the slow way, which names the problem.
-
-    ``prev_hash`` and ``seq`` are read where canonical text puts the top-level members (the first
-    ``"prev_hash"`` key: only flat search fields sort before it; the last ``"seq"`` key: only flat search
-    fields sort after it), whatever search fields a record has. Both are read from the hashed bytes, so
-    what is checked is pinned by this record's hash, the next record's link and, through the links, the
-    next signed checkpoint: bytes that read differently here than in a JSON parser cannot be put in the
-    place of a record without breaking those."""
-    if raw[:8] != _STORED_PREFIX or raw[20:30] != b'","hash":"' or raw[94:96] != b'",':
-        return None
-    hashed = _OPEN.copy()
-    hashed.update(memoryview(raw)[_BODY_AT:])
-    digest = hashed.hexdigest()
-    if raw[30:94] != digest.encode():
-        return None
-    at = raw.find(b'"prev_hash":"', _BODY_AT)
-    tail = raw.rfind(b',"seq":')
-    if at < 0 or raw[at + 77 : at + 78] != b'"' or tail < 0 or raw[-1:] != b"}":
-        return None
-    end = raw.find(b",", tail + 7)
-    seq = raw[tail + 7 : end if end > 0 else -1]
-    if not seq.isdigit() or len(seq) > 12 or raw[8:20] != b"%012d" % int(seq):
-        return None
-    return int(seq), raw[at + 13 : at + 77].decode(), digest
-
-
-def hash_of(doc: Document) -> str:
-    fields = {k: v for k, v in doc.items() if k not in ("_id", "seq", "prev_hash", "hash", "resource")}
-    return record_hash(doc.get("seq"), doc.get("prev_hash"), doc.get("resource"), **fields)  # type: ignore[arg-type]  # fields holds none of the three named ones
-
-
-def _checkpoint_payload(cp: Document) -> bytes:
-    return canonical({k: cp.get(k) for k in ("seq", "head_hash", "hashes", "key_id", "signed_at")})
-
-
-@dataclass(frozen=True)
-class Verification:
-    intact: bool
-    count: int
-    first_broken: int | None = None
-    problem: str | None = None
-    since: int | None = None
-    checkpoints: int = 0
-    # Records after the last checkpoint: linked, but not yet covered by a signature.
-    unsigned: int = 0
+    def select_sql(self, where: dict[str, Any], *, sort: Sequence[tuple[str, int]], serialized: bool) -> str: ...
 
 
 class AppendOnly:
@@ -169,6 +123,12 @@ class AppendOnly:
         ``None``."""
         find = getattr(self._c, "find_serialized", None)
         return None if find is None else await find(where, sort=sort, limit=limit, fields=fields)
+
+    def file_source(self) -> FileTable | None:
+        """The SQLite file and queries a process of its own can read these records with; ``None`` where the
+        store keeps no such file (MongoDB)."""
+        c = self._c
+        return c if callable(getattr(c, "select_sql", None)) and isinstance(getattr(c, "path", None), Path) else None  # type: ignore[return-value]  # checked just now
 
     async def get(self, key: str, *, session: Session | None = None) -> Document | None:
         return await self._c.get(key, session=session)
@@ -207,7 +167,12 @@ class AuditChain:
         signer: SignerSource = None,
         checkpoint_every: int = 100,
         extra_indexes: Sequence[Index] = (),
+        verify_workers: int | None = None,
+        verify_ranges_from: int = ranges.RANGES_FROM,
     ) -> None:
+        """``verify_workers`` processes (default: one per core this process may use, at most
+        ``ranges.MAX_WORKERS``) verify a chain of at least ``verify_ranges_from`` records in ranges; a
+        shorter chain, or one core, is verified here."""
         if not 1 <= checkpoint_every <= VERIFY_PAGE:
             raise ValueError(f"checkpoint_every must be 1..{VERIFY_PAGE}")
         self._store = store
@@ -228,6 +193,10 @@ class AuditChain:
         self._signer_source = signer
         self._signer: CheckpointSigner | None = None
         self.checkpoint_every = checkpoint_every
+        self._workers = (
+            verify_workers if verify_workers is not None else min(len(os.sched_getaffinity(0)), ranges.MAX_WORKERS)
+        )
+        self._ranges_from = verify_ranges_from
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         # The hashes of the newest records this chain wrote, for the next checkpoint to sign without reading
@@ -425,7 +394,24 @@ class AuditChain:
             if (problem := checker.check_signature(cp)) is not None:
                 return checker.broken(since, problem)
             prev, expected = cp["head_hash"], since + 1
-        every, signed, recent = self.checkpoint_every, checker.signer is not None, checker.recent
+        verification: Verification | None
+        # A long chain in a file: ranges walked by worker processes on every core and joined at their ends,
+        # with the same result as the walk below (services/audit/ranges.py says why it is exact).
+        if (planned := await self._ranges_for(expected)) is not None:
+            source, planned_ranges, public_key = planned
+            try:
+                results = await ranges.check(
+                    source, planned_ranges, every=self.checkpoint_every, public_key=public_key, workers=self._workers
+                )
+            except ranges.RangesFailed as exc:
+                log.warning("audit verify: range workers failed (%s); verifying in this process", exc)
+            else:
+                verification, prev, expected = ranges.join(results, checker, prev, expected)
+                cpu = round(sum(r.cpu for r in results), 3)
+                if verification is not None:
+                    return replace(verification, ranges=len(planned_ranges), worker_cpu_seconds=cpu)
+                return replace(await self._end(checker, expected), ranges=len(planned_ranges), worker_cpu_seconds=cpu)
+        walk = Walk(checker, prev, expected)
         ahead = asyncio.ensure_future(self._page(expected))
         try:
             while True:
@@ -436,32 +422,41 @@ class AuditChain:
                 # leave the GIL while SQLite steps and while a record is hashed) while this one is checked;
                 # if this one breaks, it is not used.
                 ahead = asyncio.ensure_future(self._page(expected + len(rows)))
-                for row, fast in zip(rows, reads, strict=True):
-                    if fast is None:
-                        doc: Document = json.loads(row) if isinstance(row, bytes) else row
-                        # A field that is missing reads as a value no record has (seq 0, an empty hash).
-                        seq, link, digest = doc.get("seq", 0), doc.get("prev_hash", ""), doc.get("hash", "")
-                    else:
-                        seq, link, digest = fast
-                    if seq != expected:
-                        return checker.broken(expected, f"record {expected} is missing")
-                    if link != prev:
-                        return checker.broken(seq, f"record {seq} does not follow record {seq - 1}")
-                    if fast is None and hash_of(doc) != digest:
-                        return checker.broken(seq, f"record {seq} was altered")
-                    checker.count += 1
-                    recent.append((seq, digest))
-                    if signed and seq % every == 0 and (found := checker.at(seq, digest, cps.get(seq))) is not None:
-                        return found
-                    prev, expected = digest, expected + 1
+                if (verification := walk.page(rows, reads, cps)) is not None:
+                    return verification
+                expected += len(rows)
         finally:
             if not ahead.cancel() and not ahead.cancelled():
                 ahead.exception()  # retrieved, so an outage met while reading ahead is not logged as lost
+        return await self._end(checker, expected)
+
+    async def _end(self, checker: _Checker, expected: int) -> Verification:
+        """Every record up to ``expected`` held: unless a checkpoint covers a later one that is not there."""
         last = expected - 1
         later = await self._checkpoints.find({"seq": {"$gt": last}}, sort=[("seq", ASCENDING)], limit=1)
         if later:
             return checker.broken(last + 1, f"record {last + 1} is missing (checkpoint {later[0]['seq']} covers it)")
         return checker.result(last)
+
+    async def _ranges_for(self, first: int) -> tuple[ranges.Source, list[tuple[int, int | None]], bytes | None] | None:
+        """How to verify from ``first`` on in worker processes, or ``None``: in this process (a short chain,
+        one core, a store with no file a worker can open, or ranges that would split a checkpoint's
+        records)."""
+        if self._workers < 2 or (first - 1) % self.checkpoint_every:
+            return None
+        source = self._records.file_source()
+        checkpoints = self._checkpoints.file_source()
+        signer = self.signer
+        public_key = getattr(signer, "public_key", None) if signer is not None else None
+        if source is None or checkpoints is None or (signer is not None and public_key is None):
+            return None
+        head = await self.head()
+        if head is None or head["seq"] - first + 1 < self._ranges_from:
+            return None
+        records_sql = source.select_sql({"seq": {"$gte": 0, "$lte": 0}}, sort=[("seq", ASCENDING)], serialized=True)
+        checkpoints_sql = checkpoints.select_sql({"seq": {"$gte": 0, "$lt": 0}}, sort=(), serialized=False)
+        planned = ranges.plan(first, head["seq"], self.checkpoint_every, self._workers * ranges.RANGES_PER_WORKER)
+        return ranges.Source(source.path, records_sql, checkpoints_sql), planned, public_key
 
     async def _page(
         self, first: int
@@ -487,57 +482,3 @@ class AuditChain:
 def _outcome_unread(done: asyncio.Future[Document | None]) -> None:
     if not done.cancelled():
         done.exception()  # retrieved: a failure nobody waits for is not logged as lost
-
-
-def _fast_reads(rows: list[bytes]) -> list[tuple[int, str, str] | None]:
-    return [_fast_read(row) for row in rows]
-
-
-class _Checker:
-    """The checkpoint side of a verification: signatures, signed hashes, and the running tally."""
-
-    def __init__(self, signer: CheckpointSigner | None, every: int, since: int | None) -> None:
-        self.signer = signer
-        self.every = every
-        self.since = since
-        self.count = 0
-        self.checkpoints = 0
-        self.last_checkpoint = since or 0
-        self.recent: deque[tuple[int, str]] = deque(maxlen=every)
-
-    def broken(self, seq: int, problem: str) -> Verification:
-        return Verification(False, self.count, seq, problem, self.since, self.checkpoints)
-
-    def check_signature(self, cp: Document) -> str | None:
-        if self.signer is None:
-            return None
-        if cp.get("key_id") != self.signer.key_id or not self.signer.verify(
-            _checkpoint_payload(cp), cp.get("signature", "")
-        ):
-            return f"the signature of checkpoint {cp.get('seq')} is not valid"
-        return None
-
-    def at(self, seq: int, digest: str, cp: Document | None) -> Verification | None:
-        """The record at a checkpoint's position (already counted): its checkpoint, signed, names it."""
-        if cp is None:
-            return self.broken(seq, f"checkpoint {seq} is missing")
-        if (problem := self.check_signature(cp)) is not None:
-            return self.broken(seq, problem)
-        if cp.get("head_hash") != digest:
-            # The links are consistent but the signed hashes are not: the chain was rewritten. The signed
-            # list names the first record that differs.
-            signed = cp.get("hashes") or []
-            for (at, actual), expected in zip(self.recent, signed[-len(self.recent) :], strict=False):
-                if actual != expected:
-                    return self.broken(
-                        at, f"record {at} differs from signed checkpoint {seq} (the chain was rewritten)"
-                    )
-            return self.broken(seq, f"record {seq} differs from signed checkpoint {seq} (the chain was rewritten)")
-        self.checkpoints += 1
-        self.last_checkpoint = seq
-        return None
-
-    def result(self, last: int) -> Verification:
-        return Verification(
-            True, self.count, None, None, self.since, self.checkpoints, unsigned=max(0, last - self.last_checkpoint)
-        )

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.audit.chain import AuditChain, Verification
+from services.audit.chain import AuditChain
 from services.audit.records import AUDIT_SOURCE, KINDS, Who, audited, build, consent_decision, facts, records_for
 from services.audit.settings import AuditSettings
 from services.audit.signing import CheckpointSigner
+from services.audit.verifying import Verification
 from shared.auth import Caller
 from shared.context import ServiceContext
 from shared.correlation import denial_recorded

@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.audit.chain import Verification
 from services.audit.domain import Audit
 from services.audit.params import export_range, patient_of, search_filter
 from services.audit.report import bundle, html_page
+from services.audit.verifying import Verification
 from shared.fhir.bundles import page_params, searchset
 from shared.fhir.errors import Code, FhirError
 from shared.http import caller, fhir_response, request_id

@@ -27,6 +27,8 @@ class CheckpointSigner:
         self._key = key
         self._public: Ed25519PublicKey = key.public_key()
         raw = self._public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        # The raw public key: all a process that only checks checkpoints needs (range workers of $verify).
+        self.public_key = raw
         self.key_id = hashlib.sha256(raw).hexdigest()[:16]
 
     @classmethod

@@ -145,6 +145,10 @@ class SqliteStore(DocumentStore):
         self._statistics = PlannerStatistics()
         self._analysing: asyncio.Task[None] | None = None
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
     def collection(self, name: str, indexes: Sequence[Index] = ()) -> Collection:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"invalid collection name {name!r}")
@@ -445,6 +449,21 @@ class SqliteCollection(Collection):
                 session, lambda c: c.executemany(f"INSERT INTO {self._table} (id, doc) VALUES (?, ?)", rows)
             )
 
+    @property
+    def path(self) -> Path:
+        """The file this collection is kept in."""
+        return self._store.path
+
+    def select_sql(
+        self, where: Filter | None, *, sort: Sequence[tuple[str, int]], serialized: bool, fields: Sequence[str] = ()
+    ) -> str:
+        """The query ``find_serialized`` (``serialized``) or ``find`` runs, its parameters those of ``where``'s
+        values in order then the limit: for a process of its own that reads the file as this store would."""
+        condition, _ = compile_filter(where)
+        column = "CAST(doc AS BLOB)" if serialized else "doc"
+        columns = "".join(f", {_field(f)}" for f in fields)
+        return f"SELECT {column}{columns} FROM {self._table} WHERE {condition} ORDER BY {self._order_by(sort)} LIMIT ?"
+
     async def find_serialized(
         self, where: Filter | None, *, sort: Sequence[tuple[str, int]], limit: int, fields: Sequence[str] = ()
     ) -> list[tuple[Any, ...]]:
@@ -452,9 +471,8 @@ class SqliteCollection(Collection):
         fields are extracted by SQLite): for a caller that hashes what was stored, bytes spare decoding the
         text only to encode it again."""
         check_limit(limit)
-        condition, params = compile_filter(where)
-        columns = "".join(f", {_field(f)}" for f in fields)
-        sql = f"SELECT CAST(doc AS BLOB){columns} FROM {self._table} WHERE {condition} ORDER BY {self._order_by(sort)} LIMIT ?"
+        _, params = compile_filter(where)
+        sql = self.select_sql(where, sort=sort, serialized=True, fields=fields)
         return await self._store.read(None, lambda c: c.execute(sql, [*params, limit]).fetchall())
 
     async def get(self, key: str, *, session: Session | None = None) -> Document | None:
