@@ -32,17 +32,22 @@ def signer() -> CheckpointSigner:
     return CheckpointSigner.generate()
 
 
-@pytest.fixture
-async def written(tmp_path: Path, signer: CheckpointSigner) -> AsyncIterator[Path]:
-    db = tmp_path / "audit.sqlite3"
+async def write_chain(db: Path, signer: CheckpointSigner, *, records: int, every: int) -> None:
+    """A chain of ``records`` of the service's own records (a document's trip, over and over) in ``db``."""
     store = SqliteStore(db)
-    chain = AuditChain(store, signer=signer, checkpoint_every=EVERY)
+    chain = AuditChain(store, signer=signer, checkpoint_every=every)
     await store.start()
     trip = _trip_records()
-    for i in range(RECORDS):
+    for i in range(records):
         resource, index = trip[i % len(trip)]
         await chain.append(f"event-{i + 1}", resource, index)
     await store.close()
+
+
+@pytest.fixture
+async def written(tmp_path: Path, signer: CheckpointSigner) -> AsyncIterator[Path]:
+    db = tmp_path / "audit.sqlite3"
+    await write_chain(db, signer, records=RECORDS, every=EVERY)
     yield db
 
 

@@ -24,7 +24,7 @@ from services.audit import ranges
 from services.audit.chain import AuditChain, Verification, _canonical_text, _stored
 from services.audit.signing import CheckpointSigner
 from shared.store.sqlite import SqliteStore
-from tests.unit.test_audit_tamper_stored import TABLE, put, records, relink
+from tests.unit.test_audit_tamper_stored import TABLE, put, records, relink, write_chain
 
 RECORDS = 40
 EVERY = 5
@@ -36,22 +36,11 @@ def signer() -> CheckpointSigner:
     return CheckpointSigner.generate()
 
 
-async def _write(db: Path, signer: CheckpointSigner) -> None:
-    store = SqliteStore(db)
-    chain = AuditChain(store, signer=signer, checkpoint_every=EVERY)
-    await store.start()
-    trip = _trip_records()
-    for i in range(RECORDS):
-        resource, index = trip[i % len(trip)]
-        await chain.append(f"event-{i + 1}", resource, index)
-    await store.close()
-
-
 @pytest.fixture(scope="module")
 def original(tmp_path_factory: pytest.TempPathFactory, signer: CheckpointSigner) -> Path:
     """The chain, written once for the module; each test tampers with a copy."""
     db = tmp_path_factory.mktemp("chain") / "audit.sqlite3"
-    asyncio.run(_write(db, signer))
+    asyncio.run(write_chain(db, signer, records=RECORDS, every=EVERY))
     return db
 
 

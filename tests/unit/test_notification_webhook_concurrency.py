@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from services.notification.delivery import Deliverer
+from services.notification.domain import Notification
 from services.notification.routes import DELIVERER
 from services.notification.settings import NotificationSettings
 from services.notification.subscriptions import DELIVERED, HEARTBEAT_URL, PENDING, SENDING
@@ -90,6 +92,24 @@ async def create(stack: TestClient, tokens: Any, endpoint: str) -> str:
     return str((await response.json())["id"])
 
 
+async def restart_deliverer(
+    stack: TestClient, monkeypatch: pytest.MonkeyPatch, **limits: int
+) -> tuple[Notification, Deliverer]:
+    """The webhook deliverer again with ``limits``, loopback receivers allowed, no timeout or tick in the way;
+    (the notification service, its deliverer)."""
+    deliverer = stack.server.app[DELIVERER]
+    await deliverer.close()
+    monkeypatch.setattr(
+        notification(stack),
+        "settings",
+        NotificationSettings(
+            webhook_allowed_hosts="127.0.0.1", webhook_timeout_seconds=120, webhook_tick_seconds=3600, **limits
+        ),
+    )
+    await deliverer.start()
+    return notification(stack), deliverer
+
+
 async def test_a_black_holed_receiver_delays_no_other_subscriber(
     stack: TestClient, tokens: Any, black_hole: tuple[BlackHole, int], healthy: tuple[list[str], int]
 ) -> None:
@@ -135,23 +155,11 @@ async def test_one_organisations_dead_receivers_cannot_take_every_place(
     stack: TestClient, tokens: Any, healthy: tuple[list[str], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     got, healthy_port = healthy
-    n = notification(stack)
-    deliverer = stack.server.app[DELIVERER]
-    await deliverer.close()
     # Three places in all, two per organisation: RJ1's three dead receivers (each on a host of its own, so
     # the per-host limit is not what holds them) would take all three without the organisation's limit.
-    monkeypatch.setattr(
-        n,
-        "settings",
-        NotificationSettings(
-            webhook_allowed_hosts="127.0.0.1",
-            webhook_timeout_seconds=120,
-            webhook_tick_seconds=3600,
-            webhook_concurrency=3,
-            webhook_concurrency_per_organisation=2,
-        ),
+    _, deliverer = await restart_deliverer(
+        stack, monkeypatch, webhook_concurrency=3, webhook_concurrency_per_organisation=2
     )
-    await deliverer.start()
     hole = BlackHole()
     servers = [await asyncio.start_server(hole.handle, "127.0.0.1", 0) for _ in range(3)]
     try:
@@ -226,21 +234,12 @@ async def test_a_fan_out_writes_its_leases_and_outcomes_together_each_durable_be
     stack: TestClient, tokens: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subscribers = 20
-    n = notification(stack)
-    deliverer = stack.server.app[DELIVERER]
-    await deliverer.close()
-    monkeypatch.setattr(
-        n,
-        "settings",
-        NotificationSettings(
-            webhook_allowed_hosts="127.0.0.1",
-            webhook_timeout_seconds=120,
-            webhook_tick_seconds=3600,
-            webhook_concurrency_per_host=subscribers,
-            webhook_concurrency_per_organisation=subscribers,
-        ),
+    n, _ = await restart_deliverer(
+        stack,
+        monkeypatch,
+        webhook_concurrency_per_host=subscribers,
+        webhook_concurrency_per_organisation=subscribers,
     )
-    await deliverer.start()
     gate = Gate()
     gate.open.set()  # the handshakes go through
     app = web.Application()
