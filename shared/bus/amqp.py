@@ -74,7 +74,9 @@ class AmqpBus(Bus):
         self._connection = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": self._name}, timeout=10
         )
-        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        # A message the broker returns (mandatory, no queue bound) fails its publish instead of counting as
+        # confirmed: the outbox keeps it and says so, rather than deleting an event nobody received.
+        self._publish_channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         self._exchange = await self._declare_exchanges(self._publish_channel)
 
     async def close(self) -> None:
