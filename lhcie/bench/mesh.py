@@ -1,6 +1,8 @@
 """Scenario 4, the incumbent peer: NHS England's MESH sandbox (file store, full auth) on loopback, driven
 by the official ``mesh-client``. The same documents go from mailbox X26ABC1 to X26ABC2, where they are
-listed, downloaded and acknowledged; a document counts once acknowledged."""
+listed, downloaded and acknowledged; a document counts once acknowledged. Each cell also gives the
+sandbox's CPU-ms per document (its one process, from ``/proc``) and its client's (the bench process over
+the cell: the MESH client's threads, and the bench's idle audit tail), beside the exchange's."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lhcie.bench.client import pdf_of, percentiles
+from lhcie.bench.cpu import cpu_seconds
 from lhcie.bench.harness import free_port, limit_memory
 
 SENDER, RECIPIENT, PASSWORD, SHARED_KEY = "X26ABC1", "X26ABC2", "password", b"BackBone"
@@ -71,6 +74,10 @@ class MeshSandbox:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the MESH sandbox did not start") from None
                 time.sleep(0.2)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def client(self, mailbox: str) -> Any:
         from mesh_client import MeshClient
@@ -144,12 +151,19 @@ def _run_transfer(sandbox: MeshSandbox, *, size: int, count: int, senders: int, 
 
     started = time.monotonic()
     deadline = started + timeout
+    server0, client0 = cpu_seconds(sandbox.pid) if sandbox.pid else None, cpu_seconds(os.getpid())
     try:
         _transfer(sandbox, count, senders, send, receive, deadline)
     finally:
         for client in opened:
             client.close()
+    server1, client1 = cpu_seconds(sandbox.pid) if sandbox.pid else None, cpu_seconds(os.getpid())
     elapsed = max((max(acked_at.values()) if acked_at else time.monotonic()) - started, 1e-9)
+    done = max(len(acked_at), 1)
+    cpu_ms = {
+        "sandbox": round((server1 - server0) * 1000 / done, 2) if server0 is not None and server1 is not None else None,
+        "client": round((client1 - client0) * 1000 / done, 2) if client0 is not None and client1 is not None else None,
+    }
     return {
         "size": size,
         "senders": senders,
@@ -158,6 +172,7 @@ def _run_transfer(sandbox: MeshSandbox, *, size: int, count: int, senders: int, 
         "seconds": round(elapsed, 3),
         "docs_per_s": round(len(acked_at) / elapsed, 2),
         "end_to_end": percentiles([acked_at[m] - sent_at[m] for m in acked_at if m in sent_at]),
+        "cpu_ms_per_doc": cpu_ms,
     }
 
 

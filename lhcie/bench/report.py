@@ -185,6 +185,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {b['publishers']} | {b['consumed']}/{b['messages']} | {b['msgs_per_s']} | "
             f"{_ms(b['latency']['p50_ms'])} | {_ms(b['latency']['p99_ms'])} | {ours or '-'} | {budget} |"
         )
+    lines += _contract_floor(results)
+    lines += _cpu_beside_mesh(results)
     memory = results.get("memory", {})
     lines += ["", "## Memory", "", "| process | RSS MiB | peak MiB |", "|---|---|---|"]
     for name, m in memory.get("steady_state", {}).items():
@@ -332,3 +334,66 @@ def write(results: dict[str, Any], out_dir: Path, stamp: str) -> dict[str, Path]
     paths["markdown"].write_text(markdown(results))
     plot(results, paths["plot"])
     return paths
+
+
+def _contract_floor(results: dict[str, Any]) -> list[str]:
+    floors = [f for f in results.get("baselines", {}).get("contract", []) if "error" not in f]
+    failed = [f["error"] for f in results.get("baselines", {}).get("contract", []) if "error" in f]
+    if not floors and not failed:
+        return []
+    lines = [
+        "",
+        "## Message contract floor (the exchange's bus adapter and topology, no service work)",
+        "",
+        "Each document's three events through `AmqpBus` to every queue `shared/topology.py` binds them to,",
+        "each delivery acknowledged, handlers that only pass the document on; CPU-ms per document of the five",
+        "AMQP clients (one process) and of the broker's node. The ceiling is every core's CPU over that sum:",
+        "the most documents a second this contract allows on this machine if the services' own work cost nothing.",
+        "",
+        "| senders | documents | deliveries/doc | docs/s | clients CPU-ms/doc | broker CPU-ms/doc | total | ceiling docs/s"
+        " | exchange docs/s at 10 KiB | 3x MESH at 10 KiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    small = {c["senders"]: c for c in results.get("throughput", []) if c["size"] == 10 * 1024}
+    mesh = {c["senders"]: c for c in results.get("mesh", {}).get("cells", []) if c["size"] == 10 * 1024}
+    for f in floors:
+        cost = f["cpu_ms_per_document"]
+        ours = small.get(f["senders"], {}).get("docs_per_s")
+        theirs = mesh.get(f["senders"], {}).get("docs_per_s")
+        lines.append(
+            f"| {f['senders']} | {f['documents']} | {f['deliveries_per_document']} | {f['docs_per_s']} | "
+            f"{cost['clients']} | {cost['broker'] if cost['broker'] is not None else '-'} | {cost['total']} | "
+            f"{f['ceiling_docs_per_s_on_this_machine'] or '-'} | {ours or '-'} | "
+            f"{round(3 * theirs, 1) if theirs else '-'} |"
+        )
+    if failed:
+        lines += ["", *(f"Failed: {e}" for e in failed)]
+    return lines
+
+
+def _cpu_beside_mesh(results: dict[str, Any]) -> list[str]:
+    """What a document costs each system's servers in CPU, cell by cell: a figure a busy neighbour moves
+    little, unlike documents per second. Documents per second on the same cores follow its inverse."""
+    mesh = {(c["size"], c["senders"]): c for c in results.get("mesh", {}).get("cells", []) if c.get("cpu_ms_per_doc")}
+    rows = []
+    for c in results.get("throughput", []):
+        theirs = mesh.get((c["size"], c["senders"]), {}).get("cpu_ms_per_doc", {})
+        services = c.get("cpu_ms_per_doc", {}).get("total")
+        broker = c.get("server_cpu_ms_per_doc", {}).get("broker")
+        if theirs.get("sandbox") is None or services is None:
+            continue
+        ours = round(services + (broker or 0.0), 2)
+        rows.append(
+            f"| {_size(c['size'])} | {c['senders']} | {services} | {broker if broker is not None else '-'} | {ours} | "
+            f"{theirs['sandbox']} | {theirs.get('client', '-')} | {_ratio(ours, theirs['sandbox'])} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## CPU per document beside MESH (servers only; each side's client apart)",
+        "",
+        "| size | senders | exchange services | broker | exchange total | MESH sandbox | MESH client | exchange / MESH |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]

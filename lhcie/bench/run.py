@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lhcie.bench import audit, baselines, cpu, fanout, latency, memory, mesh, targets, throughput
+from lhcie.bench import audit, baselines, contract, cpu, fanout, latency, memory, mesh, targets, throughput
 from lhcie.bench.client import Exchange
 from lhcie.bench.harness import Stack
 from lhcie.bench.tracking import AlertWatcher, AuditTail, reconcile
@@ -36,6 +36,7 @@ class BenchConfig:
     latency_documents: int = 50  # idle alert latency samples; the loaded sample is a throughput burst
     load_senders: int = 8
     amqp_messages: int = 2000
+    contract_documents: int = 2000  # per sender count: the message contract's floor (lhcie/bench/contract.py)
     mesh_documents: int = 32
     large_size: int = 2 * GIB
     audit_appends: int = 2000
@@ -71,6 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         latency_documents=3,
         load_senders=2,
         amqp_messages=50,
+        contract_documents=20,
         mesh_documents=3,
         large_size=64 * KIB,
         audit_appends=20,
@@ -87,6 +89,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         large_documents=8,
         latency_documents=50,
         amqp_messages=2000,
+        contract_documents=1000,
         mesh_documents=50,
         audit_appends=2000,
         audit_records=100_000,
@@ -296,7 +299,7 @@ async def _scenarios(
             timings["latency_load"] = time.monotonic() - t
 
         if want("baselines"):
-            t = _phase("baselines: raw AMQP and raw S3")
+            t = _phase("baselines: raw AMQP, raw S3 and the message contract")
             assert stack.amqp_url is not None
             results["baselines"] = {
                 "amqp": [
@@ -308,6 +311,18 @@ async def _scenarios(
                 "s3": [
                     await baselines.s3(stack.s3_url, size=size, concurrency=n, count=max(count, n))
                     for size, count in config.count_for().items()
+                    for n in config.senders
+                ],
+                "contract": [
+                    await _guarded(
+                        "message contract floor",
+                        contract.run(
+                            documents=max(config.contract_documents, n),
+                            senders=n,
+                            prefetch=stack.settings.amqp_prefetch,
+                            timeout=config.timeout,
+                        ),
+                    )
                     for n in config.senders
                 ],
             }

@@ -83,6 +83,13 @@ def judge(results: dict[str, Any]) -> list[dict[str, str]]:
                 f"{ours['size'] // 1024} KiB x{ours['senders']}: {ratio:.2f}x, p50 "
                 f"{ours['end_to_end']['p50_ms']:.0f} vs {theirs['end_to_end']['p50_ms']:.0f} ms"
             )
+        ceilings = [
+            f["ceiling_docs_per_s_on_this_machine"]
+            for f in results.get("baselines", {}).get("contract", [])
+            if f.get("ceiling_docs_per_s_on_this_machine")
+        ]
+        if ceilings:
+            details.append(f"the message contract alone allows at most {max(ceilings):.0f} docs/s on this machine")
         out.append(_target(name, HELD if ok else MISSED, "; ".join(details)))
 
     costs = [(c, c["cpu_ms_per_doc"]["total"]) for c in cells if c.get("cpu_ms_per_doc", {}).get("total") is not None]

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from lhcie.bench import cpu, report
+from lhcie.bench.contract import deliveries_per_document
 from lhcie.bench.harness import Stack
 from lhcie.bench.run import BenchConfig, run
+from shared.bus import QueueSpec
 
 
 def test_cpu_seconds_counts_this_process_work_and_per_document_divides_it() -> None:
@@ -35,6 +37,18 @@ def test_cpu_seconds_counts_this_process_work_and_per_document_divides_it() -> N
         "b": 0.0,
         "total": 10.0,
     }
+
+
+def test_the_contract_floor_counts_each_trip_event_once_per_queue_bound_to_it() -> None:
+    # document.received, document.stored and alert.raised against topic bindings: "#" takes all three,
+    # "document.*" two, "alert.raised" one, "policy.#" none; two bindings of one queue still make one delivery.
+    queues = (
+        QueueSpec("all", ("#",)),
+        QueueSpec("documents", ("document.*", "document.stored")),
+        QueueSpec("alerts", ("alert.raised",)),
+        QueueSpec("policy", ("policy.#",)),
+    )
+    assert deliveries_per_document(queues) == 3 + 2 + 1 + 0
 
 
 async def test_a_run_that_fails_at_start_and_at_teardown_still_returns_results(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lhcie.bench import report
+from lhcie.bench.contract import deliveries_per_document
 from lhcie.bench.run import KIB, PRESETS, BenchConfig, run
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.e2e]
@@ -93,6 +94,14 @@ async def test_every_scenario_completes_and_every_document_reconciles(
     assert [(b["publishers"], b["consumed"]) for b in amqp] == [(n, SMOKE["amqp_messages"]) for n in SMOKE["senders"]]
     s3 = results["baselines"]["s3"]
     assert [(b["size"], b["concurrency"]) for b in s3] == CELLS
+    # The message contract's floor: every document's deliveries were handled, and each cost CPU somewhere.
+    floors = results["baselines"]["contract"]
+    assert [(f["senders"], f["documents"], f["deliveries_per_document"]) for f in floors] == [
+        (n, max(SMOKE["contract_documents"], n), deliveries_per_document()) for n in SMOKE["senders"]
+    ]
+    for f in floors:
+        assert f["docs_per_s"] > 0 and f["cpu_ms_per_document"]["clients"] > 0
+        assert f["cpu_ms_per_document"]["broker"] is not None and f["ceiling_docs_per_s_on_this_machine"] > 0
     assert all(b["ops_per_s"] > 0 for b in s3)
 
     mesh = results["mesh"]
@@ -100,6 +109,9 @@ async def test_every_scenario_completes_and_every_document_reconciles(
     assert [(c["size"], c["senders"], c["acknowledged"]) for c in mesh["cells"]] == [
         (size, n, max(SMOKE["mesh_documents"], n)) for size, n in CELLS
     ]
+    # The sandbox's CPU per document, cell by cell (a few documents may cost less than a clock tick each).
+    assert all(c["cpu_ms_per_doc"]["sandbox"] is not None for c in mesh["cells"])
+    assert sum(c["cpu_ms_per_doc"]["sandbox"] for c in mesh["cells"]) > 0
 
     memory = results["memory"]
     expected_processes = {"lhcie"} if embedded else {"agreements", "intake", "storage", "notification", "audit"}
