@@ -20,9 +20,10 @@ import aiohttp
 import pytest
 
 from shared.auth import EmbeddedIssuer
+from shared.process import UNREADY_SECONDS
 from shared.topology import STORAGE
 from tests.e2e.processes import ServiceProcesses
-from tests.helpers import document_reference, eventually, rabbitmq_queues
+from tests.helpers import document_reference, eventually, rabbitmq_queues, read_response
 from tests.s3server import CREDENTIALS, MotoServer, s3_credentials, s3_server  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]
@@ -148,6 +149,59 @@ async def test_readiness_fails_first_and_the_request_in_flight_completes(
     # The accepted document is filed (the event went out before the process closed its outbox).
     start(services, "intake")
     await stored(http, services, doc_id)
+
+
+async def test_a_post_whose_body_arrives_as_the_listener_closes_is_answered(services: ServiceProcesses) -> None:
+    """The long fault run's post (seed 37) sent as intake's listener closed, held unanswered until the drain
+    limit: its headers are in and its handler under way, the rest of its body comes once the stop has reached
+    the connections (tests/unit/test_listener_closing.py drives the same in one process)."""
+    start(services, *NEEDED)
+    intake = services.procs["intake"]
+    port = int(services.url("intake").rsplit(":", 1)[1])
+    writers: list[asyncio.StreamWriter] = []
+
+    async def connect() -> asyncio.StreamReader:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(writer)
+        return reader
+
+    try:
+        # Kept alive and idle: the process closes it when its stop reaches the connections (UNREADY_SECONDS
+        # after the signal, as the listener closes), the moment the rest of the body is sent after.
+        idle = await connect()
+        writers[0].write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await read_response(idle))[0] == 200
+        posting = await connect()
+        body = json.dumps(document_reference()).encode()
+        head = "".join(f"{k}: {v}\r\n" for k, v in {**system_headers(services), "Content-Length": len(body)}.items())
+        # "Expect: 100-continue": the interim answer says the handler has the request (a condition, not a pause).
+        writers[1].write(
+            f"POST /fhir/DocumentReference HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n{head}\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        assert (await asyncio.wait_for(posting.readuntil(b"\r\n\r\n"), timeout=30)).startswith(b"HTTP/1.1 100")
+        started = time.monotonic()
+        intake.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(idle.read(), timeout=UNREADY_SECONDS + 10) == b""
+        closed = time.monotonic() - started
+        writers[1].write(body[len(body) // 2 :])
+        status, headers, answer = await asyncio.wait_for(read_response(posting), timeout=3)
+        answered = time.monotonic() - started
+        code, elapsed = await exit_of(intake, started)
+        services.procs.pop("intake")
+    finally:
+        for writer in writers:
+            writer.close()
+    print(
+        f"\nintake: stop reached the connections after {closed:.2f}s, the post answered {status} after "
+        f"{answered:.2f}s, exit {code} after {elapsed:.2f}s (drain limit {DRAIN:.0f}s)"
+    )
+    assert (status, headers["connection"]) == (202, "close"), answer
+    assert code == 0, services.log("intake")[-2000:]
+    assert elapsed < DRAIN - 1  # nothing waited for the drain limit
+    start(services, "intake")
+    async with aiohttp.ClientSession() as http:
+        await stored(http, services, json.loads(answer)["id"])
 
 
 @pytest.mark.parametrize("bucket_back", [True, False], ids=["finished", "redelivered"])
