@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 from services.audit import ranges
 from services.audit.signing import CheckpointSigner
 
@@ -74,6 +76,9 @@ def _json_only(value: Any) -> Any:
     raise _NotJson
 
 
+_PLAIN_ONLY = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _body(record: dict[str, Any]) -> tuple[str, Document]:
     """The canonical text a new record's hash is over, and the record as a read will return it.
 
@@ -81,7 +86,10 @@ def _body(record: dict[str, Any]) -> tuple[str, Document]:
     one holding anything else (a datetime, say) goes through JSON first, as every record did before, so
     that the text is the canonical text of what a read returns."""
     try:
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_only)
+        # The canonical text as orjson writes it (verifying.orjson_canonical, a tenth of the time), refusing
+        # what a read would not return as it is: a datetime, a dataclass, a subclass of str or int (an enum)
+        # go to ``_json_only`` and the path below.
+        text = orjson.dumps(record, default=_json_only, option=orjson.OPT_SORT_KEYS | _PLAIN_ONLY).decode()
         return text, record
     except (_NotJson, TypeError):
         read: Document = json.loads(json.dumps(record, default=str))

@@ -27,13 +27,22 @@ def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def orjson_canonical(value: Any) -> bytes:
+    """``canonical`` as orjson writes it, a tenth of the time for an AuditEvent of 4 KB (8 against 90 µs
+    here), with which the chain writes new records: byte for byte the same text but for some floats
+    (``0.00001`` where the standard library writes ``1e-05``)."""
+    import orjson  # here only for a record holding such a float: a range worker starts without it
+
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 def record_hash(seq: int, prev_hash: str, resource: dict[str, Any], **fields: Any) -> str:
     """SHA-256 over the record's position, its link, its AuditEvent and its other stored fields."""
     return hashlib.sha256(canonical({**fields, "seq": seq, "prev_hash": prev_hash, "resource": resource})).hexdigest()
 
 
 def _canonical_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical(value).decode()
 
 
 # A record stored by this version starts with its key and hash, then the exact canonical text that was
@@ -86,6 +95,16 @@ def _fast_reads(rows: list[bytes]) -> list[tuple[int, str, str] | None]:
 def hash_of(doc: Document) -> str:
     fields = {k: v for k, v in doc.items() if k not in ("_id", "seq", "prev_hash", "hash", "resource")}
     return record_hash(doc.get("seq"), doc.get("prev_hash"), doc.get("resource"), **fields)  # type: ignore[arg-type]  # fields holds none of the three named ones
+
+
+def holds_its_hash(doc: Document, digest: str) -> bool:
+    """Whether ``doc`` (all but its key and hash) hashes to ``digest``: under the canonical text, or, for a
+    record holding a float, under orjson's (the chain writes with it). Either is a fixed function of the
+    record's content, so a record changed to match still needs a SHA-256 preimage."""
+    if hash_of(doc) == digest:
+        return True
+    body = {k: v for k, v in doc.items() if k not in ("_id", "hash")}
+    return hashlib.sha256(orjson_canonical(body)).hexdigest() == digest
 
 
 def _checkpoint_payload(cp: Document) -> bytes:
@@ -228,7 +247,7 @@ class Walk:
                 return checker.broken(self.expected, f"record {self.expected} is missing")
             if link != self.prev:
                 return checker.broken(seq, f"record {seq} does not follow record {seq - 1}")
-            if fast is None and hash_of(doc) != digest:
+            if fast is None and not holds_its_hash(doc, digest):
                 return checker.broken(seq, f"record {seq} was altered")
             checker.count += 1
             recent.append((seq, digest))

@@ -6,6 +6,7 @@ Each test writes a chain through ``AuditChain``, then changes the SQLite file be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import pytest
 from lhcie.bench.audit import bench
 from services.audit.chain import AuditChain, Verification, _checkpoint_payload, hash_of
 from services.audit.signing import CheckpointSigner
+from services.audit.verifying import orjson_canonical
 from shared.store.sqlite import SqliteStore
 
 RECORDS = 12
@@ -85,6 +87,24 @@ async def test_a_changed_record_is_found(written: Path, signer: CheckpointSigner
     doc["resource"]["entity"][0]["what"]["reference"] = "Binary/something-else"
     write(written, doc)
     assert await verify(written, signer) == Verification(False, 6, 7, "record 7 was altered", checkpoints=1)
+
+
+async def test_a_record_with_a_float_in_orjsons_text_verifies_as_a_plain_document_and_a_changed_one_does_not(
+    written: Path, signer: CheckpointSigner
+) -> None:
+    # The chain hashes orjson's text, which puts some floats differently from the standard library's
+    # canonical text (0.00001 against 1e-05); stored as a plain document (MongoDB's form), the walk
+    # recomputes the text and must accept orjson's. Record 12 is past the last checkpoint: only its own
+    # hash holds it.
+    doc = rows(written)[12]
+    doc["hours_waited"] = 1.5e-05
+    body = {k: v for k, v in doc.items() if k not in ("_id", "hash")}
+    doc["hash"] = hashlib.sha256(orjson_canonical(body)).hexdigest()
+    write(written, doc)
+    assert await verify(written, signer) == Verification(True, RECORDS, None, None, None, checkpoints=2, unsigned=2)
+    doc["hours_waited"] = 2.5e-05
+    write(written, doc)
+    assert await verify(written, signer) == Verification(False, 11, 12, "record 12 was altered", checkpoints=2)
 
 
 async def test_a_changed_search_field_is_found_too(written: Path, signer: CheckpointSigner) -> None:
