@@ -33,42 +33,12 @@ SHM = Path("/dev/shm")
 # with every search field; an earlier hand-written record was a third of that size and lacked most of the
 # search fields, so it measured a shorter path than the service's records take).
 def _trip_records() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    from lhcie.bench import trip
     from services.audit.records import records_for
-    from shared.events import Actor, AlertRaised, DocumentFacts, DocumentReceived, DocumentStored, Event, RoutingKey
 
-    doc = DocumentFacts(
-        document_id="00000000-0000-0000-0000-000000000000",
-        patient_nhs_number="9000000009",
-        custodian="RJ1",
-        type_system="http://snomed.info/sct",
-        type_code="371530004",
-        type_display="Clinical consultation report",
-        content_type="application/pdf",
-        size=102_400,
-        sha256="0" * 64,
-    )
-    actor = Actor(org="RJ1", role="clinician", subject="bench-user", address="127.0.0.1")
+    doc = trip.facts("00000000-0000-0000-0000-000000000000", size=102_400)
     at = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
-    events = [
-        Event.new(
-            RoutingKey.DOCUMENT_RECEIVED,
-            DocumentReceived(submission_id="s", document=doc, staging_key="k", actor=actor),
-            source="urn:lhcie:service:intake",
-            correlation_id="bench",
-        ),
-        Event.new(
-            RoutingKey.DOCUMENT_STORED,
-            DocumentStored(submission_id="s", document=doc, object_key="k", stored_at=at),
-            source="urn:lhcie:service:storage",
-            correlation_id="bench",
-        ),
-        Event.new(
-            RoutingKey.ALERT_RAISED,
-            AlertRaised(alert_id="a", recipient="CareTeam/rj1-lung", priority="routine", document=doc),
-            source="urn:lhcie:service:notification",
-            correlation_id="bench",
-        ),
-    ]
+    events = [trip.received(doc), trip.stored(doc, at=at), trip.alert(doc, "a")]
     return [(resource, index) for event in events for _, resource, index in records_for(event, recorded=at)]
 
 

@@ -24,19 +24,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from lhcie.bench import trip
 from lhcie.bench.cpu import cpu_seconds
 from lhcie.bench.harness import RABBITMQ, broker_pid, rabbitmqctl
 from shared.bus.amqp import AmqpBus
 from shared.bus.base import QueueSpec, topic_matches
-from shared.events import (
-    Actor,
-    AlertRaised,
-    DocumentFacts,
-    DocumentReceived,
-    DocumentStored,
-    Event,
-    RoutingKey,
-)
+from shared.events import DocumentFacts, Event, RoutingKey
 from shared.topology import AGREEMENTS, ALL_QUEUES, AUDIT, INTAKE, NOTIFICATION, NOTIFICATION_WATCH, STORAGE
 
 TRIP = (RoutingKey.DOCUMENT_RECEIVED, RoutingKey.DOCUMENT_STORED, RoutingKey.ALERT_RAISED)
@@ -52,30 +45,6 @@ SERVICES: dict[str, QueueSpec] = {
 def deliveries_per_document(queues: tuple[QueueSpec, ...] = ALL_QUEUES) -> int:
     """How many queue deliveries the contract makes of one document's three events."""
     return sum(1 for key in TRIP for spec in queues if any(topic_matches(b, key) for b in spec.bindings))
-
-
-def _facts(document_id: str) -> DocumentFacts:
-    return DocumentFacts(
-        document_id=document_id,
-        patient_nhs_number="9000000009",
-        custodian="RJ1",
-        type_system="http://snomed.info/sct",
-        type_code="371530004",
-        type_display="Clinical consultation report",
-        content_type="application/pdf",
-        size=10_240,
-        sha256="0" * 64,
-    )
-
-
-def _received(document_id: str) -> Event:
-    actor = Actor(org="RJ1", role="clinician", subject="bench-user", address="127.0.0.1")
-    return Event.new(
-        RoutingKey.DOCUMENT_RECEIVED,
-        DocumentReceived(submission_id=document_id, document=_facts(document_id), staging_key="k", actor=actor),
-        source="urn:lhcie:service:intake",
-        correlation_id=document_id,
-    )
 
 
 class _Trips:
@@ -98,33 +67,15 @@ class _Trips:
 
 
 def _handler(name: str, bus: AmqpBus, trips: _Trips) -> Callable[[Event], Awaitable[None]]:
+    """Storage's handler passes ``document.received`` on as ``document.stored``, notification's
+    ``document.stored`` as ``alert.raised``; every handler counts its delivery."""
+
     async def handle(event: Event) -> None:
+        document = DocumentFacts.model_validate(event.data["document"])
         if name == "storage" and event.type == RoutingKey.DOCUMENT_RECEIVED:
-            facts = DocumentFacts.model_validate(event.data["document"])
-            stored = DocumentStored(
-                submission_id=event.data["submission_id"], document=facts, object_key="k", stored_at=event.time
-            )
-            await bus.publish(
-                Event.new(
-                    RoutingKey.DOCUMENT_STORED,
-                    stored,
-                    source="urn:lhcie:service:storage",
-                    correlation_id=event.correlationid,
-                )
-            )
+            await bus.publish(trip.stored(document, at=event.time))
         elif name == "notification" and event.type == RoutingKey.DOCUMENT_STORED:
-            facts = DocumentFacts.model_validate(event.data["document"])
-            alert = AlertRaised(
-                alert_id=str(uuid.uuid4()), recipient="CareTeam/rj1-lung", priority="routine", document=facts
-            )
-            await bus.publish(
-                Event.new(
-                    RoutingKey.ALERT_RAISED,
-                    alert,
-                    source="urn:lhcie:service:notification",
-                    correlation_id=event.correlationid,
-                )
-            )
+            await bus.publish(trip.alert(document, str(uuid.uuid4())))
         trips.handled(event)
 
     return handle
@@ -157,7 +108,7 @@ async def run(*, documents: int, senders: int, prefetch: int, timeout: float) ->
 
             async def sender(mine: list[str]) -> None:
                 for document_id in mine:
-                    await buses["intake"].publish(_received(document_id))
+                    await buses["intake"].publish(trip.received(trip.facts(document_id)))
 
             await asyncio.gather(*(sender(ids[i::senders]) for i in range(senders)))
             await asyncio.wait_for(trips.all_done.wait(), timeout)
